@@ -1,0 +1,42 @@
+//! Database migrations for weft, shared by SQLite and PostgreSQL.
+//!
+//! Every table, CHECK constraint and index the database of record needs. The same
+//! migrations run on both backends; sea-query renders the backend-specific DDL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+/// The ordered list of migrations applied by `weft db migrate` and `weft serve`.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}
+
+/// Task instance states. Mirrored by `weft::db::TaskState`; the CHECK constraint and
+/// the Rust enum must list the same values.
+pub const TASK_STATES: &[&str] = &[
+    "pending",
+    "scheduled",
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "up_for_retry",
+    "upstream_failed",
+    "skipped",
+    "removed",
+];
+/// DAG run states.
+pub const RUN_STATES: &[&str] = &["queued", "running", "success", "failed"];
+/// How a run came to be.
+pub const RUN_TYPES: &[&str] = &["scheduled", "manual", "backfill"];
+/// States of one try of a task.
+pub const TRY_STATES: &[&str] = &["running", "success", "failed"];
+/// Roles of web users.
+pub const ROLES: &[&str] = &["admin", "operator", "viewer"];

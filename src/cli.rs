@@ -1,0 +1,845 @@
+//! The command line: argument definitions (clap) and one function per command. Each
+//! command loads the config, opens the database, and calls into the library.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::dag::bag::{self, DagBag};
+use crate::dag::diag::render_with_source;
+use crate::dag::template::rfc3339;
+use crate::dag::{Dag, ValidationContext};
+use crate::db::runs::{self, RunFilter};
+use crate::db::{Db, RunState, tasks};
+use crate::scheduler::{Engine, EngineOptions, Registry, SystemClock, commands, plan};
+
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about = "A lean, fast workflow orchestrator for data teams")]
+pub struct Cli {
+    /// Config file (default: ./weft.toml if it exists; env WEFT_CONFIG).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate the database, load the DAGs, and run the scheduler and executor.
+    Serve(ServeArgs),
+    /// Inspect and check DAG files.
+    #[command(subcommand)]
+    Dags(DagsCommand),
+    /// Database maintenance.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Create a manual run of a DAG.
+    Trigger(TriggerArgs),
+    /// Create (and run) the runs of a DAG for a range of logical dates.
+    Backfill(BackfillArgs),
+    /// List runs.
+    Runs(RunsArgs),
+    /// Task instance actions.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Print the log of a task try.
+    Logs(LogsArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the web server (env WEFT_BIND; default 127.0.0.1:8080).
+    #[arg(long)]
+    pub bind: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DagsCommand {
+    /// List the DAGs of the DAG folder.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate DAG files (default: the DAG folder); exits non-zero on any error.
+    Check {
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a DAG's settings and task graph.
+    Show {
+        dag_id: String,
+        /// Print Graphviz DOT instead.
+        #[arg(long)]
+        dot: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the next data intervals of a DAG.
+    Next {
+        dag_id: String,
+        #[arg(short = 'n', default_value_t = 5)]
+        n: usize,
+        /// Start from this time (RFC 3339 or a date; default now).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a DAG: no new runs are created or started.
+    Pause { dag_id: String },
+    /// Unpause a DAG.
+    Unpause { dag_id: String },
+    /// Run one run of a DAG in this process against a temporary database.
+    Test {
+        dag_id: String,
+        /// Logical date (default: the latest complete interval, or now).
+        #[arg(long)]
+        date: Option<String>,
+        /// Params as k=v.
+        #[arg(long = "param")]
+        params: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply pending migrations.
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    pub dag_id: String,
+    /// Run configuration, a JSON object.
+    #[arg(long)]
+    pub conf: Option<String>,
+    /// A param as k=v (repeatable); checked against the DAG's [params].
+    #[arg(long = "param")]
+    pub params: Vec<String>,
+    /// Logical date; the run covers the interval that contains it.
+    #[arg(long)]
+    pub logical_date: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    pub dag_id: String,
+    /// First logical date (inclusive).
+    #[arg(long)]
+    pub from: String,
+    /// Last logical date (inclusive).
+    #[arg(long)]
+    pub to: String,
+    /// Clear and re-run runs in the range that failed.
+    #[arg(long)]
+    pub rerun_failed: bool,
+    /// Runs active at once (default: the DAG's max_active_runs).
+    #[arg(long)]
+    pub max_active_runs: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    pub dag_id: Option<String>,
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Clear task instances of a run so they run again.
+    Clear {
+        dag_id: String,
+        run_id: String,
+        /// Tasks to clear (default: all).
+        tasks: Vec<String>,
+        /// Also clear everything downstream of the named tasks.
+        #[arg(long)]
+        downstream: bool,
+    },
+    /// List the task instances of a run.
+    List {
+        dag_id: String,
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub dag_id: String,
+    pub run_id: String,
+    pub task_id: String,
+    /// Try number (default: the latest).
+    #[arg(long = "try")]
+    pub try_number: Option<i32>,
+}
+
+/// Parses args, runs the command, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "weft=info,warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Version => {
+            println!("weft {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Command::Serve(a) => serve(cfg, a).await,
+        Command::Dags(c) => dags(cfg, c).await,
+        Command::Db(DbCommand::Migrate) => {
+            let db = open_db(&cfg).await?;
+            println!("migrated {}", crate::db::redact_url(&cfg.database_url));
+            drop(db);
+            Ok(0)
+        }
+        Command::Trigger(a) => trigger(cfg, a).await,
+        Command::Backfill(a) => backfill(cfg, a).await,
+        Command::Runs(a) => list_runs(cfg, a).await,
+        Command::Tasks(c) => tasks_cmd(cfg, c).await,
+        Command::Logs(a) => logs(cfg, a).await,
+    }
+}
+
+async fn open_db(cfg: &Config) -> Result<Db> {
+    let db = Db::connect(&cfg.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", crate::db::redact_url(&cfg.database_url)))?;
+    db.migrate().await.context("cannot migrate the database")?;
+    Ok(db)
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Loads one DAG from the DAG folder, with a clear error if it is missing or broken.
+fn load_dag(cfg: &Config, dag_id: &str) -> Result<Arc<Dag>> {
+    let bag = DagBag::load_dir(&cfg.dags_folder, &cfg.validation_context())
+        .with_context(|| format!("cannot read the dag folder {}", cfg.dags_folder.display()))?;
+    if let Some(d) = bag.get(dag_id) {
+        return Ok(d.clone());
+    }
+    for (f, diags) in bag.errors() {
+        if f.path.file_stem().is_some_and(|s| s == dag_id) || diags.iter().any(|d| d.dag_id.as_deref() == Some(dag_id)) {
+            let msgs: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+            bail!("dag \"{dag_id}\" has errors:\n{}", msgs.join("\n"));
+        }
+    }
+    let hint = crate::dag::diag::did_you_mean(dag_id, bag.dags().map(|d| d.dag_id.as_str()));
+    bail!("no dag \"{dag_id}\" in {}{hint}", cfg.dags_folder.display())
+}
+
+/// Parses a date or time given on the command line, in the DAG's time zone.
+fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>> {
+    crate::dag::parse_datetime(s, tz).map_err(|e| anyhow!(e))
+}
+
+fn parse_kv(params: &[String]) -> Result<BTreeMap<String, serde_json::Value>> {
+    params
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), serde_json::Value::String(v.to_string())))
+                .ok_or_else(|| anyhow!("--param \"{p}\" must look like name=value"))
+        })
+        .collect()
+}
+
+async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
+    if let Some(b) = a.bind {
+        cfg.bind = b;
+    }
+    let db = open_db(&cfg).await?;
+    let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+    let report = registry.sync(&db, Utc::now()).await?;
+    eprintln!("weft {} serving", env!("CARGO_PKG_VERSION"));
+    eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
+    eprintln!("  dags:       {} ({} loaded, {} with errors)", cfg.dags_folder.display(), report.loaded, report.errors.len());
+    for (file, msg) in &report.errors {
+        eprintln!("  import error in {file}:\n{}", indent(msg));
+    }
+    eprintln!("  parallelism {}", cfg.parallelism);
+    let engine = Engine::new(db.clone(), cfg.clone(), registry.clone(), Arc::new(SystemClock), EngineOptions::default()).await?;
+    engine.shared.registry.sync(&db, Utc::now()).await?;
+    let web = crate::web::serve(crate::web::AppState::new(db, cfg.clone(), registry, Some(engine.clone())), &cfg.bind).await?;
+    eprintln!("  web UI:     http://{}", web);
+    engine.run(shutdown_signal()).await;
+    eprintln!("weft stopped");
+    Ok(0)
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    eprintln!("shutting down (running tries get the shutdown grace period to finish)...");
+}
+
+#[derive(Serialize)]
+struct DagListItem<'a> {
+    dag_id: &'a str,
+    file: String,
+    schedule: &'a str,
+    description: String,
+    timezone: &'a str,
+    tasks: usize,
+    tags: &'a [String],
+    paused: Option<bool>,
+}
+
+async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
+    let ctx = cfg.validation_context();
+    match c {
+        DagsCommand::List { json } => {
+            let bag = DagBag::load_dir(&cfg.dags_folder, &ctx).with_context(|| format!("cannot read {}", cfg.dags_folder.display()))?;
+            let items: Vec<DagListItem> = bag
+                .dags()
+                .map(|d| DagListItem {
+                    dag_id: &d.dag_id,
+                    file: bag::display_path(&d.file),
+                    schedule: d.schedule.as_str(),
+                    description: d.schedule.describe(),
+                    timezone: d.timezone.name(),
+                    tasks: d.tasks.len(),
+                    tags: &d.tags,
+                    paused: None,
+                })
+                .collect();
+            if json {
+                print_json(&items)?;
+            } else {
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|i| vec![i.dag_id.to_string(), i.schedule.to_string(), i.timezone.to_string(), i.tasks.to_string(), i.file.clone()])
+                    .collect();
+                print_table(&["DAG", "SCHEDULE", "TIMEZONE", "TASKS", "FILE"], &rows);
+                let errs = bag.error_count();
+                if errs > 0 {
+                    eprintln!("\n{errs} error(s) in dag files; run `weft dags check` for details");
+                }
+            }
+            Ok(0)
+        }
+        DagsCommand::Check { paths, json } => {
+            let paths = if paths.is_empty() { vec![cfg.dags_folder.clone()] } else { paths };
+            let mut files = Vec::new();
+            for p in &paths {
+                files.extend(bag::dag_files(p).with_context(|| format!("cannot read {}", p.display()))?);
+            }
+            let bag = DagBag::load(&files, &ctx);
+            let diags: Vec<_> = bag.errors().flat_map(|(_, d)| d.iter().cloned()).collect();
+            if json {
+                print_json(&serde_json::json!({"files": files.len(), "dags": bag.dags().count(), "errors": diags}))?;
+            } else {
+                for (f, ds) in bag.errors() {
+                    let src = std::fs::read_to_string(&f.path).unwrap_or_default();
+                    for d in ds {
+                        println!("{}", render_with_source(d, &src));
+                    }
+                }
+                let n = diags.len();
+                if n == 0 {
+                    println!("ok: {} file(s), {} dag(s), no errors", files.len(), bag.dags().count());
+                } else {
+                    println!("{n} error(s) in {} of {} file(s)", bag.errors().count(), files.len());
+                }
+            }
+            Ok(if diags.is_empty() { 0 } else { 1 })
+        }
+        DagsCommand::Show { dag_id, dot, json } => {
+            let d = load_dag(&cfg, &dag_id)?;
+            if dot {
+                print!("{}", to_dot(&d));
+            } else if json {
+                let tasks: Vec<_> = d
+                    .tasks
+                    .iter()
+                    .map(|t| serde_json::json!({"task_id": t.task_id, "kind": t.kind.name(), "depends_on": t.depends_on, "retries": t.retries, "pool": t.pool, "trigger_rule": t.trigger_rule, "priority": t.priority}))
+                    .collect();
+                print_json(&serde_json::json!({
+                    "dag_id": d.dag_id, "description": d.description, "schedule": d.schedule.as_str(),
+                    "schedule_description": d.schedule.describe(), "timezone": d.timezone.name(),
+                    "start_date": d.start_date.map(rfc3339), "end_date": d.end_date.map(rfc3339), "catchup": d.catchup,
+                    "max_active_runs": d.max_active_runs, "max_active_tasks": d.max_active_tasks, "tags": d.tags,
+                    "params": d.params, "tasks": tasks,
+                }))?;
+            } else {
+                println!("dag:          {}", d.dag_id);
+                if let Some(desc) = &d.description {
+                    println!("description:  {desc}");
+                }
+                println!("file:         {}", bag::display_path(&d.file));
+                println!("schedule:     {} ({}) in {}", d.schedule.as_str(), d.schedule.describe(), d.timezone.name());
+                if let Some(s) = d.start_date {
+                    println!("start_date:   {}", s.with_timezone(&d.timezone).format("%Y-%m-%d %H:%M %Z"));
+                }
+                println!("catchup:      {}   max_active_runs: {}   max_active_tasks: {}", d.catchup, d.max_active_runs, d.max_active_tasks);
+                println!("\ntasks (in run order):");
+                for &i in &d.topo_order {
+                    let t = &d.tasks[i];
+                    let deps = if t.depends_on.is_empty() { String::new() } else { format!("  <- {}", t.depends_on.join(", ")) };
+                    println!("{}", format!("  {:<24} {:<8}{deps}", t.task_id, t.kind.name()).trim_end());
+                }
+            }
+            Ok(0)
+        }
+        DagsCommand::Next { dag_id, n, after, json } => {
+            let d = load_dag(&cfg, &dag_id)?;
+            if d.schedule.is_none() {
+                bail!("dag \"{dag_id}\" has schedule = \"none\": it only runs when triggered");
+            }
+            let after = match after {
+                Some(a) => parse_time(&a, d.timezone)?,
+                None => Utc::now(),
+            };
+            let ivs = plan::upcoming(&d.timetable(), after, n);
+            if json {
+                let v: Vec<_> = ivs
+                    .iter()
+                    .map(|iv| serde_json::json!({"data_interval_start": rfc3339(iv.start), "data_interval_end": rfc3339(iv.end), "run_after": rfc3339(iv.end)}))
+                    .collect();
+                print_json(&v)?;
+            } else {
+                let tz = d.timezone;
+                let fmt = |t: DateTime<Utc>| format!("{} ({})", t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"), t.format("%Y-%m-%d %H:%M UTC"));
+                let rows: Vec<Vec<String>> = ivs.iter().map(|iv| vec![fmt(iv.start), fmt(iv.end), fmt(iv.end)]).collect();
+                println!("{} ({}), time zone {}", d.schedule.as_str(), d.schedule.describe(), tz.name());
+                print_table(&["DATA INTERVAL START", "DATA INTERVAL END", "RUNS AT"], &rows);
+            }
+            Ok(0)
+        }
+        DagsCommand::Pause { dag_id } => set_paused(cfg, &dag_id, true).await,
+        DagsCommand::Unpause { dag_id } => set_paused(cfg, &dag_id, false).await,
+        DagsCommand::Test { dag_id, date, params } => dags_test(cfg, &dag_id, date, params).await,
+    }
+}
+
+async fn set_paused(cfg: Config, dag_id: &str, paused: bool) -> Result<i32> {
+    let db = open_db(&cfg).await?;
+    // Make sure the DAG is recorded even if `serve` never ran.
+    if crate::db::dags::get_dag(&db.conn, dag_id).await?.is_none() {
+        let d = load_dag(&cfg, dag_id)?;
+        crate::db::dags::upsert_dag(&db.conn, &d, Utc::now()).await?;
+    }
+    crate::db::dags::set_paused(&db.conn, dag_id, paused).await?;
+    println!("dag \"{dag_id}\" {}", if paused { "paused" } else { "unpaused" });
+    Ok(0)
+}
+
+fn to_dot(d: &Dag) -> String {
+    let mut s = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n", d.dag_id.replace('"', "\\\""));
+    for t in &d.tasks {
+        s.push_str(&format!("  \"{}\" [label=\"{}\\n({})\"];\n", t.task_id, t.task_id, t.kind.name()));
+    }
+    for t in &d.tasks {
+        for dep in &t.depends_on {
+            s.push_str(&format!("  \"{dep}\" -> \"{}\";\n", t.task_id));
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn human_ms(ms: Option<i64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 1000 => format!("{ms}ms"),
+        Some(ms) if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => humantime::format_duration(Duration::from_secs((ms / 1000) as u64)).to_string(),
+    }
+}
+
+async fn trigger(cfg: Config, a: TriggerArgs) -> Result<i32> {
+    let d = load_dag(&cfg, &a.dag_id)?;
+    let db = open_db(&cfg).await?;
+    let vid = crate::db::dags::upsert_dag(&db.conn, &d, Utc::now()).await?;
+    let conf = match &a.conf {
+        Some(c) => serde_json::from_str(c).with_context(|| format!("--conf is not valid JSON: {c}"))?,
+        None => serde_json::Value::Null,
+    };
+    let logical = a.logical_date.as_deref().map(|s| parse_time(s, d.timezone)).transpose()?;
+    let params = parse_kv(&a.params)?;
+    let run = match commands::trigger(&db, &d, vid, &params, conf, logical, Utc::now()).await {
+        Ok(r) => r,
+        Err(commands::CommandError::Invalid(m)) => {
+            eprintln!("error: {m}");
+            return Ok(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if a.json {
+        print_json(&serde_json::json!({"dag_id": run.dag_id, "run_id": run.run_id, "state": run.state, "logical_date": rfc3339(run.logical_date)}))?;
+    } else {
+        println!("created run {} of dag \"{}\" ({}); `weft serve` runs it", run.run_id, run.dag_id, run.state);
+    }
+    Ok(0)
+}
+
+async fn list_runs(cfg: Config, a: RunsArgs) -> Result<i32> {
+    let db = open_db(&cfg).await?;
+    let states = match &a.state {
+        Some(s) => vec![RunState::parse(s).ok_or_else(|| {
+            anyhow!("unknown run state \"{s}\"; use one of {}", RunState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+        })?],
+        None => Vec::new(),
+    };
+    let list = runs::list_runs(&db.conn, &RunFilter { dag_id: a.dag_id.clone(), states, limit: a.limit, offset: 0 }).await?;
+    if a.json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|r| serde_json::json!({"dag_id": r.dag_id, "run_id": r.run_id, "run_type": r.run_type, "state": r.state, "logical_date": rfc3339(r.logical_date), "data_interval_start": rfc3339(r.data_interval_start), "data_interval_end": rfc3339(r.data_interval_end), "started_at": r.started_at.map(rfc3339), "ended_at": r.ended_at.map(rfc3339)}))
+            .collect();
+        print_json(&v)?;
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            let dur = match (r.started_at, r.ended_at) {
+                (Some(s), Some(e)) => human_ms(Some((e - s).num_milliseconds())),
+                (Some(s), None) => format!("{} so far", human_ms(Some((Utc::now() - s).num_milliseconds()))),
+                _ => "-".into(),
+            };
+            vec![r.dag_id.clone(), r.run_id.clone(), r.run_type.to_string(), r.state.to_string(), r.logical_date.format("%Y-%m-%d %H:%M").to_string(), dur]
+        })
+        .collect();
+    print_table(&["DAG", "RUN", "TYPE", "STATE", "LOGICAL DATE (UTC)", "DURATION"], &rows);
+    Ok(0)
+}
+
+async fn find_run(db: &Db, dag_id: &str, run_id: &str) -> Result<crate::db::entities::dag_run::Model> {
+    if let Some(r) = runs::find_run(&db.conn, dag_id, run_id).await? {
+        return Ok(r);
+    }
+    let recent = runs::list_runs(&db.conn, &RunFilter { dag_id: Some(dag_id.to_string()), limit: 50, ..Default::default() }).await?;
+    let hint = crate::dag::diag::did_you_mean(run_id, recent.iter().map(|r| r.run_id.as_str()));
+    bail!("dag \"{dag_id}\" has no run \"{run_id}\"{hint} (see `weft runs {dag_id}`)")
+}
+
+async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
+    let db = open_db(&cfg).await?;
+    match c {
+        TasksCommand::Clear { dag_id, run_id, tasks: task_ids, downstream } => {
+            find_run(&db, &dag_id, &run_id).await?;
+            let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+            registry.sync(&db, Utc::now()).await?;
+            match commands::clear(&db, &registry, &dag_id, &run_id, &task_ids, downstream, Utc::now()).await {
+                Ok(cleared) if cleared.is_empty() => println!("nothing to clear (tasks that are queued or running are left alone)"),
+                Ok(cleared) => println!("cleared {} task(s): {}", cleared.len(), cleared.join(", ")),
+                Err(commands::CommandError::Db(e)) => return Err(e.into()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(2);
+                }
+            }
+            Ok(0)
+        }
+        TasksCommand::List { dag_id, run_id, json } => {
+            let run = find_run(&db, &dag_id, &run_id).await?;
+            let tis = tasks::of_run(&db.conn, run.id).await?;
+            if json {
+                let v: Vec<_> = tis
+                    .iter()
+                    .map(|t| serde_json::json!({"task_id": t.task_id, "state": t.state, "try_number": t.try_number, "max_tries": t.max_tries, "started_at": t.started_at.map(rfc3339), "ended_at": t.ended_at.map(rfc3339), "duration_ms": t.duration_ms, "error": t.error}))
+                    .collect();
+                print_json(&v)?;
+            } else {
+                let rows: Vec<Vec<String>> = tis
+                    .iter()
+                    .map(|t| vec![t.task_id.clone(), t.state.to_string(), format!("{}/{}", t.try_number, t.max_tries), human_ms(t.duration_ms), t.error.clone().unwrap_or_default()])
+                    .collect();
+                println!("run {} of {}: {}", run.run_id, run.dag_id, run.state);
+                print_table(&["TASK", "STATE", "TRY", "DURATION", "ERROR"], &rows);
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn logs(cfg: Config, a: LogsArgs) -> Result<i32> {
+    let db = open_db(&cfg).await?;
+    let run = find_run(&db, &a.dag_id, &a.run_id).await?;
+    let tis = tasks::of_run(&db.conn, run.id).await?;
+    let Some(ti) = tis.iter().find(|t| t.task_id == a.task_id) else {
+        let hint = crate::dag::diag::did_you_mean(&a.task_id, tis.iter().map(|t| t.task_id.as_str()));
+        bail!("run \"{}\" has no task \"{}\"{hint}", a.run_id, a.task_id);
+    };
+    let tries = tasks::tries_of(&db.conn, ti.id).await?;
+    if tries.is_empty() {
+        bail!("task \"{}\" has not run yet (state {})", a.task_id, ti.state);
+    }
+    let t = match a.try_number {
+        Some(n) => tries.iter().find(|t| t.try_number == n).ok_or_else(|| anyhow!("task \"{}\" has no try {n} (it has {})", a.task_id, tries.len()))?,
+        None => tries.last().ok_or_else(|| anyhow!("no tries"))?,
+    };
+    let text = tasks::read_log(&db.conn, t.id).await?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    Ok(0)
+}
+
+/// Runs one run of a DAG in-process against a temporary SQLite database.
+async fn dags_test(cfg: Config, dag_id: &str, date: Option<String>, params: Vec<String>) -> Result<i32> {
+    let d = load_dag(&cfg, dag_id)?;
+    let dir = tempfile_dir()?;
+    let url = format!("sqlite://{}?mode=rwc", dir.join("weft-test.db").display());
+    let db = Db::connect(&url).await?;
+    db.migrate().await?;
+    let mut cfg = cfg;
+    cfg.database_url = url;
+    let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+    let vid = registry.add(&db, d.clone(), Utc::now()).await?;
+    let logical = match date {
+        Some(s) => Some(parse_time(&s, d.timezone)?),
+        None => d.timetable().latest_complete(Utc::now()).map(|iv| iv.start),
+    };
+    let options = EngineOptions { cron: false, watch_folder: false, only_dags: vec![d.dag_id.clone()], ..Default::default() };
+    let engine = Engine::new(db.clone(), cfg, registry, Arc::new(SystemClock), options).await?;
+    let mut events = engine.subscribe();
+    let run = commands::trigger(&db, &d, vid, &parse_kv(&params)?, serde_json::Value::Null, logical, Utc::now())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    println!("testing dag \"{}\", run {} (data interval {} - {})", d.dag_id, run.run_id, rfc3339(run.data_interval_start), rfc3339(run.data_interval_end));
+    let run_pk = run.id;
+    let wait = async move {
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.run_pk == run_pk => break,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                _ => {}
+            }
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let e2 = engine.clone();
+    let handle = tokio::spawn(async move {
+        e2.run(async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    tokio::select! {
+        _ = wait => {}
+        _ = shutdown_signal() => {}
+    }
+    let _ = tx.send(());
+    let _ = handle.await;
+    let run = runs::get_run(&db.conn, run_pk).await?.ok_or_else(|| anyhow!("run vanished"))?;
+    let tis = tasks::of_run(&db.conn, run_pk).await?;
+    for &i in &d.topo_order {
+        let Some(ti) = tis.iter().find(|t| t.task_id == d.tasks[i].task_id) else { continue };
+        println!("\n== {} [{}] try {} {}", ti.task_id, ti.state, ti.try_number, human_ms(ti.duration_ms));
+        if let Some(t) = tasks::current_try(&db.conn, ti).await? {
+            let log = tasks::read_log(&db.conn, t.id).await?;
+            let lines: Vec<&str> = log.lines().collect();
+            for l in &lines[lines.len().saturating_sub(20)..] {
+                println!("   {l}");
+            }
+        }
+    }
+    println!("\nrun {}: {}", run.run_id, run.state);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(if run.state == RunState::Success { 0 } else { 1 })
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("weft-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Backfill: creates the missing runs of the range in order, at most `max_active_runs`
+/// active at once, runs them in this process (any running `weft serve` helps), and
+/// shows progress. Ctrl-C stops creating runs; running tries finish or are recorded.
+async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
+    let d = load_dag(&cfg, &a.dag_id)?;
+    if d.schedule.is_none() {
+        bail!("dag \"{}\" has schedule = \"none\": there are no intervals to backfill; use `weft trigger`", d.dag_id);
+    }
+    let from = parse_time(&a.from, d.timezone)?;
+    let to = parse_time(&a.to, d.timezone)?;
+    if from > to {
+        bail!("--from {} is after --to {}", a.from, a.to);
+    }
+    let db = open_db(&cfg).await?;
+    let registry = Registry::new(cfg.dags_folder.clone(), ValidationContext::clone(&cfg.validation_context()));
+    let vid = registry.add(&db, d.clone(), Utc::now()).await?;
+    let intervals = crate::scheduler::plan::intervals_between(&d.timetable(), from, to);
+    if intervals.is_empty() {
+        println!("no intervals of {} start between {} and {}", d.schedule.as_str(), a.from, a.to);
+        return Ok(0);
+    }
+    let max_active = a.max_active_runs.unwrap_or(d.max_active_runs).max(1);
+    let options = EngineOptions { cron: false, watch_folder: false, only_dags: vec![d.dag_id.clone()], ..Default::default() };
+    let engine = Engine::new(db.clone(), cfg.clone(), registry.clone(), Arc::new(SystemClock), options).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let e2 = engine.clone();
+    let handle = tokio::spawn(async move {
+        e2.run(async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let total = intervals.len();
+    let started_at = std::time::Instant::now();
+    let mut tracked: Vec<i64> = Vec::new();
+    let mut pending = intervals.into_iter().peekable();
+    let mut interrupted = false;
+    let ctrl_c = shutdown_signal();
+    tokio::pin!(ctrl_c);
+    loop {
+        // Create runs while there is room.
+        let mut active = 0;
+        let mut done = 0;
+        let mut failed = 0;
+        for id in &tracked {
+            match runs::get_run(&db.conn, *id).await?.map(|r| r.state) {
+                Some(RunState::Success) => done += 1,
+                Some(RunState::Failed) => {
+                    done += 1;
+                    failed += 1
+                }
+                _ => active += 1,
+            }
+        }
+        while !interrupted && active < max_active as usize {
+            let Some(iv) = pending.next() else { break };
+            match runs::run_at(&db.conn, &d.dag_id, iv.start).await? {
+                Some(existing) if a.rerun_failed && existing.state == RunState::Failed => {
+                    commands::clear(&db, &registry, &d.dag_id, &existing.run_id, &[], false, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
+                    tracked.push(existing.id);
+                    active += 1;
+                }
+                Some(existing) => {
+                    tracked.push(existing.id);
+                    if !existing.state.is_finished() {
+                        active += 1;
+                    }
+                }
+                None => {
+                    let new = runs::NewRun {
+                        dag_id: d.dag_id.clone(),
+                        run_id: runs::run_id_for(crate::db::RunType::Backfill, iv.start),
+                        run_type: crate::db::RunType::Backfill,
+                        logical_date: iv.start,
+                        interval_start: iv.start,
+                        interval_end: iv.end,
+                        dag_version_id: vid,
+                        params: serde_json::to_value(d.default_params()).unwrap_or_default(),
+                        conf: serde_json::json!({}),
+                    };
+                    if let Some(r) = commands::create_run(&db, &d, vid, &new, Utc::now()).await? {
+                        tracked.push(r.id);
+                        active += 1;
+                    }
+                }
+            }
+            engine.wake();
+        }
+        let finished_all = pending.peek().is_none() && active == 0;
+        let eta = if done > 0 && !finished_all {
+            let per = started_at.elapsed().as_secs_f64() / done as f64;
+            format!(", eta {}", humantime::format_duration(Duration::from_secs((per * (total - done) as f64) as u64)))
+        } else {
+            String::new()
+        };
+        eprint!("\rbackfill {}: {done}/{total} done, {failed} failed, {active} running{eta}      ", d.dag_id);
+        if finished_all || (interrupted && active == 0) {
+            eprintln!();
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                eprintln!("\nstopping: no new runs will be created; waiting for the {active} active run(s) (Ctrl-C again to stop now)");
+                tokio::spawn(async { shutdown_signal().await; std::process::exit(130) });
+            }
+        }
+    }
+    let _ = stop_tx.send(());
+    let _ = handle.await;
+    let failed = {
+        let mut n = 0;
+        for id in &tracked {
+            if runs::get_run(&db.conn, *id).await?.is_some_and(|r| r.state == RunState::Failed) {
+                n += 1;
+            }
+        }
+        n
+    };
+    println!("backfill of {}: {} run(s), {failed} failed{}", d.dag_id, tracked.len(), if interrupted { " (interrupted)" } else { "" });
+    Ok(if failed > 0 || interrupted { 1 } else { 0 })
+}

@@ -1,0 +1,247 @@
+//! Queries on DAG runs. State changes are conditional updates: a transition that finds
+//! the row in another state changes nothing and reports `false`.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, NotSet, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TryInsertResult,
+};
+
+use super::entities::{dag_run, task_instance};
+use super::{DbResult, RunState, RunType, TaskState};
+use crate::dag::Dag;
+
+/// A run to create.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub dag_id: String,
+    pub run_id: String,
+    pub run_type: RunType,
+    pub logical_date: DateTime<Utc>,
+    pub interval_start: DateTime<Utc>,
+    pub interval_end: DateTime<Utc>,
+    pub dag_version_id: i64,
+    pub params: serde_json::Value,
+    pub conf: serde_json::Value,
+}
+
+/// The run id a scheduled or backfill run gets: `scheduled__2026-01-01T00:00:00Z`.
+pub fn run_id_for(run_type: RunType, logical: DateTime<Utc>) -> String {
+    format!("{}__{}", run_type.as_str(), crate::dag::template::rfc3339(logical))
+}
+
+/// Inserts a queued run and its task instances (all `pending`). Returns `None` when a
+/// run with the same run_id, or a scheduled/backfill run with the same logical date,
+/// already exists: creation is idempotent under races.
+pub async fn insert_run<C: ConnectionTrait>(c: &C, dag: &Dag, r: &NewRun, now: DateTime<Utc>) -> DbResult<Option<dag_run::Model>> {
+    let am = dag_run::ActiveModel {
+        id: NotSet,
+        dag_id: Set(r.dag_id.clone()),
+        run_id: Set(r.run_id.clone()),
+        run_type: Set(r.run_type),
+        state: Set(RunState::Queued),
+        logical_date: Set(r.logical_date),
+        data_interval_start: Set(r.interval_start),
+        data_interval_end: Set(r.interval_end),
+        dag_version_id: Set(r.dag_version_id),
+        params: Set(r.params.to_string()),
+        conf: Set(r.conf.to_string()),
+        created_at: Set(now),
+        started_at: Set(None),
+        ended_at: Set(None),
+    };
+    let res = dag_run::Entity::insert(am)
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .try_insert()
+        .exec(c)
+        .await?;
+    let id = match res {
+        TryInsertResult::Inserted(r) => r.last_insert_id,
+        _ => return Ok(None),
+    };
+    insert_task_instances(c, id, dag, dag.tasks.iter().map(|t| t.task_id.as_str()), now).await?;
+    Ok(dag_run::Entity::find_by_id(id).one(c).await?)
+}
+
+/// Adds `pending` task instances for `task_ids` of `dag` to a run.
+pub async fn insert_task_instances<'a, C: ConnectionTrait>(
+    c: &C,
+    run_pk: i64,
+    dag: &Dag,
+    task_ids: impl Iterator<Item = &'a str>,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    let rows: Vec<task_instance::ActiveModel> = task_ids
+        .filter_map(|id| dag.task(id))
+        .map(|t| task_instance::ActiveModel {
+            id: NotSet,
+            dag_run_id: Set(run_pk),
+            dag_id: Set(dag.dag_id.clone()),
+            task_id: Set(t.task_id.clone()),
+            kind: Set(t.kind.name().to_string()),
+            state: Set(TaskState::Pending),
+            try_number: Set(0),
+            max_tries: Set(i32::try_from(t.retries).unwrap_or(i32::MAX - 1) + 1),
+            pool: Set(t.pool.clone()),
+            pool_slots: Set(i32::try_from(t.pool_slots).unwrap_or(1)),
+            priority: Set(t.priority),
+            scheduled_at: Set(None),
+            queued_at: Set(None),
+            started_at: Set(None),
+            ended_at: Set(None),
+            duration_ms: Set(None),
+            hostname: Set(None),
+            worker_id: Set(None),
+            pid: Set(None),
+            heartbeat_at: Set(None),
+            exit_code: Set(None),
+            next_retry_at: Set(None),
+            error: Set(None),
+            updated_at: Set(now),
+        })
+        .collect();
+    // Chunked so that large DAGs stay under the bind-parameter limits of both backends.
+    for chunk in rows.chunks(500) {
+        task_instance::Entity::insert_many(chunk.to_vec()).exec_without_returning(c).await?;
+    }
+    Ok(())
+}
+
+pub async fn get_run<C: ConnectionTrait>(c: &C, id: i64) -> DbResult<Option<dag_run::Model>> {
+    Ok(dag_run::Entity::find_by_id(id).one(c).await?)
+}
+
+/// Locks a run's row for the rest of the transaction on PostgreSQL, so that two workers
+/// finishing tasks of the same run evaluate it one after the other. SQLite transactions
+/// are serialised already.
+pub async fn lock_run<C: ConnectionTrait>(c: &C, id: i64) -> DbResult<Option<dag_run::Model>> {
+    let mut q = dag_run::Entity::find_by_id(id);
+    if c.get_database_backend() == sea_orm::DbBackend::Postgres {
+        q = q.lock_exclusive();
+    }
+    Ok(q.one(c).await?)
+}
+
+pub async fn find_run<C: ConnectionTrait>(c: &C, dag_id: &str, run_id: &str) -> DbResult<Option<dag_run::Model>> {
+    Ok(dag_run::Entity::find()
+        .filter(dag_run::Column::DagId.eq(dag_id))
+        .filter(dag_run::Column::RunId.eq(run_id))
+        .one(c)
+        .await?)
+}
+
+/// The scheduled or backfill run of a DAG at a logical date.
+pub async fn run_at<C: ConnectionTrait>(c: &C, dag_id: &str, logical: DateTime<Utc>) -> DbResult<Option<dag_run::Model>> {
+    Ok(dag_run::Entity::find()
+        .filter(dag_run::Column::DagId.eq(dag_id))
+        .filter(dag_run::Column::LogicalDate.eq(logical))
+        .filter(dag_run::Column::RunType.ne(RunType::Manual.as_str()))
+        .one(c)
+        .await?)
+}
+
+/// The latest logical date among scheduled runs: where cron scheduling resumes.
+pub async fn latest_scheduled<C: ConnectionTrait>(c: &C, dag_id: &str) -> DbResult<Option<DateTime<Utc>>> {
+    let row = dag_run::Entity::find()
+        .filter(dag_run::Column::DagId.eq(dag_id))
+        .filter(dag_run::Column::RunType.eq(RunType::Scheduled.as_str()))
+        .order_by_desc(dag_run::Column::LogicalDate)
+        .one(c)
+        .await?;
+    Ok(row.map(|r| r.logical_date))
+}
+
+pub async fn count_runs<C: ConnectionTrait>(c: &C, dag_id: &str, states: &[RunState]) -> DbResult<u64> {
+    Ok(dag_run::Entity::find()
+        .filter(dag_run::Column::DagId.eq(dag_id))
+        .filter(dag_run::Column::State.is_in(states.iter().map(|s| s.as_str())))
+        .count(c)
+        .await?)
+}
+
+/// Queued runs of a DAG, oldest logical date first.
+pub async fn queued_runs<C: ConnectionTrait>(c: &C, dag_id: &str, limit: u64) -> DbResult<Vec<dag_run::Model>> {
+    Ok(dag_run::Entity::find()
+        .filter(dag_run::Column::DagId.eq(dag_id))
+        .filter(dag_run::Column::State.eq(RunState::Queued.as_str()))
+        .order_by_asc(dag_run::Column::LogicalDate)
+        .order_by_asc(dag_run::Column::Id)
+        .limit(limit)
+        .all(c)
+        .await?)
+}
+
+/// DAG ids that have queued runs.
+pub async fn dags_with_queued_runs<C: ConnectionTrait>(c: &C) -> DbResult<Vec<String>> {
+    Ok(dag_run::Entity::find()
+        .select_only()
+        .column(dag_run::Column::DagId)
+        .distinct()
+        .filter(dag_run::Column::State.eq(RunState::Queued.as_str()))
+        .into_tuple::<String>()
+        .all(c)
+        .await?)
+}
+
+/// Conditional transition of a run: `from` -> `to`. Sets `started_at` when it starts
+/// running and `ended_at` when it finishes.
+pub async fn transition<C: ConnectionTrait>(c: &C, id: i64, from: &[RunState], to: RunState, now: DateTime<Utc>) -> DbResult<bool> {
+    let mut q = dag_run::Entity::update_many().col_expr(dag_run::Column::State, Expr::value(to.as_str()));
+    match to {
+        RunState::Running => {
+            q = q
+                .col_expr(dag_run::Column::StartedAt, Expr::value(now))
+                .col_expr(dag_run::Column::EndedAt, Expr::value(Option::<DateTime<Utc>>::None));
+        }
+        RunState::Success | RunState::Failed => q = q.col_expr(dag_run::Column::EndedAt, Expr::value(now)),
+        RunState::Queued => q = q.col_expr(dag_run::Column::EndedAt, Expr::value(Option::<DateTime<Utc>>::None)),
+    }
+    let res = q
+        .filter(dag_run::Column::Id.eq(id))
+        .filter(dag_run::Column::State.is_in(from.iter().map(|s| s.as_str())))
+        .exec(c)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Moves a run to a new DAG version.
+pub async fn set_version<C: ConnectionTrait>(c: &C, id: i64, version_id: i64) -> DbResult<()> {
+    dag_run::Entity::update_many()
+        .col_expr(dag_run::Column::DagVersionId, Expr::value(version_id))
+        .filter(dag_run::Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Filters for listing runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub dag_id: Option<String>,
+    pub states: Vec<RunState>,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+/// Runs, newest first.
+pub async fn list_runs<C: ConnectionTrait>(c: &C, f: &RunFilter) -> DbResult<Vec<dag_run::Model>> {
+    let mut q = dag_run::Entity::find();
+    if let Some(d) = &f.dag_id {
+        q = q.filter(dag_run::Column::DagId.eq(d));
+    }
+    if !f.states.is_empty() {
+        q = q.filter(dag_run::Column::State.is_in(f.states.iter().map(|s| s.as_str())));
+    }
+    Ok(q.order_by_desc(dag_run::Column::LogicalDate)
+        .order_by_desc(dag_run::Column::Id)
+        .limit(f.limit.max(1))
+        .offset(f.offset)
+        .all(c)
+        .await?)
+}
+
+/// Runs that are running, for the orphan sweep and startup repair.
+pub async fn running_runs<C: ConnectionTrait>(c: &C) -> DbResult<Vec<dag_run::Model>> {
+    Ok(dag_run::Entity::find().filter(dag_run::Column::State.eq(RunState::Running.as_str())).all(c).await?)
+}

@@ -1,0 +1,508 @@
+//! Queries on task instances, tries and their logs, and on workers.
+//!
+//! Every state change is one conditional `UPDATE ... WHERE state IN (<expected>)`; a
+//! change that finds the row in another state does nothing and returns `false`.
+//! Finishing a try is fenced by worker id and try number, so a worker that was
+//! declared dead can never overwrite the outcome of the try that replaced it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, NotSet, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+};
+
+use super::entities::{pool, task_instance, task_log, task_try, worker};
+use super::{DbResult, TaskState, TryState};
+
+type Ti = task_instance::Model;
+
+pub async fn of_run<C: ConnectionTrait>(c: &C, run_pk: i64) -> DbResult<Vec<Ti>> {
+    Ok(task_instance::Entity::find()
+        .filter(task_instance::Column::DagRunId.eq(run_pk))
+        .order_by_asc(task_instance::Column::Id)
+        .all(c)
+        .await?)
+}
+
+/// Task instances of many runs at once (one query, for grids and tables).
+pub async fn of_runs<C: ConnectionTrait>(c: &C, run_pks: &[i64]) -> DbResult<Vec<Ti>> {
+    if run_pks.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(task_instance::Entity::find()
+        .filter(task_instance::Column::DagRunId.is_in(run_pks.iter().copied()))
+        .order_by_asc(task_instance::Column::Id)
+        .all(c)
+        .await?)
+}
+
+pub async fn get<C: ConnectionTrait>(c: &C, id: i64) -> DbResult<Option<Ti>> {
+    Ok(task_instance::Entity::find_by_id(id).one(c).await?)
+}
+
+/// Sets `to` on the named tasks of a run that are in one of `from`. Returns how many
+/// rows changed. Entering `scheduled` stamps `scheduled_at`; entering a terminal state
+/// without running (skipped, upstream_failed, removed) stamps `ended_at`.
+pub async fn transition_by_task<C: ConnectionTrait>(
+    c: &C,
+    run_pk: i64,
+    task_ids: &[String],
+    from: &[TaskState],
+    to: TaskState,
+    now: DateTime<Utc>,
+) -> DbResult<u64> {
+    if task_ids.is_empty() {
+        return Ok(0);
+    }
+    let mut q = task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::State, Expr::value(to.as_str()))
+        .col_expr(task_instance::Column::UpdatedAt, Expr::value(now));
+    match to {
+        TaskState::Scheduled => q = q.col_expr(task_instance::Column::ScheduledAt, Expr::value(now)),
+        TaskState::Skipped | TaskState::UpstreamFailed | TaskState::Removed => {
+            q = q.col_expr(task_instance::Column::EndedAt, Expr::value(now))
+        }
+        _ => {}
+    }
+    let res = q
+        .filter(task_instance::Column::DagRunId.eq(run_pk))
+        .filter(task_instance::Column::TaskId.is_in(task_ids.iter().cloned()))
+        .filter(task_instance::Column::State.is_in(from.iter().map(|s| s.as_str())))
+        .exec(c)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Resets task instances for another round (clear): back to `pending`, with room for
+/// `retries + 1` more tries, like Airflow's clear.
+pub async fn reset_for_clear<C: ConnectionTrait>(c: &C, ti: &Ti, retries: u32, now: DateTime<Utc>) -> DbResult<bool> {
+    let res = task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::State, Expr::value(TaskState::Pending.as_str()))
+        .col_expr(task_instance::Column::MaxTries, Expr::value(ti.try_number + i32::try_from(retries).unwrap_or(0) + 1))
+        .col_expr(task_instance::Column::ScheduledAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(task_instance::Column::QueuedAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(task_instance::Column::EndedAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(task_instance::Column::NextRetryAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(task_instance::Column::Error, Expr::value(Option::<String>::None))
+        .col_expr(task_instance::Column::WorkerId, Expr::value(Option::<String>::None))
+        .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
+        .filter(task_instance::Column::Id.eq(ti.id))
+        .filter(task_instance::Column::State.is_not_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]))
+        .exec(c)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Limits a claim must respect.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimLimits {
+    /// max_active_tasks per DAG (DAGs not listed are not claimed: they are unknown to
+    /// this worker).
+    pub dag_max_active: HashMap<String, u32>,
+    /// How many tries this worker may start now.
+    pub capacity: u64,
+}
+
+/// Claims up to `limits.capacity` scheduled task instances for `worker_id`, highest
+/// priority first, without exceeding any pool's slots or any DAG's max_active_tasks:
+/// `scheduled -> queued`. On PostgreSQL claims are serialised by a transaction-scoped
+/// advisory lock so pool accounting is exact across schedulers; candidates are
+/// additionally locked with `FOR UPDATE SKIP LOCKED`.
+pub async fn claim<C: ConnectionTrait>(
+    c: &C,
+    worker_id: &str,
+    hostname: &str,
+    limits: &ClaimLimits,
+    now: DateTime<Utc>,
+) -> DbResult<Vec<Ti>> {
+    if limits.capacity == 0 {
+        return Ok(Vec::new());
+    }
+    let pg = c.get_database_backend() == DbBackend::Postgres;
+    if pg {
+        c.execute_raw(Statement::from_string(DbBackend::Postgres, "SELECT pg_advisory_xact_lock(7318201)")).await?;
+    }
+    let active = [TaskState::Queued.as_str(), TaskState::Running.as_str()];
+    let used: Vec<(String, i64)> = task_instance::Entity::find()
+        .select_only()
+        .column(task_instance::Column::Pool)
+        .column_as(Expr::from(Func::sum(Expr::col(task_instance::Column::PoolSlots))), "used")
+        .filter(task_instance::Column::State.is_in(active))
+        .group_by(task_instance::Column::Pool)
+        .into_tuple()
+        .all(c)
+        .await?;
+    let per_dag: Vec<(String, i64)> = task_instance::Entity::find()
+        .select_only()
+        .column(task_instance::Column::DagId)
+        .column_as(Expr::from(Func::count(Expr::col(task_instance::Column::Id))), "n")
+        .filter(task_instance::Column::State.is_in(active))
+        .group_by(task_instance::Column::DagId)
+        .into_tuple()
+        .all(c)
+        .await?;
+    let mut free: BTreeMap<String, i64> =
+        pool::Entity::find().all(c).await?.into_iter().map(|p| (p.name, i64::from(p.slots))).collect();
+    for (p, n) in used {
+        if let Some(f) = free.get_mut(&p) {
+            *f -= n;
+        }
+    }
+    let mut dag_room: HashMap<String, i64> =
+        limits.dag_max_active.iter().map(|(d, m)| (d.clone(), i64::from(*m))).collect();
+    for (d, n) in per_dag {
+        if let Some(r) = dag_room.get_mut(&d) {
+            *r -= n;
+        }
+    }
+    let open_pools: Vec<String> = free.iter().filter(|(_, f)| **f > 0).map(|(p, _)| p.clone()).collect();
+    let open_dags: Vec<String> = dag_room.iter().filter(|(_, r)| **r > 0).map(|(d, _)| d.clone()).collect();
+    if open_pools.is_empty() || open_dags.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = task_instance::Entity::find()
+        .filter(task_instance::Column::State.eq(TaskState::Scheduled.as_str()))
+        .filter(task_instance::Column::Pool.is_in(open_pools))
+        .filter(task_instance::Column::DagId.is_in(open_dags))
+        .order_by_desc(task_instance::Column::Priority)
+        .order_by_asc(task_instance::Column::Id)
+        .limit(limits.capacity * 4 + 16);
+    if pg {
+        q = q.lock_with_behavior(sea_orm::sea_query::LockType::Update, sea_orm::sea_query::LockBehavior::SkipLocked);
+    }
+    let candidates = q.all(c).await?;
+    let mut chosen = Vec::new();
+    for ti in candidates {
+        if chosen.len() as u64 >= limits.capacity {
+            break;
+        }
+        let slots = i64::from(ti.pool_slots);
+        let pool_free = free.get(&ti.pool).copied().unwrap_or(0);
+        let room = dag_room.get(&ti.dag_id).copied().unwrap_or(0);
+        if pool_free < slots || room < 1 {
+            continue;
+        }
+        free.insert(ti.pool.clone(), pool_free - slots);
+        dag_room.insert(ti.dag_id.clone(), room - 1);
+        chosen.push(ti.id);
+    }
+    if chosen.is_empty() {
+        return Ok(Vec::new());
+    }
+    task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::State, Expr::value(TaskState::Queued.as_str()))
+        .col_expr(task_instance::Column::WorkerId, Expr::value(worker_id))
+        .col_expr(task_instance::Column::Hostname, Expr::value(hostname))
+        .col_expr(task_instance::Column::QueuedAt, Expr::value(now))
+        .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
+        .filter(task_instance::Column::Id.is_in(chosen.clone()))
+        .filter(task_instance::Column::State.eq(TaskState::Scheduled.as_str()))
+        .exec(c)
+        .await?;
+    Ok(task_instance::Entity::find()
+        .filter(task_instance::Column::Id.is_in(chosen))
+        .filter(task_instance::Column::State.eq(TaskState::Queued.as_str()))
+        .filter(task_instance::Column::WorkerId.eq(worker_id))
+        .order_by_desc(task_instance::Column::Priority)
+        .order_by_asc(task_instance::Column::Id)
+        .all(c)
+        .await?)
+}
+
+/// A try that has started.
+#[derive(Debug, Clone)]
+pub struct StartedTry {
+    pub ti: Ti,
+    pub try_id: i64,
+}
+
+/// `queued -> running` for a task this worker claimed: counts the try and records it.
+pub async fn start_try<C: ConnectionTrait>(c: &C, ti_id: i64, worker_id: &str, hostname: &str, now: DateTime<Utc>) -> DbResult<Option<StartedTry>> {
+    let res = task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::State, Expr::value(TaskState::Running.as_str()))
+        .col_expr(task_instance::Column::TryNumber, Expr::col(task_instance::Column::TryNumber).add(1))
+        .col_expr(task_instance::Column::StartedAt, Expr::value(now))
+        .col_expr(task_instance::Column::HeartbeatAt, Expr::value(now))
+        .col_expr(task_instance::Column::EndedAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(task_instance::Column::DurationMs, Expr::value(Option::<i64>::None))
+        .col_expr(task_instance::Column::ExitCode, Expr::value(Option::<i32>::None))
+        .col_expr(task_instance::Column::Error, Expr::value(Option::<String>::None))
+        .col_expr(task_instance::Column::NextRetryAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
+        .filter(task_instance::Column::Id.eq(ti_id))
+        .filter(task_instance::Column::State.eq(TaskState::Queued.as_str()))
+        .filter(task_instance::Column::WorkerId.eq(worker_id))
+        .exec(c)
+        .await?;
+    if res.rows_affected != 1 {
+        return Ok(None);
+    }
+    let Some(ti) = get(c, ti_id).await? else { return Ok(None) };
+    let inserted = task_try::Entity::insert(task_try::ActiveModel {
+        id: NotSet,
+        task_instance_id: Set(ti.id),
+        dag_run_id: Set(ti.dag_run_id),
+        dag_id: Set(ti.dag_id.clone()),
+        task_id: Set(ti.task_id.clone()),
+        try_number: Set(ti.try_number),
+        state: Set(TryState::Running),
+        started_at: Set(now),
+        ended_at: Set(None),
+        duration_ms: Set(None),
+        exit_code: Set(None),
+        error: Set(None),
+        hostname: Set(hostname.to_string()),
+        worker_id: Set(worker_id.to_string()),
+        pid: Set(None),
+    })
+    .exec(c)
+    .await?;
+    Ok(Some(StartedTry { ti, try_id: inserted.last_insert_id }))
+}
+
+/// Records the process id of a running try, so a restarted scheduler on the same host
+/// can kill what a crashed one left behind.
+pub async fn set_pid<C: ConnectionTrait>(c: &C, ti_id: i64, try_id: i64, pid: Option<i32>) -> DbResult<()> {
+    task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::Pid, Expr::value(pid))
+        .filter(task_instance::Column::Id.eq(ti_id))
+        .exec(c)
+        .await?;
+    task_try::Entity::update_many()
+        .col_expr(task_try::Column::Pid, Expr::value(pid))
+        .filter(task_try::Column::Id.eq(try_id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// How a try ended.
+#[derive(Debug, Clone)]
+pub struct TryOutcome {
+    pub success: bool,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// `running -> success | failed | up_for_retry`, fenced by worker and try number.
+/// Returns false (and changes nothing) when the try is no longer this worker's.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish_try<C: ConnectionTrait>(
+    c: &C,
+    ti: &Ti,
+    try_id: i64,
+    worker_id: &str,
+    outcome: &TryOutcome,
+    to: TaskState,
+    next_retry_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> DbResult<bool> {
+    let started = ti.started_at.unwrap_or(now);
+    let duration = std::cmp::max((now - started).num_milliseconds(), 0);
+    let res = task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::State, Expr::value(to.as_str()))
+        .col_expr(task_instance::Column::EndedAt, Expr::value(now))
+        .col_expr(task_instance::Column::DurationMs, Expr::value(duration))
+        .col_expr(task_instance::Column::ExitCode, Expr::value(outcome.exit_code))
+        .col_expr(task_instance::Column::Error, Expr::value(outcome.error.clone()))
+        .col_expr(task_instance::Column::NextRetryAt, Expr::value(next_retry_at))
+        .col_expr(task_instance::Column::Pid, Expr::value(Option::<i32>::None))
+        .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
+        .filter(task_instance::Column::Id.eq(ti.id))
+        .filter(task_instance::Column::State.eq(TaskState::Running.as_str()))
+        .filter(task_instance::Column::WorkerId.eq(worker_id))
+        .filter(task_instance::Column::TryNumber.eq(ti.try_number))
+        .exec(c)
+        .await?;
+    if res.rows_affected != 1 {
+        return Ok(false);
+    }
+    close_try(c, try_id, outcome, duration, now).await?;
+    Ok(true)
+}
+
+/// Closes the row of one try.
+pub async fn close_try<C: ConnectionTrait>(c: &C, try_id: i64, outcome: &TryOutcome, duration_ms: i64, now: DateTime<Utc>) -> DbResult<()> {
+    let state = if outcome.success { TryState::Success } else { TryState::Failed };
+    task_try::Entity::update_many()
+        .col_expr(task_try::Column::State, Expr::value(state.as_str()))
+        .col_expr(task_try::Column::EndedAt, Expr::value(now))
+        .col_expr(task_try::Column::DurationMs, Expr::value(duration_ms))
+        .col_expr(task_try::Column::ExitCode, Expr::value(outcome.exit_code))
+        .col_expr(task_try::Column::Error, Expr::value(outcome.error.clone()))
+        .filter(task_try::Column::Id.eq(try_id))
+        .filter(task_try::Column::State.eq(TryState::Running.as_str()))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Retries whose delay has passed: `up_for_retry -> scheduled`. Returns the run ids
+/// that got work.
+pub async fn promote_due_retries<C: ConnectionTrait>(c: &C, now: DateTime<Utc>) -> DbResult<Vec<i64>> {
+    let due: Vec<(i64, i64)> = task_instance::Entity::find()
+        .select_only()
+        .column(task_instance::Column::Id)
+        .column(task_instance::Column::DagRunId)
+        .filter(task_instance::Column::State.eq(TaskState::UpForRetry.as_str()))
+        .filter(task_instance::Column::NextRetryAt.lte(now))
+        .into_tuple()
+        .all(c)
+        .await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::State, Expr::value(TaskState::Scheduled.as_str()))
+        .col_expr(task_instance::Column::ScheduledAt, Expr::value(now))
+        .col_expr(task_instance::Column::WorkerId, Expr::value(Option::<String>::None))
+        .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
+        .filter(task_instance::Column::Id.is_in(due.iter().map(|(id, _)| *id)))
+        .filter(task_instance::Column::State.eq(TaskState::UpForRetry.as_str()))
+        .exec(c)
+        .await?;
+    let mut runs: Vec<i64> = due.into_iter().map(|(_, r)| r).collect();
+    runs.sort_unstable();
+    runs.dedup();
+    Ok(runs)
+}
+
+/// When the next retry becomes due.
+pub async fn next_retry_at<C: ConnectionTrait>(c: &C) -> DbResult<Option<DateTime<Utc>>> {
+    let row = task_instance::Entity::find()
+        .filter(task_instance::Column::State.eq(TaskState::UpForRetry.as_str()))
+        .order_by_asc(task_instance::Column::NextRetryAt)
+        .one(c)
+        .await?;
+    Ok(row.and_then(|r| r.next_retry_at))
+}
+
+/// Task instances held (queued or running) by any of `workers`.
+pub async fn held_by<C: ConnectionTrait>(c: &C, workers: &[String]) -> DbResult<Vec<Ti>> {
+    if workers.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(task_instance::Entity::find()
+        .filter(task_instance::Column::State.is_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]))
+        .filter(task_instance::Column::WorkerId.is_in(workers.iter().cloned()))
+        .all(c)
+        .await?)
+}
+
+/// Task instances in `queued`/`running` whose worker has no row at all (e.g. a worker
+/// row deleted by hand): also orphans.
+pub async fn held_by_unknown_workers<C: ConnectionTrait>(c: &C) -> DbResult<Vec<Ti>> {
+    let known: Vec<String> = worker::Entity::find().select_only().column(worker::Column::Id).into_tuple().all(c).await?;
+    let mut q = task_instance::Entity::find()
+        .filter(task_instance::Column::State.is_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]));
+    if !known.is_empty() {
+        q = q.filter(task_instance::Column::WorkerId.is_not_in(known));
+    }
+    Ok(q.all(c).await?)
+}
+
+/// `queued -> scheduled` for a claim that never started (its worker died or stopped).
+pub async fn unclaim<C: ConnectionTrait>(c: &C, ti_id: i64, now: DateTime<Utc>) -> DbResult<bool> {
+    let res = task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::State, Expr::value(TaskState::Scheduled.as_str()))
+        .col_expr(task_instance::Column::WorkerId, Expr::value(Option::<String>::None))
+        .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
+        .filter(task_instance::Column::Id.eq(ti_id))
+        .filter(task_instance::Column::State.eq(TaskState::Queued.as_str()))
+        .exec(c)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// The try row of a task instance's current try.
+pub async fn current_try<C: ConnectionTrait>(c: &C, ti: &Ti) -> DbResult<Option<task_try::Model>> {
+    Ok(task_try::Entity::find()
+        .filter(task_try::Column::TaskInstanceId.eq(ti.id))
+        .filter(task_try::Column::TryNumber.eq(ti.try_number))
+        .one(c)
+        .await?)
+}
+
+pub async fn tries_of<C: ConnectionTrait>(c: &C, ti_id: i64) -> DbResult<Vec<task_try::Model>> {
+    Ok(task_try::Entity::find()
+        .filter(task_try::Column::TaskInstanceId.eq(ti_id))
+        .order_by_asc(task_try::Column::TryNumber)
+        .all(c)
+        .await?)
+}
+
+/// Appends one chunk of a try's log.
+pub async fn append_log<C: ConnectionTrait>(c: &C, try_id: i64, seq: i32, content: &str, now: DateTime<Utc>) -> DbResult<()> {
+    task_log::Entity::insert(task_log::ActiveModel {
+        id: NotSet,
+        task_try_id: Set(try_id),
+        seq: Set(seq),
+        content: Set(content.to_string()),
+        created_at: Set(now),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+/// The whole log of a try, in order.
+pub async fn read_log<C: ConnectionTrait>(c: &C, try_id: i64) -> DbResult<String> {
+    let chunks = task_log::Entity::find()
+        .filter(task_log::Column::TaskTryId.eq(try_id))
+        .order_by_asc(task_log::Column::Seq)
+        .all(c)
+        .await?;
+    Ok(chunks.into_iter().map(|c| c.content).collect())
+}
+
+/// Registers a worker (or re-registers it) as alive.
+pub async fn register_worker<C: ConnectionTrait>(c: &C, id: &str, hostname: &str, pid: i32, now: DateTime<Utc>) -> DbResult<()> {
+    worker::Entity::insert(worker::ActiveModel {
+        id: Set(id.to_string()),
+        hostname: Set(hostname.to_string()),
+        pid: Set(pid),
+        started_at: Set(now),
+        heartbeat_at: Set(now),
+        stopped_at: Set(None),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn heartbeat<C: ConnectionTrait>(c: &C, id: &str, now: DateTime<Utc>) -> DbResult<()> {
+    worker::Entity::update_many()
+        .col_expr(worker::Column::HeartbeatAt, Expr::value(now))
+        .filter(worker::Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::HeartbeatAt, Expr::value(now))
+        .filter(task_instance::Column::WorkerId.eq(id))
+        .filter(task_instance::Column::State.eq(TaskState::Running.as_str()))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn stop_worker<C: ConnectionTrait>(c: &C, id: &str, now: DateTime<Utc>) -> DbResult<()> {
+    worker::Entity::update_many()
+        .col_expr(worker::Column::StoppedAt, Expr::value(now))
+        .filter(worker::Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Workers that are not stopped, for the orphan sweep.
+pub async fn live_workers<C: ConnectionTrait>(c: &C) -> DbResult<Vec<worker::Model>> {
+    Ok(worker::Entity::find().filter(worker::Column::StoppedAt.is_null()).all(c).await?)
+}
+
+/// Marks a worker stopped (it was found dead) and forgets its old rows eventually.
+pub async fn bury_worker<C: ConnectionTrait>(c: &C, id: &str, now: DateTime<Utc>) -> DbResult<()> {
+    stop_worker(c, id, now).await
+}

@@ -1,0 +1,70 @@
+//! The log of one try: lines are buffered in memory and written to the database in
+//! chunks (by size or age), capped at `log_max_bytes` with a truncation marker.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::db::{Db, tasks};
+
+/// Chunks are written when they reach this size, or when they are this old.
+const CHUNK_BYTES: usize = 64 * 1024;
+const CHUNK_AGE: Duration = Duration::from_secs(1);
+
+/// Collects the output of one try.
+#[derive(Debug)]
+pub struct LogSink {
+    db: Db,
+    try_id: i64,
+    seq: i32,
+    buf: String,
+    first_buffered: Option<Instant>,
+    written: usize,
+    max_bytes: usize,
+    truncated: bool,
+}
+
+impl LogSink {
+    pub fn new(db: Db, try_id: i64, max_bytes: usize) -> Self {
+        LogSink { db, try_id, seq: 0, buf: String::new(), first_buffered: None, written: 0, max_bytes, truncated: false }
+    }
+
+    /// Adds a line (a newline is appended).
+    pub async fn line(&mut self, line: &str) {
+        if self.truncated {
+            return;
+        }
+        let len = line.len() + 1;
+        if self.written + self.buf.len() + len > self.max_bytes {
+            self.buf.push_str(&format!(
+                "[weft] log truncated: this try's log reached the limit of {} bytes (log_max_bytes)\n",
+                self.max_bytes
+            ));
+            self.truncated = true;
+            self.flush().await;
+            return;
+        }
+        self.buf.push_str(line);
+        self.buf.push('\n');
+        self.first_buffered.get_or_insert_with(Instant::now);
+        if self.buf.len() >= CHUNK_BYTES || self.first_buffered.is_some_and(|t| t.elapsed() >= CHUNK_AGE) {
+            self.flush().await;
+        }
+    }
+
+    /// Writes what is buffered. A failed write is logged, not fatal: the try goes on.
+    pub async fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let chunk = std::mem::take(&mut self.buf);
+        self.first_buffered = None;
+        match tasks::append_log(&self.db.conn, self.try_id, self.seq, &chunk, Utc::now()).await {
+            Ok(()) => {
+                self.seq += 1;
+                self.written += chunk.len();
+            }
+            Err(e) => tracing::error!(try_id = self.try_id, error = %e, "could not store a log chunk"),
+        }
+    }
+}

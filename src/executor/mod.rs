@@ -1,0 +1,142 @@
+//! Runs task tries: marks a claimed task instance running, renders its templates, runs
+//! its kind (process, HTTP call, SQL), stores its log, and records the outcome through
+//! `scheduler::commands::finish_try`, which schedules what the try unblocks.
+//!
+//! Never decides what runs next (that is `scheduler`), never writes SQL itself (that is
+//! `db`).
+
+pub mod logs;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::dag::template::TemplateContext;
+use crate::db::entities::task_instance;
+use crate::db::tasks::{self, TryOutcome};
+use crate::db::{TaskState, runs};
+use crate::scheduler::{Shared, commands};
+use crate::tasks::{RunContext, execute};
+use logs::LogSink;
+
+/// Runs one claimed task instance to the end of its try.
+pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
+    let db = &shared.db;
+    let started = match tasks::start_try(&db.conn, ti.id, &shared.worker_id, &shared.hostname, shared.clock.now()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            tracing::warn!(ti = ti.id, "claimed task instance was no longer queued for this worker; skipping");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(ti = ti.id, error = %e, "could not start a try");
+            return;
+        }
+    };
+    let ti = started.ti;
+    let try_id = started.try_id;
+    let mut log = LogSink::new(db.clone(), try_id, shared.config.log_max_bytes);
+    let outcome = prepare_and_execute(&shared, &ti, try_id, &mut log).await;
+    match &outcome.error {
+        None => log.line("[weft] task succeeded").await,
+        Some(e) => log.line(&format!("[weft] task failed: {e}")).await,
+    }
+    log.flush().await;
+    let finished = commands::finish_try(db, &shared.registry, &ti, try_id, &shared.worker_id, &outcome, shared.clock.now()).await;
+    match finished {
+        Ok(f) => {
+            if let (Some(dag), Some(run)) = (&f.dag, &f.run) {
+                if f.recorded {
+                    fire_callbacks(&shared, dag, run, &ti, &f, &outcome);
+                }
+                if let Some(state) = f.run_finished {
+                    let _ = shared.run_events.send(crate::scheduler::RunEvent { dag_id: dag.dag_id.clone(), run_pk: run.id, state });
+                }
+            }
+        }
+        Err(e) => tracing::error!(ti = ti.id, error = %e, "could not record the end of a try; the orphan sweep will retry it"),
+    }
+    shared.wake.notify_one();
+}
+
+async fn prepare_and_execute(shared: &Shared, ti: &task_instance::Model, try_id: i64, log: &mut LogSink) -> TryOutcome {
+    let db = &shared.db;
+    let run = match runs::get_run(&db.conn, ti.dag_run_id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return crate::tasks::failure("the run of this task no longer exists"),
+        Err(e) => return crate::tasks::failure(format!("database error: {e}")),
+    };
+    let dag = match shared.registry.version(db, run.dag_version_id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return crate::tasks::failure(format!("the definition (version {}) of this run cannot be loaded", run.dag_version_id)),
+        Err(e) => return crate::tasks::failure(format!("database error: {e}")),
+    };
+    let Some(task) = dag.task(&ti.task_id) else {
+        return crate::tasks::failure(format!("task \"{}\" is not in this run's dag version", ti.task_id));
+    };
+    let params: BTreeMap<String, serde_json::Value> = serde_json::from_str(&run.params).unwrap_or_default();
+    let tmpl = TemplateContext::new(
+        &dag.dag_id,
+        &run.run_id,
+        &ti.task_id,
+        ti.try_number,
+        run.data_interval_start,
+        run.data_interval_end,
+        dag.timezone,
+        params,
+    );
+    log.line(&format!(
+        "[weft] {} {} try {} of {} on {} (worker {})",
+        dag.dag_id, ti.task_id, ti.try_number, ti.max_tries, shared.hostname, shared.worker_id
+    ))
+    .await;
+    let mut ctx = RunContext {
+        db,
+        dag: &dag,
+        task,
+        tmpl: &tmpl,
+        ti_id: ti.id,
+        try_id,
+        kill_grace: shared.config.kill_grace,
+        cancel: shared.cancel.subscribe(),
+        warehouses: &shared.warehouses,
+        log,
+    };
+    execute(&mut ctx).await
+}
+
+fn fire_callbacks(
+    shared: &Shared,
+    dag: &crate::dag::Dag,
+    run: &crate::db::entities::dag_run::Model,
+    ti: &task_instance::Model,
+    f: &commands::Finished,
+    outcome: &TryOutcome,
+) {
+    let Some(task) = dag.task(&ti.task_id) else { return };
+    let params = serde_json::from_str(&run.params).unwrap_or_default();
+    let mut ctx = TemplateContext::new(&dag.dag_id, &run.run_id, &ti.task_id, ti.try_number, run.data_interval_start, run.data_interval_end, dag.timezone, params);
+    ctx.state = Some(f.state.as_str().to_string());
+    ctx.error = outcome.error.clone();
+    let cb = match f.state {
+        TaskState::Success => task.callbacks.on_success.as_ref(),
+        TaskState::UpForRetry => task.callbacks.on_retry.as_ref(),
+        TaskState::Failed => task.callbacks.on_failure.as_ref(),
+        _ => None,
+    };
+    if let Some(cb) = cb {
+        commands::fire_callback(cb, ctx.clone());
+    }
+    if let Some(state) = f.run_finished {
+        let cb = match state {
+            crate::db::RunState::Success => dag.callbacks.on_success.as_ref(),
+            _ => dag.callbacks.on_failure.as_ref(),
+        };
+        if let Some(cb) = cb {
+            ctx.task_id = String::new();
+            ctx.state = Some(state.as_str().to_string());
+            commands::fire_callback(cb, ctx);
+        }
+    }
+    let _ = shared;
+}

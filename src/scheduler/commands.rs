@@ -1,0 +1,352 @@
+//! State changes of runs and task instances, each one database transaction composed of
+//! conditional updates (`db`) and pure decisions (`rules`, `plan`). The web UI, the
+//! CLI and the engine change state only through these functions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+
+use super::registry::Registry;
+use super::rules;
+use crate::dag::{Callback, Dag};
+use crate::db::entities::{dag_run, task_instance};
+use crate::db::runs::{self, NewRun};
+use crate::db::tasks::{self, TryOutcome};
+use crate::db::{Db, DbError, DbResult, RunState, RunType, TaskState};
+
+/// Errors of commands: bad input (a message for the user) or the database.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sea_orm::DbErr> for CommandError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        CommandError::Db(DbError::Db(e))
+    }
+}
+
+pub type CommandResult<T> = Result<T, CommandError>;
+
+/// Applies the trigger rules to a run's pending tasks and finishes the run when every
+/// task is terminal. Returns the run's final state if this call finished it.
+pub async fn evaluate<C: ConnectionTrait>(c: &C, dag: &Dag, run: &dag_run::Model, now: DateTime<Utc>) -> DbResult<Option<RunState>> {
+    let tis = tasks::of_run(c, run.id).await?;
+    let mut states: HashMap<String, TaskState> = tis.iter().map(|t| (t.task_id.clone(), t.state)).collect();
+    let decisions = rules::evaluate(dag, &states);
+    let mut by_state: BTreeMap<TaskState, Vec<String>> = BTreeMap::new();
+    for (task, state) in decisions {
+        states.insert(task.clone(), state);
+        by_state.entry(state).or_default().push(task);
+    }
+    for (state, ids) in by_state {
+        tasks::transition_by_task(c, run.id, &ids, &[TaskState::Pending], state, now).await?;
+    }
+    if run.state != RunState::Running {
+        return Ok(None);
+    }
+    match rules::run_outcome(dag, &states) {
+        Some(fin) if runs::transition(c, run.id, &[RunState::Running], fin, now).await? => Ok(Some(fin)),
+        _ => Ok(None),
+    }
+}
+
+/// Brings a run's task instances in line with a DAG version: tasks the version lacks
+/// become `removed` (if they have not run), new tasks are added as `pending`.
+async fn reconcile<C: ConnectionTrait>(c: &C, dag: &Dag, run: &dag_run::Model, version_id: i64, now: DateTime<Utc>) -> DbResult<()> {
+    if run.dag_version_id == version_id {
+        return Ok(());
+    }
+    runs::set_version(c, run.id, version_id).await?;
+    let tis = tasks::of_run(c, run.id).await?;
+    let gone: Vec<String> = tis.iter().filter(|t| dag.task(&t.task_id).is_none()).map(|t| t.task_id.clone()).collect();
+    tasks::transition_by_task(c, run.id, &gone, &[TaskState::Pending, TaskState::Scheduled, TaskState::UpForRetry], TaskState::Removed, now).await?;
+    let have: Vec<&str> = tis.iter().map(|t| t.task_id.as_str()).collect();
+    let new = dag.tasks.iter().map(|t| t.task_id.as_str()).filter(|id| !have.contains(id));
+    runs::insert_task_instances(c, run.id, dag, new, now).await?;
+    Ok(())
+}
+
+/// Starts queued runs of a DAG, oldest logical date first, while fewer than
+/// `max_active_runs` run. A run that starts adopts the DAG's current version.
+pub async fn start_queued_in<C: ConnectionTrait>(c: &C, dag: &Dag, version_id: i64, now: DateTime<Utc>) -> DbResult<Vec<i64>> {
+    let running = runs::count_runs(c, &dag.dag_id, &[RunState::Running]).await?;
+    let room = u64::from(dag.max_active_runs).saturating_sub(running);
+    if room == 0 {
+        return Ok(Vec::new());
+    }
+    let mut started = Vec::new();
+    for run in runs::queued_runs(c, &dag.dag_id, room).await? {
+        reconcile(c, dag, &run, version_id, now).await?;
+        if runs::transition(c, run.id, &[RunState::Queued], RunState::Running, now).await? {
+            let run = dag_run::Model { state: RunState::Running, dag_version_id: version_id, ..run };
+            evaluate(c, dag, &run, now).await?;
+            started.push(run.id);
+        }
+    }
+    Ok(started)
+}
+
+/// `start_queued_in` in its own transaction.
+pub async fn start_queued(db: &Db, dag: &Dag, version_id: i64, now: DateTime<Utc>) -> DbResult<Vec<i64>> {
+    let txn = db.conn.begin().await?;
+    let started = start_queued_in(&txn, dag, version_id, now).await?;
+    txn.commit().await?;
+    Ok(started)
+}
+
+/// Creates a run (queued) and, when there is room, starts it, in one transaction.
+/// Returns `None` when the run already exists.
+pub async fn create_run(db: &Db, dag: &Dag, version_id: i64, new: &NewRun, now: DateTime<Utc>) -> DbResult<Option<dag_run::Model>> {
+    let txn = db.conn.begin().await?;
+    let Some(run) = runs::insert_run(&txn, dag, new, now).await? else {
+        txn.rollback().await?;
+        return Ok(None);
+    };
+    start_queued_in(&txn, dag, version_id, now).await?;
+    let run = runs::get_run(&txn, run.id).await?.unwrap_or(run);
+    txn.commit().await?;
+    Ok(Some(run))
+}
+
+/// A manual run: params are type-checked against the DAG's `[params]`.
+pub async fn trigger(
+    db: &Db,
+    dag: &Dag,
+    version_id: i64,
+    params: &BTreeMap<String, serde_json::Value>,
+    conf: serde_json::Value,
+    logical_date: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> CommandResult<dag_run::Model> {
+    let params = dag.resolve_params(params).map_err(|e| CommandError::Invalid(format!("dag \"{}\": {}", dag.dag_id, e.join("; "))))?;
+    if !conf.is_object() && !conf.is_null() {
+        return Err(CommandError::Invalid("conf must be a JSON object".into()));
+    }
+    let logical = logical_date.unwrap_or(now);
+    // With an explicit logical date on a cron DAG, the run covers the interval that
+    // contains it, so `ds` is what a scheduled run would have had.
+    let interval = match logical_date {
+        Some(t) => dag.timetable().interval_containing(t).map(|iv| (iv.start, iv.end)).unwrap_or((t, t)),
+        None => (now, now),
+    };
+    let mut run_id = format!("manual__{}", logical.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    for n in 1.. {
+        if runs::find_run(&db.conn, &dag.dag_id, &run_id).await?.is_none() {
+            break;
+        }
+        run_id = format!("manual__{}_{n}", logical.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
+    let new = NewRun {
+        dag_id: dag.dag_id.clone(),
+        run_id: run_id.clone(),
+        run_type: RunType::Manual,
+        logical_date: interval.0,
+        interval_start: interval.0,
+        interval_end: interval.1,
+        dag_version_id: version_id,
+        params: serde_json::to_value(params).unwrap_or_default(),
+        conf: if conf.is_null() { serde_json::json!({}) } else { conf },
+    };
+    create_run(db, dag, version_id, &new, now)
+        .await?
+        .ok_or_else(|| CommandError::Invalid(format!("run \"{run_id}\" already exists")))
+}
+
+/// What finishing a try did.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// False when the try was no longer this worker's (it was rescued as an orphan).
+    pub recorded: bool,
+    pub state: TaskState,
+    pub run_finished: Option<RunState>,
+    pub run: Option<dag_run::Model>,
+    pub dag: Option<Arc<Dag>>,
+}
+
+/// Records the end of a try and, in the same transaction, schedules what it unblocks:
+/// downstream tasks, the run's final state, and the next queued run of the DAG.
+pub async fn finish_try(
+    db: &Db,
+    reg: &Registry,
+    ti: &task_instance::Model,
+    try_id: i64,
+    worker_id: &str,
+    outcome: &TryOutcome,
+    now: DateTime<Utc>,
+) -> DbResult<Finished> {
+    let txn = db.conn.begin().await?;
+    let run = runs::lock_run(&txn, ti.dag_run_id).await?;
+    let dag = match &run {
+        Some(r) => reg.version(db, r.dag_version_id).await?,
+        None => None,
+    };
+    let task = dag.as_ref().and_then(|d| d.task(&ti.task_id));
+    let (state, next_retry) = if outcome.success {
+        (TaskState::Success, None)
+    } else if ti.try_number < ti.max_tries {
+        let delay = task.map_or(std::time::Duration::from_secs(300), |t| t.retry_delay_after(u32::try_from(ti.try_number).unwrap_or(1)));
+        (TaskState::UpForRetry, Some(now + chrono::Duration::from_std(delay).unwrap_or_default()))
+    } else {
+        (TaskState::Failed, None)
+    };
+    let recorded = tasks::finish_try(&txn, ti, try_id, worker_id, outcome, state, next_retry, now).await?;
+    let mut run_finished = None;
+    if recorded && state != TaskState::UpForRetry {
+        if let (Some(run), Some(dag)) = (&run, &dag) {
+            run_finished = evaluate(&txn, dag, run, now).await?;
+            if run_finished.is_some() {
+                if let Some((current, vid)) = reg.current(&dag.dag_id) {
+                    start_queued_in(&txn, &current, vid, now).await?;
+                }
+            }
+        }
+    }
+    txn.commit().await?;
+    if !recorded {
+        tracing::warn!(ti = ti.id, task = %ti.task_id, "try {} finished, but it was no longer this worker's (declared dead?); its result was not recorded", ti.try_number);
+    }
+    Ok(Finished { recorded, state, run_finished, run, dag })
+}
+
+/// Clears task instances of a run so they run again (with `downstream`, everything
+/// downstream of them too). Returns the cleared task ids. An empty `task_ids` clears
+/// every task. Tasks that are queued or running are left alone.
+pub async fn clear(
+    db: &Db,
+    reg: &Registry,
+    dag_id: &str,
+    run_id: &str,
+    task_ids: &[String],
+    downstream: bool,
+    now: DateTime<Utc>,
+) -> CommandResult<Vec<String>> {
+    let run = runs::find_run(&db.conn, dag_id, run_id)
+        .await?
+        .ok_or_else(|| CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
+    let (dag, vid) = match reg.current(dag_id) {
+        Some(c) => c,
+        None => {
+            let d = reg.version(db, run.dag_version_id).await?.ok_or_else(|| CommandError::NotFound(format!("no definition of dag \"{dag_id}\"")))?;
+            (d, run.dag_version_id)
+        }
+    };
+    let tis = tasks::of_run(&db.conn, run.id).await?;
+    for t in task_ids {
+        if !tis.iter().any(|ti| &ti.task_id == t) {
+            let hint = crate::dag::diag::did_you_mean(t, tis.iter().map(|ti| ti.task_id.as_str()));
+            return Err(CommandError::NotFound(format!("run \"{run_id}\" has no task \"{t}\"{hint}")));
+        }
+    }
+    let targets: Vec<String> = if task_ids.is_empty() {
+        tis.iter().map(|t| t.task_id.clone()).collect()
+    } else if downstream {
+        let roots: Vec<&str> = task_ids.iter().map(String::as_str).collect();
+        dag.downstream_closure(&roots).into_iter().collect()
+    } else {
+        task_ids.to_vec()
+    };
+    let txn = db.conn.begin().await?;
+    let mut cleared = Vec::new();
+    for ti in tasks::of_run(&txn, run.id).await? {
+        if !targets.contains(&ti.task_id) {
+            continue;
+        }
+        let retries = dag.task(&ti.task_id).map_or(0, |t| t.retries);
+        if tasks::reset_for_clear(&txn, &ti, retries, now).await? {
+            cleared.push(ti.task_id.clone());
+        }
+    }
+    if !cleared.is_empty() {
+        // A finished run goes back to the queue; a running one re-evaluates at once.
+        runs::transition(&txn, run.id, &[RunState::Success, RunState::Failed], RunState::Queued, now).await?;
+        let run = runs::get_run(&txn, run.id).await?.unwrap_or(run);
+        if run.state == RunState::Running {
+            evaluate(&txn, &dag, &run, now).await?;
+        } else {
+            start_queued_in(&txn, &dag, vid, now).await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(cleared)
+}
+
+/// Fails the running try of a task instance whose worker is gone (fenced by that
+/// worker's id), retrying it if it has tries left; a claim that never started goes
+/// back to `scheduled`.
+pub async fn rescue(db: &Db, reg: &Registry, ti: &task_instance::Model, reason: &str, now: DateTime<Utc>) -> DbResult<()> {
+    if ti.state == TaskState::Queued {
+        tasks::unclaim(&db.conn, ti.id, now).await?;
+        return Ok(());
+    }
+    let Some(worker) = ti.worker_id.clone() else { return Ok(()) };
+    let try_row = tasks::current_try(&db.conn, ti).await?;
+    let outcome = TryOutcome { success: false, exit_code: None, error: Some(reason.to_string()) };
+    match try_row {
+        Some(t) => {
+            finish_try(db, reg, ti, t.id, &worker, &outcome, now).await?;
+        }
+        None => {
+            tasks::unclaim(&db.conn, ti.id, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks a run's unfinished work as failed and the run as failed (operator action).
+pub async fn mark_run_failed(db: &Db, dag_id: &str, run_id: &str, now: DateTime<Utc>) -> CommandResult<()> {
+    let run = runs::find_run(&db.conn, dag_id, run_id)
+        .await?
+        .ok_or_else(|| CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
+    let txn = db.conn.begin().await?;
+    let tis = tasks::of_run(&txn, run.id).await?;
+    let open: Vec<String> = tis.iter().filter(|t| matches!(t.state, TaskState::Pending | TaskState::Scheduled | TaskState::UpForRetry)).map(|t| t.task_id.clone()).collect();
+    tasks::transition_by_task(&txn, run.id, &open, &[TaskState::Pending, TaskState::Scheduled, TaskState::UpForRetry], TaskState::UpstreamFailed, now).await?;
+    runs::transition(&txn, run.id, &[RunState::Queued, RunState::Running], RunState::Failed, now).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Runs a callback in the background with the context of a task or run. Failures are
+/// logged; they never change task state.
+pub fn fire_callback(cb: &Callback, ctx: crate::dag::template::TemplateContext) {
+    let cb = cb.clone();
+    tokio::spawn(async move {
+        let result = match &cb {
+            Callback::Command { command } => match ctx.render(command) {
+                Ok(cmd) => tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .envs(ctx.env_vars())
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| if s.success() { Ok(()) } else { Err(format!("exited with {s}")) }),
+                Err(e) => Err(e),
+            },
+            Callback::Http { url, method, headers } => match ctx.render(url) {
+                Ok(url) => {
+                    let mut h: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    h.push(("content-type".into(), "application/json".into()));
+                    let body = serde_json::to_string(&ctx).unwrap_or_default();
+                    crate::tasks::http_send(method, &url, &h, Some(body), Some(std::time::Duration::from_secs(30)))
+                        .await
+                        .and_then(|(s, _)| if (200..300).contains(&s) { Ok(()) } else { Err(format!("HTTP {s}")) })
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = result {
+            tracing::warn!(dag = %ctx.dag_id, task = %ctx.task_id, "callback failed: {e}");
+        }
+    });
+}

@@ -1,0 +1,406 @@
+//! The scheduler: creates runs from cron schedules, promotes retries, starts queued
+//! runs, claims scheduled task instances and hands them to the executor, and rescues
+//! the work of dead workers.
+//!
+//! The loop is a `tokio::select!` over a timer (cron ticks, retry delays, heartbeats,
+//! polling for runs created by other processes), a wake-up sent whenever a try finishes
+//! (downstream tasks were already scheduled in the same transaction), and shutdown.
+//! Planning (`plan`, `rules`) is pure and takes `now` as an argument.
+
+pub mod commands;
+pub mod plan;
+pub mod registry;
+pub mod rules;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+
+use crate::config::Config;
+use crate::db::runs::{self, NewRun};
+use crate::db::tasks::{self, ClaimLimits};
+use crate::db::{Db, DbResult, RunState, RunType, dags};
+use crate::executor::process;
+use crate::tasks::Warehouses;
+pub use registry::Registry;
+
+/// Where time comes from: the system clock, or a controllable one in tests.
+pub trait Clock: Send + Sync + fmt::Debug {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(t: DateTime<Utc>) -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(t)))
+    }
+
+    pub fn set(&self, t: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    pub fn advance(&self, d: chrono::Duration) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *g += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A run reached a final state.
+#[derive(Debug, Clone)]
+pub struct RunEvent {
+    pub dag_id: String,
+    pub run_pk: i64,
+    pub state: RunState,
+}
+
+/// What an engine does besides running tries.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Create runs from cron schedules.
+    pub cron: bool,
+    /// Re-read the DAG folder when files change.
+    pub watch_folder: bool,
+    /// Work only on these DAGs (backfill, `dags test`); all when empty.
+    pub only_dags: Vec<String>,
+    /// How often to look for runs created by other processes.
+    pub poll_interval: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { cron: true, watch_folder: true, only_dags: Vec::new(), poll_interval: Duration::from_secs(1) }
+    }
+}
+
+/// State shared by the scheduler loop and the tries it runs.
+#[derive(Debug)]
+pub struct Shared {
+    pub db: Db,
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub clock: Arc<dyn Clock>,
+    pub worker_id: String,
+    pub hostname: String,
+    pub wake: Notify,
+    pub cancel: watch::Sender<bool>,
+    pub run_events: broadcast::Sender<RunEvent>,
+    pub warehouses: Arc<Warehouses>,
+    pub options: EngineOptions,
+    permits: Arc<Semaphore>,
+    running: AtomicUsize,
+    stopping: AtomicBool,
+    last_sync: Mutex<Option<DateTime<Utc>>>,
+    last_heartbeat: Mutex<Option<DateTime<Utc>>>,
+}
+
+/// A scheduler plus executor in one process.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub shared: Arc<Shared>,
+}
+
+/// This machine's name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+impl Engine {
+    /// Registers a new worker in the database; `run` then drives it.
+    pub async fn new(db: Db, config: Config, registry: Arc<Registry>, clock: Arc<dyn Clock>, options: EngineOptions) -> DbResult<Engine> {
+        let hostname = hostname();
+        let pid = std::process::id();
+        let worker_id = format!("{hostname}-{pid}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        tasks::register_worker(&db.conn, &worker_id, &hostname, i32::try_from(pid).unwrap_or(0), clock.now()).await?;
+        dags::sync_pools(&db.conn, &config.pool_slots()).await?;
+        let warehouses = Warehouses::new(config.connections.clone().into_iter().collect());
+        let permits = Arc::new(Semaphore::new(config.parallelism as usize));
+        let shared = Shared {
+            db,
+            registry,
+            clock,
+            worker_id,
+            hostname,
+            wake: Notify::new(),
+            cancel: watch::channel(false).0,
+            run_events: broadcast::channel(4096).0,
+            warehouses,
+            options,
+            permits,
+            running: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            last_sync: Mutex::new(None),
+            last_heartbeat: Mutex::new(None),
+            config,
+        };
+        Ok(Engine { shared: Arc::new(shared) })
+    }
+
+    /// Wakes the loop (a run was created, a try finished).
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.shared.run_events.subscribe()
+    }
+
+    /// Tries running now in this process.
+    pub fn running(&self) -> usize {
+        self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully: no new claims,
+    /// running tries get `shutdown_grace` to finish, the rest are stopped (process
+    /// groups killed) and recorded as failed tries, retried later if they have tries
+    /// left.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let wait = match self.tick().await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduler pass failed; retrying in 1s");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shared.wake.notified() => {
+                    // A try finished: its downstream work is already scheduled, so go
+                    // straight to claiming it.
+                    if let Err(e) = self.claim_and_spawn().await {
+                        tracing::error!(error = %e, "claiming work failed");
+                    }
+                    continue;
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&self) {
+        let s = &self.shared;
+        s.stopping.store(true, Ordering::SeqCst);
+        let n = self.running();
+        if n > 0 {
+            tracing::info!("shutting down: waiting up to {} for {n} running tries", humantime::format_duration(s.config.shutdown_grace));
+        }
+        let deadline = tokio::time::Instant::now() + s.config.shutdown_grace;
+        while self.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.running() > 0 {
+            tracing::warn!("stopping {} tries that did not finish in time", self.running());
+            let _ = s.cancel.send(true);
+            let deadline = tokio::time::Instant::now() + s.config.kill_grace + Duration::from_secs(5);
+            while self.running() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if let Err(e) = tasks::stop_worker(&s.db.conn, &s.worker_id, s.clock.now()).await {
+            tracing::error!(error = %e, "could not mark this worker stopped");
+        }
+    }
+
+    fn due(slot: &Mutex<Option<DateTime<Utc>>>, now: DateTime<Utc>, every: Duration) -> bool {
+        let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let due = g.is_none_or(|t| now - t >= chrono::Duration::from_std(every).unwrap_or_default() || now < t);
+        if due {
+            *g = Some(now);
+        }
+        due
+    }
+
+    fn wanted(&self, dag_id: &str) -> bool {
+        let only = &self.shared.options.only_dags;
+        only.is_empty() || only.iter().any(|d| d == dag_id)
+    }
+
+    /// One full scheduling pass. Returns how long the loop may sleep.
+    pub async fn tick(&self) -> DbResult<Duration> {
+        let s = &self.shared;
+        let now = s.clock.now();
+        if s.options.watch_folder && Self::due(&s.last_sync, now, s.config.dag_poll_interval) {
+            let report = s.registry.sync(&s.db, now).await?;
+            for (file, msg) in &report.errors {
+                tracing::warn!(file = %file, "dag file has errors; the last good version (if any) keeps running:\n{msg}");
+            }
+            for d in &report.new_versions {
+                tracing::info!(dag = %d, "loaded a new version of the dag");
+            }
+        }
+        if Self::due(&s.last_heartbeat, now, s.config.heartbeat_interval) {
+            tasks::heartbeat(&s.db.conn, &s.worker_id, now).await?;
+            self.sweep_orphans(now).await?;
+        }
+        let paused: HashSet<String> = dags::list_dags(&s.db.conn).await?.into_iter().filter(|d| d.is_paused).map(|d| d.dag_id).collect();
+        let mut next: Option<DateTime<Utc>> = None;
+        let mut earliest = |t: Option<DateTime<Utc>>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for (dag, vid) in s.registry.all() {
+            if !self.wanted(&dag.dag_id) || paused.contains(&dag.dag_id) {
+                continue;
+            }
+            if s.options.cron && !dag.schedule.is_none() {
+                let last = runs::latest_scheduled(&s.db.conn, &dag.dag_id).await?;
+                let active = runs::count_runs(&s.db.conn, &dag.dag_id, &[RunState::Queued, RunState::Running]).await?;
+                let room = usize::try_from(u64::from(dag.max_active_runs).saturating_sub(active)).unwrap_or(0);
+                let p = plan::plan(&dag.timetable(), dag.catchup, last, now, room);
+                for iv in &p.due {
+                    let new = NewRun {
+                        dag_id: dag.dag_id.clone(),
+                        run_id: runs::run_id_for(RunType::Scheduled, iv.start),
+                        run_type: RunType::Scheduled,
+                        logical_date: iv.start,
+                        interval_start: iv.start,
+                        interval_end: iv.end,
+                        dag_version_id: vid,
+                        params: serde_json::to_value(dag.default_params()).unwrap_or_default(),
+                        conf: serde_json::json!({}),
+                    };
+                    if let Some(run) = commands::create_run(&s.db, &dag, vid, &new, now).await? {
+                        tracing::info!(dag = %dag.dag_id, run = %run.run_id, "created scheduled run");
+                    }
+                }
+                if p.due.len() < room || p.due.is_empty() {
+                    earliest(p.next_run_after);
+                }
+            }
+        }
+        tasks::promote_due_retries(&s.db.conn, now).await?;
+        earliest(tasks::next_retry_at(&s.db.conn).await?);
+        for dag_id in runs::dags_with_queued_runs(&s.db.conn).await? {
+            if !self.wanted(&dag_id) || paused.contains(&dag_id) {
+                continue;
+            }
+            if let Some((dag, vid)) = s.registry.current(&dag_id) {
+                commands::start_queued(&s.db, &dag, vid, now).await?;
+            }
+        }
+        self.claim_and_spawn().await?;
+        let mut wait = s.options.poll_interval.min(s.config.heartbeat_interval);
+        if let Some(t) = next {
+            let until = (t - now).to_std().unwrap_or(Duration::ZERO);
+            wait = wait.min(until.max(Duration::from_millis(5)));
+        }
+        Ok(wait)
+    }
+
+    /// Claims as much scheduled work as this process has room for and starts it.
+    pub async fn claim_and_spawn(&self) -> DbResult<usize> {
+        let s = &self.shared;
+        if s.stopping.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let capacity = s.permits.available_permits() as u64;
+        if capacity == 0 {
+            return Ok(0);
+        }
+        let paused: HashSet<String> = dags::list_dags(&s.db.conn).await?.into_iter().filter(|d| d.is_paused).map(|d| d.dag_id).collect();
+        let dag_max_active: HashMap<String, u32> = s
+            .registry
+            .all()
+            .into_iter()
+            .filter(|(d, _)| self.wanted(&d.dag_id) && !paused.contains(&d.dag_id))
+            .map(|(d, _)| (d.dag_id.clone(), d.max_active_tasks))
+            .collect();
+        let limits = ClaimLimits { dag_max_active, capacity };
+        let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
+        let claimed = tasks::claim(&txn, &s.worker_id, &s.hostname, &limits, s.clock.now()).await?;
+        txn.commit().await?;
+        let n = claimed.len();
+        for ti in claimed {
+            let Ok(permit) = s.permits.clone().try_acquire_owned() else {
+                // Cannot happen (capacity was checked under the same loop); give it back.
+                tasks::unclaim(&s.db.conn, ti.id, s.clock.now()).await?;
+                continue;
+            };
+            s.running.fetch_add(1, Ordering::SeqCst);
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                crate::executor::run_claimed(shared.clone(), ti).await;
+                shared.running.fetch_sub(1, Ordering::SeqCst);
+                drop(permit);
+            });
+        }
+        Ok(n)
+    }
+
+    /// Finds workers that died (no heartbeat within `heartbeat_timeout`, or a process on
+    /// this host that no longer exists), kills what they left running on this host, and
+    /// fails or requeues their task instances.
+    pub async fn sweep_orphans(&self, now: DateTime<Utc>) -> DbResult<usize> {
+        let s = &self.shared;
+        let timeout = chrono::Duration::from_std(s.config.heartbeat_timeout).unwrap_or_default();
+        let mut rescued = 0;
+        for w in tasks::live_workers(&s.db.conn).await? {
+            if w.id == s.worker_id {
+                continue;
+            }
+            let silent = now - w.heartbeat_at > timeout;
+            let gone_here = w.hostname == s.hostname && !process::pid_alive(w.pid);
+            if !(silent || gone_here) {
+                continue;
+            }
+            let reason = if gone_here {
+                format!("worker {} (pid {}) is gone; the try was lost with it", w.id, w.pid)
+            } else {
+                format!("worker {} sent no heartbeat since {}; the try was lost with it", w.id, w.heartbeat_at)
+            };
+            for ti in tasks::held_by(&s.db.conn, std::slice::from_ref(&w.id)).await? {
+                self.kill_leftover(&ti).await;
+                commands::rescue(&s.db, &s.registry, &ti, &reason, now).await?;
+                rescued += 1;
+            }
+            tasks::bury_worker(&s.db.conn, &w.id, now).await?;
+            tracing::warn!(worker = %w.id, "{reason}");
+        }
+        for ti in tasks::held_by_unknown_workers(&s.db.conn).await? {
+            self.kill_leftover(&ti).await;
+            commands::rescue(&s.db, &s.registry, &ti, "its worker is unknown", now).await?;
+            rescued += 1;
+        }
+        if rescued > 0 {
+            tracing::warn!("rescued {rescued} task instances from dead workers");
+            s.wake.notify_one();
+        }
+        Ok(rescued)
+    }
+
+    /// Kills the process group a dead worker left behind on this host, if it is
+    /// verifiably the task's process.
+    async fn kill_leftover(&self, ti: &crate::db::entities::task_instance::Model) {
+        let (Some(pid), Some(host)) = (ti.pid, ti.hostname.as_deref()) else { return };
+        if host == self.shared.hostname && process::is_our_task_process(pid, ti.id) {
+            tracing::warn!(ti = ti.id, pid, "killing the leftover process group of a dead worker's try");
+            process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Planning scheduled runs: a pure function of a DAG's timetable, its latest scheduled
+//! run, and `now`. No clock, no database.
+
+use chrono::{DateTime, Utc};
+
+use crate::dag::{Interval, Timetable};
+
+/// What the cron side of the scheduler should do for one DAG now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Intervals whose runs are due, oldest first.
+    pub due: Vec<Interval>,
+    /// When the next interval after `due` ends (its run time), if any.
+    pub next_run_after: Option<DateTime<Utc>>,
+}
+
+/// The interval after the latest scheduled run (or the first one), taking catchup into
+/// account: without catchup, scheduling jumps to the latest complete interval.
+fn next_candidate(tt: &Timetable<'_>, catchup: bool, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Interval> {
+    let next = match last {
+        Some(l) => tt.next_interval(l),
+        None => tt.first_interval(),
+    };
+    if catchup {
+        return next;
+    }
+    match (next, tt.latest_complete(now)) {
+        (Some(n), Some(latest)) if n.start < latest.start => Some(latest),
+        (None, Some(latest)) if last.is_none() => Some(latest),
+        (n, _) => n,
+    }
+}
+
+/// Plans up to `room` runs (room = max_active_runs minus the active ones).
+pub fn plan(tt: &Timetable<'_>, catchup: bool, last: Option<DateTime<Utc>>, now: DateTime<Utc>, room: usize) -> Plan {
+    let mut due = Vec::new();
+    let mut next = next_candidate(tt, catchup, last, now);
+    while let Some(iv) = next {
+        if iv.end > now || due.len() >= room {
+            break;
+        }
+        due.push(iv);
+        next = tt.next_interval(iv.start);
+    }
+    Plan { due, next_run_after: next.map(|iv| iv.end) }
+}
+
+/// The next `n` intervals whose runs happen after `after` (for `weft dags next`): the
+/// first is the interval `after` falls in.
+pub fn upcoming(tt: &Timetable<'_>, after: DateTime<Utc>, n: usize) -> Vec<Interval> {
+    let first_start = match tt.start_date {
+        Some(s) if s > after => tt.schedule.next_tick(s, tt.tz, true),
+        _ => tt.schedule.prev_tick(after, tt.tz, true),
+    };
+    let mut next = first_start.and_then(|s| tt.interval_starting(s));
+    while let Some(iv) = next {
+        if iv.end > after {
+            break;
+        }
+        next = tt.next_interval(iv.start);
+    }
+    let mut out = Vec::new();
+    while let Some(iv) = next {
+        if out.len() >= n || tt.end_date.is_some_and(|e| iv.start > e) {
+            break;
+        }
+        out.push(iv);
+        next = tt.next_interval(iv.start);
+    }
+    out
+}
+
+/// Every interval whose start (logical date) lies in `[from, to]`, for backfill.
+pub fn intervals_between(tt: &Timetable<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Interval> {
+    let mut out = Vec::new();
+    let mut next = tt.schedule.next_tick(from, tt.tz, true).and_then(|s| tt.interval_starting(s));
+    while let Some(iv) = next {
+        if iv.start > to {
+            break;
+        }
+        out.push(iv);
+        next = tt.interval_starting(iv.end);
+    }
+    out
+}

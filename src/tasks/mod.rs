@@ -1,0 +1,93 @@
+//! Task kinds: one file per kind. `execute` is the single entry point the executor
+//! calls, so a new kind plugs in here (and in `dag::parse`) without touching the
+//! scheduler.
+
+mod http;
+pub use http::send as http_send;
+mod shell;
+mod sql;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::{Mutex, watch};
+
+use crate::config::{Connection, expand_env};
+use crate::dag::template::TemplateContext;
+use crate::dag::{Dag, Task, TaskKind};
+use crate::db::Db;
+use crate::db::tasks::TryOutcome;
+use crate::executor::logs::LogSink;
+
+/// Everything a task kind needs to run one try.
+pub struct RunContext<'a> {
+    pub db: &'a Db,
+    pub dag: &'a Dag,
+    pub task: &'a Task,
+    pub tmpl: &'a TemplateContext,
+    pub ti_id: i64,
+    pub try_id: i64,
+    pub kill_grace: Duration,
+    pub cancel: watch::Receiver<bool>,
+    pub warehouses: &'a Warehouses,
+    pub log: &'a mut LogSink,
+}
+
+impl RunContext<'_> {
+    /// The folder relative paths resolve against: the DAG file's folder.
+    pub fn base_dir(&self) -> PathBuf {
+        self.dag.file.parent().map(PathBuf::from).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    pub fn render(&self, text: &str) -> Result<String, String> {
+        self.tmpl.render(text)
+    }
+}
+
+/// A failed try with a message.
+pub fn failure(message: impl Into<String>) -> TryOutcome {
+    TryOutcome { success: false, exit_code: None, error: Some(message.into()) }
+}
+
+/// Runs one try of a task and says how it ended. Never panics on bad input: every
+/// problem becomes a failed try with a message.
+pub async fn execute(ctx: &mut RunContext<'_>) -> TryOutcome {
+    let kind = ctx.task.kind.clone();
+    match &kind {
+        TaskKind::Shell { command, cwd } => shell::run(ctx, command, cwd.as_deref()).await,
+        TaskKind::Http(spec) => http::run(ctx, spec).await,
+        TaskKind::Sql { sql, connection } => sql::run(ctx, sql, connection).await,
+    }
+}
+
+/// Pools of warehouse connections by name, opened on first use.
+#[derive(Debug, Default)]
+pub struct Warehouses {
+    configs: HashMap<String, Connection>,
+    open: Mutex<HashMap<String, DatabaseConnection>>,
+}
+
+impl Warehouses {
+    pub fn new(configs: HashMap<String, Connection>) -> Arc<Self> {
+        Arc::new(Warehouses { configs, open: Mutex::new(HashMap::new()) })
+    }
+
+    /// The connection pool for `name`. Errors never contain the URL (it may hold a
+    /// password).
+    pub async fn get(&self, name: &str) -> Result<DatabaseConnection, String> {
+        let mut open = self.open.lock().await;
+        if let Some(c) = open.get(name) {
+            return Ok(c.clone());
+        }
+        let cfg = self.configs.get(name).ok_or_else(|| format!("unknown connection \"{name}\""))?;
+        let url = expand_env(&cfg.url).map_err(|e| format!("connection \"{name}\": {e}"))?;
+        let db = Db::connect(&url).await.map_err(|e| {
+            format!("connection \"{name}\": cannot connect: {}", crate::db::redact_url(&e.to_string()))
+        })?;
+        open.insert(name.to_string(), db.conn.clone());
+        Ok(db.conn)
+    }
+}

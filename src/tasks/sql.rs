@@ -1,0 +1,32 @@
+//! `sql`: statements run against a named warehouse connection, templated with the run's
+//! variables.
+
+use sea_orm::ConnectionTrait;
+
+use super::{RunContext, failure};
+use crate::db::tasks::TryOutcome;
+
+pub async fn run(ctx: &mut RunContext<'_>, sql: &str, connection: &str) -> TryOutcome {
+    let sql = match ctx.render(sql) {
+        Ok(s) => s,
+        Err(e) => return failure(e),
+    };
+    let conn = match ctx.warehouses.get(connection).await {
+        Ok(c) => c,
+        Err(e) => return failure(e),
+    };
+    ctx.log.line(&format!("[weft] on connection \"{connection}\":")).await;
+    for line in sql.lines() {
+        ctx.log.line(line).await;
+    }
+    let started = std::time::Instant::now();
+    match conn.execute_unprepared(&sql).await {
+        Ok(res) => {
+            ctx.log
+                .line(&format!("[weft] ok: {} rows affected in {} ms", res.rows_affected(), started.elapsed().as_millis()))
+                .await;
+            TryOutcome { success: true, exit_code: None, error: None }
+        }
+        Err(e) => failure(format!("sql error on connection \"{connection}\": {e}")),
+    }
+}
