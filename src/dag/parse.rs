@@ -84,7 +84,11 @@ pub fn parse_dag(
     let dag = p.dag(root.get_ref(), path);
     match dag {
         Some(d) if !p.sink.has_errors() => Ok(d),
-        _ => Err(p.sink.diagnostics),
+        _ => {
+            let mut diags = p.sink.diagnostics;
+            diags.sort_by_key(|d| (d.line, d.column));
+            Err(diags)
+        }
     }
 }
 
@@ -317,7 +321,6 @@ impl<'s> Parser<'s, '_> {
     }
 
     fn dag(&mut self, root: &DeTable<'_>, path: &Path) -> Option<Dag> {
-        self.check_keys(root, None, DAG_KEYS, "dag file");
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("dag").to_string();
         let dag_id = match lookup(root, "dag_id") {
             Some(v) => match self.string(v, None, "dag_id") {
@@ -336,6 +339,7 @@ impl<'s> Parser<'s, '_> {
             }
         };
         self.sink.dag_id = Some(dag_id.clone());
+        self.check_keys(root, None, DAG_KEYS, "dag file");
 
         let timezone = match lookup(root, "timezone") {
             Some(v) => match self.string(v, None, "timezone") {

@@ -1,1 +1,6 @@
-fn main(){}
+//! Integration tests: one binary, one module per area.
+
+mod support;
+
+mod schedule;
+mod validation;
