@@ -105,6 +105,12 @@ impl Dag {
         out
     }
 
+    /// The folder relative paths (commands' working directory, SQL files) resolve
+    /// against: the DAG file's folder.
+    pub fn base_dir(&self) -> PathBuf {
+        self.file.parent().map(PathBuf::from).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."))
+    }
+
     pub fn timetable(&self) -> Timetable<'_> {
         Timetable {
             schedule: &self.schedule,

@@ -125,7 +125,7 @@ fn fire_callbacks(
         _ => None,
     };
     if let Some(cb) = cb {
-        commands::fire_callback(cb, ctx.clone());
+        commands::fire_callback(cb, ctx.clone(), dag.base_dir());
     }
     if let Some(state) = f.run_finished {
         let cb = match state {
@@ -135,7 +135,7 @@ fn fire_callbacks(
         if let Some(cb) = cb {
             ctx.task_id = String::new();
             ctx.state = Some(state.as_str().to_string());
-            commands::fire_callback(cb, ctx);
+            commands::fire_callback(cb, ctx, dag.base_dir());
         }
     }
     let _ = shared;

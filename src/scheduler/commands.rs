@@ -316,7 +316,7 @@ pub async fn mark_run_failed(db: &Db, dag_id: &str, run_id: &str, now: DateTime<
 
 /// Runs a callback in the background with the context of a task or run. Failures are
 /// logged; they never change task state.
-pub fn fire_callback(cb: &Callback, ctx: crate::dag::template::TemplateContext) {
+pub fn fire_callback(cb: &Callback, ctx: crate::dag::template::TemplateContext, dir: std::path::PathBuf) {
     let cb = cb.clone();
     tokio::spawn(async move {
         let result = match &cb {
@@ -324,6 +324,7 @@ pub fn fire_callback(cb: &Callback, ctx: crate::dag::template::TemplateContext) 
                 Ok(cmd) => tokio::process::Command::new("sh")
                     .arg("-c")
                     .arg(&cmd)
+                    .current_dir(&dir)
                     .envs(ctx.env_vars())
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::null())

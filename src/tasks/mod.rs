@@ -39,7 +39,7 @@ pub struct RunContext<'a> {
 impl RunContext<'_> {
     /// The folder relative paths resolve against: the DAG file's folder.
     pub fn base_dir(&self) -> PathBuf {
-        self.dag.file.parent().map(PathBuf::from).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."))
+        self.dag.base_dir()
     }
 
     pub fn render(&self, text: &str) -> Result<String, String> {

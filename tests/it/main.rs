@@ -2,5 +2,7 @@
 
 mod support;
 
+mod db;
+mod engine;
 mod schedule;
 mod validation;
