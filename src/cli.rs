@@ -22,7 +22,11 @@ use crate::db::{Db, RunState, tasks};
 use crate::scheduler::{Engine, EngineOptions, Registry, SystemClock, commands, plan};
 
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about = "A lean, fast workflow orchestrator for data teams")]
+#[command(
+    name = "weft",
+    version,
+    about = "A lean, fast workflow orchestrator for data teams"
+)]
 pub struct Cli {
     /// Config file (default: ./weft.toml if it exists; env WEFT_CONFIG).
     #[arg(long, global = true)]
@@ -196,9 +200,17 @@ pub struct LogsArgs {
 /// Parses args, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| "weft=info,warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| "weft=info,warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -238,9 +250,12 @@ async fn run(cli: Cli) -> Result<i32> {
 }
 
 async fn open_db(cfg: &Config) -> Result<Db> {
-    let db = Db::connect(&cfg.database_url)
-        .await
-        .with_context(|| format!("cannot open the database {}", crate::db::redact_url(&cfg.database_url)))?;
+    let db = Db::connect(&cfg.database_url).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            crate::db::redact_url(&cfg.database_url)
+        )
+    })?;
     db.migrate().await.context("cannot migrate the database")?;
     Ok(db)
 }
@@ -258,7 +273,9 @@ fn load_dag(cfg: &Config, dag_id: &str) -> Result<Arc<Dag>> {
         return Ok(d.clone());
     }
     for (f, diags) in bag.errors() {
-        if f.path.file_stem().is_some_and(|s| s == dag_id) || diags.iter().any(|d| d.dag_id.as_deref() == Some(dag_id)) {
+        if f.path.file_stem().is_some_and(|s| s == dag_id)
+            || diags.iter().any(|d| d.dag_id.as_deref() == Some(dag_id))
+        {
             let msgs: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
             bail!("dag \"{dag_id}\" has errors:\n{}", msgs.join("\n"));
         }
@@ -277,7 +294,12 @@ fn parse_kv(params: &[String]) -> Result<BTreeMap<String, serde_json::Value>> {
         .iter()
         .map(|p| {
             p.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), serde_json::Value::String(v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.trim().to_string(),
+                        serde_json::Value::String(v.to_string()),
+                    )
+                })
                 .ok_or_else(|| anyhow!("--param \"{p}\" must look like name=value"))
         })
         .collect()
@@ -292,14 +314,30 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     let report = registry.sync(&db, Utc::now()).await?;
     eprintln!("weft {} serving", env!("CARGO_PKG_VERSION"));
     eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
-    eprintln!("  dags:       {} ({} loaded, {} with errors)", cfg.dags_folder.display(), report.loaded, report.errors.len());
+    eprintln!(
+        "  dags:       {} ({} loaded, {} with errors)",
+        cfg.dags_folder.display(),
+        report.loaded,
+        report.errors.len()
+    );
     for (file, msg) in &report.errors {
         eprintln!("  import error in {file}:\n{}", indent(msg));
     }
     eprintln!("  parallelism {}", cfg.parallelism);
-    let engine = Engine::new(db.clone(), cfg.clone(), registry.clone(), Arc::new(SystemClock), EngineOptions::default()).await?;
+    let engine = Engine::new(
+        db.clone(),
+        cfg.clone(),
+        registry.clone(),
+        Arc::new(SystemClock),
+        EngineOptions::default(),
+    )
+    .await?;
     engine.shared.registry.sync(&db, Utc::now()).await?;
-    let web = crate::web::serve(crate::web::AppState::new(db, cfg.clone(), registry, Some(engine.clone())), &cfg.bind).await?;
+    let web = crate::web::serve(
+        crate::web::AppState::new(db, cfg.clone(), registry, Some(engine.clone())),
+        &cfg.bind,
+    )
+    .await?;
     eprintln!("  web UI:     http://{}", web);
     engine.run(shutdown_signal()).await;
     eprintln!("weft stopped");
@@ -307,7 +345,10 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -346,7 +387,8 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
     let ctx = cfg.validation_context();
     match c {
         DagsCommand::List { json } => {
-            let bag = DagBag::load_dir(&cfg.dags_folder, &ctx).with_context(|| format!("cannot read {}", cfg.dags_folder.display()))?;
+            let bag = DagBag::load_dir(&cfg.dags_folder, &ctx)
+                .with_context(|| format!("cannot read {}", cfg.dags_folder.display()))?;
             let items: Vec<DagListItem> = bag
                 .dags()
                 .map(|d| DagListItem {
@@ -365,7 +407,15 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
             } else {
                 let rows: Vec<Vec<String>> = items
                     .iter()
-                    .map(|i| vec![i.dag_id.to_string(), i.schedule.to_string(), i.timezone.to_string(), i.tasks.to_string(), i.file.clone()])
+                    .map(|i| {
+                        vec![
+                            i.dag_id.to_string(),
+                            i.schedule.to_string(),
+                            i.timezone.to_string(),
+                            i.tasks.to_string(),
+                            i.file.clone(),
+                        ]
+                    })
                     .collect();
                 print_table(&["DAG", "SCHEDULE", "TIMEZONE", "TASKS", "FILE"], &rows);
                 let errs = bag.error_count();
@@ -376,15 +426,23 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
             Ok(0)
         }
         DagsCommand::Check { paths, json } => {
-            let paths = if paths.is_empty() { vec![cfg.dags_folder.clone()] } else { paths };
+            let paths = if paths.is_empty() {
+                vec![cfg.dags_folder.clone()]
+            } else {
+                paths
+            };
             let mut files = Vec::new();
             for p in &paths {
-                files.extend(bag::dag_files(p).with_context(|| format!("cannot read {}", p.display()))?);
+                files.extend(
+                    bag::dag_files(p).with_context(|| format!("cannot read {}", p.display()))?,
+                );
             }
             let bag = DagBag::load(&files, &ctx);
             let diags: Vec<_> = bag.errors().flat_map(|(_, d)| d.iter().cloned()).collect();
             if json {
-                print_json(&serde_json::json!({"files": files.len(), "dags": bag.dags().count(), "errors": diags}))?;
+                print_json(
+                    &serde_json::json!({"files": files.len(), "dags": bag.dags().count(), "errors": diags}),
+                )?;
             } else {
                 for (f, ds) in bag.errors() {
                     let src = std::fs::read_to_string(&f.path).unwrap_or_default();
@@ -394,9 +452,17 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
                 }
                 let n = diags.len();
                 if n == 0 {
-                    println!("ok: {} file(s), {} dag(s), no errors", files.len(), bag.dags().count());
+                    println!(
+                        "ok: {} file(s), {} dag(s), no errors",
+                        files.len(),
+                        bag.dags().count()
+                    );
                 } else {
-                    println!("{n} error(s) in {} of {} file(s)", bag.errors().count(), files.len());
+                    println!(
+                        "{n} error(s) in {} of {} file(s)",
+                        bag.errors().count(),
+                        files.len()
+                    );
                 }
             }
             Ok(if diags.is_empty() { 0 } else { 1 })
@@ -424,21 +490,44 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
                     println!("description:  {desc}");
                 }
                 println!("file:         {}", bag::display_path(&d.file));
-                println!("schedule:     {} ({}) in {}", d.schedule.as_str(), d.schedule.describe(), d.timezone.name());
+                println!(
+                    "schedule:     {} ({}) in {}",
+                    d.schedule.as_str(),
+                    d.schedule.describe(),
+                    d.timezone.name()
+                );
                 if let Some(s) = d.start_date {
-                    println!("start_date:   {}", s.with_timezone(&d.timezone).format("%Y-%m-%d %H:%M %Z"));
+                    println!(
+                        "start_date:   {}",
+                        s.with_timezone(&d.timezone).format("%Y-%m-%d %H:%M %Z")
+                    );
                 }
-                println!("catchup:      {}   max_active_runs: {}   max_active_tasks: {}", d.catchup, d.max_active_runs, d.max_active_tasks);
+                println!(
+                    "catchup:      {}   max_active_runs: {}   max_active_tasks: {}",
+                    d.catchup, d.max_active_runs, d.max_active_tasks
+                );
                 println!("\ntasks (in run order):");
                 for &i in &d.topo_order {
                     let t = &d.tasks[i];
-                    let deps = if t.depends_on.is_empty() { String::new() } else { format!("  <- {}", t.depends_on.join(", ")) };
-                    println!("{}", format!("  {:<24} {:<8}{deps}", t.task_id, t.kind.name()).trim_end());
+                    let deps = if t.depends_on.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  <- {}", t.depends_on.join(", "))
+                    };
+                    println!(
+                        "{}",
+                        format!("  {:<24} {:<8}{deps}", t.task_id, t.kind.name()).trim_end()
+                    );
                 }
             }
             Ok(0)
         }
-        DagsCommand::Next { dag_id, n, after, json } => {
+        DagsCommand::Next {
+            dag_id,
+            n,
+            after,
+            json,
+        } => {
             let d = load_dag(&cfg, &dag_id)?;
             if d.schedule.is_none() {
                 bail!("dag \"{dag_id}\" has schedule = \"none\": it only runs when triggered");
@@ -456,16 +545,37 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
                 print_json(&v)?;
             } else {
                 let tz = d.timezone;
-                let fmt = |t: DateTime<Utc>| format!("{} ({})", t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"), t.format("%Y-%m-%d %H:%M UTC"));
-                let rows: Vec<Vec<String>> = ivs.iter().map(|iv| vec![fmt(iv.start), fmt(iv.end), fmt(iv.end)]).collect();
-                println!("{} ({}), time zone {}", d.schedule.as_str(), d.schedule.describe(), tz.name());
-                print_table(&["DATA INTERVAL START", "DATA INTERVAL END", "RUNS AT"], &rows);
+                let fmt = |t: DateTime<Utc>| {
+                    format!(
+                        "{} ({})",
+                        t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
+                        t.format("%Y-%m-%d %H:%M UTC")
+                    )
+                };
+                let rows: Vec<Vec<String>> = ivs
+                    .iter()
+                    .map(|iv| vec![fmt(iv.start), fmt(iv.end), fmt(iv.end)])
+                    .collect();
+                println!(
+                    "{} ({}), time zone {}",
+                    d.schedule.as_str(),
+                    d.schedule.describe(),
+                    tz.name()
+                );
+                print_table(
+                    &["DATA INTERVAL START", "DATA INTERVAL END", "RUNS AT"],
+                    &rows,
+                );
             }
             Ok(0)
         }
         DagsCommand::Pause { dag_id } => set_paused(cfg, &dag_id, true).await,
         DagsCommand::Unpause { dag_id } => set_paused(cfg, &dag_id, false).await,
-        DagsCommand::Test { dag_id, date, params } => dags_test(cfg, &dag_id, date, params).await,
+        DagsCommand::Test {
+            dag_id,
+            date,
+            params,
+        } => dags_test(cfg, &dag_id, date, params).await,
     }
 }
 
@@ -477,14 +587,25 @@ async fn set_paused(cfg: Config, dag_id: &str, paused: bool) -> Result<i32> {
         crate::db::dags::upsert_dag(&db.conn, &d, Utc::now()).await?;
     }
     crate::db::dags::set_paused(&db.conn, dag_id, paused).await?;
-    println!("dag \"{dag_id}\" {}", if paused { "paused" } else { "unpaused" });
+    println!(
+        "dag \"{dag_id}\" {}",
+        if paused { "paused" } else { "unpaused" }
+    );
     Ok(0)
 }
 
 fn to_dot(d: &Dag) -> String {
-    let mut s = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n", d.dag_id.replace('"', "\\\""));
+    let mut s = format!(
+        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
+        d.dag_id.replace('"', "\\\"")
+    );
     for t in &d.tasks {
-        s.push_str(&format!("  \"{}\" [label=\"{}\\n({})\"];\n", t.task_id, t.task_id, t.kind.name()));
+        s.push_str(&format!(
+            "  \"{}\" [label=\"{}\\n({})\"];\n",
+            t.task_id,
+            t.task_id,
+            t.kind.name()
+        ));
     }
     for t in &d.tasks {
         for dep in &t.depends_on {
@@ -503,7 +624,11 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
@@ -526,10 +651,16 @@ async fn trigger(cfg: Config, a: TriggerArgs) -> Result<i32> {
     let db = open_db(&cfg).await?;
     let vid = crate::db::dags::upsert_dag(&db.conn, &d, Utc::now()).await?;
     let conf = match &a.conf {
-        Some(c) => serde_json::from_str(c).with_context(|| format!("--conf is not valid JSON: {c}"))?,
+        Some(c) => {
+            serde_json::from_str(c).with_context(|| format!("--conf is not valid JSON: {c}"))?
+        }
         None => serde_json::Value::Null,
     };
-    let logical = a.logical_date.as_deref().map(|s| parse_time(s, d.timezone)).transpose()?;
+    let logical = a
+        .logical_date
+        .as_deref()
+        .map(|s| parse_time(s, d.timezone))
+        .transpose()?;
     let params = parse_kv(&a.params)?;
     let run = match commands::trigger(&db, &d, vid, &params, conf, logical, Utc::now()).await {
         Ok(r) => r,
@@ -540,9 +671,14 @@ async fn trigger(cfg: Config, a: TriggerArgs) -> Result<i32> {
         Err(e) => return Err(e.into()),
     };
     if a.json {
-        print_json(&serde_json::json!({"dag_id": run.dag_id, "run_id": run.run_id, "state": run.state, "logical_date": rfc3339(run.logical_date)}))?;
+        print_json(
+            &serde_json::json!({"dag_id": run.dag_id, "run_id": run.run_id, "state": run.state, "logical_date": rfc3339(run.logical_date)}),
+        )?;
     } else {
-        println!("created run {} of dag \"{}\" ({}); `weft serve` runs it", run.run_id, run.dag_id, run.state);
+        println!(
+            "created run {} of dag \"{}\" ({}); `weft serve` runs it",
+            run.run_id, run.dag_id, run.state
+        );
     }
     Ok(0)
 }
@@ -551,11 +687,27 @@ async fn list_runs(cfg: Config, a: RunsArgs) -> Result<i32> {
     let db = open_db(&cfg).await?;
     let states = match &a.state {
         Some(s) => vec![RunState::parse(s).ok_or_else(|| {
-            anyhow!("unknown run state \"{s}\"; use one of {}", RunState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            anyhow!(
+                "unknown run state \"{s}\"; use one of {}",
+                RunState::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         })?],
         None => Vec::new(),
     };
-    let list = runs::list_runs(&db.conn, &RunFilter { dag_id: a.dag_id.clone(), states, limit: a.limit, offset: 0 }).await?;
+    let list = runs::list_runs(
+        &db.conn,
+        &RunFilter {
+            dag_id: a.dag_id.clone(),
+            states,
+            limit: a.limit,
+            offset: 0,
+        },
+    )
+    .await?;
     if a.json {
         let v: Vec<_> = list
             .iter()
@@ -569,21 +721,53 @@ async fn list_runs(cfg: Config, a: RunsArgs) -> Result<i32> {
         .map(|r| {
             let dur = match (r.started_at, r.ended_at) {
                 (Some(s), Some(e)) => human_ms(Some((e - s).num_milliseconds())),
-                (Some(s), None) => format!("{} so far", human_ms(Some((Utc::now() - s).num_milliseconds()))),
+                (Some(s), None) => format!(
+                    "{} so far",
+                    human_ms(Some((Utc::now() - s).num_milliseconds()))
+                ),
                 _ => "-".into(),
             };
-            vec![r.dag_id.clone(), r.run_id.clone(), r.run_type.to_string(), r.state.to_string(), r.logical_date.format("%Y-%m-%d %H:%M").to_string(), dur]
+            vec![
+                r.dag_id.clone(),
+                r.run_id.clone(),
+                r.run_type.to_string(),
+                r.state.to_string(),
+                r.logical_date.format("%Y-%m-%d %H:%M").to_string(),
+                dur,
+            ]
         })
         .collect();
-    print_table(&["DAG", "RUN", "TYPE", "STATE", "LOGICAL DATE (UTC)", "DURATION"], &rows);
+    print_table(
+        &[
+            "DAG",
+            "RUN",
+            "TYPE",
+            "STATE",
+            "LOGICAL DATE (UTC)",
+            "DURATION",
+        ],
+        &rows,
+    );
     Ok(0)
 }
 
-async fn find_run(db: &Db, dag_id: &str, run_id: &str) -> Result<crate::db::entities::dag_run::Model> {
+async fn find_run(
+    db: &Db,
+    dag_id: &str,
+    run_id: &str,
+) -> Result<crate::db::entities::dag_run::Model> {
     if let Some(r) = runs::find_run(&db.conn, dag_id, run_id).await? {
         return Ok(r);
     }
-    let recent = runs::list_runs(&db.conn, &RunFilter { dag_id: Some(dag_id.to_string()), limit: 50, ..Default::default() }).await?;
+    let recent = runs::list_runs(
+        &db.conn,
+        &RunFilter {
+            dag_id: Some(dag_id.to_string()),
+            limit: 50,
+            ..Default::default()
+        },
+    )
+    .await?;
     let hint = crate::dag::diag::did_you_mean(run_id, recent.iter().map(|r| r.run_id.as_str()));
     bail!("dag \"{dag_id}\" has no run \"{run_id}\"{hint} (see `weft runs {dag_id}`)")
 }
@@ -591,13 +775,32 @@ async fn find_run(db: &Db, dag_id: &str, run_id: &str) -> Result<crate::db::enti
 async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
     let db = open_db(&cfg).await?;
     match c {
-        TasksCommand::Clear { dag_id, run_id, tasks: task_ids, downstream } => {
+        TasksCommand::Clear {
+            dag_id,
+            run_id,
+            tasks: task_ids,
+            downstream,
+        } => {
             find_run(&db, &dag_id, &run_id).await?;
             let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
             registry.sync(&db, Utc::now()).await?;
-            match commands::clear(&db, &registry, &dag_id, &run_id, &task_ids, downstream, Utc::now()).await {
-                Ok(cleared) if cleared.is_empty() => println!("nothing to clear (tasks that are queued or running are left alone)"),
-                Ok(cleared) => println!("cleared {} task(s): {}", cleared.len(), cleared.join(", ")),
+            match commands::clear(
+                &db,
+                &registry,
+                &dag_id,
+                &run_id,
+                &task_ids,
+                downstream,
+                Utc::now(),
+            )
+            .await
+            {
+                Ok(cleared) if cleared.is_empty() => {
+                    println!("nothing to clear (tasks that are queued or running are left alone)")
+                }
+                Ok(cleared) => {
+                    println!("cleared {} task(s): {}", cleared.len(), cleared.join(", "))
+                }
                 Err(commands::CommandError::Db(e)) => return Err(e.into()),
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -606,7 +809,11 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
             }
             Ok(0)
         }
-        TasksCommand::List { dag_id, run_id, json } => {
+        TasksCommand::List {
+            dag_id,
+            run_id,
+            json,
+        } => {
             let run = find_run(&db, &dag_id, &run_id).await?;
             let tis = tasks::of_run(&db.conn, run.id).await?;
             if json {
@@ -618,7 +825,15 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
             } else {
                 let rows: Vec<Vec<String>> = tis
                     .iter()
-                    .map(|t| vec![t.task_id.clone(), t.state.to_string(), format!("{}/{}", t.try_number, t.max_tries), human_ms(t.duration_ms), t.error.clone().unwrap_or_default()])
+                    .map(|t| {
+                        vec![
+                            t.task_id.clone(),
+                            t.state.to_string(),
+                            format!("{}/{}", t.try_number, t.max_tries),
+                            human_ms(t.duration_ms),
+                            t.error.clone().unwrap_or_default(),
+                        ]
+                    })
                     .collect();
                 println!("run {} of {}: {}", run.run_id, run.dag_id, run.state);
                 print_table(&["TASK", "STATE", "TRY", "DURATION", "ERROR"], &rows);
@@ -633,15 +848,26 @@ async fn logs(cfg: Config, a: LogsArgs) -> Result<i32> {
     let run = find_run(&db, &a.dag_id, &a.run_id).await?;
     let tis = tasks::of_run(&db.conn, run.id).await?;
     let Some(ti) = tis.iter().find(|t| t.task_id == a.task_id) else {
-        let hint = crate::dag::diag::did_you_mean(&a.task_id, tis.iter().map(|t| t.task_id.as_str()));
+        let hint =
+            crate::dag::diag::did_you_mean(&a.task_id, tis.iter().map(|t| t.task_id.as_str()));
         bail!("run \"{}\" has no task \"{}\"{hint}", a.run_id, a.task_id);
     };
     let tries = tasks::tries_of(&db.conn, ti.id).await?;
     if tries.is_empty() {
-        bail!("task \"{}\" has not run yet (state {})", a.task_id, ti.state);
+        bail!(
+            "task \"{}\" has not run yet (state {})",
+            a.task_id,
+            ti.state
+        );
     }
     let t = match a.try_number {
-        Some(n) => tries.iter().find(|t| t.try_number == n).ok_or_else(|| anyhow!("task \"{}\" has no try {n} (it has {})", a.task_id, tries.len()))?,
+        Some(n) => tries.iter().find(|t| t.try_number == n).ok_or_else(|| {
+            anyhow!(
+                "task \"{}\" has no try {n} (it has {})",
+                a.task_id,
+                tries.len()
+            )
+        })?,
         None => tries.last().ok_or_else(|| anyhow!("no tries"))?,
     };
     let text = tasks::read_log(&db.conn, t.id).await?;
@@ -651,7 +877,12 @@ async fn logs(cfg: Config, a: LogsArgs) -> Result<i32> {
 }
 
 /// Runs one run of a DAG in-process against a temporary SQLite database.
-async fn dags_test(cfg: Config, dag_id: &str, date: Option<String>, params: Vec<String>) -> Result<i32> {
+async fn dags_test(
+    cfg: Config,
+    dag_id: &str,
+    date: Option<String>,
+    params: Vec<String>,
+) -> Result<i32> {
     let d = load_dag(&cfg, dag_id)?;
     let dir = tempfile_dir()?;
     let url = format!("sqlite://{}?mode=rwc", dir.join("weft-test.db").display());
@@ -665,13 +896,32 @@ async fn dags_test(cfg: Config, dag_id: &str, date: Option<String>, params: Vec<
         Some(s) => Some(parse_time(&s, d.timezone)?),
         None => d.timetable().latest_complete(Utc::now()).map(|iv| iv.start),
     };
-    let options = EngineOptions { cron: false, watch_folder: false, only_dags: vec![d.dag_id.clone()], ..Default::default() };
+    let options = EngineOptions {
+        cron: false,
+        watch_folder: false,
+        only_dags: vec![d.dag_id.clone()],
+        ..Default::default()
+    };
     let engine = Engine::new(db.clone(), cfg, registry, Arc::new(SystemClock), options).await?;
     let mut events = engine.subscribe();
-    let run = commands::trigger(&db, &d, vid, &parse_kv(&params)?, serde_json::Value::Null, logical, Utc::now())
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    println!("testing dag \"{}\", run {} (data interval {} - {})", d.dag_id, run.run_id, rfc3339(run.data_interval_start), rfc3339(run.data_interval_end));
+    let run = commands::trigger(
+        &db,
+        &d,
+        vid,
+        &parse_kv(&params)?,
+        serde_json::Value::Null,
+        logical,
+        Utc::now(),
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "testing dag \"{}\", run {} (data interval {} - {})",
+        d.dag_id,
+        run.run_id,
+        rfc3339(run.data_interval_start),
+        rfc3339(run.data_interval_end)
+    );
     let run_pk = run.id;
     let wait = async move {
         loop {
@@ -696,11 +946,21 @@ async fn dags_test(cfg: Config, dag_id: &str, date: Option<String>, params: Vec<
     }
     let _ = tx.send(());
     let _ = handle.await;
-    let run = runs::get_run(&db.conn, run_pk).await?.ok_or_else(|| anyhow!("run vanished"))?;
+    let run = runs::get_run(&db.conn, run_pk)
+        .await?
+        .ok_or_else(|| anyhow!("run vanished"))?;
     let tis = tasks::of_run(&db.conn, run_pk).await?;
     for &i in &d.topo_order {
-        let Some(ti) = tis.iter().find(|t| t.task_id == d.tasks[i].task_id) else { continue };
-        println!("\n== {} [{}] try {} {}", ti.task_id, ti.state, ti.try_number, human_ms(ti.duration_ms));
+        let Some(ti) = tis.iter().find(|t| t.task_id == d.tasks[i].task_id) else {
+            continue;
+        };
+        println!(
+            "\n== {} [{}] try {} {}",
+            ti.task_id,
+            ti.state,
+            ti.try_number,
+            human_ms(ti.duration_ms)
+        );
         if let Some(t) = tasks::current_try(&db.conn, ti).await? {
             let log = tasks::read_log(&db.conn, t.id).await?;
             let lines: Vec<&str> = log.lines().collect();
@@ -726,7 +986,10 @@ fn tempfile_dir() -> Result<PathBuf> {
 async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
     let d = load_dag(&cfg, &a.dag_id)?;
     if d.schedule.is_none() {
-        bail!("dag \"{}\" has schedule = \"none\": there are no intervals to backfill; use `weft trigger`", d.dag_id);
+        bail!(
+            "dag \"{}\" has schedule = \"none\": there are no intervals to backfill; use `weft trigger`",
+            d.dag_id
+        );
     }
     let from = parse_time(&a.from, d.timezone)?;
     let to = parse_time(&a.to, d.timezone)?;
@@ -734,16 +997,36 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
         bail!("--from {} is after --to {}", a.from, a.to);
     }
     let db = open_db(&cfg).await?;
-    let registry = Registry::new(cfg.dags_folder.clone(), ValidationContext::clone(&cfg.validation_context()));
+    let registry = Registry::new(
+        cfg.dags_folder.clone(),
+        ValidationContext::clone(&cfg.validation_context()),
+    );
     let vid = registry.add(&db, d.clone(), Utc::now()).await?;
     let intervals = crate::scheduler::plan::intervals_between(&d.timetable(), from, to);
     if intervals.is_empty() {
-        println!("no intervals of {} start between {} and {}", d.schedule.as_str(), a.from, a.to);
+        println!(
+            "no intervals of {} start between {} and {}",
+            d.schedule.as_str(),
+            a.from,
+            a.to
+        );
         return Ok(0);
     }
     let max_active = a.max_active_runs.unwrap_or(d.max_active_runs).max(1);
-    let options = EngineOptions { cron: false, watch_folder: false, only_dags: vec![d.dag_id.clone()], ..Default::default() };
-    let engine = Engine::new(db.clone(), cfg.clone(), registry.clone(), Arc::new(SystemClock), options).await?;
+    let options = EngineOptions {
+        cron: false,
+        watch_folder: false,
+        only_dags: vec![d.dag_id.clone()],
+        ..Default::default()
+    };
+    let engine = Engine::new(
+        db.clone(),
+        cfg.clone(),
+        registry.clone(),
+        Arc::new(SystemClock),
+        options,
+    )
+    .await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let e2 = engine.clone();
     let handle = tokio::spawn(async move {
@@ -778,7 +1061,17 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
             let Some(iv) = pending.next() else { break };
             match runs::run_at(&db.conn, &d.dag_id, iv.start).await? {
                 Some(existing) if a.rerun_failed && existing.state == RunState::Failed => {
-                    commands::clear(&db, &registry, &d.dag_id, &existing.run_id, &[], false, Utc::now()).await.map_err(|e| anyhow!("{e}"))?;
+                    commands::clear(
+                        &db,
+                        &registry,
+                        &d.dag_id,
+                        &existing.run_id,
+                        &[],
+                        false,
+                        Utc::now(),
+                    )
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
                     tracked.push(existing.id);
                     active += 1;
                 }
@@ -811,11 +1104,19 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
         let finished_all = pending.peek().is_none() && active == 0;
         let eta = if done > 0 && !finished_all {
             let per = started_at.elapsed().as_secs_f64() / done as f64;
-            format!(", eta {}", humantime::format_duration(Duration::from_secs((per * (total - done) as f64) as u64)))
+            format!(
+                ", eta {}",
+                humantime::format_duration(Duration::from_secs(
+                    (per * (total - done) as f64) as u64
+                ))
+            )
         } else {
             String::new()
         };
-        eprint!("\rbackfill {}: {done}/{total} done, {failed} failed, {active} running{eta}      ", d.dag_id);
+        eprint!(
+            "\rbackfill {}: {done}/{total} done, {failed} failed, {active} running{eta}      ",
+            d.dag_id
+        );
         if finished_all || (interrupted && active == 0) {
             eprintln!();
             break;
@@ -834,12 +1135,20 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
     let failed = {
         let mut n = 0;
         for id in &tracked {
-            if runs::get_run(&db.conn, *id).await?.is_some_and(|r| r.state == RunState::Failed) {
+            if runs::get_run(&db.conn, *id)
+                .await?
+                .is_some_and(|r| r.state == RunState::Failed)
+            {
                 n += 1;
             }
         }
         n
     };
-    println!("backfill of {}: {} run(s), {failed} failed{}", d.dag_id, tracked.len(), if interrupted { " (interrupted)" } else { "" });
+    println!(
+        "backfill of {}: {} run(s), {failed} failed{}",
+        d.dag_id,
+        tracked.len(),
+        if interrupted { " (interrupted)" } else { "" }
+    );
     Ok(if failed > 0 || interrupted { 1 } else { 0 })
 }

@@ -13,7 +13,10 @@ use crate::dag::{DEFAULT_POOL, ValidationContext};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("environment variable {name}: {message}")]
@@ -22,7 +25,8 @@ pub enum ConfigError {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("bad duration \"{s}\": {e}")))
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("bad duration \"{s}\": {e}")))
 }
 
 /// A named warehouse connection.
@@ -38,7 +42,10 @@ pub struct Connection {
 #[serde(untagged)]
 pub enum PoolConfig {
     Slots(u32),
-    Full { slots: u32, description: Option<String> },
+    Full {
+        slots: u32,
+        description: Option<String>,
+    },
 }
 
 impl PoolConfig {
@@ -86,7 +93,12 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         let mut connections = BTreeMap::new();
-        connections.insert("warehouse".to_string(), Connection { url: "sqlite://warehouse.db?mode=rwc".to_string() });
+        connections.insert(
+            "warehouse".to_string(),
+            Connection {
+                url: "sqlite://warehouse.db?mode=rwc".to_string(),
+            },
+        );
         Config {
             database_url: "sqlite://weft.db?mode=rwc".to_string(),
             dags_folder: PathBuf::from("dags"),
@@ -130,11 +142,20 @@ impl Config {
     /// Loads `path` (or `./weft.toml` when present), then applies env overrides.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let default_path = Path::new("weft.toml");
-        let path = path.map(Path::to_path_buf).or_else(|| std::env::var_os("WEFT_CONFIG").map(PathBuf::from)).or_else(|| default_path.exists().then(|| default_path.to_path_buf()));
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("WEFT_CONFIG").map(PathBuf::from))
+            .or_else(|| default_path.exists().then(|| default_path.to_path_buf()));
         let mut cfg = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
-                Config::from_toml(&text).map_err(|message| ConfigError::Parse { path: p.display().to_string(), message })?
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message,
+                })?
             }
             None => Config::default(),
         };
@@ -144,7 +165,9 @@ impl Config {
 
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        cfg.connections.entry("warehouse".to_string()).or_insert_with(|| Config::default().connections["warehouse"].clone());
+        cfg.connections
+            .entry("warehouse".to_string())
+            .or_insert_with(|| Config::default().connections["warehouse"].clone());
         Ok(cfg)
     }
 
@@ -154,7 +177,12 @@ impl Config {
         }
         fn num<T: std::str::FromStr>(name: &str) -> Result<Option<T>, ConfigError> {
             var(name)
-                .map(|v| v.parse::<T>().map_err(|_| ConfigError::Env { name: name.to_string(), message: format!("\"{v}\" is not a number") }))
+                .map(|v| {
+                    v.parse::<T>().map_err(|_| ConfigError::Env {
+                        name: name.to_string(),
+                        message: format!("\"{v}\" is not a number"),
+                    })
+                })
                 .transpose()
         }
         if let Some(v) = var("WEFT_DATABASE_URL") {
@@ -173,18 +201,27 @@ impl Config {
             self.log_max_bytes = v;
         }
         if let Some(v) = var("WEFT_WAREHOUSE_URL") {
-            self.connections.insert("warehouse".to_string(), Connection { url: v });
+            self.connections
+                .insert("warehouse".to_string(), Connection { url: v });
         }
         if self.parallelism == 0 {
-            return Err(ConfigError::Env { name: "parallelism".into(), message: "must be at least 1".into() });
+            return Err(ConfigError::Env {
+                name: "parallelism".into(),
+                message: "must be at least 1".into(),
+            });
         }
         Ok(())
     }
 
     /// Pools with their slots, including the default pool.
     pub fn pool_slots(&self) -> BTreeMap<String, u32> {
-        let mut m: BTreeMap<String, u32> = self.pools.iter().map(|(k, v)| (k.clone(), v.slots())).collect();
-        m.entry(DEFAULT_POOL.to_string()).or_insert(self.default_pool_slots);
+        let mut m: BTreeMap<String, u32> = self
+            .pools
+            .iter()
+            .map(|(k, v)| (k.clone(), v.slots()))
+            .collect();
+        m.entry(DEFAULT_POOL.to_string())
+            .or_insert(self.default_pool_slots);
         m
     }
 

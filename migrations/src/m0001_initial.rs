@@ -21,7 +21,12 @@ fn ts_null(col: &'static str) -> ColumnDef {
     timestamp_with_time_zone_null(col)
 }
 
-fn fk(from_table: &'static str, col: &'static str, to: &'static str, to_col: &'static str) -> ForeignKeyCreateStatement {
+fn fk(
+    from_table: &'static str,
+    col: &'static str,
+    to: &'static str,
+    to_col: &'static str,
+) -> ForeignKeyCreateStatement {
     ForeignKey::create()
         .from(from_table, col)
         .to(to, to_col)
@@ -83,7 +88,14 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        index(m, "dag_version", "ux_dag_version", &["dag_id", "version"], true).await?;
+        index(
+            m,
+            "dag_version",
+            "ux_dag_version",
+            &["dag_id", "version"],
+            true,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -109,9 +121,30 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        index(m, "dag_run", "ux_dag_run_run_id", &["dag_id", "run_id"], true).await?;
-        index(m, "dag_run", "ix_dag_run_state", &["state", "dag_id"], false).await?;
-        index(m, "dag_run", "ix_dag_run_logical", &["dag_id", "logical_date"], false).await?;
+        index(
+            m,
+            "dag_run",
+            "ux_dag_run_run_id",
+            &["dag_id", "run_id"],
+            true,
+        )
+        .await?;
+        index(
+            m,
+            "dag_run",
+            "ix_dag_run_state",
+            &["state", "dag_id"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "dag_run",
+            "ix_dag_run_logical",
+            &["dag_id", "logical_date"],
+            false,
+        )
+        .await?;
         // Scheduled and backfill runs are unique per logical date, so two schedulers (or a
         // scheduler and a backfill) can never create the same interval twice. Manual runs
         // are keyed by run_id only. Partial indexes read the same on SQLite and Postgres.
@@ -154,9 +187,30 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        index(m, "task_instance", "ux_task_instance", &["dag_run_id", "task_id"], true).await?;
-        index(m, "task_instance", "ix_ti_state_pool", &["state", "pool"], false).await?;
-        index(m, "task_instance", "ix_ti_dag_state", &["dag_id", "state"], false).await?;
+        index(
+            m,
+            "task_instance",
+            "ux_task_instance",
+            &["dag_run_id", "task_id"],
+            true,
+        )
+        .await?;
+        index(
+            m,
+            "task_instance",
+            "ix_ti_state_pool",
+            &["state", "pool"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "task_instance",
+            "ix_ti_dag_state",
+            &["dag_id", "state"],
+            false,
+        )
+        .await?;
         index(m, "task_instance", "ix_ti_worker", &["worker_id"], false).await?;
 
         m.create_table(
@@ -178,12 +232,31 @@ impl MigrationTrait for Migration {
                 .col(string("worker_id"))
                 .col(integer_null("pid"))
                 .check(one_of("state", TRY_STATES))
-                .foreign_key(&mut fk("task_try", "task_instance_id", "task_instance", "id"))
+                .foreign_key(&mut fk(
+                    "task_try",
+                    "task_instance_id",
+                    "task_instance",
+                    "id",
+                ))
                 .take(),
         )
         .await?;
-        index(m, "task_try", "ux_task_try", &["task_instance_id", "try_number"], true).await?;
-        index(m, "task_try", "ix_task_try_dag_ended", &["dag_id", "ended_at"], false).await?;
+        index(
+            m,
+            "task_try",
+            "ux_task_try",
+            &["task_instance_id", "try_number"],
+            true,
+        )
+        .await?;
+        index(
+            m,
+            "task_try",
+            "ix_task_try_dag_ended",
+            &["dag_id", "ended_at"],
+            false,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -263,8 +336,17 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         for t in [
-            "lease", "worker", "import_error", "weft_user", "pool", "task_log", "task_try",
-            "task_instance", "dag_run", "dag_version", "dag",
+            "lease",
+            "worker",
+            "import_error",
+            "weft_user",
+            "pool",
+            "task_log",
+            "task_try",
+            "task_instance",
+            "dag_run",
+            "dag_version",
+            "dag",
         ] {
             m.drop_table(Table::drop().table(t).take()).await?;
         }

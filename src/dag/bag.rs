@@ -28,8 +28,12 @@ pub struct DagBag {
 
 /// `path` relative to the working directory, for messages.
 pub fn display_path(path: &Path) -> String {
-    let rel = std::env::current_dir().ok().and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf));
-    rel.unwrap_or_else(|| path.to_path_buf()).display().to_string()
+    let rel = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf));
+    rel.unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// The `*.toml` files in `dir` (not recursive; sorted), or `dir` itself if it is a file.
@@ -60,20 +64,32 @@ pub fn load_file(path: &Path, ctx: &ValidationContext) -> LoadedFile {
             message: format!("cannot read file: {e}"),
         }]),
     };
-    LoadedFile { path: path.to_path_buf(), display, modified, result }
+    LoadedFile {
+        path: path.to_path_buf(),
+        display,
+        modified,
+        result,
+    }
 }
 
 impl DagBag {
     /// Parses every file (in parallel on all cores), then reports dag_ids defined twice.
     pub fn load(paths: &[PathBuf], ctx: &ValidationContext) -> DagBag {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(paths.len().max(1));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(paths.len().max(1));
         let chunk = paths.len().div_ceil(threads).max(1);
         let mut files: Vec<LoadedFile> = std::thread::scope(|s| {
             let handles: Vec<_> = paths
                 .chunks(chunk)
-                .map(|part| s.spawn(move || part.iter().map(|p| load_file(p, ctx)).collect::<Vec<_>>()))
+                .map(|part| {
+                    s.spawn(move || part.iter().map(|p| load_file(p, ctx)).collect::<Vec<_>>())
+                })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
         });
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let mut bag = DagBag { files };
@@ -123,7 +139,9 @@ impl DagBag {
     }
 
     pub fn errors(&self) -> impl Iterator<Item = (&LoadedFile, &Vec<Diagnostic>)> {
-        self.files.iter().filter_map(|f| f.result.as_ref().err().map(|e| (f, e)))
+        self.files
+            .iter()
+            .filter_map(|f| f.result.as_ref().err().map(|e| (f, e)))
     }
 
     pub fn error_count(&self) -> usize {

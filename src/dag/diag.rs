@@ -50,7 +50,10 @@ impl<'s> LineIndex<'s> {
         let offset = offset.min(self.src.len());
         let line = self.starts.partition_point(|&s| s <= offset) - 1;
         let start = self.starts[line];
-        let column = self.src.get(start..offset).map_or(1, |s| s.chars().count() + 1);
+        let column = self
+            .src
+            .get(start..offset)
+            .map_or(1, |s| s.chars().count() + 1);
         (line + 1, column)
     }
 
@@ -60,7 +63,10 @@ impl<'s> LineIndex<'s> {
             return "";
         };
         let end = self.starts.get(line).map_or(self.src.len(), |e| e - 1);
-        self.src.get(start..end).unwrap_or("").trim_end_matches('\r')
+        self.src
+            .get(start..end)
+            .unwrap_or("")
+            .trim_end_matches('\r')
     }
 }
 
@@ -75,7 +81,12 @@ pub struct Sink<'s> {
 
 impl<'s> Sink<'s> {
     pub fn new(file: String, src: &'s str) -> Self {
-        Sink { file, lines: LineIndex::new(src), dag_id: None, diagnostics: Vec::new() }
+        Sink {
+            file,
+            lines: LineIndex::new(src),
+            dag_id: None,
+            diagnostics: Vec::new(),
+        }
     }
 
     pub fn error(&mut self, span: Range<usize>, task: Option<&str>, message: impl Into<String>) {
@@ -108,7 +119,9 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 /// ` (did you mean "x"?)` or an empty string.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    suggest(word, candidates).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default()
+    suggest(word, candidates)
+        .map(|s| format!(" (did you mean \"{s}\"?)"))
+        .unwrap_or_default()
 }
 
 /// Renders diagnostics for a terminal: the one-line form, then the source line and a
@@ -143,7 +156,10 @@ mod tests {
     #[test]
     fn suggestions_only_for_close_words() {
         assert_eq!(suggest("extarct", ["extract", "load"]), Some("extract"));
-        assert_eq!(suggest("retires", ["retries", "retry_delay"]), Some("retries"));
+        assert_eq!(
+            suggest("retires", ["retries", "retry_delay"]),
+            Some("retries")
+        );
         assert_eq!(suggest("zzzz", ["extract", "load"]), None);
     }
 }

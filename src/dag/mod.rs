@@ -108,7 +108,11 @@ impl Dag {
     /// The folder relative paths (commands' working directory, SQL files) resolve
     /// against: the DAG file's folder.
     pub fn base_dir(&self) -> PathBuf {
-        self.file.parent().map(PathBuf::from).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."))
+        self.file
+            .parent()
+            .map(PathBuf::from)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."))
     }
 
     pub fn timetable(&self) -> Timetable<'_> {
@@ -162,7 +166,11 @@ impl Dag {
                 },
             }
         }
-        if errors.is_empty() { Ok(out) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -217,7 +225,9 @@ impl ParamType {
         match (self, v) {
             (ParamType::String, J::String(_)) => Ok(v.clone()),
             (ParamType::Int, J::Number(n)) if n.is_i64() => Ok(v.clone()),
-            (ParamType::Int, J::String(s)) => s.trim().parse::<i64>().map(J::from).map_err(|_| bad()),
+            (ParamType::Int, J::String(s)) => {
+                s.trim().parse::<i64>().map(J::from).map_err(|_| bad())
+            }
             (ParamType::Float, J::Number(n)) => n.as_f64().map(J::from).ok_or_else(bad),
             (ParamType::Float, J::String(s)) => s
                 .trim()
@@ -232,9 +242,11 @@ impl ParamType {
                 "false" => Ok(J::Bool(false)),
                 _ => Err(bad()),
             },
-            (ParamType::Date, J::String(s)) => chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-                .map(|d| J::String(d.to_string()))
-                .map_err(|_| format!("expected a date like 2026-01-31, got {v}")),
+            (ParamType::Date, J::String(s)) => {
+                chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+                    .map(|d| J::String(d.to_string()))
+                    .map_err(|_| format!("expected a date like 2026-01-31, got {v}"))
+            }
             _ => Err(bad()),
         }
     }
@@ -253,8 +265,14 @@ pub enum TriggerRule {
 }
 
 impl TriggerRule {
-    pub const NAMES: [&'static str; 6] =
-        ["all_success", "all_done", "all_failed", "one_success", "one_failed", "none_failed"];
+    pub const NAMES: [&'static str; 6] = [
+        "all_success",
+        "all_done",
+        "all_failed",
+        "one_success",
+        "one_failed",
+        "none_failed",
+    ];
 
     pub fn from_name(s: &str) -> Option<TriggerRule> {
         Some(match s {
@@ -276,7 +294,11 @@ pub enum Callback {
     /// `sh -c <command>` with the context in `WEFT_*` variables.
     Command { command: String },
     /// An HTTP request with the context as a JSON body.
-    Http { url: String, method: String, headers: BTreeMap<String, String> },
+    Http {
+        url: String,
+        method: String,
+        headers: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -324,14 +346,27 @@ impl Task {
 /// What a task does; the kind-specific settings.
 #[derive(Debug, Clone)]
 pub enum TaskKind {
-    Shell { command: String, cwd: Option<PathBuf> },
+    Shell {
+        command: String,
+        cwd: Option<PathBuf>,
+    },
     Http(HttpSpec),
-    Sql { sql: String, connection: String },
+    Sql {
+        sql: String,
+        connection: String,
+    },
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 7] =
-        ["shell", "http", "sql", "ingest", "transform", "experiment", "survey_sync"];
+    pub const NAMES: [&'static str; 7] = [
+        "shell",
+        "http",
+        "sql",
+        "ingest",
+        "transform",
+        "experiment",
+        "survey_sync",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {

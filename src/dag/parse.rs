@@ -76,11 +76,20 @@ pub fn parse_dag(
     if !syntax_errors.is_empty() {
         for e in syntax_errors {
             let span = e.span().unwrap_or(0..0);
-            sink.error(span, None, format!("TOML syntax error: {}", e.message().trim_end_matches('\n')));
+            sink.error(
+                span,
+                None,
+                format!("TOML syntax error: {}", e.message().trim_end_matches('\n')),
+            );
         }
         return Err(sink.diagnostics);
     }
-    let mut p = Parser { sink, src, ctx, param_names: Vec::new() };
+    let mut p = Parser {
+        sink,
+        src,
+        ctx,
+        param_names: Vec::new(),
+    };
     let dag = p.dag(root.get_ref(), path);
     match dag {
         Some(d) if !p.sink.has_errors() => Ok(d),
@@ -134,20 +143,25 @@ struct Parser<'s, 'c> {
 }
 
 /// Entries of a table in the order they appear in the file.
-fn entries<'t, 'i>(t: &'t DeTable<'i>) -> Vec<(&'t Spanned<std::borrow::Cow<'i, str>>, &'t Value<'i>)> {
+fn entries<'t, 'i>(
+    t: &'t DeTable<'i>,
+) -> Vec<(&'t Spanned<std::borrow::Cow<'i, str>>, &'t Value<'i>)> {
     let mut v: Vec<_> = t.iter().collect();
     v.sort_by_key(|(k, _)| k.span().start);
     v
 }
 
 fn lookup<'t, 'i>(t: &'t DeTable<'i>, key: &str) -> Option<&'t Value<'i>> {
-    t.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v)
+    t.iter()
+        .find(|(k, _)| k.get_ref().as_ref() == key)
+        .map(|(_, v)| v)
 }
 
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 200
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 /// Parses `2026-01-01`, `2026-01-01T02:00:00` (both in `tz`) or an RFC 3339 time.
@@ -159,16 +173,26 @@ pub(crate) fn parse_datetime_in(s: &str, tz: Tz) -> Result<DateTime<Utc>, String
     let naive = if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         d.and_hms_opt(0, 0, 0)
     } else {
-        ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        [
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%d %H:%M:%S",
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%d %H:%M",
+        ]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
     };
     let naive = naive.ok_or_else(|| {
-        format!("\"{s}\" is not a date or time; expected e.g. \"2026-01-01\" or \"2026-01-01T02:00:00\"")
+        format!(
+            "\"{s}\" is not a date or time; expected e.g. \"2026-01-01\" or \"2026-01-01T02:00:00\""
+        )
     })?;
     tz.from_local_datetime(&naive)
         .earliest()
-        .or_else(|| tz.from_local_datetime(&(naive + chrono::Duration::hours(1))).earliest())
+        .or_else(|| {
+            tz.from_local_datetime(&(naive + chrono::Duration::hours(1)))
+                .earliest()
+        })
         .map(|d| d.with_timezone(&Utc))
         .ok_or_else(|| format!("\"{s}\" does not exist in time zone {tz}"))
 }
@@ -183,14 +207,22 @@ impl<'s> Parser<'s, '_> {
             let key = k.get_ref().as_ref();
             if !allowed.contains(&key) {
                 let hint = did_you_mean(key, allowed.iter().copied());
-                self.err(k.span(), task, format!("unknown key \"{key}\" in {what}{hint}"));
+                self.err(
+                    k.span(),
+                    task,
+                    format!("unknown key \"{key}\" in {what}{hint}"),
+                );
             }
         }
     }
 
     fn type_error(&mut self, v: &Value<'_>, task: Option<&str>, key: &str, want: &str) {
         let found = v.get_ref().type_str();
-        self.err(v.span(), task, format!("\"{key}\" must be {want}, found {found}"));
+        self.err(
+            v.span(),
+            task,
+            format!("\"{key}\" must be {want}, found {found}"),
+        );
     }
 
     fn string(&mut self, v: &Value<'_>, task: Option<&str>, key: &str) -> Option<String> {
@@ -213,17 +245,31 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn integer(&mut self, v: &Value<'_>, task: Option<&str>, key: &str, min: i64, max: i64) -> Option<i64> {
+    fn integer(
+        &mut self,
+        v: &Value<'_>,
+        task: Option<&str>,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
         let DeValue::Integer(i) = v.get_ref() else {
             self.type_error(v, task, key, "an integer");
             return None;
         };
         let digits: String = i.as_str().chars().filter(|c| *c != '_').collect();
-        let digits = digits.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b");
+        let digits = digits
+            .trim_start_matches("0x")
+            .trim_start_matches("0o")
+            .trim_start_matches("0b");
         match i64::from_str_radix(digits, i.radix()) {
             Ok(n) if (min..=max).contains(&n) => Some(n),
             Ok(n) => {
-                self.err(v.span(), task, format!("\"{key}\" must be between {min} and {max}, found {n}"));
+                self.err(
+                    v.span(),
+                    task,
+                    format!("\"{key}\" must be between {min} and {max}, found {n}"),
+                );
                 None
             }
             Err(_) => {
@@ -235,12 +281,21 @@ impl<'s> Parser<'s, '_> {
 
     fn duration(&mut self, v: &Value<'_>, task: Option<&str>, key: &str) -> Option<Duration> {
         let DeValue::String(s) = v.get_ref() else {
-            self.type_error(v, task, key, "a duration string such as \"90s\", \"5m\" or \"1h30m\"");
+            self.type_error(
+                v,
+                task,
+                key,
+                "a duration string such as \"90s\", \"5m\" or \"1h30m\"",
+            );
             return None;
         };
         match humantime::parse_duration(s.trim()) {
             Ok(d) if d.is_zero() && key != "retry_delay" => {
-                self.err(v.span(), task, format!("\"{key}\" must be longer than zero"));
+                self.err(
+                    v.span(),
+                    task,
+                    format!("\"{key}\" must be longer than zero"),
+                );
                 None
             }
             Ok(d) => Some(d),
@@ -258,7 +313,12 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn string_list(&mut self, v: &Value<'_>, task: Option<&str>, key: &str) -> Option<Vec<Spanned<String>>> {
+    fn string_list(
+        &mut self,
+        v: &Value<'_>,
+        task: Option<&str>,
+        key: &str,
+    ) -> Option<Vec<Spanned<String>>> {
         let DeValue::Array(items) = v.get_ref() else {
             self.type_error(v, task, key, "a list of strings");
             return None;
@@ -270,7 +330,11 @@ impl<'s> Parser<'s, '_> {
                 DeValue::String(s) => out.push(Spanned::new(item.span(), s.to_string())),
                 _ => {
                     let found = item.get_ref().type_str();
-                    self.err(item.span(), task, format!("\"{key}\" must list strings, found {found}"));
+                    self.err(
+                        item.span(),
+                        task,
+                        format!("\"{key}\" must list strings, found {found}"),
+                    );
                     ok = false;
                 }
             }
@@ -279,7 +343,13 @@ impl<'s> Parser<'s, '_> {
     }
 
     /// A table of string values (env, headers); values are template-checked.
-    fn string_table(&mut self, v: &Value<'_>, task: Option<&str>, key: &str, templated: bool) -> Option<BTreeMap<String, String>> {
+    fn string_table(
+        &mut self,
+        v: &Value<'_>,
+        task: Option<&str>,
+        key: &str,
+        templated: bool,
+    ) -> Option<BTreeMap<String, String>> {
         let DeValue::Table(t) = v.get_ref() else {
             self.type_error(v, task, key, "a table of strings");
             return None;
@@ -307,7 +377,11 @@ impl<'s> Parser<'s, '_> {
         let raw = self.src.get(span.clone()).unwrap_or("");
         // Where the text starts inside the literal: after `"`/`'`, or `"""`/`'''` and the
         // newline TOML trims after them. Exact unless the string has escapes.
-        let mut prefix = if raw.starts_with("\"\"\"") || raw.starts_with("'''") { 3 } else { 1 };
+        let mut prefix = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+            3
+        } else {
+            1
+        };
         if prefix == 3 && raw[3..].starts_with('\n') {
             prefix += 1;
         }
@@ -321,12 +395,20 @@ impl<'s> Parser<'s, '_> {
     }
 
     fn dag(&mut self, root: &DeTable<'_>, path: &Path) -> Option<Dag> {
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("dag").to_string();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("dag")
+            .to_string();
         let dag_id = match lookup(root, "dag_id") {
             Some(v) => match self.string(v, None, "dag_id") {
                 Some(id) if is_identifier(&id) => id,
                 Some(id) => {
-                    self.err(v.span(), None, format!("dag_id \"{id}\" may only use letters, digits, '_', '-' and '.'"));
+                    self.err(
+                        v.span(),
+                        None,
+                        format!("dag_id \"{id}\" may only use letters, digits, '_', '-' and '.'"),
+                    );
                     stem.clone()
                 }
                 None => stem.clone(),
@@ -346,7 +428,8 @@ impl<'s> Parser<'s, '_> {
                 Some(name) => match Tz::from_str(name.trim()) {
                     Ok(tz) => tz,
                     Err(_) => {
-                        let hint = did_you_mean(&name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()));
+                        let hint =
+                            did_you_mean(&name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()));
                         self.err(v.span(), None, format!("unknown time zone \"{name}\"{hint}; use an IANA name such as \"Europe/Berlin\" or \"UTC\""));
                         Tz::UTC
                     }
@@ -392,7 +475,15 @@ impl<'s> Parser<'s, '_> {
         let end_date = date(self, "end_date");
         if let (Some((s, _)), Some((e, espan))) = (&start_date, &end_date) {
             if s > e {
-                self.err(espan.clone(), None, format!("end_date {} is before start_date {}", e.with_timezone(&timezone).format("%Y-%m-%d %H:%M"), s.with_timezone(&timezone).format("%Y-%m-%d %H:%M")));
+                self.err(
+                    espan.clone(),
+                    None,
+                    format!(
+                        "end_date {} is before start_date {}",
+                        e.with_timezone(&timezone).format("%Y-%m-%d %H:%M"),
+                        s.with_timezone(&timezone).format("%Y-%m-%d %H:%M")
+                    ),
+                );
             }
         }
         if let (Some(s), None) = (&schedule, &start_date) {
@@ -402,11 +493,18 @@ impl<'s> Parser<'s, '_> {
             }
         }
 
-        let description = lookup(root, "description").and_then(|v| self.string(v, None, "description"));
+        let description =
+            lookup(root, "description").and_then(|v| self.string(v, None, "description"));
         let owner = lookup(root, "owner").and_then(|v| self.string(v, None, "owner"));
-        let catchup = lookup(root, "catchup").and_then(|v| self.boolean(v, None, "catchup")).unwrap_or(false);
-        let max_active_runs = lookup(root, "max_active_runs").and_then(|v| self.integer(v, None, "max_active_runs", 1, 10_000)).unwrap_or(16) as u32;
-        let max_active_tasks = lookup(root, "max_active_tasks").and_then(|v| self.integer(v, None, "max_active_tasks", 1, 100_000)).unwrap_or(16) as u32;
+        let catchup = lookup(root, "catchup")
+            .and_then(|v| self.boolean(v, None, "catchup"))
+            .unwrap_or(false);
+        let max_active_runs = lookup(root, "max_active_runs")
+            .and_then(|v| self.integer(v, None, "max_active_runs", 1, 10_000))
+            .unwrap_or(16) as u32;
+        let max_active_tasks = lookup(root, "max_active_tasks")
+            .and_then(|v| self.integer(v, None, "max_active_tasks", 1, 100_000))
+            .unwrap_or(16) as u32;
         let tags = lookup(root, "tags")
             .and_then(|v| self.string_list(v, None, "tags"))
             .map(|l| l.into_iter().map(Spanned::into_inner).collect())
@@ -443,7 +541,13 @@ impl<'s> Parser<'s, '_> {
                     for (k, tv) in entries(t) {
                         let id = k.get_ref().to_string();
                         if !is_identifier(&id) || id.contains('.') {
-                            self.err(k.span(), None, format!("task id \"{id}\" may only use letters, digits, '_' and '-'"));
+                            self.err(
+                                k.span(),
+                                None,
+                                format!(
+                                    "task id \"{id}\" may only use letters, digits, '_' and '-'"
+                                ),
+                            );
                         }
                         let DeValue::Table(tt) = tv.get_ref() else {
                             self.err(tv.span(), Some(&id), format!("task \"{id}\" must be a table: write [tasks.{id}] with kind = \"shell\" and its settings"));
@@ -456,12 +560,20 @@ impl<'s> Parser<'s, '_> {
                         }
                     }
                     if t.is_empty() {
-                        self.err(v.span(), None, "dag has no tasks: add at least one [tasks.<id>] table");
+                        self.err(
+                            v.span(),
+                            None,
+                            "dag has no tasks: add at least one [tasks.<id>] table",
+                        );
                     }
                 }
                 _ => self.type_error(v, None, "tasks", "a table of tasks ([tasks.<id>])"),
             },
-            None => self.err(0..0, None, "dag has no tasks: add at least one [tasks.<id>] table"),
+            None => self.err(
+                0..0,
+                None,
+                "dag has no tasks: add at least one [tasks.<id>] table",
+            ),
         }
 
         let topo_order = self.graph(&tasks, &dep_spans, &task_spans);
@@ -499,12 +611,21 @@ impl<'s> Parser<'s, '_> {
         for (k, pv) in entries(t) {
             let name = k.get_ref().to_string();
             if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                self.err(k.span(), None, format!("param name \"{name}\" may only use letters, digits and '_'"));
+                self.err(
+                    k.span(),
+                    None,
+                    format!("param name \"{name}\" may only use letters, digits and '_'"),
+                );
                 continue;
             }
             let (ty, default, description) = match pv.get_ref() {
                 DeValue::Table(pt) => {
-                    self.check_keys(pt, None, &["type", "default", "description"], &format!("param \"{name}\""));
+                    self.check_keys(
+                        pt,
+                        None,
+                        &["type", "default", "description"],
+                        &format!("param \"{name}\""),
+                    );
                     let ty = match lookup(pt, "type") {
                         Some(tv) => match self.string(tv, None, "type") {
                             Some(s) => match ParamType::from_name(&s) {
@@ -520,26 +641,42 @@ impl<'s> Parser<'s, '_> {
                         None => None,
                     };
                     let default = lookup(pt, "default");
-                    let description = lookup(pt, "description").and_then(|d| self.string(d, None, "description"));
+                    let description =
+                        lookup(pt, "description").and_then(|d| self.string(d, None, "description"));
                     let ty = match (ty, default) {
                         (Some(t), _) => t,
-                        (None, Some(d)) => match infer_type(d.get_ref()) {
-                            Some(t) => t,
-                            None => {
-                                self.err(d.span(), None, format!("param \"{name}\": cannot infer a type from a {}; set type", d.get_ref().type_str()));
-                                continue;
+                        (None, Some(d)) => {
+                            match infer_type(d.get_ref()) {
+                                Some(t) => t,
+                                None => {
+                                    self.err(d.span(), None, format!("param \"{name}\": cannot infer a type from a {}; set type", d.get_ref().type_str()));
+                                    continue;
+                                }
                             }
-                        },
+                        }
                         (None, None) => {
-                            self.err(pv.span(), None, format!("param \"{name}\" needs a type or a default"));
+                            self.err(
+                                pv.span(),
+                                None,
+                                format!("param \"{name}\" needs a type or a default"),
+                            );
                             continue;
                         }
                     };
                     let default = match default {
-                        Some(d) => match toml_to_json(d.get_ref()).and_then(|j| ty.coerce(&j).ok()) {
+                        Some(d) => match toml_to_json(d.get_ref()).and_then(|j| ty.coerce(&j).ok())
+                        {
                             Some(j) => Some(j),
                             None => {
-                                self.err(d.span(), None, format!("param \"{name}\": default is a {}, but the type is {}", d.get_ref().type_str(), ty.name()));
+                                self.err(
+                                    d.span(),
+                                    None,
+                                    format!(
+                                        "param \"{name}\": default is a {}, but the type is {}",
+                                        d.get_ref().type_str(),
+                                        ty.name()
+                                    ),
+                                );
                                 continue;
                             }
                         },
@@ -548,7 +685,11 @@ impl<'s> Parser<'s, '_> {
                     (ty, default, description)
                 }
                 other => match infer_type(other) {
-                    Some(ty) => (ty, toml_to_json(other).and_then(|j| ty.coerce(&j).ok()), None),
+                    Some(ty) => (
+                        ty,
+                        toml_to_json(other).and_then(|j| ty.coerce(&j).ok()),
+                        None,
+                    ),
                     None => {
                         self.err(pv.span(), None, format!("param \"{name}\": a {} cannot be a param; use a string, integer, float, boolean or date", other.type_str()));
                         continue;
@@ -556,9 +697,18 @@ impl<'s> Parser<'s, '_> {
                 },
             };
             if default.is_none() && scheduled {
-                self.err(k.span(), None, format!("param \"{name}\" has no default, but scheduled runs need one"));
+                self.err(
+                    k.span(),
+                    None,
+                    format!("param \"{name}\" has no default, but scheduled runs need one"),
+                );
             }
-            out.push(Param { name, ty, default, description });
+            out.push(Param {
+                name,
+                ty,
+                default,
+                description,
+            });
         }
         out
     }
@@ -582,7 +732,9 @@ impl<'s> Parser<'s, '_> {
         match v.get_ref() {
             DeValue::String(s) => {
                 self.check_template(v, s, task, extra);
-                Some(Callback::Command { command: s.to_string() })
+                Some(Callback::Command {
+                    command: s.to_string(),
+                })
             }
             DeValue::Table(t) => {
                 self.check_keys(t, task, &["command", "url", "method", "headers"], key);
@@ -596,29 +748,53 @@ impl<'s> Parser<'s, '_> {
                         let url = self.string(u, task, "url")?;
                         self.check_template(u, &url, task, extra);
                         let method = self.method(t, task)?;
-                        let headers = lookup(t, "headers").and_then(|h| self.string_table(h, task, "headers", false)).unwrap_or_default();
-                        Some(Callback::Http { url, method, headers })
+                        let headers = lookup(t, "headers")
+                            .and_then(|h| self.string_table(h, task, "headers", false))
+                            .unwrap_or_default();
+                        Some(Callback::Http {
+                            url,
+                            method,
+                            headers,
+                        })
                     }
                     _ => {
-                        self.err(v.span(), task, format!("\"{key}\" needs exactly one of command or url"));
+                        self.err(
+                            v.span(),
+                            task,
+                            format!("\"{key}\" needs exactly one of command or url"),
+                        );
                         None
                     }
                 }
             }
             _ => {
-                self.type_error(v, task, key, "a shell command or a table { command = ... } / { url = ... }");
+                self.type_error(
+                    v,
+                    task,
+                    key,
+                    "a shell command or a table { command = ... } / { url = ... }",
+                );
                 None
             }
         }
     }
 
     fn method(&mut self, t: &DeTable<'_>, task: Option<&str>) -> Option<String> {
-        let Some(m) = lookup(t, "method") else { return Some("POST".into()) };
+        let Some(m) = lookup(t, "method") else {
+            return Some("POST".into());
+        };
         let s = self.string(m, task, "method")?.to_uppercase();
         if HTTP_METHODS.contains(&s.as_str()) {
             Some(s)
         } else {
-            self.err(m.span(), task, format!("unknown HTTP method \"{s}\"; use one of {}", HTTP_METHODS.join(", ")));
+            self.err(
+                m.span(),
+                task,
+                format!(
+                    "unknown HTTP method \"{s}\"; use one of {}",
+                    HTTP_METHODS.join(", ")
+                ),
+            );
             None
         }
     }
@@ -626,13 +802,19 @@ impl<'s> Parser<'s, '_> {
     fn common(&mut self, t: &DeTable<'_>, task: Option<&str>, base: &Common) -> Common {
         let mut c = base.clone();
         if let Some(v) = lookup(t, "retries") {
-            c.retries = self.integer(v, task, "retries", 0, 1000).map_or(c.retries, |n| n as u32);
+            c.retries = self
+                .integer(v, task, "retries", 0, 1000)
+                .map_or(c.retries, |n| n as u32);
         }
         if let Some(v) = lookup(t, "retry_delay") {
-            c.retry_delay = self.duration(v, task, "retry_delay").unwrap_or(c.retry_delay);
+            c.retry_delay = self
+                .duration(v, task, "retry_delay")
+                .unwrap_or(c.retry_delay);
         }
         if let Some(v) = lookup(t, "retry_exponential_backoff") {
-            c.retry_exponential_backoff = self.boolean(v, task, "retry_exponential_backoff").unwrap_or(false);
+            c.retry_exponential_backoff = self
+                .boolean(v, task, "retry_exponential_backoff")
+                .unwrap_or(false);
         }
         if let Some(v) = lookup(t, "max_retry_delay") {
             c.max_retry_delay = self.duration(v, task, "max_retry_delay");
@@ -646,7 +828,14 @@ impl<'s> Parser<'s, '_> {
                     Some(r) => c.trigger_rule = r,
                     None => {
                         let hint = did_you_mean(&s, TriggerRule::NAMES);
-                        self.err(v.span(), task, format!("unknown trigger_rule \"{s}\"{hint}; use one of {}", TriggerRule::NAMES.join(", ")));
+                        self.err(
+                            v.span(),
+                            task,
+                            format!(
+                                "unknown trigger_rule \"{s}\"{hint}; use one of {}",
+                                TriggerRule::NAMES.join(", ")
+                            ),
+                        );
                     }
                 }
             }
@@ -663,10 +852,14 @@ impl<'s> Parser<'s, '_> {
             }
         }
         if let Some(v) = lookup(t, "pool_slots") {
-            c.pool_slots = self.integer(v, task, "pool_slots", 1, 100_000).map_or(1, |n| n as u32);
+            c.pool_slots = self
+                .integer(v, task, "pool_slots", 1, 100_000)
+                .map_or(1, |n| n as u32);
         }
         if let Some(v) = lookup(t, "priority") {
-            c.priority = self.integer(v, task, "priority", -1_000_000, 1_000_000).map_or(0, |n| n as i32);
+            c.priority = self
+                .integer(v, task, "priority", -1_000_000, 1_000_000)
+                .map_or(0, |n| n as i32);
         }
         if let Some(v) = lookup(t, "env") {
             if let Some(env) = self.string_table(v, task, "env", true) {
@@ -680,19 +873,36 @@ impl<'s> Parser<'s, '_> {
         if let (Some(max), true) = (c.max_retry_delay, c.retry_exponential_backoff) {
             if max < c.retry_delay {
                 if let Some(v) = lookup(t, "max_retry_delay") {
-                    self.err(v.span(), task, "max_retry_delay is shorter than retry_delay");
+                    self.err(
+                        v.span(),
+                        task,
+                        "max_retry_delay is shorter than retry_delay",
+                    );
                 }
             }
         }
         c
     }
 
-    fn task(&mut self, id: &str, t: &DeTable<'_>, key_span: Range<usize>, defaults: &Common) -> Option<(Task, Vec<Spanned<String>>)> {
+    fn task(
+        &mut self,
+        id: &str,
+        t: &DeTable<'_>,
+        key_span: Range<usize>,
+        defaults: &Common,
+    ) -> Option<(Task, Vec<Spanned<String>>)> {
         let task = Some(id);
         let kind_name = match lookup(t, "kind") {
             Some(v) => self.string(v, task, "kind").map(|k| (k, v.span())),
             None => {
-                self.err(key_span.clone(), task, format!("task has no kind; add kind = \"shell\" (one of {})", TaskKind::NAMES.join(", ")));
+                self.err(
+                    key_span.clone(),
+                    task,
+                    format!(
+                        "task has no kind; add kind = \"shell\" (one of {})",
+                        TaskKind::NAMES.join(", ")
+                    ),
+                );
                 None
             }
         };
@@ -703,23 +913,46 @@ impl<'s> Parser<'s, '_> {
             _ => &[],
         };
         // Keys are checked against the kind so `url` on a shell task says so.
-        let known_kind = kind_name.as_ref().is_some_and(|(k, _)| ["shell", "http", "sql"].contains(&k.as_str()));
+        let known_kind = kind_name
+            .as_ref()
+            .is_some_and(|(k, _)| ["shell", "http", "sql"].contains(&k.as_str()));
         for (k, _) in entries(t) {
             let key = k.get_ref().as_ref();
-            if key == "kind" || key == "depends_on" || COMMON_KEYS.contains(&key) || kind_keys.contains(&key) || !known_kind {
+            if key == "kind"
+                || key == "depends_on"
+                || COMMON_KEYS.contains(&key)
+                || kind_keys.contains(&key)
+                || !known_kind
+            {
                 continue;
             }
-            let other_kind = [("shell", SHELL_KEYS), ("http", HTTP_KEYS), ("sql", SQL_KEYS)]
-                .iter()
-                .find(|(_, keys)| keys.contains(&key))
-                .map(|(n, _)| *n);
+            let other_kind = [
+                ("shell", SHELL_KEYS),
+                ("http", HTTP_KEYS),
+                ("sql", SQL_KEYS),
+            ]
+            .iter()
+            .find(|(_, keys)| keys.contains(&key))
+            .map(|(n, _)| *n);
             let kind = kind_name.as_ref().map_or("", |(k, _)| k.as_str());
             match other_kind {
-                Some(other) => self.err(k.span(), task, format!("key \"{key}\" belongs to kind \"{other}\", not \"{kind}\"")),
+                Some(other) => self.err(
+                    k.span(),
+                    task,
+                    format!("key \"{key}\" belongs to kind \"{other}\", not \"{kind}\""),
+                ),
                 None => {
-                    let all = ["kind", "depends_on"].iter().chain(COMMON_KEYS).chain(kind_keys).copied();
+                    let all = ["kind", "depends_on"]
+                        .iter()
+                        .chain(COMMON_KEYS)
+                        .chain(kind_keys)
+                        .copied();
                     let hint = did_you_mean(key, all);
-                    self.err(k.span(), task, format!("unknown key \"{key}\" in task of kind \"{kind}\"{hint}"));
+                    self.err(
+                        k.span(),
+                        task,
+                        format!("unknown key \"{key}\" in task of kind \"{kind}\"{hint}"),
+                    );
                 }
             }
         }
@@ -744,7 +977,14 @@ impl<'s> Parser<'s, '_> {
                 }
                 other => {
                     let hint = did_you_mean(other, TaskKind::NAMES);
-                    self.err(span, task, format!("unknown kind \"{other}\"{hint}; use one of {}", TaskKind::NAMES.join(", ")));
+                    self.err(
+                        span,
+                        task,
+                        format!(
+                            "unknown kind \"{other}\"{hint}; use one of {}",
+                            TaskKind::NAMES.join(", ")
+                        ),
+                    );
                     None
                 }
             },
@@ -771,7 +1011,14 @@ impl<'s> Parser<'s, '_> {
         ))
     }
 
-    fn required(&mut self, t: &DeTable<'_>, id: &str, key: &str, key_span: &Range<usize>, kind: &str) -> Option<(String, Range<usize>)> {
+    fn required(
+        &mut self,
+        t: &DeTable<'_>,
+        id: &str,
+        key: &str,
+        key_span: &Range<usize>,
+        kind: &str,
+    ) -> Option<(String, Range<usize>)> {
         match lookup(t, key) {
             Some(v) => {
                 let s = self.string(v, Some(id), key)?;
@@ -783,7 +1030,11 @@ impl<'s> Parser<'s, '_> {
                 Some((s, v.span()))
             }
             None => {
-                self.err(key_span.clone(), Some(id), format!("{kind} task needs \"{key}\""));
+                self.err(
+                    key_span.clone(),
+                    Some(id),
+                    format!("{kind} task needs \"{key}\""),
+                );
                 None
             }
         }
@@ -791,22 +1042,35 @@ impl<'s> Parser<'s, '_> {
 
     fn shell(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
         let command = self.required(t, id, "command", &key_span, "shell");
-        let cwd = lookup(t, "cwd").and_then(|v| self.string(v, Some(id), "cwd")).map(Into::into);
-        Some(TaskKind::Shell { command: command?.0, cwd })
+        let cwd = lookup(t, "cwd")
+            .and_then(|v| self.string(v, Some(id), "cwd"))
+            .map(Into::into);
+        Some(TaskKind::Shell {
+            command: command?.0,
+            cwd,
+        })
     }
 
     fn http(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
         let url = self.required(t, id, "url", &key_span, "http");
         if let Some((u, span)) = &url {
-            if !template::is_templated(u) && !(u.starts_with("http://") || u.starts_with("https://")) {
-                self.err(span.clone(), Some(id), format!("url \"{u}\" must start with http:// or https://"));
+            if !template::is_templated(u)
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                self.err(
+                    span.clone(),
+                    Some(id),
+                    format!("url \"{u}\" must start with http:// or https://"),
+                );
             }
         }
         let method = match lookup(t, "method") {
             Some(_) => self.method(t, Some(id)),
             None => Some("GET".to_string()),
         };
-        let headers = lookup(t, "headers").and_then(|v| self.string_table(v, Some(id), "headers", true)).unwrap_or_default();
+        let headers = lookup(t, "headers")
+            .and_then(|v| self.string_table(v, Some(id), "headers", true))
+            .unwrap_or_default();
         let body = match lookup(t, "body") {
             Some(v) => {
                 let b = self.string(v, Some(id), "body");
@@ -819,19 +1083,36 @@ impl<'s> Parser<'s, '_> {
         };
         let expected_status = match lookup(t, "expected_status") {
             Some(v) => match v.get_ref() {
-                DeValue::Integer(_) => self.integer(v, Some(id), "expected_status", 100, 599).map(|n| vec![n as u16]).unwrap_or_default(),
+                DeValue::Integer(_) => self
+                    .integer(v, Some(id), "expected_status", 100, 599)
+                    .map(|n| vec![n as u16])
+                    .unwrap_or_default(),
                 DeValue::Array(items) => items
                     .iter()
-                    .filter_map(|i| self.integer(i, Some(id), "expected_status", 100, 599).map(|n| n as u16))
+                    .filter_map(|i| {
+                        self.integer(i, Some(id), "expected_status", 100, 599)
+                            .map(|n| n as u16)
+                    })
                     .collect(),
                 _ => {
-                    self.type_error(v, Some(id), "expected_status", "a status code or a list of them");
+                    self.type_error(
+                        v,
+                        Some(id),
+                        "expected_status",
+                        "a status code or a list of them",
+                    );
                     Vec::new()
                 }
             },
             None => Vec::new(),
         };
-        Some(TaskKind::Http(HttpSpec { url: url?.0, method: method?, headers, body, expected_status }))
+        Some(TaskKind::Http(HttpSpec {
+            url: url?.0,
+            method: method?,
+            headers,
+            body,
+            expected_status,
+        }))
     }
 
     fn sql(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
@@ -850,27 +1131,42 @@ impl<'s> Parser<'s, '_> {
             (Some(_), None) => self.required(t, id, "sql", &key_span, "sql")?.0,
             (None, Some(f)) => {
                 let rel = self.string(f, Some(id), "file")?;
-                let base = Path::new(&self.sink.file).parent().unwrap_or(Path::new("."));
+                let base = Path::new(&self.sink.file)
+                    .parent()
+                    .unwrap_or(Path::new("."));
                 match std::fs::read_to_string(base.join(&rel)) {
                     Ok(s) => {
-                        let params: Vec<&str> = self.param_names.iter().map(String::as_str).collect();
+                        let params: Vec<&str> =
+                            self.param_names.iter().map(String::as_str).collect();
                         for p in template::check(&s, &params, &[]) {
                             self.err(f.span(), Some(id), format!("{rel}: {}", p.message));
                         }
                         s
                     }
                     Err(e) => {
-                        self.err(f.span(), Some(id), format!("cannot read sql file \"{rel}\": {e}"));
+                        self.err(
+                            f.span(),
+                            Some(id),
+                            format!("cannot read sql file \"{rel}\": {e}"),
+                        );
                         return None;
                     }
                 }
             }
             (Some(s), Some(_)) => {
-                self.err(s.span(), Some(id), "give either \"sql\" or \"file\", not both");
+                self.err(
+                    s.span(),
+                    Some(id),
+                    "give either \"sql\" or \"file\", not both",
+                );
                 return None;
             }
             (None, None) => {
-                self.err(key_span, Some(id), "sql task needs \"sql\" (inline statements) or \"file\" (a .sql file)");
+                self.err(
+                    key_span,
+                    Some(id),
+                    "sql task needs \"sql\" (inline statements) or \"file\" (a .sql file)",
+                );
                 return None;
             }
         };
@@ -879,7 +1175,12 @@ impl<'s> Parser<'s, '_> {
 
     /// Checks dependencies and returns a topological order, reporting unknown tasks,
     /// self-dependencies and every cycle with its full path.
-    fn graph(&mut self, tasks: &[Task], deps: &[Vec<Spanned<String>>], spans: &[Range<usize>]) -> Option<Vec<usize>> {
+    fn graph(
+        &mut self,
+        tasks: &[Task],
+        deps: &[Vec<Spanned<String>>],
+        spans: &[Range<usize>],
+    ) -> Option<Vec<usize>> {
         let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
         let mut g: DiGraph<usize, ()> = DiGraph::new();
         let nodes: Vec<_> = (0..tasks.len()).map(|i| g.add_node(i)).collect();
@@ -889,7 +1190,11 @@ impl<'s> Parser<'s, '_> {
             for d in &deps[i] {
                 let name = d.get_ref().as_str();
                 if !seen.insert(name) {
-                    self.err(d.span(), Some(&task.task_id), format!("depends_on lists \"{name}\" twice"));
+                    self.err(
+                        d.span(),
+                        Some(&task.task_id),
+                        format!("depends_on lists \"{name}\" twice"),
+                    );
                     continue;
                 }
                 if name == task.task_id {
@@ -902,8 +1207,13 @@ impl<'s> Parser<'s, '_> {
                         g.add_edge(nodes[j], nodes[i], ());
                     }
                     None => {
-                        let hint = did_you_mean(name, ids.iter().copied().filter(|x| *x != task.task_id));
-                        self.err(d.span(), Some(&task.task_id), format!("depends on unknown task \"{name}\"{hint}"));
+                        let hint =
+                            did_you_mean(name, ids.iter().copied().filter(|x| *x != task.task_id));
+                        self.err(
+                            d.span(),
+                            Some(&task.task_id),
+                            format!("depends on unknown task \"{name}\"{hint}"),
+                        );
                         ok = false;
                     }
                 }
@@ -919,14 +1229,23 @@ impl<'s> Parser<'s, '_> {
             let names: Vec<&str> = path.iter().map(|i| ids[*i]).collect();
             // Point at the depends_on entry of the first task that closes the cycle.
             let prev = ids[path[path.len().saturating_sub(2)]];
-            let span = deps[first].iter().find(|d| d.get_ref() == prev).map_or(spans[first].clone(), |d| d.span());
-            self.err(span, Some(ids[first]), format!("dependency cycle: {}", names.join(" -> ")));
+            let span = deps[first]
+                .iter()
+                .find(|d| d.get_ref() == prev)
+                .map_or(spans[first].clone(), |d| d.span());
+            self.err(
+                span,
+                Some(ids[first]),
+                format!("dependency cycle: {}", names.join(" -> ")),
+            );
             ok = false;
         }
         if !ok {
             return None;
         }
-        petgraph::algo::toposort(&g, None).ok().map(|order| order.into_iter().map(|n| g[n]).collect())
+        petgraph::algo::toposort(&g, None)
+            .ok()
+            .map(|order| order.into_iter().map(|n| g[n]).collect())
     }
 }
 

@@ -38,13 +38,23 @@ const FIELDS: [(&str, &str); 5] = [
     ("day-of-week", "0-7 or SUN-SAT, 0 and 7 are Sunday"),
 ];
 
-const ALIASES: [&str; 7] =
-    ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+const ALIASES: [&str; 7] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+];
 
 fn parser() -> CronParser {
     // Crontab semantics: no seconds or year fields, and day-of-month / day-of-week
     // combine with OR when both are restricted (Vixie cron).
-    CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build()
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
 }
 
 impl Schedule {
@@ -65,7 +75,10 @@ impl Schedule {
                 ));
             }
             let cron = parser().parse(&lower).map_err(|e| e.to_string())?;
-            return Ok(Schedule::Cron { expr: trimmed.to_string(), cron: Box::new(cron) });
+            return Ok(Schedule::Cron {
+                expr: trimmed.to_string(),
+                cron: Box::new(cron),
+            });
         }
         let fields: Vec<&str> = trimmed.split_whitespace().collect();
         if fields.len() != 5 {
@@ -93,10 +106,16 @@ impl Schedule {
                 ));
             }
         }
-        let cron = parser()
-            .parse(trimmed)
-            .map_err(|e| format!("cron expression \"{trimmed}\": {}", e.to_string().to_lowercase()))?;
-        Ok(Schedule::Cron { expr: trimmed.to_string(), cron: Box::new(cron) })
+        let cron = parser().parse(trimmed).map_err(|e| {
+            format!(
+                "cron expression \"{trimmed}\": {}",
+                e.to_string().to_lowercase()
+            )
+        })?;
+        Ok(Schedule::Cron {
+            expr: trimmed.to_string(),
+            cron: Box::new(cron),
+        })
     }
 
     pub fn is_none(&self) -> bool {

@@ -63,7 +63,10 @@ pub fn check(text: &str, params: &[&str], extra: &[&str]) -> Vec<TemplateProblem
         Err(e) => {
             let offset = e.range().map(|r| r.start);
             let detail = e.detail().unwrap_or("syntax error").to_string();
-            return vec![TemplateProblem { offset, message: format!("template syntax error: {detail}") }];
+            return vec![TemplateProblem {
+                offset,
+                message: format!("template syntax error: {detail}"),
+            }];
         }
     };
     let mut names: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
@@ -86,7 +89,9 @@ pub fn check(text: &str, params: &[&str], extra: &[&str]) -> Vec<TemplateProblem
                     };
                     problems.push(TemplateProblem {
                         offset: find_word(text, p),
-                        message: format!("template uses unknown param \"params.{p}\"{hint}{declared}"),
+                        message: format!(
+                            "template uses unknown param \"params.{p}\"{hint}{declared}"
+                        ),
                     });
                 }
             }
@@ -95,13 +100,22 @@ pub fn check(text: &str, params: &[&str], extra: &[&str]) -> Vec<TemplateProblem
         if VARIABLES.contains(&head) || extra.contains(&head) {
             continue;
         }
-        let known = VARIABLES.iter().chain(extra.iter()).copied().chain(["params"]);
+        let known = VARIABLES
+            .iter()
+            .chain(extra.iter())
+            .copied()
+            .chain(["params"]);
         let hint = super::diag::did_you_mean(head, known);
         problems.push(TemplateProblem {
             offset: find_word(text, head),
             message: format!(
                 "template uses unknown variable \"{head}\"{hint}; known: {}, params.<name>",
-                VARIABLES.iter().chain(extra.iter()).copied().collect::<Vec<_>>().join(", ")
+                VARIABLES
+                    .iter()
+                    .chain(extra.iter())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         });
     }
@@ -201,8 +215,14 @@ impl TemplateContext {
         let mut v = vec![
             ("WEFT_DS".into(), self.ds.clone()),
             ("WEFT_DS_NODASH".into(), self.ds_nodash.clone()),
-            ("WEFT_DATA_INTERVAL_START".into(), self.data_interval_start.clone()),
-            ("WEFT_DATA_INTERVAL_END".into(), self.data_interval_end.clone()),
+            (
+                "WEFT_DATA_INTERVAL_START".into(),
+                self.data_interval_start.clone(),
+            ),
+            (
+                "WEFT_DATA_INTERVAL_END".into(),
+                self.data_interval_end.clone(),
+            ),
             ("WEFT_LOGICAL_DATE".into(), self.logical_date.clone()),
             ("WEFT_RUN_ID".into(), self.run_id.clone()),
             ("WEFT_DAG_ID".into(), self.dag_id.clone()),
@@ -236,8 +256,16 @@ mod tests {
         let p = check("echo {{ dss }} {{ params.contry }}", &["country"], &[]);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p.iter().any(|x| x.message.contains("\"dss\"") && x.message.contains("did you mean \"ds\"")));
-        assert!(p.iter().any(|x| x.message.contains("params.contry") && x.message.contains("\"country\"")));
-        assert_eq!(p.iter().find(|x| x.message.contains("dss")).and_then(|x| x.offset), Some(8));
+        assert!(
+            p.iter()
+                .any(|x| x.message.contains("params.contry") && x.message.contains("\"country\""))
+        );
+        assert_eq!(
+            p.iter()
+                .find(|x| x.message.contains("dss"))
+                .and_then(|x| x.offset),
+            Some(8)
+        );
         assert!(check("echo {{ ds }} {{ params.country }}", &["country"], &[]).is_empty());
         assert!(check("echo {{ ds", &[], &[])[0].message.contains("syntax"));
     }
@@ -248,8 +276,14 @@ mod tests {
         let start = Utc.with_ymd_and_hms(2026, 3, 1, 23, 30, 0).unwrap();
         let end = Utc.with_ymd_and_hms(2026, 3, 2, 23, 30, 0).unwrap();
         let ctx = TemplateContext::new("d", "r", "t", 1, start, end, tz, BTreeMap::new());
-        assert_eq!(ctx.render("{{ ds }} {{ ds_nodash }}").unwrap(), "2026-03-02 20260302");
-        assert_eq!(ctx.render("{{ data_interval_end }}").unwrap(), "2026-03-02T23:30:00Z");
+        assert_eq!(
+            ctx.render("{{ ds }} {{ ds_nodash }}").unwrap(),
+            "2026-03-02 20260302"
+        );
+        assert_eq!(
+            ctx.render("{{ data_interval_end }}").unwrap(),
+            "2026-03-02T23:30:00Z"
+        );
         assert!(ctx.render("{{ nope }}").is_err());
     }
 }

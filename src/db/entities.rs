@@ -2,9 +2,9 @@
 #![allow(missing_docs)]
 
 pub mod dag {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "dag")]
@@ -31,9 +31,9 @@ pub mod dag {
 }
 
 pub mod dag_version {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "dag_version")]
@@ -55,9 +55,9 @@ pub mod dag_version {
 }
 
 pub mod dag_run {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "dag_run")]
@@ -86,9 +86,9 @@ pub mod dag_run {
 }
 
 pub mod task_instance {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "task_instance")]
@@ -127,9 +127,9 @@ pub mod task_instance {
 }
 
 pub mod task_try {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "task_try")]
@@ -159,9 +159,9 @@ pub mod task_try {
 }
 
 pub mod task_log {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "task_log")]
@@ -181,9 +181,9 @@ pub mod task_log {
 }
 
 pub mod pool {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "pool")]
@@ -201,9 +201,9 @@ pub mod pool {
 }
 
 pub mod user {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "weft_user")]
@@ -226,9 +226,9 @@ pub mod user {
 }
 
 pub mod import_error {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "import_error")]
@@ -248,9 +248,9 @@ pub mod import_error {
 }
 
 pub mod worker {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "worker")]
@@ -271,9 +271,9 @@ pub mod worker {
 }
 
 pub mod lease {
-    use sea_orm::entity::prelude::*;
     #[allow(unused_imports)]
     use crate::db::state::*;
+    use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "lease")]

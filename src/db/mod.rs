@@ -1,8 +1,8 @@
 //! The database of record: sea-orm entities and every query weft runs. The only module
 //! that talks SQL. Works on SQLite (embedded default) and PostgreSQL.
 
-pub mod entities;
 pub mod dags;
+pub mod entities;
 pub mod runs;
 pub mod state;
 pub mod tasks;
@@ -10,7 +10,7 @@ pub mod tasks;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 
 pub use state::{Role, RunState, RunType, TaskState, TryState};
 
@@ -31,6 +31,7 @@ pub type DbResult<T> = Result<T, DbError>;
 #[derive(Debug, Clone)]
 pub struct Db {
     pub conn: DatabaseConnection,
+    url: String,
 }
 
 impl Db {
@@ -38,9 +39,13 @@ impl Db {
     /// timeout; its pool is one connection, so writes in this process never contend.
     pub async fn connect(url: &str) -> DbResult<Db> {
         let mut opts = ConnectOptions::new(url.to_string());
-        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10));
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10));
         if url.starts_with("sqlite:") {
-            opts.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+            opts.max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
             opts.map_sqlx_sqlite_opts(|o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 o.journal_mode(SqliteJournalMode::Wal)
@@ -52,13 +57,62 @@ impl Db {
             opts.max_connections(10).min_connections(1);
         }
         let conn = Database::connect(opts).await?;
-        Ok(Db { conn })
+        Ok(Db {
+            conn,
+            url: url.to_string(),
+        })
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. Several processes may start at once (a server and a
+    /// CLI command): migrations run under a lock (an advisory lock on Postgres, a file
+    /// lock beside the SQLite file), and a database that is up to date is not touched.
     pub async fn migrate(&self) -> DbResult<()> {
-        Migrator::up(&self.conn, None).await?;
+        if Migrator::get_pending_migrations(&self.conn)
+            .await?
+            .is_empty()
+        {
+            return Ok(());
+        }
+        if self.is_postgres() {
+            let mut opts = ConnectOptions::new(self.url.clone());
+            opts.sqlx_logging(false)
+                .max_connections(1)
+                .min_connections(1);
+            let lock_conn = Database::connect(opts).await?;
+            lock_conn
+                .execute_unprepared("SELECT pg_advisory_lock(7318202)")
+                .await?;
+            let res = Migrator::up(&self.conn, None).await;
+            let _ = lock_conn
+                .execute_unprepared("SELECT pg_advisory_unlock(7318202)")
+                .await;
+            let _ = lock_conn.close().await;
+            res?;
+        } else {
+            let lock = self.sqlite_path().map(|p| format!("{p}.migrate-lock"));
+            let guard = match lock {
+                Some(path) => Some(
+                    tokio::task::spawn_blocking(move || lock_file(&path))
+                        .await
+                        .map_err(|e| DbError::Conflict(format!("migration lock: {e}")))??,
+                ),
+                None => None,
+            };
+            let res = Migrator::up(&self.conn, None).await;
+            drop(guard);
+            res?;
+        }
         Ok(())
+    }
+
+    /// The file of a SQLite URL (`sqlite://path?...`), if it is a file.
+    fn sqlite_path(&self) -> Option<String> {
+        let rest = self
+            .url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or(rest);
+        (!path.is_empty() && !path.contains(":memory:")).then(|| path.to_string())
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -74,6 +128,18 @@ impl Db {
         self.conn.ping().await?;
         Ok(())
     }
+}
+
+/// Takes an exclusive lock on `path` (created if missing); released when dropped.
+fn lock_file(path: &str) -> DbResult<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| DbError::Conflict(format!("cannot open the migration lock {path}: {e}")))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| DbError::Conflict(format!("cannot lock {path}: {e}")))
 }
 
 /// `url` with any password replaced by `***`, for printing.

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, NotSet, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, NotSet, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TryInsertResult,
 };
 
 use super::entities::{dag_run, task_instance};
@@ -28,13 +28,22 @@ pub struct NewRun {
 
 /// The run id a scheduled or backfill run gets: `scheduled__2026-01-01T00:00:00Z`.
 pub fn run_id_for(run_type: RunType, logical: DateTime<Utc>) -> String {
-    format!("{}__{}", run_type.as_str(), crate::dag::template::rfc3339(logical))
+    format!(
+        "{}__{}",
+        run_type.as_str(),
+        crate::dag::template::rfc3339(logical)
+    )
 }
 
 /// Inserts a queued run and its task instances (all `pending`). Returns `None` when a
 /// run with the same run_id, or a scheduled/backfill run with the same logical date,
 /// already exists: creation is idempotent under races.
-pub async fn insert_run<C: ConnectionTrait>(c: &C, dag: &Dag, r: &NewRun, now: DateTime<Utc>) -> DbResult<Option<dag_run::Model>> {
+pub async fn insert_run<C: ConnectionTrait>(
+    c: &C,
+    dag: &Dag,
+    r: &NewRun,
+    now: DateTime<Utc>,
+) -> DbResult<Option<dag_run::Model>> {
     let am = dag_run::ActiveModel {
         id: NotSet,
         dag_id: Set(r.dag_id.clone()),
@@ -60,7 +69,14 @@ pub async fn insert_run<C: ConnectionTrait>(c: &C, dag: &Dag, r: &NewRun, now: D
         TryInsertResult::Inserted(r) => r.last_insert_id,
         _ => return Ok(None),
     };
-    insert_task_instances(c, id, dag, dag.tasks.iter().map(|t| t.task_id.as_str()), now).await?;
+    insert_task_instances(
+        c,
+        id,
+        dag,
+        dag.tasks.iter().map(|t| t.task_id.as_str()),
+        now,
+    )
+    .await?;
     Ok(dag_run::Entity::find_by_id(id).one(c).await?)
 }
 
@@ -103,7 +119,9 @@ pub async fn insert_task_instances<'a, C: ConnectionTrait>(
         .collect();
     // Chunked so that large DAGs stay under the bind-parameter limits of both backends.
     for chunk in rows.chunks(500) {
-        task_instance::Entity::insert_many(chunk.to_vec()).exec_without_returning(c).await?;
+        task_instance::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(c)
+            .await?;
     }
     Ok(())
 }
@@ -123,7 +141,11 @@ pub async fn lock_run<C: ConnectionTrait>(c: &C, id: i64) -> DbResult<Option<dag
     Ok(q.one(c).await?)
 }
 
-pub async fn find_run<C: ConnectionTrait>(c: &C, dag_id: &str, run_id: &str) -> DbResult<Option<dag_run::Model>> {
+pub async fn find_run<C: ConnectionTrait>(
+    c: &C,
+    dag_id: &str,
+    run_id: &str,
+) -> DbResult<Option<dag_run::Model>> {
     Ok(dag_run::Entity::find()
         .filter(dag_run::Column::DagId.eq(dag_id))
         .filter(dag_run::Column::RunId.eq(run_id))
@@ -132,7 +154,11 @@ pub async fn find_run<C: ConnectionTrait>(c: &C, dag_id: &str, run_id: &str) -> 
 }
 
 /// The scheduled or backfill run of a DAG at a logical date.
-pub async fn run_at<C: ConnectionTrait>(c: &C, dag_id: &str, logical: DateTime<Utc>) -> DbResult<Option<dag_run::Model>> {
+pub async fn run_at<C: ConnectionTrait>(
+    c: &C,
+    dag_id: &str,
+    logical: DateTime<Utc>,
+) -> DbResult<Option<dag_run::Model>> {
     Ok(dag_run::Entity::find()
         .filter(dag_run::Column::DagId.eq(dag_id))
         .filter(dag_run::Column::LogicalDate.eq(logical))
@@ -142,7 +168,10 @@ pub async fn run_at<C: ConnectionTrait>(c: &C, dag_id: &str, logical: DateTime<U
 }
 
 /// The latest logical date among scheduled runs: where cron scheduling resumes.
-pub async fn latest_scheduled<C: ConnectionTrait>(c: &C, dag_id: &str) -> DbResult<Option<DateTime<Utc>>> {
+pub async fn latest_scheduled<C: ConnectionTrait>(
+    c: &C,
+    dag_id: &str,
+) -> DbResult<Option<DateTime<Utc>>> {
     let row = dag_run::Entity::find()
         .filter(dag_run::Column::DagId.eq(dag_id))
         .filter(dag_run::Column::RunType.eq(RunType::Scheduled.as_str()))
@@ -152,7 +181,11 @@ pub async fn latest_scheduled<C: ConnectionTrait>(c: &C, dag_id: &str) -> DbResu
     Ok(row.map(|r| r.logical_date))
 }
 
-pub async fn count_runs<C: ConnectionTrait>(c: &C, dag_id: &str, states: &[RunState]) -> DbResult<u64> {
+pub async fn count_runs<C: ConnectionTrait>(
+    c: &C,
+    dag_id: &str,
+    states: &[RunState],
+) -> DbResult<u64> {
     Ok(dag_run::Entity::find()
         .filter(dag_run::Column::DagId.eq(dag_id))
         .filter(dag_run::Column::State.is_in(states.iter().map(|s| s.as_str())))
@@ -161,7 +194,11 @@ pub async fn count_runs<C: ConnectionTrait>(c: &C, dag_id: &str, states: &[RunSt
 }
 
 /// Queued runs of a DAG, oldest logical date first.
-pub async fn queued_runs<C: ConnectionTrait>(c: &C, dag_id: &str, limit: u64) -> DbResult<Vec<dag_run::Model>> {
+pub async fn queued_runs<C: ConnectionTrait>(
+    c: &C,
+    dag_id: &str,
+    limit: u64,
+) -> DbResult<Vec<dag_run::Model>> {
     Ok(dag_run::Entity::find()
         .filter(dag_run::Column::DagId.eq(dag_id))
         .filter(dag_run::Column::State.eq(RunState::Queued.as_str()))
@@ -186,16 +223,33 @@ pub async fn dags_with_queued_runs<C: ConnectionTrait>(c: &C) -> DbResult<Vec<St
 
 /// Conditional transition of a run: `from` -> `to`. Sets `started_at` when it starts
 /// running and `ended_at` when it finishes.
-pub async fn transition<C: ConnectionTrait>(c: &C, id: i64, from: &[RunState], to: RunState, now: DateTime<Utc>) -> DbResult<bool> {
-    let mut q = dag_run::Entity::update_many().col_expr(dag_run::Column::State, Expr::value(to.as_str()));
+pub async fn transition<C: ConnectionTrait>(
+    c: &C,
+    id: i64,
+    from: &[RunState],
+    to: RunState,
+    now: DateTime<Utc>,
+) -> DbResult<bool> {
+    let mut q =
+        dag_run::Entity::update_many().col_expr(dag_run::Column::State, Expr::value(to.as_str()));
     match to {
         RunState::Running => {
             q = q
                 .col_expr(dag_run::Column::StartedAt, Expr::value(now))
-                .col_expr(dag_run::Column::EndedAt, Expr::value(Option::<DateTime<Utc>>::None));
+                .col_expr(
+                    dag_run::Column::EndedAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                );
         }
-        RunState::Success | RunState::Failed => q = q.col_expr(dag_run::Column::EndedAt, Expr::value(now)),
-        RunState::Queued => q = q.col_expr(dag_run::Column::EndedAt, Expr::value(Option::<DateTime<Utc>>::None)),
+        RunState::Success | RunState::Failed => {
+            q = q.col_expr(dag_run::Column::EndedAt, Expr::value(now))
+        }
+        RunState::Queued => {
+            q = q.col_expr(
+                dag_run::Column::EndedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+        }
     }
     let res = q
         .filter(dag_run::Column::Id.eq(id))
@@ -243,5 +297,8 @@ pub async fn list_runs<C: ConnectionTrait>(c: &C, f: &RunFilter) -> DbResult<Vec
 
 /// Runs that are running, for the orphan sweep and startup repair.
 pub async fn running_runs<C: ConnectionTrait>(c: &C) -> DbResult<Vec<dag_run::Model>> {
-    Ok(dag_run::Entity::find().filter(dag_run::Column::State.eq(RunState::Running.as_str())).all(c).await?)
+    Ok(dag_run::Entity::find()
+        .filter(dag_run::Column::State.eq(RunState::Running.as_str()))
+        .all(c)
+        .await?)
 }

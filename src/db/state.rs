@@ -56,7 +56,11 @@ impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskState::Success | TaskState::Failed | TaskState::UpstreamFailed | TaskState::Skipped | TaskState::Removed
+            TaskState::Success
+                | TaskState::Failed
+                | TaskState::UpstreamFailed
+                | TaskState::Skipped
+                | TaskState::Removed
         )
     }
 
@@ -116,10 +120,25 @@ mod tests {
     #[test]
     fn rust_enums_match_the_check_constraints() {
         let names = |v: Vec<&'static str>| v;
-        assert_eq!(names(TaskState::ALL.iter().map(|s| s.as_str()).collect()), migration::TASK_STATES);
-        assert_eq!(names(RunState::ALL.iter().map(|s| s.as_str()).collect()), migration::RUN_STATES);
-        assert_eq!(names(RunType::ALL.iter().map(|s| s.as_str()).collect()), migration::RUN_TYPES);
-        assert_eq!(names(TryState::ALL.iter().map(|s| s.as_str()).collect()), migration::TRY_STATES);
-        assert_eq!(names(Role::ALL.iter().map(|s| s.as_str()).collect()), migration::ROLES);
+        assert_eq!(
+            names(TaskState::ALL.iter().map(|s| s.as_str()).collect()),
+            migration::TASK_STATES
+        );
+        assert_eq!(
+            names(RunState::ALL.iter().map(|s| s.as_str()).collect()),
+            migration::RUN_STATES
+        );
+        assert_eq!(
+            names(RunType::ALL.iter().map(|s| s.as_str()).collect()),
+            migration::RUN_TYPES
+        );
+        assert_eq!(
+            names(TryState::ALL.iter().map(|s| s.as_str()).collect()),
+            migration::TRY_STATES
+        );
+        assert_eq!(
+            names(Role::ALL.iter().map(|s| s.as_str()).collect()),
+            migration::ROLES
+        );
     }
 }

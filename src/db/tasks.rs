@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, NotSet, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, NotSet, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
 
 use super::entities::{pool, task_instance, task_log, task_try, worker};
@@ -61,7 +61,9 @@ pub async fn transition_by_task<C: ConnectionTrait>(
         .col_expr(task_instance::Column::State, Expr::value(to.as_str()))
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now));
     match to {
-        TaskState::Scheduled => q = q.col_expr(task_instance::Column::ScheduledAt, Expr::value(now)),
+        TaskState::Scheduled => {
+            q = q.col_expr(task_instance::Column::ScheduledAt, Expr::value(now))
+        }
         TaskState::Skipped | TaskState::UpstreamFailed | TaskState::Removed => {
             q = q.col_expr(task_instance::Column::EndedAt, Expr::value(now))
         }
@@ -78,19 +80,51 @@ pub async fn transition_by_task<C: ConnectionTrait>(
 
 /// Resets task instances for another round (clear): back to `pending`, with room for
 /// `retries + 1` more tries, like Airflow's clear.
-pub async fn reset_for_clear<C: ConnectionTrait>(c: &C, ti: &Ti, retries: u32, now: DateTime<Utc>) -> DbResult<bool> {
+pub async fn reset_for_clear<C: ConnectionTrait>(
+    c: &C,
+    ti: &Ti,
+    retries: u32,
+    now: DateTime<Utc>,
+) -> DbResult<bool> {
     let res = task_instance::Entity::update_many()
-        .col_expr(task_instance::Column::State, Expr::value(TaskState::Pending.as_str()))
-        .col_expr(task_instance::Column::MaxTries, Expr::value(ti.try_number + i32::try_from(retries).unwrap_or(0) + 1))
-        .col_expr(task_instance::Column::ScheduledAt, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(task_instance::Column::QueuedAt, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(task_instance::Column::EndedAt, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(task_instance::Column::NextRetryAt, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(task_instance::Column::Error, Expr::value(Option::<String>::None))
-        .col_expr(task_instance::Column::WorkerId, Expr::value(Option::<String>::None))
+        .col_expr(
+            task_instance::Column::State,
+            Expr::value(TaskState::Pending.as_str()),
+        )
+        .col_expr(
+            task_instance::Column::MaxTries,
+            Expr::value(ti.try_number + i32::try_from(retries).unwrap_or(0) + 1),
+        )
+        .col_expr(
+            task_instance::Column::ScheduledAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            task_instance::Column::QueuedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            task_instance::Column::EndedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            task_instance::Column::NextRetryAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            task_instance::Column::Error,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            task_instance::Column::WorkerId,
+            Expr::value(Option::<String>::None),
+        )
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.eq(ti.id))
-        .filter(task_instance::Column::State.is_not_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]))
+        .filter(
+            task_instance::Column::State
+                .is_not_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]),
+        )
         .exec(c)
         .await?;
     Ok(res.rows_affected == 1)
@@ -123,13 +157,20 @@ pub async fn claim<C: ConnectionTrait>(
     }
     let pg = c.get_database_backend() == DbBackend::Postgres;
     if pg {
-        c.execute_raw(Statement::from_string(DbBackend::Postgres, "SELECT pg_advisory_xact_lock(7318201)")).await?;
+        c.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(7318201)",
+        ))
+        .await?;
     }
     let active = [TaskState::Queued.as_str(), TaskState::Running.as_str()];
     let used: Vec<(String, i64)> = task_instance::Entity::find()
         .select_only()
         .column(task_instance::Column::Pool)
-        .column_as(Expr::from(Func::sum(Expr::col(task_instance::Column::PoolSlots))), "used")
+        .column_as(
+            Expr::from(Func::sum(Expr::col(task_instance::Column::PoolSlots))),
+            "used",
+        )
         .filter(task_instance::Column::State.is_in(active))
         .group_by(task_instance::Column::Pool)
         .into_tuple()
@@ -138,28 +179,46 @@ pub async fn claim<C: ConnectionTrait>(
     let per_dag: Vec<(String, i64)> = task_instance::Entity::find()
         .select_only()
         .column(task_instance::Column::DagId)
-        .column_as(Expr::from(Func::count(Expr::col(task_instance::Column::Id))), "n")
+        .column_as(
+            Expr::from(Func::count(Expr::col(task_instance::Column::Id))),
+            "n",
+        )
         .filter(task_instance::Column::State.is_in(active))
         .group_by(task_instance::Column::DagId)
         .into_tuple()
         .all(c)
         .await?;
-    let mut free: BTreeMap<String, i64> =
-        pool::Entity::find().all(c).await?.into_iter().map(|p| (p.name, i64::from(p.slots))).collect();
+    let mut free: BTreeMap<String, i64> = pool::Entity::find()
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|p| (p.name, i64::from(p.slots)))
+        .collect();
     for (p, n) in used {
         if let Some(f) = free.get_mut(&p) {
             *f -= n;
         }
     }
-    let mut dag_room: HashMap<String, i64> =
-        limits.dag_max_active.iter().map(|(d, m)| (d.clone(), i64::from(*m))).collect();
+    let mut dag_room: HashMap<String, i64> = limits
+        .dag_max_active
+        .iter()
+        .map(|(d, m)| (d.clone(), i64::from(*m)))
+        .collect();
     for (d, n) in per_dag {
         if let Some(r) = dag_room.get_mut(&d) {
             *r -= n;
         }
     }
-    let open_pools: Vec<String> = free.iter().filter(|(_, f)| **f > 0).map(|(p, _)| p.clone()).collect();
-    let open_dags: Vec<String> = dag_room.iter().filter(|(_, r)| **r > 0).map(|(d, _)| d.clone()).collect();
+    let open_pools: Vec<String> = free
+        .iter()
+        .filter(|(_, f)| **f > 0)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let open_dags: Vec<String> = dag_room
+        .iter()
+        .filter(|(_, r)| **r > 0)
+        .map(|(d, _)| d.clone())
+        .collect();
     if open_pools.is_empty() || open_dags.is_empty() {
         return Ok(Vec::new());
     }
@@ -171,7 +230,10 @@ pub async fn claim<C: ConnectionTrait>(
         .order_by_asc(task_instance::Column::Id)
         .limit(limits.capacity * 4 + 16);
     if pg {
-        q = q.lock_with_behavior(sea_orm::sea_query::LockType::Update, sea_orm::sea_query::LockBehavior::SkipLocked);
+        q = q.lock_with_behavior(
+            sea_orm::sea_query::LockType::Update,
+            sea_orm::sea_query::LockBehavior::SkipLocked,
+        );
     }
     let candidates = q.all(c).await?;
     let mut chosen = Vec::new();
@@ -193,7 +255,10 @@ pub async fn claim<C: ConnectionTrait>(
         return Ok(Vec::new());
     }
     task_instance::Entity::update_many()
-        .col_expr(task_instance::Column::State, Expr::value(TaskState::Queued.as_str()))
+        .col_expr(
+            task_instance::Column::State,
+            Expr::value(TaskState::Queued.as_str()),
+        )
         .col_expr(task_instance::Column::WorkerId, Expr::value(worker_id))
         .col_expr(task_instance::Column::Hostname, Expr::value(hostname))
         .col_expr(task_instance::Column::QueuedAt, Expr::value(now))
@@ -220,17 +285,44 @@ pub struct StartedTry {
 }
 
 /// `queued -> running` for a task this worker claimed: counts the try and records it.
-pub async fn start_try<C: ConnectionTrait>(c: &C, ti_id: i64, worker_id: &str, hostname: &str, now: DateTime<Utc>) -> DbResult<Option<StartedTry>> {
+pub async fn start_try<C: ConnectionTrait>(
+    c: &C,
+    ti_id: i64,
+    worker_id: &str,
+    hostname: &str,
+    now: DateTime<Utc>,
+) -> DbResult<Option<StartedTry>> {
     let res = task_instance::Entity::update_many()
-        .col_expr(task_instance::Column::State, Expr::value(TaskState::Running.as_str()))
-        .col_expr(task_instance::Column::TryNumber, Expr::col(task_instance::Column::TryNumber).add(1))
+        .col_expr(
+            task_instance::Column::State,
+            Expr::value(TaskState::Running.as_str()),
+        )
+        .col_expr(
+            task_instance::Column::TryNumber,
+            Expr::col(task_instance::Column::TryNumber).add(1),
+        )
         .col_expr(task_instance::Column::StartedAt, Expr::value(now))
         .col_expr(task_instance::Column::HeartbeatAt, Expr::value(now))
-        .col_expr(task_instance::Column::EndedAt, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(task_instance::Column::DurationMs, Expr::value(Option::<i64>::None))
-        .col_expr(task_instance::Column::ExitCode, Expr::value(Option::<i32>::None))
-        .col_expr(task_instance::Column::Error, Expr::value(Option::<String>::None))
-        .col_expr(task_instance::Column::NextRetryAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(
+            task_instance::Column::EndedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            task_instance::Column::DurationMs,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(
+            task_instance::Column::ExitCode,
+            Expr::value(Option::<i32>::None),
+        )
+        .col_expr(
+            task_instance::Column::Error,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            task_instance::Column::NextRetryAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.eq(ti_id))
         .filter(task_instance::Column::State.eq(TaskState::Queued.as_str()))
@@ -240,7 +332,9 @@ pub async fn start_try<C: ConnectionTrait>(c: &C, ti_id: i64, worker_id: &str, h
     if res.rows_affected != 1 {
         return Ok(None);
     }
-    let Some(ti) = get(c, ti_id).await? else { return Ok(None) };
+    let Some(ti) = get(c, ti_id).await? else {
+        return Ok(None);
+    };
     let inserted = task_try::Entity::insert(task_try::ActiveModel {
         id: NotSet,
         task_instance_id: Set(ti.id),
@@ -260,12 +354,20 @@ pub async fn start_try<C: ConnectionTrait>(c: &C, ti_id: i64, worker_id: &str, h
     })
     .exec(c)
     .await?;
-    Ok(Some(StartedTry { ti, try_id: inserted.last_insert_id }))
+    Ok(Some(StartedTry {
+        ti,
+        try_id: inserted.last_insert_id,
+    }))
 }
 
 /// Records the process id of a running try, so a restarted scheduler on the same host
 /// can kill what a crashed one left behind.
-pub async fn set_pid<C: ConnectionTrait>(c: &C, ti_id: i64, try_id: i64, pid: Option<i32>) -> DbResult<()> {
+pub async fn set_pid<C: ConnectionTrait>(
+    c: &C,
+    ti_id: i64,
+    try_id: i64,
+    pid: Option<i32>,
+) -> DbResult<()> {
     task_instance::Entity::update_many()
         .col_expr(task_instance::Column::Pid, Expr::value(pid))
         .filter(task_instance::Column::Id.eq(ti_id))
@@ -306,9 +408,18 @@ pub async fn finish_try<C: ConnectionTrait>(
         .col_expr(task_instance::Column::State, Expr::value(to.as_str()))
         .col_expr(task_instance::Column::EndedAt, Expr::value(now))
         .col_expr(task_instance::Column::DurationMs, Expr::value(duration))
-        .col_expr(task_instance::Column::ExitCode, Expr::value(outcome.exit_code))
-        .col_expr(task_instance::Column::Error, Expr::value(outcome.error.clone()))
-        .col_expr(task_instance::Column::NextRetryAt, Expr::value(next_retry_at))
+        .col_expr(
+            task_instance::Column::ExitCode,
+            Expr::value(outcome.exit_code),
+        )
+        .col_expr(
+            task_instance::Column::Error,
+            Expr::value(outcome.error.clone()),
+        )
+        .col_expr(
+            task_instance::Column::NextRetryAt,
+            Expr::value(next_retry_at),
+        )
         .col_expr(task_instance::Column::Pid, Expr::value(Option::<i32>::None))
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.eq(ti.id))
@@ -325,8 +436,18 @@ pub async fn finish_try<C: ConnectionTrait>(
 }
 
 /// Closes the row of one try.
-pub async fn close_try<C: ConnectionTrait>(c: &C, try_id: i64, outcome: &TryOutcome, duration_ms: i64, now: DateTime<Utc>) -> DbResult<()> {
-    let state = if outcome.success { TryState::Success } else { TryState::Failed };
+pub async fn close_try<C: ConnectionTrait>(
+    c: &C,
+    try_id: i64,
+    outcome: &TryOutcome,
+    duration_ms: i64,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    let state = if outcome.success {
+        TryState::Success
+    } else {
+        TryState::Failed
+    };
     task_try::Entity::update_many()
         .col_expr(task_try::Column::State, Expr::value(state.as_str()))
         .col_expr(task_try::Column::EndedAt, Expr::value(now))
@@ -342,7 +463,10 @@ pub async fn close_try<C: ConnectionTrait>(c: &C, try_id: i64, outcome: &TryOutc
 
 /// Retries whose delay has passed: `up_for_retry -> scheduled`. Returns the run ids
 /// that got work.
-pub async fn promote_due_retries<C: ConnectionTrait>(c: &C, now: DateTime<Utc>) -> DbResult<Vec<i64>> {
+pub async fn promote_due_retries<C: ConnectionTrait>(
+    c: &C,
+    now: DateTime<Utc>,
+) -> DbResult<Vec<i64>> {
     let due: Vec<(i64, i64)> = task_instance::Entity::find()
         .select_only()
         .column(task_instance::Column::Id)
@@ -356,9 +480,15 @@ pub async fn promote_due_retries<C: ConnectionTrait>(c: &C, now: DateTime<Utc>) 
         return Ok(Vec::new());
     }
     task_instance::Entity::update_many()
-        .col_expr(task_instance::Column::State, Expr::value(TaskState::Scheduled.as_str()))
+        .col_expr(
+            task_instance::Column::State,
+            Expr::value(TaskState::Scheduled.as_str()),
+        )
         .col_expr(task_instance::Column::ScheduledAt, Expr::value(now))
-        .col_expr(task_instance::Column::WorkerId, Expr::value(Option::<String>::None))
+        .col_expr(
+            task_instance::Column::WorkerId,
+            Expr::value(Option::<String>::None),
+        )
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.is_in(due.iter().map(|(id, _)| *id)))
         .filter(task_instance::Column::State.eq(TaskState::UpForRetry.as_str()))
@@ -386,7 +516,10 @@ pub async fn held_by<C: ConnectionTrait>(c: &C, workers: &[String]) -> DbResult<
         return Ok(Vec::new());
     }
     Ok(task_instance::Entity::find()
-        .filter(task_instance::Column::State.is_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]))
+        .filter(
+            task_instance::Column::State
+                .is_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]),
+        )
         .filter(task_instance::Column::WorkerId.is_in(workers.iter().cloned()))
         .all(c)
         .await?)
@@ -395,9 +528,16 @@ pub async fn held_by<C: ConnectionTrait>(c: &C, workers: &[String]) -> DbResult<
 /// Task instances in `queued`/`running` whose worker has no row at all (e.g. a worker
 /// row deleted by hand): also orphans.
 pub async fn held_by_unknown_workers<C: ConnectionTrait>(c: &C) -> DbResult<Vec<Ti>> {
-    let known: Vec<String> = worker::Entity::find().select_only().column(worker::Column::Id).into_tuple().all(c).await?;
-    let mut q = task_instance::Entity::find()
-        .filter(task_instance::Column::State.is_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]));
+    let known: Vec<String> = worker::Entity::find()
+        .select_only()
+        .column(worker::Column::Id)
+        .into_tuple()
+        .all(c)
+        .await?;
+    let mut q = task_instance::Entity::find().filter(
+        task_instance::Column::State
+            .is_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]),
+    );
     if !known.is_empty() {
         q = q.filter(task_instance::Column::WorkerId.is_not_in(known));
     }
@@ -407,8 +547,14 @@ pub async fn held_by_unknown_workers<C: ConnectionTrait>(c: &C) -> DbResult<Vec<
 /// `queued -> scheduled` for a claim that never started (its worker died or stopped).
 pub async fn unclaim<C: ConnectionTrait>(c: &C, ti_id: i64, now: DateTime<Utc>) -> DbResult<bool> {
     let res = task_instance::Entity::update_many()
-        .col_expr(task_instance::Column::State, Expr::value(TaskState::Scheduled.as_str()))
-        .col_expr(task_instance::Column::WorkerId, Expr::value(Option::<String>::None))
+        .col_expr(
+            task_instance::Column::State,
+            Expr::value(TaskState::Scheduled.as_str()),
+        )
+        .col_expr(
+            task_instance::Column::WorkerId,
+            Expr::value(Option::<String>::None),
+        )
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.eq(ti_id))
         .filter(task_instance::Column::State.eq(TaskState::Queued.as_str()))
@@ -435,7 +581,13 @@ pub async fn tries_of<C: ConnectionTrait>(c: &C, ti_id: i64) -> DbResult<Vec<tas
 }
 
 /// Appends one chunk of a try's log.
-pub async fn append_log<C: ConnectionTrait>(c: &C, try_id: i64, seq: i32, content: &str, now: DateTime<Utc>) -> DbResult<()> {
+pub async fn append_log<C: ConnectionTrait>(
+    c: &C,
+    try_id: i64,
+    seq: i32,
+    content: &str,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
     task_log::Entity::insert(task_log::ActiveModel {
         id: NotSet,
         task_try_id: Set(try_id),
@@ -459,7 +611,13 @@ pub async fn read_log<C: ConnectionTrait>(c: &C, try_id: i64) -> DbResult<String
 }
 
 /// Registers a worker (or re-registers it) as alive.
-pub async fn register_worker<C: ConnectionTrait>(c: &C, id: &str, hostname: &str, pid: i32, now: DateTime<Utc>) -> DbResult<()> {
+pub async fn register_worker<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    hostname: &str,
+    pid: i32,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
     worker::Entity::insert(worker::ActiveModel {
         id: Set(id.to_string()),
         hostname: Set(hostname.to_string()),
@@ -499,7 +657,10 @@ pub async fn stop_worker<C: ConnectionTrait>(c: &C, id: &str, now: DateTime<Utc>
 
 /// Workers that are not stopped, for the orphan sweep.
 pub async fn live_workers<C: ConnectionTrait>(c: &C) -> DbResult<Vec<worker::Model>> {
-    Ok(worker::Entity::find().filter(worker::Column::StoppedAt.is_null()).all(c).await?)
+    Ok(worker::Entity::find()
+        .filter(worker::Column::StoppedAt.is_null())
+        .all(c)
+        .await?)
 }
 
 /// Marks a worker stopped (it was found dead) and forgets its old rows eventually.

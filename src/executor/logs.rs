@@ -26,7 +26,16 @@ pub struct LogSink {
 
 impl LogSink {
     pub fn new(db: Db, try_id: i64, max_bytes: usize) -> Self {
-        LogSink { db, try_id, seq: 0, buf: String::new(), first_buffered: None, written: 0, max_bytes, truncated: false }
+        LogSink {
+            db,
+            try_id,
+            seq: 0,
+            buf: String::new(),
+            first_buffered: None,
+            written: 0,
+            max_bytes,
+            truncated: false,
+        }
     }
 
     /// Adds a line (a newline is appended).
@@ -47,7 +56,11 @@ impl LogSink {
         self.buf.push_str(line);
         self.buf.push('\n');
         self.first_buffered.get_or_insert_with(Instant::now);
-        if self.buf.len() >= CHUNK_BYTES || self.first_buffered.is_some_and(|t| t.elapsed() >= CHUNK_AGE) {
+        if self.buf.len() >= CHUNK_BYTES
+            || self
+                .first_buffered
+                .is_some_and(|t| t.elapsed() >= CHUNK_AGE)
+        {
             self.flush().await;
         }
     }
@@ -64,7 +77,9 @@ impl LogSink {
                 self.seq += 1;
                 self.written += chunk.len();
             }
-            Err(e) => tracing::error!(try_id = self.try_id, error = %e, "could not store a log chunk"),
+            Err(e) => {
+                tracing::error!(try_id = self.try_id, error = %e, "could not store a log chunk")
+            }
         }
     }
 }

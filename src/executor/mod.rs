@@ -22,10 +22,21 @@ use logs::LogSink;
 /// Runs one claimed task instance to the end of its try.
 pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
     let db = &shared.db;
-    let started = match tasks::start_try(&db.conn, ti.id, &shared.worker_id, &shared.hostname, shared.clock.now()).await {
+    let started = match tasks::start_try(
+        &db.conn,
+        ti.id,
+        &shared.worker_id,
+        &shared.hostname,
+        shared.clock.now(),
+    )
+    .await
+    {
         Ok(Some(s)) => s,
         Ok(None) => {
-            tracing::warn!(ti = ti.id, "claimed task instance was no longer queued for this worker; skipping");
+            tracing::warn!(
+                ti = ti.id,
+                "claimed task instance was no longer queued for this worker; skipping"
+            );
             return;
         }
         Err(e) => {
@@ -42,7 +53,16 @@ pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
         Some(e) => log.line(&format!("[weft] task failed: {e}")).await,
     }
     log.flush().await;
-    let finished = commands::finish_try(db, &shared.registry, &ti, try_id, &shared.worker_id, &outcome, shared.clock.now()).await;
+    let finished = commands::finish_try(
+        db,
+        &shared.registry,
+        &ti,
+        try_id,
+        &shared.worker_id,
+        &outcome,
+        shared.clock.now(),
+    )
+    .await;
     match finished {
         Ok(f) => {
             if let (Some(dag), Some(run)) = (&f.dag, &f.run) {
@@ -50,16 +70,27 @@ pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
                     fire_callbacks(&shared, dag, run, &ti, &f, &outcome);
                 }
                 if let Some(state) = f.run_finished {
-                    let _ = shared.run_events.send(crate::scheduler::RunEvent { dag_id: dag.dag_id.clone(), run_pk: run.id, state });
+                    let _ = shared.run_events.send(crate::scheduler::RunEvent {
+                        dag_id: dag.dag_id.clone(),
+                        run_pk: run.id,
+                        state,
+                    });
                 }
             }
         }
-        Err(e) => tracing::error!(ti = ti.id, error = %e, "could not record the end of a try; the orphan sweep will retry it"),
+        Err(e) => {
+            tracing::error!(ti = ti.id, error = %e, "could not record the end of a try; the orphan sweep will retry it")
+        }
     }
     shared.wake.notify_one();
 }
 
-async fn prepare_and_execute(shared: &Shared, ti: &task_instance::Model, try_id: i64, log: &mut LogSink) -> TryOutcome {
+async fn prepare_and_execute(
+    shared: &Shared,
+    ti: &task_instance::Model,
+    try_id: i64,
+    log: &mut LogSink,
+) -> TryOutcome {
     let db = &shared.db;
     let run = match runs::get_run(&db.conn, ti.dag_run_id).await {
         Ok(Some(r)) => r,
@@ -68,13 +99,22 @@ async fn prepare_and_execute(shared: &Shared, ti: &task_instance::Model, try_id:
     };
     let dag = match shared.registry.version(db, run.dag_version_id).await {
         Ok(Some(d)) => d,
-        Ok(None) => return crate::tasks::failure(format!("the definition (version {}) of this run cannot be loaded", run.dag_version_id)),
+        Ok(None) => {
+            return crate::tasks::failure(format!(
+                "the definition (version {}) of this run cannot be loaded",
+                run.dag_version_id
+            ));
+        }
         Err(e) => return crate::tasks::failure(format!("database error: {e}")),
     };
     let Some(task) = dag.task(&ti.task_id) else {
-        return crate::tasks::failure(format!("task \"{}\" is not in this run's dag version", ti.task_id));
+        return crate::tasks::failure(format!(
+            "task \"{}\" is not in this run's dag version",
+            ti.task_id
+        ));
     };
-    let params: BTreeMap<String, serde_json::Value> = serde_json::from_str(&run.params).unwrap_or_default();
+    let params: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&run.params).unwrap_or_default();
     let tmpl = TemplateContext::new(
         &dag.dag_id,
         &run.run_id,
@@ -113,9 +153,20 @@ fn fire_callbacks(
     f: &commands::Finished,
     outcome: &TryOutcome,
 ) {
-    let Some(task) = dag.task(&ti.task_id) else { return };
+    let Some(task) = dag.task(&ti.task_id) else {
+        return;
+    };
     let params = serde_json::from_str(&run.params).unwrap_or_default();
-    let mut ctx = TemplateContext::new(&dag.dag_id, &run.run_id, &ti.task_id, ti.try_number, run.data_interval_start, run.data_interval_end, dag.timezone, params);
+    let mut ctx = TemplateContext::new(
+        &dag.dag_id,
+        &run.run_id,
+        &ti.task_id,
+        ti.try_number,
+        run.data_interval_start,
+        run.data_interval_end,
+        dag.timezone,
+        params,
+    );
     ctx.state = Some(f.state.as_str().to_string());
     ctx.error = outcome.error.clone();
     let cb = match f.state {

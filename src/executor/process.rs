@@ -43,7 +43,9 @@ pub fn pid_alive(pid: i32) -> bool {
 /// True when `pid` is still the process weft started for task instance `ti_id` (its
 /// environment carries `WEFT_TI_ID`), so a recycled pid is never killed by mistake.
 pub fn is_our_task_process(pid: i32, ti_id: i64) -> bool {
-    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
     let needle = format!("WEFT_TI_ID={ti_id}");
     env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
 }
@@ -87,6 +89,10 @@ pub async fn run_shell(
     let mut child = cmd.spawn()?;
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     on_spawn(pid).await;
+    // What was logged before the start is on disk before the command can run long.
+    log.flush().await;
+    let mut flush_timer = tokio::time::interval(Duration::from_secs(1));
+    flush_timer.tick().await;
 
     let (tx, mut rx) = mpsc::channel::<String>(256);
     let mut readers = Vec::new();
@@ -131,6 +137,7 @@ pub async fn run_shell(
                 None => rx_open = false,
             },
             status = child.wait() => break status?,
+            _ = flush_timer.tick() => log.flush().await,
             _ = &mut sleep, if stopped.is_none() => {
                 stopped = Some(Stop::Timeout(timeout.unwrap_or_default()));
                 kill_group(pid, kill_grace).await;
@@ -154,12 +161,19 @@ pub async fn run_shell(
             log.line(&l).await;
         }
     };
-    if tokio::time::timeout(Duration::from_millis(500), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_millis(500), drain)
+        .await
+        .is_err()
+    {
         log.line("[weft] output still open after the command exited (a background process?); stopped reading").await;
     }
     for r in readers {
         r.abort();
     }
     use std::os::unix::process::ExitStatusExt;
-    Ok(Exit { code: status.code(), signal: status.signal(), stopped })
+    Ok(Exit {
+        code: status.code(),
+        signal: status.signal(),
+        stopped,
+    })
 }

@@ -37,9 +37,15 @@ pub type CommandResult<T> = Result<T, CommandError>;
 
 /// Applies the trigger rules to a run's pending tasks and finishes the run when every
 /// task is terminal. Returns the run's final state if this call finished it.
-pub async fn evaluate<C: ConnectionTrait>(c: &C, dag: &Dag, run: &dag_run::Model, now: DateTime<Utc>) -> DbResult<Option<RunState>> {
+pub async fn evaluate<C: ConnectionTrait>(
+    c: &C,
+    dag: &Dag,
+    run: &dag_run::Model,
+    now: DateTime<Utc>,
+) -> DbResult<Option<RunState>> {
     let tis = tasks::of_run(c, run.id).await?;
-    let mut states: HashMap<String, TaskState> = tis.iter().map(|t| (t.task_id.clone(), t.state)).collect();
+    let mut states: HashMap<String, TaskState> =
+        tis.iter().map(|t| (t.task_id.clone(), t.state)).collect();
     let decisions = rules::evaluate(dag, &states);
     let mut by_state: BTreeMap<TaskState, Vec<String>> = BTreeMap::new();
     for (task, state) in decisions {
@@ -53,30 +59,63 @@ pub async fn evaluate<C: ConnectionTrait>(c: &C, dag: &Dag, run: &dag_run::Model
         return Ok(None);
     }
     match rules::run_outcome(dag, &states) {
-        Some(fin) if runs::transition(c, run.id, &[RunState::Running], fin, now).await? => Ok(Some(fin)),
+        Some(fin) if runs::transition(c, run.id, &[RunState::Running], fin, now).await? => {
+            Ok(Some(fin))
+        }
         _ => Ok(None),
     }
 }
 
 /// Brings a run's task instances in line with a DAG version: tasks the version lacks
 /// become `removed` (if they have not run), new tasks are added as `pending`.
-async fn reconcile<C: ConnectionTrait>(c: &C, dag: &Dag, run: &dag_run::Model, version_id: i64, now: DateTime<Utc>) -> DbResult<()> {
+async fn reconcile<C: ConnectionTrait>(
+    c: &C,
+    dag: &Dag,
+    run: &dag_run::Model,
+    version_id: i64,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
     if run.dag_version_id == version_id {
         return Ok(());
     }
     runs::set_version(c, run.id, version_id).await?;
     let tis = tasks::of_run(c, run.id).await?;
-    let gone: Vec<String> = tis.iter().filter(|t| dag.task(&t.task_id).is_none()).map(|t| t.task_id.clone()).collect();
-    tasks::transition_by_task(c, run.id, &gone, &[TaskState::Pending, TaskState::Scheduled, TaskState::UpForRetry], TaskState::Removed, now).await?;
+    let gone: Vec<String> = tis
+        .iter()
+        .filter(|t| dag.task(&t.task_id).is_none())
+        .map(|t| t.task_id.clone())
+        .collect();
+    tasks::transition_by_task(
+        c,
+        run.id,
+        &gone,
+        &[
+            TaskState::Pending,
+            TaskState::Scheduled,
+            TaskState::UpForRetry,
+        ],
+        TaskState::Removed,
+        now,
+    )
+    .await?;
     let have: Vec<&str> = tis.iter().map(|t| t.task_id.as_str()).collect();
-    let new = dag.tasks.iter().map(|t| t.task_id.as_str()).filter(|id| !have.contains(id));
+    let new = dag
+        .tasks
+        .iter()
+        .map(|t| t.task_id.as_str())
+        .filter(|id| !have.contains(id));
     runs::insert_task_instances(c, run.id, dag, new, now).await?;
     Ok(())
 }
 
 /// Starts queued runs of a DAG, oldest logical date first, while fewer than
 /// `max_active_runs` run. A run that starts adopts the DAG's current version.
-pub async fn start_queued_in<C: ConnectionTrait>(c: &C, dag: &Dag, version_id: i64, now: DateTime<Utc>) -> DbResult<Vec<i64>> {
+pub async fn start_queued_in<C: ConnectionTrait>(
+    c: &C,
+    dag: &Dag,
+    version_id: i64,
+    now: DateTime<Utc>,
+) -> DbResult<Vec<i64>> {
     let running = runs::count_runs(c, &dag.dag_id, &[RunState::Running]).await?;
     let room = u64::from(dag.max_active_runs).saturating_sub(running);
     if room == 0 {
@@ -86,7 +125,11 @@ pub async fn start_queued_in<C: ConnectionTrait>(c: &C, dag: &Dag, version_id: i
     for run in runs::queued_runs(c, &dag.dag_id, room).await? {
         reconcile(c, dag, &run, version_id, now).await?;
         if runs::transition(c, run.id, &[RunState::Queued], RunState::Running, now).await? {
-            let run = dag_run::Model { state: RunState::Running, dag_version_id: version_id, ..run };
+            let run = dag_run::Model {
+                state: RunState::Running,
+                dag_version_id: version_id,
+                ..run
+            };
             evaluate(c, dag, &run, now).await?;
             started.push(run.id);
         }
@@ -95,7 +138,12 @@ pub async fn start_queued_in<C: ConnectionTrait>(c: &C, dag: &Dag, version_id: i
 }
 
 /// `start_queued_in` in its own transaction.
-pub async fn start_queued(db: &Db, dag: &Dag, version_id: i64, now: DateTime<Utc>) -> DbResult<Vec<i64>> {
+pub async fn start_queued(
+    db: &Db,
+    dag: &Dag,
+    version_id: i64,
+    now: DateTime<Utc>,
+) -> DbResult<Vec<i64>> {
     let txn = db.conn.begin().await?;
     let started = start_queued_in(&txn, dag, version_id, now).await?;
     txn.commit().await?;
@@ -104,7 +152,13 @@ pub async fn start_queued(db: &Db, dag: &Dag, version_id: i64, now: DateTime<Utc
 
 /// Creates a run (queued) and, when there is room, starts it, in one transaction.
 /// Returns `None` when the run already exists.
-pub async fn create_run(db: &Db, dag: &Dag, version_id: i64, new: &NewRun, now: DateTime<Utc>) -> DbResult<Option<dag_run::Model>> {
+pub async fn create_run(
+    db: &Db,
+    dag: &Dag,
+    version_id: i64,
+    new: &NewRun,
+    now: DateTime<Utc>,
+) -> DbResult<Option<dag_run::Model>> {
     let txn = db.conn.begin().await?;
     let Some(run) = runs::insert_run(&txn, dag, new, now).await? else {
         txn.rollback().await?;
@@ -126,7 +180,9 @@ pub async fn trigger(
     logical_date: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> CommandResult<dag_run::Model> {
-    let params = dag.resolve_params(params).map_err(|e| CommandError::Invalid(format!("dag \"{}\": {}", dag.dag_id, e.join("; "))))?;
+    let params = dag
+        .resolve_params(params)
+        .map_err(|e| CommandError::Invalid(format!("dag \"{}\": {}", dag.dag_id, e.join("; "))))?;
     if !conf.is_object() && !conf.is_null() {
         return Err(CommandError::Invalid("conf must be a JSON object".into()));
     }
@@ -134,15 +190,28 @@ pub async fn trigger(
     // With an explicit logical date on a cron DAG, the run covers the interval that
     // contains it, so `ds` is what a scheduled run would have had.
     let interval = match logical_date {
-        Some(t) => dag.timetable().interval_containing(t).map(|iv| (iv.start, iv.end)).unwrap_or((t, t)),
+        Some(t) => dag
+            .timetable()
+            .interval_containing(t)
+            .map(|iv| (iv.start, iv.end))
+            .unwrap_or((t, t)),
         None => (now, now),
     };
-    let mut run_id = format!("manual__{}", logical.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let mut run_id = format!(
+        "manual__{}",
+        logical.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
     for n in 1.. {
-        if runs::find_run(&db.conn, &dag.dag_id, &run_id).await?.is_none() {
+        if runs::find_run(&db.conn, &dag.dag_id, &run_id)
+            .await?
+            .is_none()
+        {
             break;
         }
-        run_id = format!("manual__{}_{n}", logical.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        run_id = format!(
+            "manual__{}_{n}",
+            logical.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
     }
     let new = NewRun {
         dag_id: dag.dag_id.clone(),
@@ -153,7 +222,11 @@ pub async fn trigger(
         interval_end: interval.1,
         dag_version_id: version_id,
         params: serde_json::to_value(params).unwrap_or_default(),
-        conf: if conf.is_null() { serde_json::json!({}) } else { conf },
+        conf: if conf.is_null() {
+            serde_json::json!({})
+        } else {
+            conf
+        },
     };
     create_run(db, dag, version_id, &new, now)
         .await?
@@ -192,12 +265,18 @@ pub async fn finish_try(
     let (state, next_retry) = if outcome.success {
         (TaskState::Success, None)
     } else if ti.try_number < ti.max_tries {
-        let delay = task.map_or(std::time::Duration::from_secs(300), |t| t.retry_delay_after(u32::try_from(ti.try_number).unwrap_or(1)));
-        (TaskState::UpForRetry, Some(now + chrono::Duration::from_std(delay).unwrap_or_default()))
+        let delay = task.map_or(std::time::Duration::from_secs(300), |t| {
+            t.retry_delay_after(u32::try_from(ti.try_number).unwrap_or(1))
+        });
+        (
+            TaskState::UpForRetry,
+            Some(now + chrono::Duration::from_std(delay).unwrap_or_default()),
+        )
     } else {
         (TaskState::Failed, None)
     };
-    let recorded = tasks::finish_try(&txn, ti, try_id, worker_id, outcome, state, next_retry, now).await?;
+    let recorded =
+        tasks::finish_try(&txn, ti, try_id, worker_id, outcome, state, next_retry, now).await?;
     let mut run_finished = None;
     if recorded && state != TaskState::UpForRetry {
         if let (Some(run), Some(dag)) = (&run, &dag) {
@@ -213,7 +292,13 @@ pub async fn finish_try(
     if !recorded {
         tracing::warn!(ti = ti.id, task = %ti.task_id, "try {} finished, but it was no longer this worker's (declared dead?); its result was not recorded", ti.try_number);
     }
-    Ok(Finished { recorded, state, run_finished, run, dag })
+    Ok(Finished {
+        recorded,
+        state,
+        run_finished,
+        run,
+        dag,
+    })
 }
 
 /// Clears task instances of a run so they run again (with `downstream`, everything
@@ -230,11 +315,15 @@ pub async fn clear(
 ) -> CommandResult<Vec<String>> {
     let run = runs::find_run(&db.conn, dag_id, run_id)
         .await?
-        .ok_or_else(|| CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
+        .ok_or_else(|| {
+            CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\""))
+        })?;
     let (dag, vid) = match reg.current(dag_id) {
         Some(c) => c,
         None => {
-            let d = reg.version(db, run.dag_version_id).await?.ok_or_else(|| CommandError::NotFound(format!("no definition of dag \"{dag_id}\"")))?;
+            let d = reg.version(db, run.dag_version_id).await?.ok_or_else(|| {
+                CommandError::NotFound(format!("no definition of dag \"{dag_id}\""))
+            })?;
             (d, run.dag_version_id)
         }
     };
@@ -242,7 +331,9 @@ pub async fn clear(
     for t in task_ids {
         if !tis.iter().any(|ti| &ti.task_id == t) {
             let hint = crate::dag::diag::did_you_mean(t, tis.iter().map(|ti| ti.task_id.as_str()));
-            return Err(CommandError::NotFound(format!("run \"{run_id}\" has no task \"{t}\"{hint}")));
+            return Err(CommandError::NotFound(format!(
+                "run \"{run_id}\" has no task \"{t}\"{hint}"
+            )));
         }
     }
     let targets: Vec<String> = if task_ids.is_empty() {
@@ -266,7 +357,14 @@ pub async fn clear(
     }
     if !cleared.is_empty() {
         // A finished run goes back to the queue; a running one re-evaluates at once.
-        runs::transition(&txn, run.id, &[RunState::Success, RunState::Failed], RunState::Queued, now).await?;
+        runs::transition(
+            &txn,
+            run.id,
+            &[RunState::Success, RunState::Failed],
+            RunState::Queued,
+            now,
+        )
+        .await?;
         let run = runs::get_run(&txn, run.id).await?.unwrap_or(run);
         if run.state == RunState::Running {
             evaluate(&txn, &dag, &run, now).await?;
@@ -281,16 +379,37 @@ pub async fn clear(
 /// Fails the running try of a task instance whose worker is gone (fenced by that
 /// worker's id), retrying it if it has tries left; a claim that never started goes
 /// back to `scheduled`.
-pub async fn rescue(db: &Db, reg: &Registry, ti: &task_instance::Model, reason: &str, now: DateTime<Utc>) -> DbResult<()> {
+pub async fn rescue(
+    db: &Db,
+    reg: &Registry,
+    ti: &task_instance::Model,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
     if ti.state == TaskState::Queued {
         tasks::unclaim(&db.conn, ti.id, now).await?;
         return Ok(());
     }
-    let Some(worker) = ti.worker_id.clone() else { return Ok(()) };
+    let Some(worker) = ti.worker_id.clone() else {
+        return Ok(());
+    };
     let try_row = tasks::current_try(&db.conn, ti).await?;
-    let outcome = TryOutcome { success: false, exit_code: None, error: Some(reason.to_string()) };
+    let outcome = TryOutcome {
+        success: false,
+        exit_code: None,
+        error: Some(reason.to_string()),
+    };
     match try_row {
         Some(t) => {
+            let seq = i32::MAX - 1; // after anything the lost worker may have written
+            tasks::append_log(
+                &db.conn,
+                t.id,
+                seq,
+                &format!("[weft] this try was lost: {reason}\n"),
+                now,
+            )
+            .await?;
             finish_try(db, reg, ti, t.id, &worker, &outcome, now).await?;
         }
         None => {
@@ -301,22 +420,61 @@ pub async fn rescue(db: &Db, reg: &Registry, ti: &task_instance::Model, reason: 
 }
 
 /// Marks a run's unfinished work as failed and the run as failed (operator action).
-pub async fn mark_run_failed(db: &Db, dag_id: &str, run_id: &str, now: DateTime<Utc>) -> CommandResult<()> {
+pub async fn mark_run_failed(
+    db: &Db,
+    dag_id: &str,
+    run_id: &str,
+    now: DateTime<Utc>,
+) -> CommandResult<()> {
     let run = runs::find_run(&db.conn, dag_id, run_id)
         .await?
-        .ok_or_else(|| CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
+        .ok_or_else(|| {
+            CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\""))
+        })?;
     let txn = db.conn.begin().await?;
     let tis = tasks::of_run(&txn, run.id).await?;
-    let open: Vec<String> = tis.iter().filter(|t| matches!(t.state, TaskState::Pending | TaskState::Scheduled | TaskState::UpForRetry)).map(|t| t.task_id.clone()).collect();
-    tasks::transition_by_task(&txn, run.id, &open, &[TaskState::Pending, TaskState::Scheduled, TaskState::UpForRetry], TaskState::UpstreamFailed, now).await?;
-    runs::transition(&txn, run.id, &[RunState::Queued, RunState::Running], RunState::Failed, now).await?;
+    let open: Vec<String> = tis
+        .iter()
+        .filter(|t| {
+            matches!(
+                t.state,
+                TaskState::Pending | TaskState::Scheduled | TaskState::UpForRetry
+            )
+        })
+        .map(|t| t.task_id.clone())
+        .collect();
+    tasks::transition_by_task(
+        &txn,
+        run.id,
+        &open,
+        &[
+            TaskState::Pending,
+            TaskState::Scheduled,
+            TaskState::UpForRetry,
+        ],
+        TaskState::UpstreamFailed,
+        now,
+    )
+    .await?;
+    runs::transition(
+        &txn,
+        run.id,
+        &[RunState::Queued, RunState::Running],
+        RunState::Failed,
+        now,
+    )
+    .await?;
     txn.commit().await?;
     Ok(())
 }
 
 /// Runs a callback in the background with the context of a task or run. Failures are
 /// logged; they never change task state.
-pub fn fire_callback(cb: &Callback, ctx: crate::dag::template::TemplateContext, dir: std::path::PathBuf) {
+pub fn fire_callback(
+    cb: &Callback,
+    ctx: crate::dag::template::TemplateContext,
+    dir: std::path::PathBuf,
+) {
     let cb = cb.clone();
     tokio::spawn(async move {
         let result = match &cb {
@@ -331,17 +489,42 @@ pub fn fire_callback(cb: &Callback, ctx: crate::dag::template::TemplateContext, 
                     .status()
                     .await
                     .map_err(|e| e.to_string())
-                    .and_then(|s| if s.success() { Ok(()) } else { Err(format!("exited with {s}")) }),
+                    .and_then(|s| {
+                        if s.success() {
+                            Ok(())
+                        } else {
+                            Err(format!("exited with {s}"))
+                        }
+                    }),
                 Err(e) => Err(e),
             },
-            Callback::Http { url, method, headers } => match ctx.render(url) {
+            Callback::Http {
+                url,
+                method,
+                headers,
+            } => match ctx.render(url) {
                 Ok(url) => {
-                    let mut h: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let mut h: Vec<(String, String)> = headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
                     h.push(("content-type".into(), "application/json".into()));
                     let body = serde_json::to_string(&ctx).unwrap_or_default();
-                    crate::tasks::http_send(method, &url, &h, Some(body), Some(std::time::Duration::from_secs(30)))
-                        .await
-                        .and_then(|(s, _)| if (200..300).contains(&s) { Ok(()) } else { Err(format!("HTTP {s}")) })
+                    crate::tasks::http_send(
+                        method,
+                        &url,
+                        &h,
+                        Some(body),
+                        Some(std::time::Duration::from_secs(30)),
+                    )
+                    .await
+                    .and_then(|(s, _)| {
+                        if (200..300).contains(&s) {
+                            Ok(())
+                        } else {
+                            Err(format!("HTTP {s}"))
+                        }
+                    })
                 }
                 Err(e) => Err(e),
             },

@@ -91,7 +91,12 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { cron: true, watch_folder: true, only_dags: Vec::new(), poll_interval: Duration::from_secs(1) }
+        EngineOptions {
+            cron: true,
+            watch_folder: true,
+            only_dags: Vec::new(),
+            poll_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -124,16 +129,35 @@ pub struct Engine {
 
 /// This machine's name.
 pub fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 impl Engine {
     /// Registers a new worker in the database; `run` then drives it.
-    pub async fn new(db: Db, config: Config, registry: Arc<Registry>, clock: Arc<dyn Clock>, options: EngineOptions) -> DbResult<Engine> {
+    pub async fn new(
+        db: Db,
+        config: Config,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        options: EngineOptions,
+    ) -> DbResult<Engine> {
         let hostname = hostname();
         let pid = std::process::id();
-        let worker_id = format!("{hostname}-{pid}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        tasks::register_worker(&db.conn, &worker_id, &hostname, i32::try_from(pid).unwrap_or(0), clock.now()).await?;
+        let worker_id = format!(
+            "{hostname}-{pid}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        tasks::register_worker(
+            &db.conn,
+            &worker_id,
+            &hostname,
+            i32::try_from(pid).unwrap_or(0),
+            clock.now(),
+        )
+        .await?;
         dags::sync_pools(&db.conn, &config.pool_slots()).await?;
         let warehouses = Warehouses::new(config.connections.clone().into_iter().collect());
         let permits = Arc::new(Semaphore::new(config.parallelism as usize));
@@ -155,7 +179,9 @@ impl Engine {
             last_heartbeat: Mutex::new(None),
             config,
         };
-        Ok(Engine { shared: Arc::new(shared) })
+        Ok(Engine {
+            shared: Arc::new(shared),
+        })
     }
 
     /// Wakes the loop (a run was created, a try finished).
@@ -207,16 +233,23 @@ impl Engine {
         s.stopping.store(true, Ordering::SeqCst);
         let n = self.running();
         if n > 0 {
-            tracing::info!("shutting down: waiting up to {} for {n} running tries", humantime::format_duration(s.config.shutdown_grace));
+            tracing::info!(
+                "shutting down: waiting up to {} for {n} running tries",
+                humantime::format_duration(s.config.shutdown_grace)
+            );
         }
         let deadline = tokio::time::Instant::now() + s.config.shutdown_grace;
         while self.running() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if self.running() > 0 {
-            tracing::warn!("stopping {} tries that did not finish in time", self.running());
+            tracing::warn!(
+                "stopping {} tries that did not finish in time",
+                self.running()
+            );
             let _ = s.cancel.send(true);
-            let deadline = tokio::time::Instant::now() + s.config.kill_grace + Duration::from_secs(5);
+            let deadline =
+                tokio::time::Instant::now() + s.config.kill_grace + Duration::from_secs(5);
             while self.running() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -228,7 +261,9 @@ impl Engine {
 
     fn due(slot: &Mutex<Option<DateTime<Utc>>>, now: DateTime<Utc>, every: Duration) -> bool {
         let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
-        let due = g.is_none_or(|t| now - t >= chrono::Duration::from_std(every).unwrap_or_default() || now < t);
+        let due = g.is_none_or(|t| {
+            now - t >= chrono::Duration::from_std(every).unwrap_or_default() || now < t
+        });
         if due {
             *g = Some(now);
         }
@@ -257,7 +292,12 @@ impl Engine {
             tasks::heartbeat(&s.db.conn, &s.worker_id, now).await?;
             self.sweep_orphans(now).await?;
         }
-        let paused: HashSet<String> = dags::list_dags(&s.db.conn).await?.into_iter().filter(|d| d.is_paused).map(|d| d.dag_id).collect();
+        let paused: HashSet<String> = dags::list_dags(&s.db.conn)
+            .await?
+            .into_iter()
+            .filter(|d| d.is_paused)
+            .map(|d| d.dag_id)
+            .collect();
         let mut next: Option<DateTime<Utc>> = None;
         let mut earliest = |t: Option<DateTime<Utc>>| {
             if let Some(t) = t {
@@ -270,8 +310,14 @@ impl Engine {
             }
             if s.options.cron && !dag.schedule.is_none() {
                 let last = runs::latest_scheduled(&s.db.conn, &dag.dag_id).await?;
-                let active = runs::count_runs(&s.db.conn, &dag.dag_id, &[RunState::Queued, RunState::Running]).await?;
-                let room = usize::try_from(u64::from(dag.max_active_runs).saturating_sub(active)).unwrap_or(0);
+                let active = runs::count_runs(
+                    &s.db.conn,
+                    &dag.dag_id,
+                    &[RunState::Queued, RunState::Running],
+                )
+                .await?;
+                let room = usize::try_from(u64::from(dag.max_active_runs).saturating_sub(active))
+                    .unwrap_or(0);
                 let p = plan::plan(&dag.timetable(), dag.catchup, last, now, room);
                 for iv in &p.due {
                     let new = NewRun {
@@ -323,7 +369,12 @@ impl Engine {
         if capacity == 0 {
             return Ok(0);
         }
-        let paused: HashSet<String> = dags::list_dags(&s.db.conn).await?.into_iter().filter(|d| d.is_paused).map(|d| d.dag_id).collect();
+        let paused: HashSet<String> = dags::list_dags(&s.db.conn)
+            .await?
+            .into_iter()
+            .filter(|d| d.is_paused)
+            .map(|d| d.dag_id)
+            .collect();
         let dag_max_active: HashMap<String, u32> = s
             .registry
             .all()
@@ -331,7 +382,10 @@ impl Engine {
             .filter(|(d, _)| self.wanted(&d.dag_id) && !paused.contains(&d.dag_id))
             .map(|(d, _)| (d.dag_id.clone(), d.max_active_tasks))
             .collect();
-        let limits = ClaimLimits { dag_max_active, capacity };
+        let limits = ClaimLimits {
+            dag_max_active,
+            capacity,
+        };
         let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
         let claimed = tasks::claim(&txn, &s.worker_id, &s.hostname, &limits, s.clock.now()).await?;
         txn.commit().await?;
@@ -370,9 +424,15 @@ impl Engine {
                 continue;
             }
             let reason = if gone_here {
-                format!("worker {} (pid {}) is gone; the try was lost with it", w.id, w.pid)
+                format!(
+                    "worker {} (pid {}) is gone; the try was lost with it",
+                    w.id, w.pid
+                )
             } else {
-                format!("worker {} sent no heartbeat since {}; the try was lost with it", w.id, w.heartbeat_at)
+                format!(
+                    "worker {} sent no heartbeat since {}; the try was lost with it",
+                    w.id, w.heartbeat_at
+                )
             };
             for ti in tasks::held_by(&s.db.conn, std::slice::from_ref(&w.id)).await? {
                 self.kill_leftover(&ti).await;
@@ -397,9 +457,15 @@ impl Engine {
     /// Kills the process group a dead worker left behind on this host, if it is
     /// verifiably the task's process.
     async fn kill_leftover(&self, ti: &crate::db::entities::task_instance::Model) {
-        let (Some(pid), Some(host)) = (ti.pid, ti.hostname.as_deref()) else { return };
+        let (Some(pid), Some(host)) = (ti.pid, ti.hostname.as_deref()) else {
+            return;
+        };
         if host == self.shared.hostname && process::is_our_task_process(pid, ti.id) {
-            tracing::warn!(ti = ti.id, pid, "killing the leftover process group of a dead worker's try");
+            tracing::warn!(
+                ti = ti.id,
+                pid,
+                "killing the leftover process group of a dead worker's try"
+            );
             process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
         }
     }

@@ -16,7 +16,12 @@ pub struct Plan {
 
 /// The interval after the latest scheduled run (or the first one), taking catchup into
 /// account: without catchup, scheduling jumps to the latest complete interval.
-fn next_candidate(tt: &Timetable<'_>, catchup: bool, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Interval> {
+fn next_candidate(
+    tt: &Timetable<'_>,
+    catchup: bool,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<Interval> {
     let next = match last {
         Some(l) => tt.next_interval(l),
         None => tt.first_interval(),
@@ -32,7 +37,13 @@ fn next_candidate(tt: &Timetable<'_>, catchup: bool, last: Option<DateTime<Utc>>
 }
 
 /// Plans up to `room` runs (room = max_active_runs minus the active ones).
-pub fn plan(tt: &Timetable<'_>, catchup: bool, last: Option<DateTime<Utc>>, now: DateTime<Utc>, room: usize) -> Plan {
+pub fn plan(
+    tt: &Timetable<'_>,
+    catchup: bool,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    room: usize,
+) -> Plan {
     let mut due = Vec::new();
     let mut next = next_candidate(tt, catchup, last, now);
     while let Some(iv) = next {
@@ -42,7 +53,10 @@ pub fn plan(tt: &Timetable<'_>, catchup: bool, last: Option<DateTime<Utc>>, now:
         due.push(iv);
         next = tt.next_interval(iv.start);
     }
-    Plan { due, next_run_after: next.map(|iv| iv.end) }
+    Plan {
+        due,
+        next_run_after: next.map(|iv| iv.end),
+    }
 }
 
 /// The next `n` intervals whose runs happen after `after` (for `weft dags next`): the
@@ -71,9 +85,16 @@ pub fn upcoming(tt: &Timetable<'_>, after: DateTime<Utc>, n: usize) -> Vec<Inter
 }
 
 /// Every interval whose start (logical date) lies in `[from, to]`, for backfill.
-pub fn intervals_between(tt: &Timetable<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Interval> {
+pub fn intervals_between(
+    tt: &Timetable<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<Interval> {
     let mut out = Vec::new();
-    let mut next = tt.schedule.next_tick(from, tt.tz, true).and_then(|s| tt.interval_starting(s));
+    let mut next = tt
+        .schedule
+        .next_tick(from, tt.tz, true)
+        .and_then(|s| tt.interval_starting(s));
     while let Some(iv) = next {
         if iv.start > to {
             break;

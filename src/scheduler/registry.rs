@@ -45,7 +45,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(folder: PathBuf, ctx: ValidationContext) -> Arc<Registry> {
-        Arc::new(Registry { folder, ctx, inner: RwLock::new(Inner::default()) })
+        Arc::new(Registry {
+            folder,
+            ctx,
+            inner: RwLock::new(Inner::default()),
+        })
     }
 
     pub fn folder(&self) -> &Path {
@@ -73,7 +77,9 @@ impl Registry {
         if let Some(d) = self.read().versions.get(&version_id) {
             return Ok(Some(d.clone()));
         }
-        let Some(v) = dags::get_version(&db.conn, version_id).await? else { return Ok(None) };
+        let Some(v) = dags::get_version(&db.conn, version_id).await? else {
+            return Ok(None);
+        };
         let path = PathBuf::from(&v.fileloc);
         match parse_dag(&v.fileloc, &path, &v.source, &self.ctx) {
             Ok(d) => {
@@ -111,7 +117,12 @@ impl Registry {
                 .iter()
                 .filter(|p| {
                     let m = std::fs::metadata(p).and_then(|m| m.modified()).ok();
-                    r.files.get(*p).is_none_or(|f| f.modified != m || m.is_none_or(|m| m > SystemTime::now() - std::time::Duration::from_secs(2)))
+                    r.files.get(*p).is_none_or(|f| {
+                        f.modified != m
+                            || m.is_none_or(|m| {
+                                m > SystemTime::now() - std::time::Duration::from_secs(2)
+                            })
+                    })
                 })
                 .cloned()
                 .collect()
@@ -123,7 +134,9 @@ impl Registry {
             for f in fresh.files {
                 w.files.insert(f.path.clone(), f);
             }
-            let mut all = DagBag { files: w.files.values().cloned().collect() };
+            let mut all = DagBag {
+                files: w.files.values().cloned().collect(),
+            };
             all.mark_duplicates();
             all
         };
@@ -137,7 +150,9 @@ impl Registry {
                 Ok(dag) => {
                     report.loaded += 1;
                     active.push(dag.dag_id.clone());
-                    let unchanged = self.current(&dag.dag_id).is_some_and(|(d, _)| d.source_hash == dag.source_hash && d.file == dag.file);
+                    let unchanged = self.current(&dag.dag_id).is_some_and(|(d, _)| {
+                        d.source_hash == dag.source_hash && d.file == dag.file
+                    });
                     if !unchanged {
                         let vid = dags::upsert_dag(&db.conn, dag, now).await?;
                         let mut w = self.write();
@@ -149,7 +164,11 @@ impl Registry {
                     dags::clear_import_error(&db.conn, &fileloc).await?;
                 }
                 Err(diags) => {
-                    let message = diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n");
+                    let message = diags
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n");
                     dags::set_import_error(&db.conn, &fileloc, &message, now).await?;
                     error_files.push(fileloc.clone());
                     report.errors.push((f.display.clone(), message));

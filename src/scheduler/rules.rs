@@ -29,7 +29,10 @@ struct Ups {
 }
 
 fn count(states: &[TaskState]) -> Ups {
-    let mut u = Ups { total: states.len(), ..Ups::default() };
+    let mut u = Ups {
+        total: states.len(),
+        ..Ups::default()
+    };
     for s in states {
         match s {
             TaskState::Success => u.success += 1,
@@ -152,10 +155,19 @@ pub fn run_outcome(dag: &Dag, states: &HashMap<String, TaskState>) -> Option<Run
         .iter()
         .filter(|t| dag.downstream_of(&t.task_id).is_empty())
         .filter_map(|t| states.get(&t.task_id))
-        .all(|s| matches!(s, TaskState::Success | TaskState::Skipped | TaskState::Removed));
+        .all(|s| {
+            matches!(
+                s,
+                TaskState::Success | TaskState::Skipped | TaskState::Removed
+            )
+        });
     // Tasks of the run that the DAG no longer has must not fail it either, but a failed
     // task that is no longer a leaf in this version still counts through its downstream.
-    Some(if leaves_ok { RunState::Success } else { RunState::Failed })
+    Some(if leaves_ok {
+        RunState::Success
+    } else {
+        RunState::Failed
+    })
 }
 
 #[cfg(test)]
@@ -170,7 +182,11 @@ mod tests {
             (AllSuccess, &[Success, Success], Verdict::Run),
             (AllSuccess, &[Success, Running], Verdict::Wait),
             (AllSuccess, &[Success, Failed], Verdict::UpstreamFailed),
-            (AllSuccess, &[Running, UpstreamFailed], Verdict::UpstreamFailed),
+            (
+                AllSuccess,
+                &[Running, UpstreamFailed],
+                Verdict::UpstreamFailed,
+            ),
             (AllSuccess, &[Success, Skipped], Verdict::Skip),
             (AllSuccess, &[UpForRetry, Success], Verdict::Wait),
             (AllDone, &[Success, Failed, Skipped], Verdict::Run),

@@ -26,7 +26,8 @@ pub async fn send(
     body: Option<String>,
     timeout: Option<Duration>,
 ) -> Result<(u16, String), String> {
-    let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| format!("bad method {method}"))?;
+    let m = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("bad method {method}"))?;
     let mut req = client().request(m, url);
     for (k, v) in headers {
         req = req.header(k, v);
@@ -36,7 +37,11 @@ pub async fn send(
     }
     req = req.timeout(timeout.unwrap_or(Duration::from_secs(300)));
     let resp = req.send().await.map_err(|e| {
-        if e.is_timeout() { format!("{method} {url}: timed out") } else { format!("{method} {url}: {e}") }
+        if e.is_timeout() {
+            format!("{method} {url}: timed out")
+        } else {
+            format!("{method} {url}: {e}")
+        }
     })?;
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
@@ -66,7 +71,12 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &HttpSpec) -> TryOutcome {
         Err(e) => return failure(e),
     };
     let ms = started.elapsed().as_millis();
-    ctx.log.line(&format!("[weft] HTTP {status} in {ms} ms, {} bytes", text.len())).await;
+    ctx.log
+        .line(&format!(
+            "[weft] HTTP {status} in {ms} ms, {} bytes",
+            text.len()
+        ))
+        .await;
     let preview: String = text.chars().take(2000).collect();
     for line in preview.lines() {
         ctx.log.line(line).await;
@@ -77,13 +87,24 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &HttpSpec) -> TryOutcome {
         spec.expected_status.contains(&status)
     };
     if ok {
-        TryOutcome { success: true, exit_code: None, error: None }
+        TryOutcome {
+            success: true,
+            exit_code: None,
+            error: None,
+        }
     } else {
         let want = if spec.expected_status.is_empty() {
             "2xx".to_string()
         } else {
-            spec.expected_status.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+            spec.expected_status
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        failure(format!("HTTP {status} from {} {url} (expected {want})", spec.method))
+        failure(format!(
+            "HTTP {status} from {} {url} (expected {want})",
+            spec.method
+        ))
     }
 }

@@ -49,7 +49,11 @@ impl RunContext<'_> {
 
 /// A failed try with a message.
 pub fn failure(message: impl Into<String>) -> TryOutcome {
-    TryOutcome { success: false, exit_code: None, error: Some(message.into()) }
+    TryOutcome {
+        success: false,
+        exit_code: None,
+        error: Some(message.into()),
+    }
 }
 
 /// Runs one try of a task and says how it ended. Never panics on bad input: every
@@ -72,7 +76,10 @@ pub struct Warehouses {
 
 impl Warehouses {
     pub fn new(configs: HashMap<String, Connection>) -> Arc<Self> {
-        Arc::new(Warehouses { configs, open: Mutex::new(HashMap::new()) })
+        Arc::new(Warehouses {
+            configs,
+            open: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The connection pool for `name`. Errors never contain the URL (it may hold a
@@ -82,10 +89,16 @@ impl Warehouses {
         if let Some(c) = open.get(name) {
             return Ok(c.clone());
         }
-        let cfg = self.configs.get(name).ok_or_else(|| format!("unknown connection \"{name}\""))?;
+        let cfg = self
+            .configs
+            .get(name)
+            .ok_or_else(|| format!("unknown connection \"{name}\""))?;
         let url = expand_env(&cfg.url).map_err(|e| format!("connection \"{name}\": {e}"))?;
         let db = Db::connect(&url).await.map_err(|e| {
-            format!("connection \"{name}\": cannot connect: {}", crate::db::redact_url(&e.to_string()))
+            format!(
+                "connection \"{name}\": cannot connect: {}",
+                crate::db::redact_url(&e.to_string())
+            )
         })?;
         open.insert(name.to_string(), db.conn.clone());
         Ok(db.conn)

@@ -26,7 +26,10 @@ pub async fn run(ctx: &mut RunContext<'_>, command: &str, cwd: Option<&Path>) ->
         None => base,
     };
     if !dir.is_dir() {
-        return failure(format!("working directory {} does not exist", dir.display()));
+        return failure(format!(
+            "working directory {} does not exist",
+            dir.display()
+        ));
     }
     ctx.log.line(&format!("[weft] $ {command}")).await;
     let db = ctx.db.clone();
@@ -56,8 +59,14 @@ pub async fn run(ctx: &mut RunContext<'_>, command: &str, cwd: Option<&Path>) ->
             "timed out after {}; the process group was killed",
             humantime::format_duration(t)
         )),
-        (Some(Stop::Cancelled), _, _) => failure("stopped: the worker shut down while the task ran"),
-        (None, Some(0), _) => TryOutcome { success: true, exit_code: Some(0), error: None },
+        (Some(Stop::Cancelled), _, _) => {
+            failure("stopped: the worker shut down while the task ran")
+        }
+        (None, Some(0), _) => TryOutcome {
+            success: true,
+            exit_code: Some(0),
+            error: None,
+        },
         (None, Some(code), _) => TryOutcome {
             success: false,
             exit_code: Some(code),

@@ -15,7 +15,9 @@ pub async fn run(ctx: &mut RunContext<'_>, sql: &str, connection: &str) -> TryOu
         Ok(c) => c,
         Err(e) => return failure(e),
     };
-    ctx.log.line(&format!("[weft] on connection \"{connection}\":")).await;
+    ctx.log
+        .line(&format!("[weft] on connection \"{connection}\":"))
+        .await;
     for line in sql.lines() {
         ctx.log.line(line).await;
     }
@@ -23,9 +25,17 @@ pub async fn run(ctx: &mut RunContext<'_>, sql: &str, connection: &str) -> TryOu
     match conn.execute_unprepared(&sql).await {
         Ok(res) => {
             ctx.log
-                .line(&format!("[weft] ok: {} rows affected in {} ms", res.rows_affected(), started.elapsed().as_millis()))
+                .line(&format!(
+                    "[weft] ok: {} rows affected in {} ms",
+                    res.rows_affected(),
+                    started.elapsed().as_millis()
+                ))
                 .await;
-            TryOutcome { success: true, exit_code: None, error: None }
+            TryOutcome {
+                success: true,
+                exit_code: None,
+                error: None,
+            }
         }
         Err(e) => failure(format!("sql error on connection \"{connection}\": {e}")),
     }

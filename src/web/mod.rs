@@ -27,19 +27,33 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: Db, config: Config, registry: Arc<Registry>, engine: Option<Engine>) -> AppState {
-        AppState { db, config: Arc::new(config), registry, engine }
+    pub fn new(
+        db: Db,
+        config: Config,
+        registry: Arc<Registry>,
+        engine: Option<Engine>,
+    ) -> AppState {
+        AppState {
+            db,
+            config: Arc::new(config),
+            registry,
+            engine,
+        }
     }
 }
 
 /// The whole application, for `serve` and for tests driving it with `oneshot`.
 pub fn app(state: AppState) -> Router {
-    Router::new().route("/health", get(health)).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .with_state(state)
 }
 
 /// Binds `addr` and serves in the background; returns the bound address.
 pub async fn serve(state: AppState, addr: &str) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     let router = app(state);
     tokio::spawn(async move {
@@ -66,6 +80,10 @@ async fn health(State(s): State<AppState>) -> Response {
         "database": if db_ok { "ok" } else { "unreachable" },
         "scheduler_heartbeat_age_seconds": age,
     });
-    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }

@@ -12,7 +12,13 @@ use crate::support::{TestDb, backends, utc};
 
 fn sample_dag() -> weft::dag::Dag {
     let src = "schedule = \"@daily\"\nstart_date = \"2026-01-01\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"true\"\n[tasks.b]\nkind = \"shell\"\ncommand = \"true\"\ndepends_on = [\"a\"]\n";
-    parse_dag("sample.toml", std::path::Path::new("dags/sample.toml"), src, &ValidationContext::default()).expect("valid")
+    parse_dag(
+        "sample.toml",
+        std::path::Path::new("dags/sample.toml"),
+        src,
+        &ValidationContext::default(),
+    )
+    .expect("valid")
 }
 
 async fn roundtrip(t: &TestDb) {
@@ -22,14 +28,27 @@ async fn roundtrip(t: &TestDb) {
     let dag = sample_dag();
     let now = Utc::now();
     let v1 = dags::upsert_dag(&db.conn, &dag, now).await.expect("upsert");
-    assert_eq!(dags::upsert_dag(&db.conn, &dag, now).await.expect("same source"), v1, "same source, same version");
+    assert_eq!(
+        dags::upsert_dag(&db.conn, &dag, now)
+            .await
+            .expect("same source"),
+        v1,
+        "same source, same version"
+    );
     let mut changed = dag.clone();
     changed.source_hash = "other".into();
     changed.source.push_str("# edit\n");
-    let v2 = dags::upsert_dag(&db.conn, &changed, now).await.expect("new version");
+    let v2 = dags::upsert_dag(&db.conn, &changed, now)
+        .await
+        .expect("new version");
     assert_ne!(v1, v2);
-    let versions = dags::versions_of(&db.conn, "sample").await.expect("versions");
-    assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2, 1]);
+    let versions = dags::versions_of(&db.conn, "sample")
+        .await
+        .expect("versions");
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
 
     let new = NewRun {
         dag_id: "sample".into(),
@@ -42,51 +61,161 @@ async fn roundtrip(t: &TestDb) {
         params: serde_json::json!({"k": 1}),
         conf: serde_json::json!({}),
     };
-    let run = runs::insert_run(&db.conn, &dag, &new, now).await.expect("insert").expect("created");
+    let run = runs::insert_run(&db.conn, &dag, &new, now)
+        .await
+        .expect("insert")
+        .expect("created");
     assert_eq!(run.state, RunState::Queued);
     assert_eq!(run.data_interval_end, utc(2026, 1, 2, 0, 0));
     assert_eq!(run.params, "{\"k\":1}");
     // Same logical date again, even as a backfill with another run_id: no duplicate.
-    assert!(runs::insert_run(&db.conn, &dag, &new, now).await.expect("dup").is_none());
-    let backfill = NewRun { run_id: "backfill__x".into(), run_type: RunType::Backfill, ..new.clone() };
-    assert!(runs::insert_run(&db.conn, &dag, &backfill, now).await.expect("dup backfill").is_none());
+    assert!(
+        runs::insert_run(&db.conn, &dag, &new, now)
+            .await
+            .expect("dup")
+            .is_none()
+    );
+    let backfill = NewRun {
+        run_id: "backfill__x".into(),
+        run_type: RunType::Backfill,
+        ..new.clone()
+    };
+    assert!(
+        runs::insert_run(&db.conn, &dag, &backfill, now)
+            .await
+            .expect("dup backfill")
+            .is_none()
+    );
     // A manual run at the same logical date does not collide.
-    let manual = NewRun { run_id: "manual__x".into(), run_type: RunType::Manual, ..new.clone() };
-    assert!(runs::insert_run(&db.conn, &dag, &manual, now).await.expect("manual").is_some());
+    let manual = NewRun {
+        run_id: "manual__x".into(),
+        run_type: RunType::Manual,
+        ..new.clone()
+    };
+    assert!(
+        runs::insert_run(&db.conn, &dag, &manual, now)
+            .await
+            .expect("manual")
+            .is_some()
+    );
 
     let tis = tasks::of_run(&db.conn, run.id).await.expect("tis");
     assert_eq!(tis.len(), 2);
-    assert!(tis.iter().all(|t| t.state == TaskState::Pending && t.max_tries == 1));
-    let fetched = task_instance::Entity::find_by_id(tis[0].id).one(&db.conn).await.expect("find").expect("row");
+    assert!(
+        tis.iter()
+            .all(|t| t.state == TaskState::Pending && t.max_tries == 1)
+    );
+    let fetched = task_instance::Entity::find_by_id(tis[0].id)
+        .one(&db.conn)
+        .await
+        .expect("find")
+        .expect("row");
     assert_eq!(fetched, tis[0]);
 
     // Conditional transitions: the wrong expected state changes nothing.
-    assert!(!runs::transition(&db.conn, run.id, &[RunState::Running], RunState::Success, now).await.expect("t"));
-    assert!(runs::transition(&db.conn, run.id, &[RunState::Queued], RunState::Running, now).await.expect("t"));
-    let got = dag_run::Entity::find_by_id(run.id).one(&db.conn).await.expect("find").expect("row");
+    assert!(
+        !runs::transition(
+            &db.conn,
+            run.id,
+            &[RunState::Running],
+            RunState::Success,
+            now
+        )
+        .await
+        .expect("t")
+    );
+    assert!(
+        runs::transition(
+            &db.conn,
+            run.id,
+            &[RunState::Queued],
+            RunState::Running,
+            now
+        )
+        .await
+        .expect("t")
+    );
+    let got = dag_run::Entity::find_by_id(run.id)
+        .one(&db.conn)
+        .await
+        .expect("find")
+        .expect("row");
     assert_eq!(got.state, RunState::Running);
     assert!(got.started_at.is_some());
 
     // The CHECK constraint rejects a state the enum does not have.
-    let bad = db.conn.execute_unprepared(&format!("UPDATE task_instance SET state = 'exploded' WHERE id = {}", tis[0].id)).await;
-    assert!(bad.is_err(), "CHECK constraint must reject unknown task states");
-    let bad = db.conn.execute_unprepared(&format!("UPDATE dag_run SET state = 'paused' WHERE id = {}", run.id)).await;
-    assert!(bad.is_err(), "CHECK constraint must reject unknown run states");
+    let bad = db
+        .conn
+        .execute_unprepared(&format!(
+            "UPDATE task_instance SET state = 'exploded' WHERE id = {}",
+            tis[0].id
+        ))
+        .await;
+    assert!(
+        bad.is_err(),
+        "CHECK constraint must reject unknown task states"
+    );
+    let bad = db
+        .conn
+        .execute_unprepared(&format!(
+            "UPDATE dag_run SET state = 'paused' WHERE id = {}",
+            run.id
+        ))
+        .await;
+    assert!(
+        bad.is_err(),
+        "CHECK constraint must reject unknown run states"
+    );
 
     // Logs round-trip in order.
-    tasks::register_worker(&db.conn, "w1", "host", 1, now).await.expect("worker");
-    tasks::transition_by_task(&db.conn, run.id, &["a".into()], &[TaskState::Pending], TaskState::Scheduled, now).await.expect("sched");
-    let limits = tasks::ClaimLimits { dag_max_active: [("sample".to_string(), 16)].into(), capacity: 10 };
-    dags::sync_pools(&db.conn, &[("default_pool".to_string(), 128)].into()).await.expect("pools");
-    let claimed = tasks::claim(&db.conn, "w1", "host", &limits, now).await.expect("claim");
+    tasks::register_worker(&db.conn, "w1", "host", 1, now)
+        .await
+        .expect("worker");
+    tasks::transition_by_task(
+        &db.conn,
+        run.id,
+        &["a".into()],
+        &[TaskState::Pending],
+        TaskState::Scheduled,
+        now,
+    )
+    .await
+    .expect("sched");
+    let limits = tasks::ClaimLimits {
+        dag_max_active: [("sample".to_string(), 16)].into(),
+        capacity: 10,
+    };
+    dags::sync_pools(&db.conn, &[("default_pool".to_string(), 128)].into())
+        .await
+        .expect("pools");
+    let claimed = tasks::claim(&db.conn, "w1", "host", &limits, now)
+        .await
+        .expect("claim");
     assert_eq!(claimed.len(), 1);
-    let started = tasks::start_try(&db.conn, claimed[0].id, "w1", "host", now).await.expect("start").expect("started");
+    let started = tasks::start_try(&db.conn, claimed[0].id, "w1", "host", now)
+        .await
+        .expect("start")
+        .expect("started");
     assert_eq!(started.ti.try_number, 1);
     // Another worker cannot start it.
-    assert!(tasks::start_try(&db.conn, claimed[0].id, "w2", "host", now).await.expect("start").is_none());
-    tasks::append_log(&db.conn, started.try_id, 0, "hello\n", now).await.expect("log");
-    tasks::append_log(&db.conn, started.try_id, 1, "world\n", now).await.expect("log");
-    assert_eq!(tasks::read_log(&db.conn, started.try_id).await.expect("read"), "hello\nworld\n");
+    assert!(
+        tasks::start_try(&db.conn, claimed[0].id, "w2", "host", now)
+            .await
+            .expect("start")
+            .is_none()
+    );
+    tasks::append_log(&db.conn, started.try_id, 0, "hello\n", now)
+        .await
+        .expect("log");
+    tasks::append_log(&db.conn, started.try_id, 1, "world\n", now)
+        .await
+        .expect("log");
+    assert_eq!(
+        tasks::read_log(&db.conn, started.try_id)
+            .await
+            .expect("read"),
+        "hello\nworld\n"
+    );
 }
 
 #[tokio::test]

@@ -39,11 +39,18 @@ async fn a_chain_runs_in_order_with_templates_logs_and_sql() {
         let run = env.trigger_with("chain", params).await;
         assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Success);
         let tis = tasks::of_run(&env.db.conn, run.id).await.expect("tis");
-        assert!(tis.iter().all(|t| t.state == TaskState::Success && t.try_number == 1), "{tis:?}");
+        assert!(
+            tis.iter()
+                .all(|t| t.state == TaskState::Success && t.try_number == 1),
+            "{tis:?}"
+        );
         let by = |id: &str| tis.iter().find(|t| t.task_id == id).cloned().expect("task");
         // Dependencies ran in order.
         assert!(by("a").ended_at <= by("b").started_at && by("b").ended_at <= by("c").started_at);
-        let tr = tasks::current_try(&env.db.conn, &by("a")).await.expect("try").expect("a try");
+        let tr = tasks::current_try(&env.db.conn, &by("a"))
+            .await
+            .expect("try")
+            .expect("a try");
         let log = tasks::read_log(&env.db.conn, tr.id).await.expect("log");
         let ds = run.data_interval_start.format("%Y-%m-%d").to_string();
         assert!(log.contains(&format!("a {ds} weft a")), "{log}");
@@ -134,7 +141,12 @@ async fn every_trigger_rule_end_to_end() {
         for (task, state) in want {
             assert_eq!(s.get(task), Some(&state), "{task}: {s:?}");
         }
-        let bad = tasks::of_run(&env.db.conn, run.id).await.expect("tis").into_iter().find(|t| t.task_id == "bad").expect("bad");
+        let bad = tasks::of_run(&env.db.conn, run.id)
+            .await
+            .expect("tis")
+            .into_iter()
+            .find(|t| t.task_id == "bad")
+            .expect("bad");
         assert_eq!(bad.exit_code, Some(3));
         assert_eq!(bad.error.as_deref(), Some("command exited with code 3"));
         env.stop().await;
@@ -157,21 +169,37 @@ max_retry_delay = "25s"
 "#;
     let t0 = utc(2026, 5, 1, 12, 0);
     let clock = ManualClock::new(t0);
-    let env = Env::start(&t, &[("flaky", dag)], |_| {}, Some(clock.clone() as Arc<dyn Clock>)).await;
+    let env = Env::start(
+        &t,
+        &[("flaky", dag)],
+        |_| {},
+        Some(clock.clone() as Arc<dyn Clock>),
+    )
+    .await;
     let run = env.trigger("flaky").await;
     let ti = |env: &Env| {
         let db = env.db.clone();
         let run_id = run.id;
-        async move { tasks::of_run(&db.conn, run_id).await.expect("tis").remove(0) }
+        async move {
+            tasks::of_run(&db.conn, run_id)
+                .await
+                .expect("tis")
+                .remove(0)
+        }
     };
     // (seconds after the failure to wait, expected delay before the next try)
     let mut now = t0;
     for (try_number, delay) in [(1, 10), (2, 20), (3, 25)] {
         env.engine.tick().await.expect("tick");
-        env.wait_task(run.id, "flaky", TaskState::UpForRetry, LIMIT).await;
+        env.wait_task(run.id, "flaky", TaskState::UpForRetry, LIMIT)
+            .await;
         let x = ti(&env).await;
         assert_eq!(x.try_number, try_number);
-        assert_eq!(x.next_retry_at, Some(now + chrono::Duration::seconds(delay)), "delay after try {try_number}");
+        assert_eq!(
+            x.next_retry_at,
+            Some(now + chrono::Duration::seconds(delay)),
+            "delay after try {try_number}"
+        );
         // One second early: still waiting.
         clock.set(now + chrono::Duration::seconds(delay - 1));
         env.engine.tick().await.expect("tick");
@@ -182,8 +210,18 @@ max_retry_delay = "25s"
     env.engine.tick().await.expect("tick");
     assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Failed);
     let x = ti(&env).await;
-    assert_eq!((x.state, x.try_number, x.max_tries), (TaskState::Failed, 4, 4));
-    assert_eq!(tasks::tries_of(&env.db.conn, x.id).await.expect("tries").len(), 4, "one row per try");
+    assert_eq!(
+        (x.state, x.try_number, x.max_tries),
+        (TaskState::Failed, 4, 4)
+    );
+    assert_eq!(
+        tasks::tries_of(&env.db.conn, x.id)
+            .await
+            .expect("tries")
+            .len(),
+        4,
+        "one row per try"
+    );
     env.stop().await;
 }
 
@@ -201,15 +239,28 @@ command = "trap '' TERM; sleep 60 & echo $! > child.pid; wait"
     let env = Env::start(&t, &[("slow", dag)], |_| {}, None).await;
     let run = env.trigger("slow").await;
     assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Failed);
-    let ti = tasks::of_run(&env.db.conn, run.id).await.expect("tis").remove(0);
-    assert_eq!(ti.error.as_deref(), Some("timed out after 1s; the process group was killed"));
-    let pid: i32 = std::fs::read_to_string(env.dags_dir().join("child.pid")).expect("child pid").trim().parse().expect("pid");
+    let ti = tasks::of_run(&env.db.conn, run.id)
+        .await
+        .expect("tis")
+        .remove(0);
+    assert_eq!(
+        ti.error.as_deref(),
+        Some("timed out after 1s; the process group was killed")
+    );
+    let pid: i32 = std::fs::read_to_string(env.dags_dir().join("child.pid"))
+        .expect("child pid")
+        .trim()
+        .parse()
+        .expect("pid");
     // The grandchild is gone (reaped by init after SIGKILL): give init a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while weft::executor::process::pid_alive(pid) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!weft::executor::process::pid_alive(pid), "child process {pid} survived the timeout");
+    assert!(
+        !weft::executor::process::pid_alive(pid),
+        "child process {pid} survived the timeout"
+    );
     env.stop().await;
 }
 
@@ -232,41 +283,64 @@ fn max_overlap(mut spans: Vec<(i64, i64)>) -> usize {
 
 #[tokio::test]
 async fn pools_and_max_active_tasks_hold_under_a_200_task_fan_out() {
-    let mut src = String::from("schedule = \"none\"\nmax_active_tasks = 5\n[tasks.root]\nkind = \"shell\"\ncommand = \"true\"\n");
+    let mut src = String::from(
+        "schedule = \"none\"\nmax_active_tasks = 5\n[tasks.root]\nkind = \"shell\"\ncommand = \"true\"\n",
+    );
     for i in 0..200 {
         let pool = if i % 2 == 0 { "pool = \"small\"\n" } else { "" };
-        src.push_str(&format!("[tasks.t{i}]\nkind = \"shell\"\ncommand = \"true\"\ndepends_on = [\"root\"]\n{pool}"));
+        src.push_str(&format!(
+            "[tasks.t{i}]\nkind = \"shell\"\ncommand = \"true\"\ndepends_on = [\"root\"]\n{pool}"
+        ));
     }
     let all: Vec<String> = (0..200).map(|i| format!("\"t{i}\"")).collect();
-    src.push_str(&format!("[tasks.join]\nkind = \"shell\"\ncommand = \"true\"\ndepends_on = [{}]\n", all.join(", ")));
+    src.push_str(&format!(
+        "[tasks.join]\nkind = \"shell\"\ncommand = \"true\"\ndepends_on = [{}]\n",
+        all.join(", ")
+    ));
     for t in backends().await {
         let env = Env::start(
             &t,
             &[("fan", &src)],
             |c| {
-                c.pools.insert("small".into(), weft::config::PoolConfig::Slots(2));
+                c.pools
+                    .insert("small".into(), weft::config::PoolConfig::Slots(2));
                 c.parallelism = 16;
             },
             None,
         )
         .await;
         let run = env.trigger("fan").await;
-        assert_eq!(env.wait_run(run.id, Duration::from_secs(120)).await, RunState::Success);
+        assert_eq!(
+            env.wait_run(run.id, Duration::from_secs(120)).await,
+            RunState::Success
+        );
         let tis = tasks::of_run(&env.db.conn, run.id).await.expect("tis");
         assert_eq!(tis.len(), 202);
         let span = |t: &weft::db::entities::task_instance::Model| {
             // The slot is held from the claim to the commit of the try's end, which contains
             // [started_at, ended_at]: both stamps are taken inside that window.
-            (t.started_at.expect("started").timestamp_micros(), t.ended_at.expect("ended").timestamp_micros())
+            (
+                t.started_at.expect("started").timestamp_micros(),
+                t.ended_at.expect("ended").timestamp_micros(),
+            )
         };
         let small: Vec<_> = tis.iter().filter(|t| t.pool == "small").map(span).collect();
         let all: Vec<_> = tis.iter().map(span).collect();
         assert_eq!(small.len(), 100);
         let (small_max, all_max) = (max_overlap(small), max_overlap(all));
-        assert!(small_max <= 2, "pool \"small\" (2 slots) exceeded: {small_max} at once");
-        assert!(all_max <= 5, "max_active_tasks = 5 exceeded: {all_max} at once");
+        assert!(
+            small_max <= 2,
+            "pool \"small\" (2 slots) exceeded: {small_max} at once"
+        );
+        assert!(
+            all_max <= 5,
+            "max_active_tasks = 5 exceeded: {all_max} at once"
+        );
         // The limits are reached, not just respected by running one at a time.
-        assert!(all_max >= 3, "fan-out ran with too little concurrency: {all_max}");
+        assert!(
+            all_max >= 3,
+            "fan-out ran with too little concurrency: {all_max}"
+        );
         env.stop().await;
         t.cleanup().await;
     }
@@ -284,9 +358,29 @@ async fn max_active_runs_queues_the_rest() {
     for id in &ids {
         assert_eq!(env.wait_run(*id, LIMIT).await, RunState::Success);
     }
-    let runs = weft::db::runs::list_runs(&env.db.conn, &weft::db::runs::RunFilter { dag_id: Some("limited".into()), limit: 10, ..Default::default() }).await.expect("runs");
-    let spans: Vec<_> = runs.iter().map(|r| (r.started_at.expect("s").timestamp_micros(), r.ended_at.expect("e").timestamp_micros())).collect();
-    assert!(max_overlap(spans) <= 2, "more than max_active_runs = 2 runs ran at once");
+    let runs = weft::db::runs::list_runs(
+        &env.db.conn,
+        &weft::db::runs::RunFilter {
+            dag_id: Some("limited".into()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("runs");
+    let spans: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            (
+                r.started_at.expect("s").timestamp_micros(),
+                r.ended_at.expect("e").timestamp_micros(),
+            )
+        })
+        .collect();
+    assert!(
+        max_overlap(spans) <= 2,
+        "more than max_active_runs = 2 runs ran at once"
+    );
     env.stop().await;
 }
 
@@ -297,25 +391,75 @@ async fn clear_with_downstream_reruns_exactly_those_tasks() {
         let env = Env::start(&t, &[("clearme", dag)], |_| {}, None).await;
         let run = env.trigger("clearme").await;
         assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Success);
-        let cleared = commands::clear(&env.db, &env.registry, "clearme", &run.run_id, &["b".into()], true, Utc::now()).await.expect("clear");
-        assert_eq!(cleared.iter().map(String::as_str).collect::<Vec<_>>(), vec!["b", "c"]);
+        let cleared = commands::clear(
+            &env.db,
+            &env.registry,
+            "clearme",
+            &run.run_id,
+            &["b".into()],
+            true,
+            Utc::now(),
+        )
+        .await
+        .expect("clear");
+        assert_eq!(
+            cleared.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["b", "c"]
+        );
         env.engine.wake();
         // The run goes back to work and finishes again.
         let deadline = tokio::time::Instant::now() + LIMIT;
         loop {
             let tis = tasks::of_run(&env.db.conn, run.id).await.expect("tis");
-            let r = weft::db::runs::get_run(&env.db.conn, run.id).await.expect("run").expect("run");
-            if r.state == RunState::Success && tis.iter().all(|t| t.state == TaskState::Success) && tis.iter().any(|t| t.try_number == 2) {
+            let r = weft::db::runs::get_run(&env.db.conn, run.id)
+                .await
+                .expect("run")
+                .expect("run");
+            if r.state == RunState::Success
+                && tis.iter().all(|t| t.state == TaskState::Success)
+                && tis.iter().any(|t| t.try_number == 2)
+            {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "cleared run did not finish: {tis:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cleared run did not finish: {tis:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let tries: BTreeMap<String, i32> = tasks::of_run(&env.db.conn, run.id).await.expect("tis").into_iter().map(|t| (t.task_id, t.try_number)).collect();
-        assert_eq!(tries, [("a".into(), 1), ("b".into(), 2), ("c".into(), 2), ("d".into(), 1)].into());
+        let tries: BTreeMap<String, i32> = tasks::of_run(&env.db.conn, run.id)
+            .await
+            .expect("tis")
+            .into_iter()
+            .map(|t| (t.task_id, t.try_number))
+            .collect();
+        assert_eq!(
+            tries,
+            [
+                ("a".into(), 1),
+                ("b".into(), 2),
+                ("c".into(), 2),
+                ("d".into(), 1)
+            ]
+            .into()
+        );
         // Unknown tasks are named.
-        let err = commands::clear(&env.db, &env.registry, "clearme", &run.run_id, &["bb".into()], false, Utc::now()).await.expect_err("unknown");
-        assert!(err.to_string().contains("no task \"bb\" (did you mean \"b\"?)"), "{err}");
+        let err = commands::clear(
+            &env.db,
+            &env.registry,
+            "clearme",
+            &run.run_id,
+            &["bb".into()],
+            false,
+            Utc::now(),
+        )
+        .await
+        .expect_err("unknown");
+        assert!(
+            err.to_string()
+                .contains("no task \"bb\" (did you mean \"b\"?)"),
+            "{err}"
+        );
         env.stop().await;
         t.cleanup().await;
     }
@@ -328,17 +472,33 @@ async fn a_broken_edit_keeps_the_last_good_version_running() {
     let env = Env::start(&t, &[("edit", good)], |_| {}, None).await;
     let (_, v1) = env.registry.current("edit").expect("loaded");
     let path = env.dags_dir().join("edit.toml");
-    std::fs::write(&path, "schedule = \"none\"\n[tasks.a]\nkind = \"shel\"\ncommand = \"echo v2\"\n").expect("write");
+    std::fs::write(
+        &path,
+        "schedule = \"none\"\n[tasks.a]\nkind = \"shel\"\ncommand = \"echo v2\"\n",
+    )
+    .expect("write");
     let report = env.registry.sync(&env.db, Utc::now()).await.expect("sync");
     assert_eq!(report.errors.len(), 1);
-    assert!(report.errors[0].1.contains("unknown kind \"shel\""), "{:?}", report.errors);
-    let errors = dags::import_errors(&env.db.conn).await.expect("import errors");
+    assert!(
+        report.errors[0].1.contains("unknown kind \"shel\""),
+        "{:?}",
+        report.errors
+    );
+    let errors = dags::import_errors(&env.db.conn)
+        .await
+        .expect("import errors");
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].message.contains("edit.toml:3:8"), "{}", errors[0].message);
+    assert!(
+        errors[0].message.contains("edit.toml:3:8"),
+        "{}",
+        errors[0].message
+    );
     // The last good version is still current and still runs.
     let (dag, v) = env.registry.current("edit").expect("still loaded");
     assert_eq!(v, v1);
-    assert!(matches!(&dag.task("a").expect("a").kind, weft::dag::TaskKind::Shell { command, .. } if command == "echo v1"));
+    assert!(
+        matches!(&dag.task("a").expect("a").kind, weft::dag::TaskKind::Shell { command, .. } if command == "echo v1")
+    );
     let run = env.trigger("edit").await;
     assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Success);
     // A fix is a new version; the import error goes away.
@@ -348,9 +508,17 @@ async fn a_broken_edit_keeps_the_last_good_version_running() {
     assert_eq!(report.new_versions, vec!["edit".to_string()]);
     let (_, v2) = env.registry.current("edit").expect("loaded");
     assert_ne!(v1, v2);
-    assert!(dags::import_errors(&env.db.conn).await.expect("errors").is_empty());
+    assert!(
+        dags::import_errors(&env.db.conn)
+            .await
+            .expect("errors")
+            .is_empty()
+    );
     // The old run keeps the version it ran with.
-    let old = weft::db::runs::get_run(&env.db.conn, run.id).await.expect("run").expect("run");
+    let old = weft::db::runs::get_run(&env.db.conn, run.id)
+        .await
+        .expect("run")
+        .expect("run");
     assert_eq!(old.dag_version_id, v1);
     env.stop().await;
 }
@@ -384,7 +552,10 @@ on_failure = { command = "echo '{{ task_id }} {{ state }} {{ error }}' > task_fa
         }
     };
     // Callbacks run in the DAG's folder, like its tasks.
-    assert_eq!(read("task_failed.txt").await.trim(), "boom failed command exited with code 2");
+    assert_eq!(
+        read("task_failed.txt").await.trim(),
+        "boom failed command exited with code 2"
+    );
     assert_eq!(read("run_failed.txt").await.trim(), "run failed");
     env.stop().await;
 }

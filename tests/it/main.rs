@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cli;
 mod db;
 mod engine;
 mod schedule;

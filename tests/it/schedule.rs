@@ -23,33 +23,130 @@ fn ticks(expr: &str, tz: &str, from: DateTime<Utc>, n: usize) -> Vec<DateTime<Ut
 fn cron_ticks_across_dst_and_calendars() {
     let cases: Vec<(&str, &str, DateTime<Utc>, Vec<DateTime<Utc>>)> = vec![
         // 02:30 Berlin daily; 2026-03-29 02:30 does not exist: fires once at 03:00 CEST.
-        ("30 2 * * *", "Europe/Berlin", utc(2026, 3, 27, 12, 0), vec![utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 0, 30)]),
+        (
+            "30 2 * * *",
+            "Europe/Berlin",
+            utc(2026, 3, 27, 12, 0),
+            vec![
+                utc(2026, 3, 28, 1, 30),
+                utc(2026, 3, 29, 1, 0),
+                utc(2026, 3, 30, 0, 30),
+            ],
+        ),
         // 2026-10-25 02:30 happens twice: fires once, at the first.
-        ("30 2 * * *", "Europe/Berlin", utc(2026, 10, 24, 12, 0), vec![utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]),
+        (
+            "30 2 * * *",
+            "Europe/Berlin",
+            utc(2026, 10, 24, 12, 0),
+            vec![utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)],
+        ),
         // Hourly fires every real hour through fall-back (25 hours that day)...
-        ("0 * * * *", "Europe/Berlin", utc(2026, 10, 24, 23, 30), vec![utc(2026, 10, 25, 0, 0), utc(2026, 10, 25, 1, 0), utc(2026, 10, 25, 2, 0), utc(2026, 10, 25, 3, 0)]),
+        (
+            "0 * * * *",
+            "Europe/Berlin",
+            utc(2026, 10, 24, 23, 30),
+            vec![
+                utc(2026, 10, 25, 0, 0),
+                utc(2026, 10, 25, 1, 0),
+                utc(2026, 10, 25, 2, 0),
+                utc(2026, 10, 25, 3, 0),
+            ],
+        ),
         // ... and through spring-forward.
-        ("@hourly", "Europe/Berlin", utc(2026, 3, 28, 23, 30), vec![utc(2026, 3, 29, 0, 0), utc(2026, 3, 29, 1, 0), utc(2026, 3, 29, 2, 0)]),
+        (
+            "@hourly",
+            "Europe/Berlin",
+            utc(2026, 3, 28, 23, 30),
+            vec![
+                utc(2026, 3, 29, 0, 0),
+                utc(2026, 3, 29, 1, 0),
+                utc(2026, 3, 29, 2, 0),
+            ],
+        ),
         // US DST (2026-03-08): 02:30 New York does not exist.
-        ("30 2 * * *", "America/New_York", utc(2026, 3, 7, 12, 0), vec![utc(2026, 3, 8, 7, 0), utc(2026, 3, 9, 6, 30)]),
+        (
+            "30 2 * * *",
+            "America/New_York",
+            utc(2026, 3, 7, 12, 0),
+            vec![utc(2026, 3, 8, 7, 0), utc(2026, 3, 9, 6, 30)],
+        ),
         // Aliases.
-        ("@daily", "UTC", utc(2026, 1, 1, 0, 0), vec![utc(2026, 1, 2, 0, 0), utc(2026, 1, 3, 0, 0)]),
-        ("@weekly", "UTC", utc(2026, 1, 1, 0, 0), vec![utc(2026, 1, 4, 0, 0), utc(2026, 1, 11, 0, 0)]),
-        ("@monthly", "UTC", utc(2026, 1, 15, 0, 0), vec![utc(2026, 2, 1, 0, 0), utc(2026, 3, 1, 0, 0)]),
-        ("@yearly", "UTC", utc(2026, 1, 15, 0, 0), vec![utc(2027, 1, 1, 0, 0)]),
+        (
+            "@daily",
+            "UTC",
+            utc(2026, 1, 1, 0, 0),
+            vec![utc(2026, 1, 2, 0, 0), utc(2026, 1, 3, 0, 0)],
+        ),
+        (
+            "@weekly",
+            "UTC",
+            utc(2026, 1, 1, 0, 0),
+            vec![utc(2026, 1, 4, 0, 0), utc(2026, 1, 11, 0, 0)],
+        ),
+        (
+            "@monthly",
+            "UTC",
+            utc(2026, 1, 15, 0, 0),
+            vec![utc(2026, 2, 1, 0, 0), utc(2026, 3, 1, 0, 0)],
+        ),
+        (
+            "@yearly",
+            "UTC",
+            utc(2026, 1, 15, 0, 0),
+            vec![utc(2027, 1, 1, 0, 0)],
+        ),
         // Weekday 0 and 7 are both Sunday.
-        ("0 9 * * 0", "UTC", utc(2026, 1, 1, 0, 0), vec![utc(2026, 1, 4, 9, 0)]),
-        ("0 9 * * 7", "UTC", utc(2026, 1, 1, 0, 0), vec![utc(2026, 1, 4, 9, 0)]),
+        (
+            "0 9 * * 0",
+            "UTC",
+            utc(2026, 1, 1, 0, 0),
+            vec![utc(2026, 1, 4, 9, 0)],
+        ),
+        (
+            "0 9 * * 7",
+            "UTC",
+            utc(2026, 1, 1, 0, 0),
+            vec![utc(2026, 1, 4, 9, 0)],
+        ),
         // Day-of-month OR day-of-week (Vixie): the 15th, or any Monday.
-        ("0 0 15 * MON", "UTC", utc(2026, 1, 1, 0, 0), vec![utc(2026, 1, 5, 0, 0), utc(2026, 1, 12, 0, 0), utc(2026, 1, 15, 0, 0), utc(2026, 1, 19, 0, 0)]),
+        (
+            "0 0 15 * MON",
+            "UTC",
+            utc(2026, 1, 1, 0, 0),
+            vec![
+                utc(2026, 1, 5, 0, 0),
+                utc(2026, 1, 12, 0, 0),
+                utc(2026, 1, 15, 0, 0),
+                utc(2026, 1, 19, 0, 0),
+            ],
+        ),
         // Steps, ranges and lists.
-        ("*/20 9-10 * * 1-5", "UTC", utc(2026, 1, 2, 10, 30), vec![utc(2026, 1, 2, 10, 40), utc(2026, 1, 5, 9, 0)]),
-        ("0 0 29 2 *", "UTC", utc(2026, 1, 1, 0, 0), vec![utc(2028, 2, 29, 0, 0)]),
+        (
+            "*/20 9-10 * * 1-5",
+            "UTC",
+            utc(2026, 1, 2, 10, 30),
+            vec![utc(2026, 1, 2, 10, 40), utc(2026, 1, 5, 9, 0)],
+        ),
+        (
+            "0 0 29 2 *",
+            "UTC",
+            utc(2026, 1, 1, 0, 0),
+            vec![utc(2028, 2, 29, 0, 0)],
+        ),
         // Month names.
-        ("0 12 1 JAN,JUL *", "UTC", utc(2026, 2, 1, 0, 0), vec![utc(2026, 7, 1, 12, 0), utc(2027, 1, 1, 12, 0)]),
+        (
+            "0 12 1 JAN,JUL *",
+            "UTC",
+            utc(2026, 2, 1, 0, 0),
+            vec![utc(2026, 7, 1, 12, 0), utc(2027, 1, 1, 12, 0)],
+        ),
     ];
     for (expr, tz, from, want) in cases {
-        assert_eq!(ticks(expr, tz, from, want.len()), want, "{expr} in {tz} from {from}");
+        assert_eq!(
+            ticks(expr, tz, from, want.len()),
+            want,
+            "{expr} in {tz} from {from}"
+        );
     }
 }
 
@@ -72,8 +169,18 @@ fn schedule_errors_name_the_field() {
     assert!(Schedule::parse("none").expect("none").is_none());
 }
 
-fn tt<'a>(s: &'a Schedule, tz: &str, start: DateTime<Utc>, end: Option<DateTime<Utc>>) -> Timetable<'a> {
-    Timetable { schedule: s, tz: tz.parse().expect("tz"), start_date: Some(start), end_date: end }
+fn tt<'a>(
+    s: &'a Schedule,
+    tz: &str,
+    start: DateTime<Utc>,
+    end: Option<DateTime<Utc>>,
+) -> Timetable<'a> {
+    Timetable {
+        schedule: s,
+        tz: tz.parse().expect("tz"),
+        start_date: Some(start),
+        end_date: end,
+    }
 }
 
 fn iv(a: DateTime<Utc>, b: DateTime<Utc>) -> Interval {
@@ -87,18 +194,46 @@ fn catchup_and_latest_interval_planning() {
     let now = utc(2026, 1, 4, 6, 0);
     // (catchup, last scheduled logical date, room) -> intervals due
     let cases: Vec<(bool, Option<DateTime<Utc>>, usize, Vec<Interval>)> = vec![
-        (true, None, 16, vec![
-            iv(utc(2026, 1, 1, 0, 0), utc(2026, 1, 2, 0, 0)),
-            iv(utc(2026, 1, 2, 0, 0), utc(2026, 1, 3, 0, 0)),
-            iv(utc(2026, 1, 3, 0, 0), utc(2026, 1, 4, 0, 0)),
-        ]),
+        (
+            true,
+            None,
+            16,
+            vec![
+                iv(utc(2026, 1, 1, 0, 0), utc(2026, 1, 2, 0, 0)),
+                iv(utc(2026, 1, 2, 0, 0), utc(2026, 1, 3, 0, 0)),
+                iv(utc(2026, 1, 3, 0, 0), utc(2026, 1, 4, 0, 0)),
+            ],
+        ),
         // max_active_runs bounds creation.
-        (true, None, 2, vec![iv(utc(2026, 1, 1, 0, 0), utc(2026, 1, 2, 0, 0)), iv(utc(2026, 1, 2, 0, 0), utc(2026, 1, 3, 0, 0))]),
-        (true, Some(utc(2026, 1, 2, 0, 0)), 16, vec![iv(utc(2026, 1, 3, 0, 0), utc(2026, 1, 4, 0, 0))]),
+        (
+            true,
+            None,
+            2,
+            vec![
+                iv(utc(2026, 1, 1, 0, 0), utc(2026, 1, 2, 0, 0)),
+                iv(utc(2026, 1, 2, 0, 0), utc(2026, 1, 3, 0, 0)),
+            ],
+        ),
+        (
+            true,
+            Some(utc(2026, 1, 2, 0, 0)),
+            16,
+            vec![iv(utc(2026, 1, 3, 0, 0), utc(2026, 1, 4, 0, 0))],
+        ),
         (true, Some(utc(2026, 1, 3, 0, 0)), 16, vec![]),
         // Without catchup only the latest complete interval runs.
-        (false, None, 16, vec![iv(utc(2026, 1, 3, 0, 0), utc(2026, 1, 4, 0, 0))]),
-        (false, Some(utc(2026, 1, 1, 0, 0)), 16, vec![iv(utc(2026, 1, 3, 0, 0), utc(2026, 1, 4, 0, 0))]),
+        (
+            false,
+            None,
+            16,
+            vec![iv(utc(2026, 1, 3, 0, 0), utc(2026, 1, 4, 0, 0))],
+        ),
+        (
+            false,
+            Some(utc(2026, 1, 1, 0, 0)),
+            16,
+            vec![iv(utc(2026, 1, 3, 0, 0), utc(2026, 1, 4, 0, 0))],
+        ),
         (false, Some(utc(2026, 1, 3, 0, 0)), 16, vec![]),
         (true, None, 0, vec![]),
     ];
@@ -119,9 +254,20 @@ fn catchup_and_latest_interval_planning() {
 fn end_date_stops_scheduling_and_start_date_aligns_to_ticks() {
     let s = Schedule::parse("0 6 * * *").expect("valid");
     // start_date at midnight: the first interval starts at the first tick at/after it.
-    let t = tt(&s, "UTC", utc(2026, 1, 1, 0, 0), Some(utc(2026, 1, 2, 6, 0)));
+    let t = tt(
+        &s,
+        "UTC",
+        utc(2026, 1, 1, 0, 0),
+        Some(utc(2026, 1, 2, 6, 0)),
+    );
     let p = plan(&t, true, None, utc(2026, 2, 1, 0, 0), 100);
-    assert_eq!(p.due, vec![iv(utc(2026, 1, 1, 6, 0), utc(2026, 1, 2, 6, 0)), iv(utc(2026, 1, 2, 6, 0), utc(2026, 1, 3, 6, 0))]);
+    assert_eq!(
+        p.due,
+        vec![
+            iv(utc(2026, 1, 1, 6, 0), utc(2026, 1, 2, 6, 0)),
+            iv(utc(2026, 1, 2, 6, 0), utc(2026, 1, 3, 6, 0))
+        ]
+    );
     assert_eq!(p.next_run_after, None);
 }
 
@@ -142,7 +288,13 @@ fn upcoming_starts_with_the_interval_now_falls_in() {
     let s = Schedule::parse("30 2 * * *").expect("valid");
     let t = tt(&s, "Europe/Berlin", utc(2026, 1, 1, 0, 0), None);
     let ivs = upcoming(&t, utc(2026, 6, 10, 12, 0), 2);
-    assert_eq!(ivs, vec![iv(utc(2026, 6, 10, 0, 30), utc(2026, 6, 11, 0, 30)), iv(utc(2026, 6, 11, 0, 30), utc(2026, 6, 12, 0, 30))]);
+    assert_eq!(
+        ivs,
+        vec![
+            iv(utc(2026, 6, 10, 0, 30), utc(2026, 6, 11, 0, 30)),
+            iv(utc(2026, 6, 11, 0, 30), utc(2026, 6, 12, 0, 30))
+        ]
+    );
     // Before start_date: the first interval.
     let ivs = upcoming(&t, utc(2025, 6, 10, 12, 0), 1);
     assert_eq!(ivs[0].start, utc(2026, 1, 1, 1, 30));

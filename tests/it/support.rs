@@ -4,7 +4,9 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 pub fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, h, min, 0).single().expect("valid test time")
+    Utc.with_ymd_and_hms(y, m, d, h, min, 0)
+        .single()
+        .expect("valid test time")
 }
 
 use std::collections::BTreeMap;
@@ -38,7 +40,10 @@ impl TestDb {
             self.db.conn.clone().close().await.ok();
             if let Ok(admin) = Db::connect(admin).await {
                 use sea_orm::ConnectionTrait;
-                let _ = admin.conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                let _ = admin
+                    .conn
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
             }
         }
     }
@@ -49,7 +54,12 @@ pub async fn sqlite_db() -> TestDb {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("weft.db").display());
     let db = Db::connect(&url).await.expect("connect sqlite");
     db.migrate().await.expect("migrate sqlite");
-    TestDb { db, url, _dir: Some(dir), pg_name: None }
+    TestDb {
+        db,
+        url,
+        _dir: Some(dir),
+        pg_name: None,
+    }
 }
 
 /// A fresh Postgres database, or `None` (with the reason printed) when no server is
@@ -77,13 +87,25 @@ pub async fn postgres_db() -> Option<TestDb> {
     };
     let name = format!("weft_t_{}", uuid::Uuid::new_v4().simple());
     use sea_orm::ConnectionTrait;
-    admin_db.conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+    admin_db
+        .conn
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
     admin_db.conn.close().await.ok();
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("url with a database name");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .expect("url with a database name");
     let url = format!("{base}/{name}");
     let db = Db::connect(&url).await.expect("connect test database");
     db.migrate().await.expect("migrate postgres");
-    Some(TestDb { db, url, _dir: None, pg_name: Some((admin, name)) })
+    Some(TestDb {
+        db,
+        url,
+        _dir: None,
+        pg_name: Some((admin, name)),
+    })
 }
 
 /// The backends to run a test on: SQLite always, Postgres when available.
@@ -113,29 +135,65 @@ pub fn test_config(dir: &Path, url: &str) -> Config {
     c.heartbeat_interval = Duration::from_millis(200);
     c.kill_grace = Duration::from_millis(500);
     c.shutdown_grace = Duration::from_secs(5);
-    c.connections.insert("warehouse".into(), weft::config::Connection { url: format!("sqlite://{}?mode=rwc", dir.join("warehouse.db").display()) });
+    c.connections.insert(
+        "warehouse".into(),
+        weft::config::Connection {
+            url: format!("sqlite://{}?mode=rwc", dir.join("warehouse.db").display()),
+        },
+    );
     c
 }
 
 impl Env {
     /// Writes the DAG files, syncs them, and starts an engine (unless `clock` is a
     /// manual one: then the test drives `engine.tick()` itself).
-    pub async fn start(db: &TestDb, dags: &[(&str, &str)], tweak: impl FnOnce(&mut Config), clock: Option<Arc<dyn Clock>>) -> Env {
+    pub async fn start(
+        db: &TestDb,
+        dags: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Config),
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("dags")).expect("mkdir");
         for (name, src) in dags {
-            std::fs::write(dir.path().join("dags").join(format!("{name}.toml")), src).expect("write dag");
+            std::fs::write(dir.path().join("dags").join(format!("{name}.toml")), src)
+                .expect("write dag");
         }
         let mut config = test_config(dir.path(), &db.url);
         tweak(&mut config);
         let registry = Registry::new(config.dags_folder.clone(), config.validation_context());
         let manual = clock.is_some();
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let options = EngineOptions { cron: false, watch_folder: false, poll_interval: Duration::from_millis(100), ..Default::default() };
-        let engine = Engine::new(db.db.clone(), config.clone(), registry.clone(), clock.clone(), options).await.expect("engine");
+        let options = EngineOptions {
+            cron: false,
+            watch_folder: false,
+            poll_interval: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let engine = Engine::new(
+            db.db.clone(),
+            config.clone(),
+            registry.clone(),
+            clock.clone(),
+            options,
+        )
+        .await
+        .expect("engine");
         let report = registry.sync(&db.db, clock.now()).await.expect("sync");
-        assert!(report.errors.is_empty(), "test dags have errors: {:?}", report.errors);
-        let mut env = Env { db: db.db.clone(), dir, registry, engine, config, stop: None, handle: None };
+        assert!(
+            report.errors.is_empty(),
+            "test dags have errors: {:?}",
+            report.errors
+        );
+        let mut env = Env {
+            db: db.db.clone(),
+            dir,
+            registry,
+            engine,
+            config,
+            stop: None,
+            handle: None,
+        };
         if !manual {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let e = env.engine.clone();
@@ -158,10 +216,24 @@ impl Env {
         self.trigger_with(dag_id, BTreeMap::new()).await
     }
 
-    pub async fn trigger_with(&self, dag_id: &str, params: BTreeMap<String, serde_json::Value>) -> dag_run::Model {
+    pub async fn trigger_with(
+        &self,
+        dag_id: &str,
+        params: BTreeMap<String, serde_json::Value>,
+    ) -> dag_run::Model {
         let (dag, vid) = self.registry.current(dag_id).expect("dag loaded");
         let now = self.engine.shared.clock.now();
-        let run = commands::trigger(&self.db, &dag, vid, &params, serde_json::Value::Null, None, now).await.expect("trigger");
+        let run = commands::trigger(
+            &self.db,
+            &dag,
+            vid,
+            &params,
+            serde_json::Value::Null,
+            None,
+            now,
+        )
+        .await
+        .expect("trigger");
         self.engine.wake();
         run
     }
@@ -170,13 +242,19 @@ impl Env {
     pub async fn wait_run(&self, run_pk: i64, limit: Duration) -> RunState {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let run = runs::get_run(&self.db.conn, run_pk).await.expect("get run").expect("run exists");
+            let run = runs::get_run(&self.db.conn, run_pk)
+                .await
+                .expect("get run")
+                .expect("run exists");
             if run.state.is_finished() {
                 return run.state;
             }
             if tokio::time::Instant::now() > deadline {
                 let states = self.states(run_pk).await;
-                panic!("run {run_pk} did not finish within {limit:?}: {:?}, tasks {states:?}", run.state);
+                panic!(
+                    "run {run_pk} did not finish within {limit:?}: {:?}, tasks {states:?}",
+                    run.state
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -189,13 +267,22 @@ impl Env {
             if self.states(run_pk).await.get(task) == Some(&state) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{task} never became {state}: {:?}", self.states(run_pk).await);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{task} never became {state}: {:?}",
+                self.states(run_pk).await
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     pub async fn states(&self, run_pk: i64) -> BTreeMap<String, TaskState> {
-        tasks::of_run(&self.db.conn, run_pk).await.expect("tis").into_iter().map(|t| (t.task_id, t.state)).collect()
+        tasks::of_run(&self.db.conn, run_pk)
+            .await
+            .expect("tis")
+            .into_iter()
+            .map(|t| (t.task_id, t.state))
+            .collect()
     }
 
     pub async fn stop(mut self) {

@@ -12,7 +12,10 @@ fn fixtures() -> PathBuf {
 
 fn check(path: &Path) -> Vec<String> {
     let src = std::fs::read_to_string(path).expect("fixture readable");
-    let name = format!("bad_dags/{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("?"));
+    let name = format!(
+        "bad_dags/{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+    );
     match parse_dag(&name, path, &src, &ValidationContext::default()) {
         Ok(_) => Vec::new(),
         Err(diags) => diags.iter().map(|d| d.to_string()).collect(),
@@ -27,18 +30,30 @@ fn every_bad_dag_fixture_reports_its_expected_errors() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 40, "expected at least 40 broken dag fixtures, found {}", files.len());
+    assert!(
+        files.len() >= 40,
+        "expected at least 40 broken dag fixtures, found {}",
+        files.len()
+    );
     let bless = std::env::var_os("WEFT_BLESS").is_some();
     let mut mismatches = Vec::new();
     for f in &files {
         let got = check(f);
-        assert!(!got.is_empty(), "{}: expected errors, the file validated", f.display());
+        assert!(
+            !got.is_empty(),
+            "{}: expected errors, the file validated",
+            f.display()
+        );
         for line in &got {
             // file:line:column: ... with a real line number.
             let mut parts = line.splitn(4, ':');
             let (_, l, c) = (parts.next(), parts.next(), parts.next());
-            let l: usize = l.and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("no line number in {line}"));
-            let c: usize = c.and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("no column in {line}"));
+            let l: usize = l
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("no line number in {line}"));
+            let c: usize = c
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("no column in {line}"));
             assert!(l >= 1 && c >= 1, "{line}");
             assert!(!line.ends_with("invalid"), "message too vague: {line}");
         }
@@ -50,17 +65,34 @@ fn every_bad_dag_fixture_reports_its_expected_errors() {
         }
         let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if want != got_text {
-            mismatches.push(format!("{}:\n--- expected\n{want}--- got\n{got_text}", f.display()));
+            mismatches.push(format!(
+                "{}:\n--- expected\n{want}--- got\n{got_text}",
+                f.display()
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "{} fixture(s) differ (WEFT_BLESS=1 rewrites):\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} fixture(s) differ (WEFT_BLESS=1 rewrites):\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 }
 
 #[test]
 fn all_problems_in_a_file_are_reported_at_once() {
     let got = check(&fixtures().join("many_errors.toml"));
     let joined = got.join("\n");
-    for want in ["hour field \"25\"", "unknown time zone \"Mars/Olympus\"", "\"catchup\" must be true or false", "unknown variable \"dss\"", "\"retries\" must be an integer", "unknown task \"extarct\" (did you mean \"extract\"?)", "unknown trigger_rule \"whenever\"", "unknown kind \"shel\" (did you mean \"shell\"?)"] {
+    for want in [
+        "hour field \"25\"",
+        "unknown time zone \"Mars/Olympus\"",
+        "\"catchup\" must be true or false",
+        "unknown variable \"dss\"",
+        "\"retries\" must be an integer",
+        "unknown task \"extarct\" (did you mean \"extract\"?)",
+        "unknown trigger_rule \"whenever\"",
+        "unknown kind \"shel\" (did you mean \"shell\"?)",
+    ] {
         assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
     }
     assert!(got.len() >= 8, "{joined}");
@@ -77,16 +109,28 @@ fn cycles_print_the_whole_path() {
 #[test]
 fn did_you_mean_suggestions() {
     let cases = [
-        ("unknown_task_key.toml", "unknown key \"comand\" in task of kind \"shell\" (did you mean \"command\"?)"),
+        (
+            "unknown_task_key.toml",
+            "unknown key \"comand\" in task of kind \"shell\" (did you mean \"command\"?)",
+        ),
         ("unknown_top_key.toml", "(did you mean \"schedule\"?)"),
         ("unknown_dependency.toml", "(did you mean \"extract\"?)"),
         ("unknown_timezone.toml", "(did you mean \"Europe/Berlin\"?)"),
-        ("invalid_trigger_rule.toml", "(did you mean \"all_success\"?)"),
+        (
+            "invalid_trigger_rule.toml",
+            "(did you mean \"all_success\"?)",
+        ),
         ("unknown_pool.toml", "unknown pool \"warehouse_slotz\""),
         ("unknown_defaults_key.toml", "(did you mean \"retries\"?)"),
-        ("unknown_param_in_template.toml", "(did you mean \"country\"?)"),
+        (
+            "unknown_param_in_template.toml",
+            "(did you mean \"country\"?)",
+        ),
         ("bad_cron_alias.toml", "(did you mean \"@daily\"?)"),
-        ("sql_unknown_connection.toml", "(did you mean \"warehouse\"?)"),
+        (
+            "sql_unknown_connection.toml",
+            "(did you mean \"warehouse\"?)",
+        ),
     ];
     for (file, want) in cases {
         let got = check(&fixtures().join(file)).join("\n");
@@ -102,16 +146,28 @@ fn duplicate_dag_id_across_files_names_both_files() {
     std::fs::write(dir.path().join("b_events.toml"), body).expect("write");
     let bag = DagBag::load_dir(dir.path(), &ValidationContext::default()).expect("load");
     assert_eq!(bag.dags().count(), 1, "the first file keeps its dag");
-    let errors: Vec<String> = bag.errors().flat_map(|(_, d)| d.iter().map(|x| x.to_string())).collect();
+    let errors: Vec<String> = bag
+        .errors()
+        .flat_map(|(_, d)| d.iter().map(|x| x.to_string()))
+        .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("b_events.toml:1:1"), "{}", errors[0]);
-    assert!(errors[0].contains("duplicate dag_id \"events\": already defined in") && errors[0].contains("a_events.toml"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("duplicate dag_id \"events\": already defined in")
+            && errors[0].contains("a_events.toml"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
 fn a_broken_file_does_not_stop_the_others() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("good.toml"), "[tasks.a]\nkind = \"shell\"\ncommand = \"true\"\n").expect("write");
+    std::fs::write(
+        dir.path().join("good.toml"),
+        "[tasks.a]\nkind = \"shell\"\ncommand = \"true\"\n",
+    )
+    .expect("write");
     std::fs::write(dir.path().join("bad.toml"), "[tasks.a\nkind = \"shell\"\n").expect("write");
     let bag = DagBag::load_dir(dir.path(), &ValidationContext::default()).expect("load");
     assert!(bag.get("good").is_some());
@@ -122,7 +178,10 @@ fn a_broken_file_does_not_stop_the_others() {
 fn shipped_examples_validate() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dags");
     let bag = DagBag::load_dir(&dir, &ValidationContext::default()).expect("load dags/");
-    let errors: Vec<String> = bag.errors().flat_map(|(_, d)| d.iter().map(|x| x.to_string())).collect();
+    let errors: Vec<String> = bag
+        .errors()
+        .flat_map(|(_, d)| d.iter().map(|x| x.to_string()))
+        .collect();
     assert!(errors.is_empty(), "{errors:?}");
     assert!(bag.dags().count() >= 3);
 }
@@ -145,15 +204,30 @@ depends_on = ["extract"]
 retries = 2
 retry_delay = "30s"
 "#;
-    let dag = parse_dag("x.toml", Path::new("dags/product.toml"), src, &ValidationContext::default()).expect("valid");
+    let dag = parse_dag(
+        "x.toml",
+        Path::new("dags/product.toml"),
+        src,
+        &ValidationContext::default(),
+    )
+    .expect("valid");
     assert_eq!(dag.dag_id, "product");
     assert_eq!(dag.timezone.name(), "Europe/Berlin");
-    assert_eq!(dag.start_date.map(|d| d.to_rfc3339()), Some("2025-12-31T23:00:00+00:00".to_string()));
+    assert_eq!(
+        dag.start_date.map(|d| d.to_rfc3339()),
+        Some("2025-12-31T23:00:00+00:00".to_string())
+    );
     let load = dag.task("load").expect("load");
     assert_eq!(load.retries, 2);
     assert_eq!(load.retry_delay, std::time::Duration::from_secs(30));
     assert_eq!(load.depends_on, vec!["extract"]);
-    assert_eq!(dag.topo_order.iter().map(|i| dag.tasks[*i].task_id.as_str()).collect::<Vec<_>>(), vec!["extract", "load"]);
+    assert_eq!(
+        dag.topo_order
+            .iter()
+            .map(|i| dag.tasks[*i].task_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["extract", "load"]
+    );
 }
 
 #[test]
@@ -176,13 +250,23 @@ kind = "shell"
 command = "echo {{ params.country }} {{ params.limit }}"
 retries = 1
 "#;
-    let dag = parse_dag("x.toml", Path::new("d.toml"), src, &ValidationContext::default()).expect("valid");
+    let dag = parse_dag(
+        "x.toml",
+        Path::new("d.toml"),
+        src,
+        &ValidationContext::default(),
+    )
+    .expect("valid");
     let a = dag.task("a").expect("a");
     assert_eq!(a.retries, 1);
     assert_eq!(a.retry_delay.as_secs(), 5400);
     assert_eq!(a.timeout.map(|t| t.as_secs()), Some(90));
     assert_eq!(a.retry_delay_after(1).as_secs(), 5400);
-    assert_eq!(a.retry_delay_after(2).as_secs(), 7200, "capped by max_retry_delay");
+    assert_eq!(
+        a.retry_delay_after(2).as_secs(),
+        7200,
+        "capped by max_retry_delay"
+    );
     let mut given = std::collections::BTreeMap::new();
     given.insert("limit".to_string(), serde_json::json!("25"));
     given.insert("day".to_string(), serde_json::json!("2026-02-03"));
@@ -192,8 +276,14 @@ retries = 1
     given.insert("limit".to_string(), serde_json::json!("many"));
     given.insert("contry".to_string(), serde_json::json!("de"));
     given.remove("day");
-    let errs = dag.resolve_params(&given).expect_err("bad params").join("\n");
+    let errs = dag
+        .resolve_params(&given)
+        .expect_err("bad params")
+        .join("\n");
     assert!(errs.contains("param \"limit\": expected int"), "{errs}");
-    assert!(errs.contains("unknown param \"contry\" (did you mean \"country\"?)"), "{errs}");
+    assert!(
+        errs.contains("unknown param \"contry\" (did you mean \"country\"?)"),
+        "{errs}"
+    );
     assert!(errs.contains("param \"day\" (date) is required"), "{errs}");
 }

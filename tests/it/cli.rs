@@ -1,0 +1,315 @@
+//! The `weft` binary as a user runs it: checking DAGs, triggering, backfilling, logs,
+//! and surviving `kill -9` in the middle of a run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn weft() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weft"));
+    c.env_remove("WEFT_DATABASE_URL")
+        .env_remove("WEFT_DAGS_FOLDER")
+        .env_remove("WEFT_CONFIG")
+        .env("WEFT_LOG", "weft=warn");
+    c
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    weft()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run weft")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A project folder with a weft.toml, a dags/ folder and a database inside it.
+fn project(dags: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("dags")).expect("mkdir");
+    for (name, src) in dags {
+        std::fs::write(dir.path().join("dags").join(format!("{name}.toml")), src).expect("write");
+    }
+    std::fs::write(
+        dir.path().join("weft.toml"),
+        "bind = \"127.0.0.1:0\"\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"30s\"\nkill_grace = \"1s\"\nshutdown_grace = \"5s\"\n",
+    )
+    .expect("config");
+    dir
+}
+
+#[test]
+fn dags_check_passes_on_the_shipped_examples() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = run_in(root, &["dags", "check", "dags"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("no errors"), "{}", text(&o));
+}
+
+#[test]
+fn dags_check_fails_with_every_error_and_a_caret() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = run_in(
+        root,
+        &["dags", "check", "tests/fixtures/bad_dags/many_errors.toml"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("many_errors.toml:15:15: dag \"many_errors\", task \"load\": depends on unknown task \"extarct\" (did you mean \"extract\"?)"), "{out}");
+    assert!(out.contains("8 error(s) in 1 of 1 file(s)"), "{out}");
+    assert!(out.contains("15 | depends_on = [\"extarct\"]"), "{out}");
+    let o = run_in(
+        root,
+        &[
+            "dags",
+            "check",
+            "--json",
+            "tests/fixtures/bad_dags/cycle_three.toml",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["errors"][0]["line"], 7);
+    assert_eq!(v["errors"][0]["task_id"], "a");
+}
+
+#[test]
+fn dags_next_prints_intervals_as_json() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = run_in(
+        root,
+        &[
+            "dags",
+            "next",
+            "hourly_product_events",
+            "-n",
+            "2",
+            "--after",
+            "2026-03-28T12:00:00Z",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    // 02:30 Berlin; on 2026-03-29 (spring forward) it runs at 03:00 CEST = 01:00 UTC.
+    assert_eq!(v[0]["data_interval_start"], "2026-03-28T01:30:00Z");
+    assert_eq!(v[0]["data_interval_end"], "2026-03-29T01:00:00Z");
+    assert_eq!(v[1]["run_after"], "2026-03-30T00:30:00Z");
+}
+
+const PARAMS: &str = "schedule = \"none\"\n[params]\nlimit = { type = \"int\", default = 3 }\n[tasks.a]\nkind = \"shell\"\ncommand = \"echo limit={{ params.limit }}\"\n";
+
+#[test]
+fn trigger_checks_params_and_dags_test_runs_in_process() {
+    let p = project(&[("params", PARAMS)]);
+    let o = run_in(p.path(), &["trigger", "params", "--param", "limit=lots"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("param \"limit\": expected int, got \"lots\""),
+        "{}",
+        text(&o)
+    );
+    let o = run_in(p.path(), &["trigger", "params", "--param", "limt=4"]);
+    assert!(
+        text(&o).contains("unknown param \"limt\" (did you mean \"limit\"?)"),
+        "{}",
+        text(&o)
+    );
+    let o = run_in(p.path(), &["trigger", "nope"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no dag \"nope\""), "{}", text(&o));
+
+    let o = run_in(p.path(), &["dags", "test", "params", "--param", "limit=7"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("limit=7"), "{}", text(&o));
+    assert!(text(&o).contains(": success"), "{}", text(&o));
+    // dags test uses a temporary database: the project's has no runs.
+    let o = run_in(p.path(), &["runs", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn backfill_creates_each_interval_once() {
+    let dag = "schedule = \"@daily\"\nstart_date = \"2026-01-01\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"echo {{ ds }}\"\n";
+    let p = project(&[("daily", dag)]);
+    let o = run_in(
+        p.path(),
+        &[
+            "backfill",
+            "daily",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-05",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("5/5 done, 0 failed"), "{}", text(&o));
+    // Again, overlapping: only the two new days are created.
+    let o = run_in(
+        p.path(),
+        &[
+            "backfill",
+            "daily",
+            "--from",
+            "2026-01-04",
+            "--to",
+            "2026-01-07",
+            "--max-active-runs",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_in(p.path(), &["runs", "daily", "--json", "--limit", "100"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let mut dates: Vec<String> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| r["logical_date"].as_str().expect("date").to_string())
+        .collect();
+    dates.sort();
+    let want: Vec<String> = (1..=7).map(|d| format!("2026-01-0{d}T00:00:00Z")).collect();
+    assert_eq!(dates, want);
+    assert!(
+        v.as_array()
+            .expect("list")
+            .iter()
+            .all(|r| r["state"] == "success")
+    );
+    let o = run_in(
+        p.path(),
+        &["logs", "daily", "backfill__2026-01-03T00:00:00Z", "a"],
+    );
+    assert!(text(&o).contains("2026-01-03"), "{}", text(&o));
+}
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Serve {
+    Serve(
+        weft()
+            .current_dir(dir)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve"),
+    )
+}
+
+fn tasks_json(dir: &Path, run_id: &str) -> serde_json::Value {
+    let o = run_in(dir, &["tasks", "list", "crashy", run_id, "--json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_run_loses_and_duplicates_nothing() {
+    let dag = r#"
+schedule = "none"
+[defaults]
+retries = 2
+retry_delay = "1s"
+[tasks.first]
+kind = "shell"
+command = "echo first >> ran.txt"
+[tasks.slow]
+kind = "shell"
+command = "echo slow-start >> ran.txt; sleep 4; echo slow-end >> ran.txt"
+depends_on = ["first"]
+[tasks.last]
+kind = "shell"
+command = "echo last >> ran.txt"
+depends_on = ["slow"]
+"#;
+    let p = project(&[("crashy", dag)]);
+    let dir: PathBuf = p.path().to_path_buf();
+    let mut server = serve(&dir);
+    let o = run_in(&dir, &["trigger", "crashy", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run_id = serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+    wait_for("slow to run", Duration::from_secs(30), || {
+        tasks_json(&dir, &run_id).as_array().is_some_and(|a| {
+            a.iter()
+                .any(|t| t["task_id"] == "slow" && t["state"] == "running")
+        }) && std::fs::read_to_string(dir.join("dags").join("ran.txt"))
+            .is_ok_and(|s| s.contains("slow-start"))
+    });
+    // kill -9: no chance to clean up.
+    server.0.kill().expect("kill -9");
+    server.0.wait().expect("reap");
+    drop(server);
+    let _server = serve(&dir);
+    let mut last = serde_json::Value::Null;
+    wait_for(
+        "the run to finish after restart",
+        Duration::from_secs(60),
+        || {
+            let o = run_in(&dir, &["runs", "crashy", "--json"]);
+            last = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+            last[0]["state"] == "success" || last[0]["state"] == "failed"
+        },
+    );
+    assert_eq!(last[0]["state"], "success", "{last}");
+    let tis = tasks_json(&dir, &run_id);
+    let by = |id: &str| {
+        tis.as_array()
+            .expect("tasks")
+            .iter()
+            .find(|t| t["task_id"] == id)
+            .cloned()
+            .expect("task")
+    };
+    assert_eq!(by("first")["try_number"], 1, "first ran once");
+    assert_eq!(
+        by("slow")["try_number"],
+        2,
+        "the lost try of slow was failed and retried"
+    );
+    assert_eq!(by("last")["try_number"], 1, "last ran once");
+    let ran = std::fs::read_to_string(dir.join("dags").join("ran.txt")).expect("ran.txt");
+    let lines: Vec<&str> = ran.lines().collect();
+    // The orphaned first try of slow was killed (it never wrote slow-end), the retry
+    // ran to the end, and nothing ran twice at once.
+    assert_eq!(
+        lines,
+        vec!["first", "slow-start", "slow-start", "slow-end", "last"],
+        "{ran}"
+    );
+    let o = run_in(&dir, &["logs", "crashy", &run_id, "slow", "--try", "1"]);
+    assert!(
+        text(&o).contains("slow-start") || text(&o).contains("$ echo slow-start"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("this try was lost: worker"),
+        "{}",
+        text(&o)
+    );
+}
