@@ -473,24 +473,25 @@ impl<'s> Parser<'s, '_> {
         };
         let start_date = date(self, "start_date");
         let end_date = date(self, "end_date");
-        if let (Some((s, _)), Some((e, espan))) = (&start_date, &end_date) {
-            if s > e {
-                self.err(
-                    espan.clone(),
-                    None,
-                    format!(
-                        "end_date {} is before start_date {}",
-                        e.with_timezone(&timezone).format("%Y-%m-%d %H:%M"),
-                        s.with_timezone(&timezone).format("%Y-%m-%d %H:%M")
-                    ),
-                );
-            }
+        if let (Some((s, _)), Some((e, espan))) = (&start_date, &end_date)
+            && s > e
+        {
+            self.err(
+                espan.clone(),
+                None,
+                format!(
+                    "end_date {} is before start_date {}",
+                    e.with_timezone(&timezone).format("%Y-%m-%d %H:%M"),
+                    s.with_timezone(&timezone).format("%Y-%m-%d %H:%M")
+                ),
+            );
         }
-        if let (Some(s), None) = (&schedule, &start_date) {
-            if !s.is_none() && lookup(root, "start_date").is_none() {
-                let span = lookup(root, "schedule").map_or(0..0, |v| v.span());
-                self.err(span, None, "a scheduled dag needs a start_date (e.g. start_date = \"2026-01-01\"); use schedule = \"none\" for manual-only dags");
-            }
+        if let (Some(s), None) = (&schedule, &start_date)
+            && !s.is_none()
+            && lookup(root, "start_date").is_none()
+        {
+            let span = lookup(root, "schedule").map_or(0..0, |v| v.span());
+            self.err(span, None, "a scheduled dag needs a start_date (e.g. start_date = \"2026-01-01\"); use schedule = \"none\" for manual-only dags");
         }
 
         let description =
@@ -822,33 +823,33 @@ impl<'s> Parser<'s, '_> {
         if let Some(v) = lookup(t, "timeout") {
             c.timeout = self.duration(v, task, "timeout");
         }
-        if let Some(v) = lookup(t, "trigger_rule") {
-            if let Some(s) = self.string(v, task, "trigger_rule") {
-                match TriggerRule::from_name(&s) {
-                    Some(r) => c.trigger_rule = r,
-                    None => {
-                        let hint = did_you_mean(&s, TriggerRule::NAMES);
-                        self.err(
-                            v.span(),
-                            task,
-                            format!(
-                                "unknown trigger_rule \"{s}\"{hint}; use one of {}",
-                                TriggerRule::NAMES.join(", ")
-                            ),
-                        );
-                    }
+        if let Some(v) = lookup(t, "trigger_rule")
+            && let Some(s) = self.string(v, task, "trigger_rule")
+        {
+            match TriggerRule::from_name(&s) {
+                Some(r) => c.trigger_rule = r,
+                None => {
+                    let hint = did_you_mean(&s, TriggerRule::NAMES);
+                    self.err(
+                        v.span(),
+                        task,
+                        format!(
+                            "unknown trigger_rule \"{s}\"{hint}; use one of {}",
+                            TriggerRule::NAMES.join(", ")
+                        ),
+                    );
                 }
             }
         }
-        if let Some(v) = lookup(t, "pool") {
-            if let Some(s) = self.string(v, task, "pool") {
-                if self.ctx.pools.contains(&s) {
-                    c.pool = s;
-                } else {
-                    let hint = did_you_mean(&s, self.ctx.pools.iter().map(String::as_str));
-                    let known: Vec<&str> = self.ctx.pools.iter().map(String::as_str).collect();
-                    self.err(v.span(), task, format!("unknown pool \"{s}\"{hint}; pools are declared in weft.toml [pools] (known: {})", known.join(", ")));
-                }
+        if let Some(v) = lookup(t, "pool")
+            && let Some(s) = self.string(v, task, "pool")
+        {
+            if self.ctx.pools.contains(&s) {
+                c.pool = s;
+            } else {
+                let hint = did_you_mean(&s, self.ctx.pools.iter().map(String::as_str));
+                let known: Vec<&str> = self.ctx.pools.iter().map(String::as_str).collect();
+                self.err(v.span(), task, format!("unknown pool \"{s}\"{hint}; pools are declared in weft.toml [pools] (known: {})", known.join(", ")));
             }
         }
         if let Some(v) = lookup(t, "pool_slots") {
@@ -861,25 +862,24 @@ impl<'s> Parser<'s, '_> {
                 .integer(v, task, "priority", -1_000_000, 1_000_000)
                 .map_or(0, |n| n as i32);
         }
-        if let Some(v) = lookup(t, "env") {
-            if let Some(env) = self.string_table(v, task, "env", true) {
-                c.env.extend(env);
-            }
+        if let Some(v) = lookup(t, "env")
+            && let Some(env) = self.string_table(v, task, "env", true)
+        {
+            c.env.extend(env);
         }
         let cb = self.callbacks(t, task);
         c.callbacks.on_failure = cb.on_failure.or(c.callbacks.on_failure);
         c.callbacks.on_success = cb.on_success.or(c.callbacks.on_success);
         c.callbacks.on_retry = cb.on_retry.or(c.callbacks.on_retry);
-        if let (Some(max), true) = (c.max_retry_delay, c.retry_exponential_backoff) {
-            if max < c.retry_delay {
-                if let Some(v) = lookup(t, "max_retry_delay") {
-                    self.err(
-                        v.span(),
-                        task,
-                        "max_retry_delay is shorter than retry_delay",
-                    );
-                }
-            }
+        if let (Some(max), true) = (c.max_retry_delay, c.retry_exponential_backoff)
+            && max < c.retry_delay
+            && let Some(v) = lookup(t, "max_retry_delay")
+        {
+            self.err(
+                v.span(),
+                task,
+                "max_retry_delay is shorter than retry_delay",
+            );
         }
         c
     }
@@ -1053,16 +1053,15 @@ impl<'s> Parser<'s, '_> {
 
     fn http(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
         let url = self.required(t, id, "url", &key_span, "http");
-        if let Some((u, span)) = &url {
-            if !template::is_templated(u)
-                && !(u.starts_with("http://") || u.starts_with("https://"))
-            {
-                self.err(
-                    span.clone(),
-                    Some(id),
-                    format!("url \"{u}\" must start with http:// or https://"),
-                );
-            }
+        if let Some((u, span)) = &url
+            && !template::is_templated(u)
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            self.err(
+                span.clone(),
+                Some(id),
+                format!("url \"{u}\" must start with http:// or https://"),
+            );
         }
         let method = match lookup(t, "method") {
             Some(_) => self.method(t, Some(id)),

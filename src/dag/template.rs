@@ -200,10 +200,10 @@ impl TemplateContext {
         }
         env().render_str(text, self).map_err(|e| {
             let mut msg = e.to_string();
-            if let Some(d) = e.detail() {
-                if !msg.contains(d) {
-                    msg = format!("{msg}: {d}");
-                }
+            if let Some(d) = e.detail()
+                && !msg.contains(d)
+            {
+                msg = format!("{msg}: {d}");
             }
             format!("template error: {msg}")
         })

@@ -278,14 +278,15 @@ pub async fn finish_try(
     let recorded =
         tasks::finish_try(&txn, ti, try_id, worker_id, outcome, state, next_retry, now).await?;
     let mut run_finished = None;
-    if recorded && state != TaskState::UpForRetry {
-        if let (Some(run), Some(dag)) = (&run, &dag) {
-            run_finished = evaluate(&txn, dag, run, now).await?;
-            if run_finished.is_some() {
-                if let Some((current, vid)) = reg.current(&dag.dag_id) {
-                    start_queued_in(&txn, &current, vid, now).await?;
-                }
-            }
+    if recorded
+        && state != TaskState::UpForRetry
+        && let (Some(run), Some(dag)) = (&run, &dag)
+    {
+        run_finished = evaluate(&txn, dag, run, now).await?;
+        if run_finished.is_some()
+            && let Some((current, vid)) = reg.current(&dag.dag_id)
+        {
+            start_queued_in(&txn, &current, vid, now).await?;
         }
     }
     txn.commit().await?;

@@ -541,10 +541,10 @@ on_failure = { command = "echo '{{ task_id }} {{ state }} {{ error }}' > task_fa
         let p = env.dags_dir().join(name);
         async move {
             for _ in 0..250 {
-                if let Ok(s) = std::fs::read_to_string(&p) {
-                    if !s.is_empty() {
-                        return s;
-                    }
+                if let Ok(s) = std::fs::read_to_string(&p)
+                    && !s.is_empty()
+                {
+                    return s;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

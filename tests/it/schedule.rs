@@ -21,7 +21,13 @@ fn ticks(expr: &str, tz: &str, from: DateTime<Utc>, n: usize) -> Vec<DateTime<Ut
 
 #[test]
 fn cron_ticks_across_dst_and_calendars() {
-    let cases: Vec<(&str, &str, DateTime<Utc>, Vec<DateTime<Utc>>)> = vec![
+    type Case = (
+        &'static str,
+        &'static str,
+        DateTime<Utc>,
+        Vec<DateTime<Utc>>,
+    );
+    let cases: Vec<Case> = vec![
         // 02:30 Berlin daily; 2026-03-29 02:30 does not exist: fires once at 03:00 CEST.
         (
             "30 2 * * *",
@@ -193,7 +199,8 @@ fn catchup_and_latest_interval_planning() {
     let t = tt(&daily, "UTC", utc(2026, 1, 1, 0, 0), None);
     let now = utc(2026, 1, 4, 6, 0);
     // (catchup, last scheduled logical date, room) -> intervals due
-    let cases: Vec<(bool, Option<DateTime<Utc>>, usize, Vec<Interval>)> = vec![
+    type Case = (bool, Option<DateTime<Utc>>, usize, Vec<Interval>);
+    let cases: Vec<Case> = vec![
         (
             true,
             None,

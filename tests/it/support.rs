@@ -129,12 +129,14 @@ pub struct Env {
 }
 
 pub fn test_config(dir: &Path, url: &str) -> Config {
-    let mut c = Config::default();
-    c.database_url = url.to_string();
-    c.dags_folder = dir.join("dags");
-    c.heartbeat_interval = Duration::from_millis(200);
-    c.kill_grace = Duration::from_millis(500);
-    c.shutdown_grace = Duration::from_secs(5);
+    let mut c = Config {
+        database_url: url.to_string(),
+        dags_folder: dir.join("dags"),
+        heartbeat_interval: Duration::from_millis(200),
+        kill_grace: Duration::from_millis(500),
+        shutdown_grace: Duration::from_secs(5),
+        ..Default::default()
+    };
     c.connections.insert(
         "warehouse".into(),
         weft::config::Connection {
