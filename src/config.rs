@@ -88,6 +88,11 @@ pub struct Config {
     pub default_pool_slots: u32,
     pub pools: BTreeMap<String, PoolConfig>,
     pub connections: BTreeMap<String, Connection>,
+    /// Anyone who can reach the web server may read pages and the read API; actions
+    /// always need a login. Set false to require a login for reading too.
+    pub public_read: bool,
+    /// Mark session cookies Secure even without `X-Forwarded-Proto: https`.
+    pub secure_cookies: bool,
 }
 
 impl Default for Config {
@@ -113,6 +118,8 @@ impl Default for Config {
             default_pool_slots: 128,
             pools: BTreeMap::new(),
             connections,
+            public_read: true,
+            secure_cookies: false,
         }
     }
 }

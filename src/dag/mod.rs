@@ -73,6 +73,8 @@ pub struct Dag {
     pub tasks: Vec<Task>,
     /// Task indices in a topological order (upstreams first).
     pub topo_order: Vec<usize>,
+    /// For each task (by index), the indices of the tasks that depend on it.
+    pub downstream: Vec<Vec<usize>>,
 }
 
 impl Dag {
@@ -86,11 +88,18 @@ impl Dag {
 
     /// Ids of the tasks that depend directly on `task_id`.
     pub fn downstream_of(&self, task_id: &str) -> Vec<&str> {
-        self.tasks
-            .iter()
-            .filter(|t| t.depends_on.iter().any(|d| d == task_id))
-            .map(|t| t.task_id.as_str())
-            .collect()
+        match self.task_index(task_id) {
+            Some(i) => self.downstream[i]
+                .iter()
+                .map(|j| self.tasks[*j].task_id.as_str())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// True when no task depends on the task at `index`.
+    pub fn is_leaf(&self, index: usize) -> bool {
+        self.downstream.get(index).is_none_or(Vec::is_empty)
     }
 
     /// `task_id` and everything downstream of it, transitively.
@@ -355,13 +364,17 @@ pub enum TaskKind {
         sql: String,
         connection: String,
     },
+    /// Does nothing and succeeds at once, in process: a join point or placeholder
+    /// (Airflow's EmptyOperator).
+    Noop,
 }
 
 impl TaskKind {
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "shell",
         "http",
         "sql",
+        "noop",
         "ingest",
         "transform",
         "experiment",
@@ -373,6 +386,7 @@ impl TaskKind {
             TaskKind::Shell { .. } => "shell",
             TaskKind::Http(_) => "http",
             TaskKind::Sql { .. } => "sql",
+            TaskKind::Noop => "noop",
         }
     }
 }

@@ -578,6 +578,14 @@ impl<'s> Parser<'s, '_> {
         }
 
         let topo_order = self.graph(&tasks, &dep_spans, &task_spans);
+        let mut downstream = vec![Vec::new(); tasks.len()];
+        for (i, t) in tasks.iter().enumerate() {
+            for d in &t.depends_on {
+                if let Some(j) = tasks.iter().position(|x| &x.task_id == d) {
+                    downstream[j].push(i);
+                }
+            }
+        }
 
         let schedule = schedule?;
         let source_hash = format!("{:x}", Sha256::digest(self.src.as_bytes()));
@@ -600,6 +608,7 @@ impl<'s> Parser<'s, '_> {
             callbacks: dag_callbacks,
             tasks,
             topo_order: topo_order?,
+            downstream,
         })
     }
 
@@ -915,7 +924,7 @@ impl<'s> Parser<'s, '_> {
         // Keys are checked against the kind so `url` on a shell task says so.
         let known_kind = kind_name
             .as_ref()
-            .is_some_and(|(k, _)| ["shell", "http", "sql"].contains(&k.as_str()));
+            .is_some_and(|(k, _)| ["shell", "http", "sql", "noop"].contains(&k.as_str()));
         for (k, _) in entries(t) {
             let key = k.get_ref().as_ref();
             if key == "kind"
@@ -971,6 +980,7 @@ impl<'s> Parser<'s, '_> {
                 "shell" => self.shell(t, id, key_span),
                 "http" => self.http(t, id, key_span),
                 "sql" => self.sql(t, id, key_span),
+                "noop" => Some(TaskKind::Noop),
                 "ingest" | "transform" | "experiment" | "survey_sync" => {
                     self.err(span, task, format!("kind \"{k}\" is not available in this build of weft yet; use kind = \"shell\" for now"));
                     None

@@ -5,7 +5,9 @@ pub mod dags;
 pub mod entities;
 pub mod runs;
 pub mod state;
+pub mod stats;
 pub mod tasks;
+pub mod users;
 
 use std::time::Duration;
 

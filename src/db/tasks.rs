@@ -27,6 +27,22 @@ pub async fn of_run<C: ConnectionTrait>(c: &C, run_pk: i64) -> DbResult<Vec<Ti>>
         .await?)
 }
 
+/// `(task_id, state)` of every task instance of a run: the narrow read that run
+/// evaluation needs after each try.
+pub async fn states_of_run<C: ConnectionTrait>(
+    c: &C,
+    run_pk: i64,
+) -> DbResult<Vec<(String, TaskState)>> {
+    Ok(task_instance::Entity::find()
+        .select_only()
+        .column(task_instance::Column::TaskId)
+        .column(task_instance::Column::State)
+        .filter(task_instance::Column::DagRunId.eq(run_pk))
+        .into_tuple()
+        .all(c)
+        .await?)
+}
+
 /// Task instances of many runs at once (one query, for grids and tables).
 pub async fn of_runs<C: ConnectionTrait>(c: &C, run_pks: &[i64]) -> DbResult<Vec<Ti>> {
     if run_pks.is_empty() {
@@ -64,9 +80,11 @@ pub async fn transition_by_task<C: ConnectionTrait>(
         TaskState::Scheduled => {
             q = q.col_expr(task_instance::Column::ScheduledAt, Expr::value(now))
         }
-        TaskState::Skipped | TaskState::UpstreamFailed | TaskState::Removed => {
-            q = q.col_expr(task_instance::Column::EndedAt, Expr::value(now))
-        }
+        TaskState::Skipped
+        | TaskState::UpstreamFailed
+        | TaskState::Removed
+        | TaskState::Success
+        | TaskState::Failed => q = q.col_expr(task_instance::Column::EndedAt, Expr::value(now)),
         _ => {}
     }
     let res = q
@@ -76,6 +94,26 @@ pub async fn transition_by_task<C: ConnectionTrait>(
         .exec(c)
         .await?;
     Ok(res.rows_affected)
+}
+
+/// Stamps `ended_at` on a task instance that an operator marked.
+pub async fn mark_ended<C: ConnectionTrait>(
+    c: &C,
+    run_pk: i64,
+    task_id: &str,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::EndedAt, Expr::value(now))
+        .col_expr(
+            task_instance::Column::NextRetryAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(task_instance::Column::DagRunId.eq(run_pk))
+        .filter(task_instance::Column::TaskId.eq(task_id))
+        .exec(c)
+        .await?;
+    Ok(())
 }
 
 /// Resets task instances for another round (clear): back to `pending`, with room for

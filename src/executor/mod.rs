@@ -46,8 +46,19 @@ pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
     };
     let ti = started.ti;
     let try_id = started.try_id;
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(None);
+    shared
+        .inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(ti.id, cancel_tx);
     let mut log = LogSink::new(db.clone(), try_id, shared.config.log_max_bytes);
-    let outcome = prepare_and_execute(&shared, &ti, try_id, &mut log).await;
+    let outcome = prepare_and_execute(&shared, &ti, try_id, &mut log, cancel_rx).await;
+    shared
+        .inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&ti.id);
     match &outcome.error {
         None => log.line("[weft] task succeeded").await,
         Some(e) => log.line(&format!("[weft] task failed: {e}")).await,
@@ -90,6 +101,7 @@ async fn prepare_and_execute(
     ti: &task_instance::Model,
     try_id: i64,
     log: &mut LogSink,
+    cancel: tokio::sync::watch::Receiver<Option<String>>,
 ) -> TryOutcome {
     let db = &shared.db;
     let run = match runs::get_run(&db.conn, ti.dag_run_id).await {
@@ -138,7 +150,7 @@ async fn prepare_and_execute(
         ti_id: ti.id,
         try_id,
         kill_grace: shared.config.kill_grace,
-        cancel: shared.cancel.subscribe(),
+        cancel,
         warehouses: &shared.warehouses,
         log,
     };

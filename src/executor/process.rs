@@ -17,6 +17,8 @@ use super::logs::LogSink;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     Timeout(Duration),
+    /// Stopped from outside (shutdown, or an operator marked the task); the reason is
+    /// in the cancel channel.
     Cancelled,
 }
 
@@ -72,7 +74,7 @@ pub async fn run_shell(
     env: &[(String, String)],
     timeout: Option<Duration>,
     kill_grace: Duration,
-    cancel: tokio::sync::watch::Receiver<bool>,
+    cancel: tokio::sync::watch::Receiver<Option<String>>,
     log: &mut LogSink,
     on_spawn: impl AsyncFnOnce(i32),
 ) -> std::io::Result<Exit> {
@@ -143,7 +145,7 @@ pub async fn run_shell(
                 kill_group(pid, kill_grace).await;
             }
             changed = cancel.changed(), if stopped.is_none() => {
-                if changed.is_ok() && *cancel.borrow() {
+                if changed.is_ok() && cancel.borrow().is_some() {
                     stopped = Some(Stop::Cancelled);
                     kill_group(pid, kill_grace).await;
                 }

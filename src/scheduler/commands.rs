@@ -43,9 +43,8 @@ pub async fn evaluate<C: ConnectionTrait>(
     run: &dag_run::Model,
     now: DateTime<Utc>,
 ) -> DbResult<Option<RunState>> {
-    let tis = tasks::of_run(c, run.id).await?;
     let mut states: HashMap<String, TaskState> =
-        tis.iter().map(|t| (t.task_id.clone(), t.state)).collect();
+        tasks::states_of_run(c, run.id).await?.into_iter().collect();
     let decisions = rules::evaluate(dag, &states);
     let mut by_state: BTreeMap<TaskState, Vec<String>> = BTreeMap::new();
     for (task, state) in decisions {
@@ -420,53 +419,183 @@ pub async fn rescue(
     Ok(())
 }
 
-/// Marks a run's unfinished work as failed and the run as failed (operator action).
-pub async fn mark_run_failed(
+/// Finds a run and the definition it runs with.
+async fn run_and_dag(
     db: &Db,
+    reg: &Registry,
     dag_id: &str,
     run_id: &str,
-    now: DateTime<Utc>,
-) -> CommandResult<()> {
+) -> CommandResult<(dag_run::Model, Arc<Dag>)> {
     let run = runs::find_run(&db.conn, dag_id, run_id)
         .await?
         .ok_or_else(|| {
             CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\""))
         })?;
+    let dag = reg.version(db, run.dag_version_id).await?.ok_or_else(|| {
+        CommandError::NotFound(format!(
+            "the definition of run \"{run_id}\" cannot be loaded"
+        ))
+    })?;
+    Ok((run, dag))
+}
+
+/// Operator action: sets one task instance to `success` or `failed` (a running try is
+/// stopped by its worker within a heartbeat), then re-evaluates the run, reopening it
+/// if it had finished.
+pub async fn mark_task(
+    db: &Db,
+    reg: &Registry,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    state: TaskState,
+    now: DateTime<Utc>,
+) -> CommandResult<()> {
+    if !matches!(state, TaskState::Success | TaskState::Failed) {
+        return Err(CommandError::Invalid(format!(
+            "a task can be marked success or failed, not {state}"
+        )));
+    }
+    let (run, dag) = run_and_dag(db, reg, dag_id, run_id).await?;
     let txn = db.conn.begin().await?;
-    let tis = tasks::of_run(&txn, run.id).await?;
-    let open: Vec<String> = tis
+    let run = runs::lock_run(&txn, run.id).await?.unwrap_or(run);
+    let tis = tasks::states_of_run(&txn, run.id).await?;
+    let Some((_, current)) = tis.iter().find(|(t, _)| t == task_id) else {
+        let hint = crate::dag::diag::did_you_mean(task_id, tis.iter().map(|(t, _)| t.as_str()));
+        return Err(CommandError::NotFound(format!(
+            "run \"{run_id}\" has no task \"{task_id}\"{hint}"
+        )));
+    };
+    if *current == state {
+        return Err(CommandError::Invalid(format!(
+            "task \"{task_id}\" is already {state}"
+        )));
+    }
+    let from: Vec<TaskState> = TaskState::ALL
         .iter()
-        .filter(|t| {
-            matches!(
-                t.state,
-                TaskState::Pending | TaskState::Scheduled | TaskState::UpForRetry
-            )
-        })
-        .map(|t| t.task_id.clone())
+        .copied()
+        .filter(|s| *s != state)
         .collect();
-    tasks::transition_by_task(
-        &txn,
-        run.id,
-        &open,
-        &[
-            TaskState::Pending,
-            TaskState::Scheduled,
-            TaskState::UpForRetry,
-        ],
-        TaskState::UpstreamFailed,
-        now,
-    )
-    .await?;
-    runs::transition(
-        &txn,
-        run.id,
-        &[RunState::Queued, RunState::Running],
-        RunState::Failed,
-        now,
-    )
-    .await?;
+    tasks::transition_by_task(&txn, run.id, &[task_id.to_string()], &from, state, now).await?;
+    tasks::mark_ended(&txn, run.id, task_id, now).await?;
+    reopen_and_evaluate(&txn, &dag, &run, now).await?;
     txn.commit().await?;
     Ok(())
+}
+
+/// A finished run whose tasks changed goes back to running and is evaluated again.
+async fn reopen_and_evaluate<C: ConnectionTrait>(
+    c: &C,
+    dag: &Dag,
+    run: &dag_run::Model,
+    now: DateTime<Utc>,
+) -> DbResult<Option<RunState>> {
+    let mut run = run.clone();
+    if run.state.is_finished()
+        && runs::transition(
+            c,
+            run.id,
+            &[RunState::Success, RunState::Failed],
+            RunState::Running,
+            now,
+        )
+        .await?
+    {
+        run.state = RunState::Running;
+    }
+    if run.state == RunState::Running {
+        return evaluate(c, dag, &run, now).await;
+    }
+    Ok(None)
+}
+
+/// Operator action: marks a run `success` (every unfinished task becomes success) or
+/// `failed` (running tasks fail and are stopped, tasks that have not run are skipped)
+/// — "cancel run" is marking it failed.
+pub async fn mark_run(
+    db: &Db,
+    reg: &Registry,
+    dag_id: &str,
+    run_id: &str,
+    state: RunState,
+    now: DateTime<Utc>,
+) -> CommandResult<()> {
+    let (run, _dag) = run_and_dag(db, reg, dag_id, run_id).await?;
+    let txn = db.conn.begin().await?;
+    let run = runs::lock_run(&txn, run.id).await?.unwrap_or(run);
+    if run.state == state {
+        return Err(CommandError::Invalid(format!(
+            "run \"{run_id}\" is already {state}"
+        )));
+    }
+    let tis = tasks::states_of_run(&txn, run.id).await?;
+    let ids = |pred: &dyn Fn(TaskState) -> bool| -> Vec<String> {
+        tis.iter()
+            .filter(|(_, s)| pred(*s))
+            .map(|(t, _)| t.clone())
+            .collect()
+    };
+    match state {
+        RunState::Success => {
+            let open = ids(&|s| s != TaskState::Success && s != TaskState::Removed);
+            let from: Vec<TaskState> = TaskState::ALL
+                .iter()
+                .copied()
+                .filter(|s| *s != TaskState::Success && *s != TaskState::Removed)
+                .collect();
+            tasks::transition_by_task(&txn, run.id, &open, &from, TaskState::Success, now).await?;
+        }
+        RunState::Failed => {
+            let active = [TaskState::Queued, TaskState::Running];
+            tasks::transition_by_task(
+                &txn,
+                run.id,
+                &ids(&|s| s.is_active()),
+                &active,
+                TaskState::Failed,
+                now,
+            )
+            .await?;
+            let waiting = [
+                TaskState::Pending,
+                TaskState::Scheduled,
+                TaskState::UpForRetry,
+            ];
+            tasks::transition_by_task(
+                &txn,
+                run.id,
+                &ids(&|s| waiting.contains(&s)),
+                &waiting,
+                TaskState::Skipped,
+                now,
+            )
+            .await?;
+        }
+        _ => {
+            return Err(CommandError::Invalid(format!(
+                "a run can be marked success or failed, not {state}"
+            )));
+        }
+    }
+    let from = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Success,
+        RunState::Failed,
+    ];
+    runs::transition(&txn, run.id, &from, state, now).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Operator action: pause or unpause a DAG.
+pub async fn set_paused(db: &Db, dag_id: &str, paused: bool) -> CommandResult<()> {
+    crate::db::dags::set_paused(&db.conn, dag_id, paused)
+        .await
+        .map_err(|e| match e {
+            DbError::NotFound(m) => CommandError::NotFound(m),
+            other => CommandError::Db(other),
+        })
 }
 
 /// Runs a callback in the background with the context of a task or run. Failures are

@@ -110,7 +110,8 @@ pub struct Shared {
     pub worker_id: String,
     pub hostname: String,
     pub wake: Notify,
-    pub cancel: watch::Sender<bool>,
+    /// Cancel switches of the tries running in this process, by task instance id.
+    pub inflight: Mutex<HashMap<i64, watch::Sender<Option<String>>>>,
     pub run_events: broadcast::Sender<RunEvent>,
     pub warehouses: Arc<Warehouses>,
     pub options: EngineOptions,
@@ -168,7 +169,7 @@ impl Engine {
             worker_id,
             hostname,
             wake: Notify::new(),
-            cancel: watch::channel(false).0,
+            inflight: Mutex::new(HashMap::new()),
             run_events: broadcast::channel(4096).0,
             warehouses,
             options,
@@ -247,7 +248,14 @@ impl Engine {
                 "stopping {} tries that did not finish in time",
                 self.running()
             );
-            let _ = s.cancel.send(true);
+            for tx in s
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+            {
+                let _ = tx.send(Some("the worker shut down while the task ran".into()));
+            }
             let deadline =
                 tokio::time::Instant::now() + s.config.kill_grace + Duration::from_secs(5);
             while self.running() > 0 && tokio::time::Instant::now() < deadline {
@@ -290,6 +298,7 @@ impl Engine {
         }
         if Self::due(&s.last_heartbeat, now, s.config.heartbeat_interval) {
             tasks::heartbeat(&s.db.conn, &s.worker_id, now).await?;
+            self.stop_unwanted_tries().await?;
             self.sweep_orphans(now).await?;
         }
         let paused: HashSet<String> = dags::list_dags(&s.db.conn)
@@ -405,6 +414,38 @@ impl Engine {
             });
         }
         Ok(n)
+    }
+
+    /// Stops tries running here whose task instance is no longer this worker's running
+    /// try (an operator marked it, or the run was cancelled).
+    pub async fn stop_unwanted_tries(&self) -> DbResult<()> {
+        let s = &self.shared;
+        let ids: Vec<i64> = s
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let held: HashSet<i64> = tasks::held_by(&s.db.conn, std::slice::from_ref(&s.worker_id))
+            .await?
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        let map = s.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            if !held.contains(&id) {
+                if let Some(tx) = map.get(&id) {
+                    let _ = tx.send(Some(
+                        "the task was marked or cancelled by an operator".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Finds workers that died (no heartbeat within `heartbeat_timeout`, or a process on

@@ -153,8 +153,9 @@ pub fn run_outcome(dag: &Dag, states: &HashMap<String, TaskState>) -> Option<Run
     let leaves_ok = dag
         .tasks
         .iter()
-        .filter(|t| dag.downstream_of(&t.task_id).is_empty())
-        .filter_map(|t| states.get(&t.task_id))
+        .enumerate()
+        .filter(|(i, _)| dag.is_leaf(*i))
+        .filter_map(|(_, t)| states.get(&t.task_id))
         .all(|s| {
             matches!(
                 s,

@@ -31,7 +31,7 @@ pub struct RunContext<'a> {
     pub ti_id: i64,
     pub try_id: i64,
     pub kill_grace: Duration,
-    pub cancel: watch::Receiver<bool>,
+    pub cancel: watch::Receiver<Option<String>>,
     pub warehouses: &'a Warehouses,
     pub log: &'a mut LogSink,
 }
@@ -64,6 +64,11 @@ pub async fn execute(ctx: &mut RunContext<'_>) -> TryOutcome {
         TaskKind::Shell { command, cwd } => shell::run(ctx, command, cwd.as_deref()).await,
         TaskKind::Http(spec) => http::run(ctx, spec).await,
         TaskKind::Sql { sql, connection } => sql::run(ctx, sql, connection).await,
+        TaskKind::Noop => TryOutcome {
+            success: true,
+            exit_code: None,
+            error: None,
+        },
     }
 }
 

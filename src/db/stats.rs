@@ -1,0 +1,262 @@
+//! Read-only aggregates for the UI and metrics: recent runs per DAG, failure rates,
+//! what is running, slow tasks. Each function is one query.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Statement, Value};
+
+use super::entities::dag_run;
+use super::{DbResult, TaskState};
+
+/// `?` placeholders become `$1, $2, ...` on PostgreSQL.
+fn stmt(c: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Statement {
+    let backend = c.get_database_backend();
+    let sql = if backend == DbBackend::Postgres {
+        let mut out = String::new();
+        let mut n = 0;
+        for ch in sql.chars() {
+            if ch == '?' {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    } else {
+        sql.to_string()
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// The latest `n` runs of every DAG, newest first within each DAG.
+pub async fn recent_runs<C: ConnectionTrait>(c: &C, n: i64) -> DbResult<Vec<dag_run::Model>> {
+    let sql = "SELECT id, dag_id, run_id, run_type, state, logical_date, data_interval_start, data_interval_end, \
+               dag_version_id, params, conf, created_at, started_at, ended_at FROM \
+               (SELECT r.*, ROW_NUMBER() OVER (PARTITION BY dag_id ORDER BY logical_date DESC, id DESC) AS rn FROM dag_run r) t \
+               WHERE rn <= ? ORDER BY dag_id, logical_date DESC, id DESC";
+    Ok(dag_run::Entity::find()
+        .from_raw_sql(stmt(c, sql, vec![n.into()]))
+        .all(c)
+        .await?)
+}
+
+/// Failed and finished counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rate {
+    pub failed: i64,
+    pub finished: i64,
+}
+
+impl Rate {
+    /// Failed share in percent, or `None` when nothing finished.
+    pub fn percent(&self) -> Option<f64> {
+        (self.finished > 0).then(|| 100.0 * self.failed as f64 / self.finished as f64)
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct KeyRate {
+    key: String,
+    failed: i64,
+    finished: i64,
+}
+
+async fn rates<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    since: DateTime<Utc>,
+) -> DbResult<HashMap<String, Rate>> {
+    let rows = KeyRate::find_by_statement(stmt(c, sql, vec![since.into()]))
+        .all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.key,
+                Rate {
+                    failed: r.failed,
+                    finished: r.finished,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Run failure rate per DAG for runs that ended since `since`.
+pub async fn run_failure_by_dag<C: ConnectionTrait>(
+    c: &C,
+    since: DateTime<Utc>,
+) -> DbResult<HashMap<String, Rate>> {
+    rates(
+        c,
+        "SELECT dag_id AS key, CAST(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
+         CAST(COUNT(*) AS BIGINT) AS finished FROM dag_run WHERE ended_at >= ? AND state IN ('success', 'failed') GROUP BY dag_id",
+        since,
+    )
+    .await
+}
+
+/// Try failure rate per DAG for tries that ended since `since`.
+pub async fn try_failure_by_dag<C: ConnectionTrait>(
+    c: &C,
+    since: DateTime<Utc>,
+) -> DbResult<HashMap<String, Rate>> {
+    rates(
+        c,
+        "SELECT dag_id AS key, CAST(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
+         CAST(COUNT(*) AS BIGINT) AS finished FROM task_try WHERE ended_at >= ? AND state IN ('success', 'failed') GROUP BY dag_id",
+        since,
+    )
+    .await
+}
+
+/// Try failure rate per task kind.
+pub async fn try_failure_by_kind<C: ConnectionTrait>(
+    c: &C,
+    since: DateTime<Utc>,
+) -> DbResult<HashMap<String, Rate>> {
+    rates(
+        c,
+        "SELECT ti.kind AS key, CAST(SUM(CASE WHEN tt.state = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
+         CAST(COUNT(*) AS BIGINT) AS finished FROM task_try tt JOIN task_instance ti ON ti.id = tt.task_instance_id \
+         WHERE tt.ended_at >= ? AND tt.state IN ('success', 'failed') GROUP BY ti.kind",
+        since,
+    )
+    .await
+}
+
+#[derive(Debug, FromQueryResult)]
+struct DayRate {
+    key: String,
+    day: String,
+    failed: i64,
+    finished: i64,
+}
+
+/// Try failure rate per DAG and UTC day since `since`, for trend sparklines.
+pub async fn daily_try_failure<C: ConnectionTrait>(
+    c: &C,
+    since: DateTime<Utc>,
+) -> DbResult<HashMap<String, Vec<(String, Rate)>>> {
+    let day = if c.get_database_backend() == DbBackend::Postgres {
+        "to_char(ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    } else {
+        "substr(ended_at, 1, 10)"
+    };
+    let sql = format!(
+        "SELECT dag_id AS key, {day} AS day, CAST(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
+         CAST(COUNT(*) AS BIGINT) AS finished FROM task_try WHERE ended_at >= ? AND state IN ('success', 'failed') \
+         GROUP BY dag_id, {day} ORDER BY 1, 2"
+    );
+    let rows = DayRate::find_by_statement(stmt(c, &sql, vec![since.into()]))
+        .all(c)
+        .await?;
+    let mut out: HashMap<String, Vec<(String, Rate)>> = HashMap::new();
+    for r in rows {
+        out.entry(r.key).or_default().push((
+            r.day,
+            Rate {
+                failed: r.failed,
+                finished: r.finished,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct StateCount {
+    state: String,
+    n: i64,
+}
+
+/// How many task instances are in each live state (scheduled, queued, running,
+/// up_for_retry).
+pub async fn live_task_counts<C: ConnectionTrait>(c: &C) -> DbResult<HashMap<TaskState, i64>> {
+    let rows = StateCount::find_by_statement(stmt(
+        c,
+        "SELECT state, CAST(COUNT(*) AS BIGINT) AS n FROM task_instance \
+         WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry') GROUP BY state",
+        vec![],
+    ))
+    .all(c)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| TaskState::parse(&r.state).map(|s| (s, r.n)))
+        .collect())
+}
+
+/// Runs per state (all time), for metrics.
+pub async fn run_counts<C: ConnectionTrait>(c: &C) -> DbResult<Vec<(String, i64)>> {
+    let rows = StateCount::find_by_statement(stmt(
+        c,
+        "SELECT state, CAST(COUNT(*) AS BIGINT) AS n FROM dag_run GROUP BY state",
+        vec![],
+    ))
+    .all(c)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
+}
+
+/// Task instances per state (all time), for metrics.
+pub async fn task_counts<C: ConnectionTrait>(c: &C) -> DbResult<Vec<(String, i64)>> {
+    let rows = StateCount::find_by_statement(stmt(
+        c,
+        "SELECT state, CAST(COUNT(*) AS BIGINT) AS n FROM task_instance GROUP BY state",
+        vec![],
+    ))
+    .all(c)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
+}
+
+/// A slow try.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct SlowTask {
+    pub dag_id: String,
+    pub task_id: String,
+    pub avg_ms: f64,
+    pub max_ms: i64,
+    pub tries: i64,
+}
+
+/// Tasks with the longest average successful try since `since`.
+pub async fn slowest_tasks<C: ConnectionTrait>(
+    c: &C,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> DbResult<Vec<SlowTask>> {
+    Ok(SlowTask::find_by_statement(stmt(
+        c,
+        "SELECT dag_id, task_id, CAST(AVG(duration_ms) AS DOUBLE PRECISION) AS avg_ms, CAST(MAX(duration_ms) AS BIGINT) AS max_ms, \
+         CAST(COUNT(*) AS BIGINT) AS tries FROM task_try WHERE ended_at >= ? AND state = 'success' AND duration_ms IS NOT NULL \
+         GROUP BY dag_id, task_id ORDER BY 3 DESC LIMIT ?",
+        vec![since.into(), limit.into()],
+    ))
+    .all(c)
+    .await?)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct LastScheduled {
+    dag_id: String,
+    logical: DateTime<Utc>,
+}
+
+/// The latest scheduled logical date of every DAG.
+pub async fn latest_scheduled_by_dag<C: ConnectionTrait>(
+    c: &C,
+) -> DbResult<HashMap<String, DateTime<Utc>>> {
+    let rows = LastScheduled::find_by_statement(stmt(
+        c,
+        "SELECT dag_id, MAX(logical_date) AS logical FROM dag_run WHERE run_type = 'scheduled' GROUP BY dag_id",
+        vec![],
+    ))
+    .all(c)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.dag_id, r.logical)).collect())
+}
