@@ -56,8 +56,28 @@ pub enum Command {
     Tasks(TasksCommand),
     /// Print the log of a task try.
     Logs(LogsArgs),
+    /// Web users and API tokens.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user (the password is prompted for, or read from stdin).
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["admin", "operator", "viewer"])]
+        role: String,
+        /// Read the password from the first line of stdin (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Issue a new API token for a user (replaces the previous one); printed once.
+    Token { name: String },
+    /// List users.
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +266,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Runs(a) => list_runs(cfg, a).await,
         Command::Tasks(c) => tasks_cmd(cfg, c).await,
         Command::Logs(a) => logs(cfg, a).await,
+        Command::Users(c) => users_cmd(cfg, c).await,
     }
 }
 
@@ -333,11 +354,12 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     )
     .await?;
     engine.shared.registry.sync(&db, Utc::now()).await?;
-    let web = crate::web::serve(
-        crate::web::AppState::new(db, cfg.clone(), registry, Some(engine.clone())),
-        &cfg.bind,
-    )
-    .await?;
+    let state = crate::web::AppState::new(db.clone(), cfg.clone(), registry, Some(engine.clone())).await?;
+    let web = crate::web::serve(state, &cfg.bind).await?;
+    if crate::db::users::count(&db.conn).await? == 0 {
+        eprintln!("  no users yet: pages are readable; to act (trigger, clear, pause) create one with");
+        eprintln!("              weft users create NAME --role admin");
+    }
     eprintln!("  web UI:     http://{}", web);
     engine.run(shutdown_signal()).await;
     eprintln!("weft stopped");
@@ -1151,4 +1173,50 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
         if interrupted { " (interrupted)" } else { "" }
     );
     Ok(if failed > 0 || interrupted { 1 } else { 0 })
+}
+
+async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
+    let db = open_db(&cfg).await?;
+    match c {
+        UsersCommand::Create { name, role, password_stdin } => {
+            let role = crate::db::Role::parse(&role).ok_or_else(|| anyhow!("unknown role {role}"))?;
+            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)) {
+                bail!("user names use 1-64 letters, digits and . _ - @");
+            }
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\n', '\r']).to_string()
+            } else {
+                let p = rpassword::prompt_password(format!("password for {name}: "))?;
+                let again = rpassword::prompt_password("again: ")?;
+                if p != again {
+                    bail!("the passwords differ");
+                }
+                p
+            };
+            if password.chars().count() < 8 {
+                bail!("passwords need at least 8 characters");
+            }
+            let hash = crate::web::auth::hash_password(&password).map_err(|e| anyhow!(e))?;
+            crate::db::users::create(&db.conn, &name, &hash, role, Utc::now()).await?;
+            println!("created {role} {name}");
+        }
+        UsersCommand::Token { name } => {
+            let user = crate::db::users::find_by_name(&db.conn, &name).await?.ok_or_else(|| anyhow!("no user \"{name}\""))?;
+            let (token, hash) = crate::web::auth::new_token();
+            crate::db::users::set_token_hash(&db.conn, user.id, Some(&hash)).await?;
+            println!("{token}");
+            eprintln!("API token for {name} ({}); it is shown only now. Send it as: Authorization: Bearer <token>", user.role);
+        }
+        UsersCommand::List => {
+            let rows: Vec<Vec<String>> = crate::db::users::list(&db.conn)
+                .await?
+                .into_iter()
+                .map(|u| vec![u.username, u.role.to_string(), u.last_login_at.map(rfc3339).unwrap_or_else(|| "never".into())])
+                .collect();
+            print_table(&["USER", "ROLE", "LAST LOGIN"], &rows);
+        }
+    }
+    Ok(0)
 }

@@ -260,3 +260,20 @@ pub async fn latest_scheduled_by_dag<C: ConnectionTrait>(
     .await?;
     Ok(rows.into_iter().map(|r| (r.dag_id, r.logical)).collect())
 }
+
+/// Slots in use per pool (queued and running task instances, by their pool_slots).
+pub async fn pool_usage<C: ConnectionTrait>(c: &C) -> DbResult<HashMap<String, i64>> {
+    #[derive(Debug, FromQueryResult)]
+    struct PoolUse {
+        pool: String,
+        used: i64,
+    }
+    let rows = PoolUse::find_by_statement(stmt(
+        c,
+        "SELECT pool, CAST(SUM(pool_slots) AS BIGINT) AS used FROM task_instance WHERE state IN ('queued', 'running') GROUP BY pool",
+        vec![],
+    ))
+    .all(c)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.pool, r.used)).collect())
+}

@@ -1,59 +1,145 @@
-//! The web server (axum): health and, as it grows, the operator UI and JSON API.
+//! The web server (axum + askama): operator pages, the JSON API, `/metrics` and
+//! `/health`.
 //!
 //! Never changes task or run state except through `scheduler::commands`; never writes
-//! SQL (that is `db`). Internal errors are logged and answered with a generic message.
+//! SQL (that is `db`). Internal errors are logged and answered with a generic message;
+//! every page and response carries security headers.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+mod metrics;
+pub mod pages;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{FromRef, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use axum_csrf::CsrfConfig;
+use axum_extra::extract::cookie::Key;
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, DbResult, users};
 use crate::scheduler::{Engine, Registry};
 
 /// What every handler can reach.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub engine: Option<Engine>,
+    pub key: Key,
+    pub csrf: CsrfConfig,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("db", &self.db).finish_non_exhaustive()
+    }
+}
+
+impl FromRef<AppState> for Key {
+    fn from_ref(s: &AppState) -> Key {
+        s.key.clone()
+    }
+}
+
+impl FromRef<AppState> for CsrfConfig {
+    fn from_ref(s: &AppState) -> CsrfConfig {
+        s.csrf.clone()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
 }
 
 impl AppState {
-    pub fn new(
-        db: Db,
-        config: Config,
-        registry: Arc<Registry>,
-        engine: Option<Engine>,
-    ) -> AppState {
-        AppState {
-            db,
-            config: Arc::new(config),
-            registry,
-            engine,
-        }
+    /// The signing key of session cookies is created once and kept in the database, so
+    /// every web server of an installation accepts the same sessions.
+    pub async fn new(db: Db, config: Config, registry: Arc<Registry>, engine: Option<Engine>) -> DbResult<AppState> {
+        let stored = users::setting_or_init(&db.conn, "session_key", || hex(Key::generate().master())).await?;
+        let key = unhex(&stored).filter(|b| b.len() >= 64).map(|b| Key::from(&b)).unwrap_or_else(Key::generate);
+        let csrf = CsrfConfig::default()
+            .with_key(Some(key.clone()))
+            .with_cookie_name("weft_csrf")
+            .with_cookie_same_site(axum_csrf::SameSite::Strict)
+            .with_secure(config.secure_cookies);
+        Ok(AppState { db, config: Arc::new(config), registry, engine, key, csrf })
     }
 }
 
 /// The whole application, for `serve` and for tests driving it with `oneshot`.
 pub fn app(state: AppState) -> Router {
+    let _ = metrics::handle();
     Router::new()
+        .route("/", get(pages::root))
+        .route("/dags", get(pages::dags_page))
+        .route("/dags/{dag_id}", get(pages::dag_page))
+        .route("/dags/{dag_id}/trigger", get(pages::trigger_form).post(pages::trigger_post))
+        .route("/dags/{dag_id}/runs/{run_id}", get(pages::run_page))
+        .route("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}", get(pages::task_page))
+        .route("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/log", get(pages::raw_log))
+        .route("/dashboard", get(pages::dashboard))
+        .route("/import-errors", get(pages::import_errors))
+        .route("/pools", get(pages::pools_page).post(pages::pools_post))
+        .route("/users", get(pages::users_page).post(pages::users_post))
+        .route("/login", get(pages::login_page).post(auth::login_post))
+        .route("/logout", post(auth::logout_post))
+        .route("/confirm", get(pages::confirm_page))
+        .route("/actions", post(pages::action_post))
+        .route("/static/weft.css", get(css))
+        .route("/static/weft.js", get(js))
         .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
+        .nest("/api/v1", api::router())
+        .fallback(not_found)
+        .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+async fn not_found(req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let e = error::Error::NotFound(format!("no page at {path}"));
+    if path.starts_with("/api/") { e.into_json() } else { e.into_response() }
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    res
+}
+
+async fn css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")], include_str!("../../static/weft.css")).into_response()
+}
+
+async fn js() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")], include_str!("../../static/weft.js")).into_response()
 }
 
 /// Binds `addr` and serves in the background; returns the bound address.
 pub async fn serve(state: AppState, addr: &str) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     let router = app(state);
     tokio::spawn(async move {
@@ -64,7 +150,15 @@ pub async fn serve(state: AppState, addr: &str) -> std::io::Result<SocketAddr> {
     Ok(local)
 }
 
-async fn health(State(s): State<AppState>) -> Response {
+/// For load balancers: 200 when the database answers and a scheduler heartbeat is
+/// fresh, 503 otherwise.
+pub async fn health(State(s): State<AppState>) -> Response {
+    let body = health_body(&s).await;
+    let code = if body["status"] == "healthy" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+pub(crate) async fn health_body(s: &AppState) -> serde_json::Value {
     let db_ok = s.db.ping().await.is_ok();
     let heartbeat = match crate::db::tasks::live_workers(&s.db.conn).await {
         Ok(ws) => ws.iter().map(|w| w.heartbeat_at).max(),
@@ -75,15 +169,10 @@ async fn health(State(s): State<AppState>) -> Response {
     };
     let age = heartbeat.map(|h| (Utc::now() - h).num_milliseconds() as f64 / 1000.0);
     let healthy = db_ok && age.is_some_and(|a| a < s.config.heartbeat_timeout.as_secs_f64());
-    let body = serde_json::json!({
+    serde_json::json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "database": if db_ok { "ok" } else { "unreachable" },
         "scheduler_heartbeat_age_seconds": age,
-    });
-    let code = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body)).into_response()
+        "dags_loaded": s.registry.all().len(),
+    })
 }

@@ -1,0 +1,414 @@
+//! The JSON API under `/api/v1`, with its OpenAPI document at
+//! `/api/v1/openapi.json`. Errors are `{"error": {"code", "message"}}`. Writes need a
+//! bearer token (`weft users token NAME`) of an operator; reads follow `public_read`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use super::AppState;
+use super::auth::Viewer;
+use super::error::Error;
+use crate::dag::template::rfc3339;
+use crate::db::entities::{dag_run, task_instance};
+use crate::db::runs::RunFilter;
+use crate::db::{Role, RunState, dags, runs, tasks};
+use crate::scheduler::commands;
+
+/// An API error: the JSON form of [`Error`].
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl<E: Into<Error>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.into_json()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DagView {
+    pub dag_id: String,
+    pub description: Option<String>,
+    pub schedule: String,
+    pub schedule_description: String,
+    pub timezone: String,
+    pub paused: bool,
+    pub tags: Vec<String>,
+    pub owner: Option<String>,
+    pub tasks: Vec<TaskView>,
+    pub file: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskView {
+    pub task_id: String,
+    pub kind: String,
+    pub depends_on: Vec<String>,
+    pub retries: u32,
+    pub pool: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub dag_id: String,
+    pub run_id: String,
+    pub run_type: String,
+    pub state: String,
+    pub logical_date: String,
+    pub data_interval_start: String,
+    pub data_interval_end: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub conf: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskInstanceView {
+    pub task_id: String,
+    pub state: String,
+    pub try_number: i32,
+    pub max_tries: i32,
+    pub pool: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogView {
+    pub try_number: i32,
+    pub state: String,
+    pub content: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PoolView {
+    pub name: String,
+    pub slots: i32,
+    pub used: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportErrorView {
+    pub file: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TriggerBody {
+    /// Params by name; checked against the DAG's `[params]`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Free-form run configuration (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub conf: serde_json::Value,
+    /// RFC 3339; the run covers the scheduled interval that contains it.
+    pub logical_date: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+pub struct ClearBody {
+    #[serde(default)]
+    pub downstream: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cleared {
+    pub cleared: Vec<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "weft API", description = "Runs, tasks, logs and pools of a weft installation."),
+    paths(list_dags, get_dag, pause_dag, unpause_dag, list_runs, trigger_run, get_run, list_tasks, clear_task, task_logs, list_pools, health, list_import_errors),
+    components(schemas(DagView, TaskView, RunView, RunList, TaskInstanceView, LogView, PoolView, ImportErrorView, TriggerBody, ClearBody, Cleared))
+)]
+struct ApiDoc;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/dags", get(list_dags))
+        .route("/dags/{dag_id}", get(get_dag))
+        .route("/dags/{dag_id}/pause", post(pause_dag))
+        .route("/dags/{dag_id}/unpause", post(unpause_dag))
+        .route("/dags/{dag_id}/runs", get(list_runs).post(trigger_run))
+        .route("/dags/{dag_id}/runs/{run_id}", get(get_run))
+        .route("/dags/{dag_id}/runs/{run_id}/tasks", get(list_tasks))
+        .route("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear", post(clear_task))
+        .route("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs", get(task_logs))
+        .route("/pools", get(list_pools))
+        .route("/health", get(health))
+        .route("/import-errors", get(list_import_errors))
+}
+
+async fn openapi() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}
+
+fn read(state: &AppState, viewer: &Viewer) -> Result<(), ApiError> {
+    viewer.can_read(state).map_err(ApiError)
+}
+
+/// Writes need a bearer token: cookies are never enough for the API (no CSRF there).
+fn write<'a>(viewer: &'a Viewer, headers: &HeaderMap) -> Result<&'a super::auth::User, ApiError> {
+    if !headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return Err(ApiError(Error::Unauthorized));
+    }
+    viewer.require(Role::Operator).map_err(ApiError)
+}
+
+fn t(d: Option<DateTime<Utc>>) -> Option<String> {
+    d.map(rfc3339)
+}
+
+fn run_view(r: &dag_run::Model) -> RunView {
+    RunView {
+        dag_id: r.dag_id.clone(),
+        run_id: r.run_id.clone(),
+        run_type: r.run_type.to_string(),
+        state: r.state.to_string(),
+        logical_date: rfc3339(r.logical_date),
+        data_interval_start: rfc3339(r.data_interval_start),
+        data_interval_end: rfc3339(r.data_interval_end),
+        started_at: t(r.started_at),
+        ended_at: t(r.ended_at),
+        params: serde_json::from_str(&r.params).unwrap_or_default(),
+        conf: serde_json::from_str(&r.conf).unwrap_or_default(),
+    }
+}
+
+fn ti_view(ti: &task_instance::Model) -> TaskInstanceView {
+    TaskInstanceView {
+        task_id: ti.task_id.clone(),
+        state: ti.state.to_string(),
+        try_number: ti.try_number,
+        max_tries: ti.max_tries,
+        pool: ti.pool.clone(),
+        started_at: t(ti.started_at),
+        ended_at: t(ti.ended_at),
+        duration_ms: ti.duration_ms,
+        exit_code: ti.exit_code,
+        error: ti.error.clone(),
+        hostname: ti.hostname.clone(),
+    }
+}
+
+fn dag_view(dag: &crate::dag::Dag, paused: bool) -> DagView {
+    DagView {
+        dag_id: dag.dag_id.clone(),
+        description: dag.description.clone(),
+        schedule: dag.schedule.as_str().to_string(),
+        schedule_description: dag.schedule.describe(),
+        timezone: dag.timezone.name().to_string(),
+        paused,
+        tags: dag.tags.clone(),
+        owner: dag.owner.clone(),
+        tasks: dag
+            .tasks
+            .iter()
+            .map(|t| TaskView { task_id: t.task_id.clone(), kind: t.kind.name().into(), depends_on: t.depends_on.clone(), retries: t.retries, pool: t.pool.clone() })
+            .collect(),
+        file: crate::dag::bag::display_path(&dag.file),
+    }
+}
+
+fn known(state: &AppState, dag_id: &str) -> Result<(std::sync::Arc<crate::dag::Dag>, i64), ApiError> {
+    state.registry.current(dag_id).ok_or_else(|| ApiError(Error::NotFound(format!("no dag \"{dag_id}\""))))
+}
+
+async fn find_run(state: &AppState, dag_id: &str, run_id: &str) -> Result<dag_run::Model, ApiError> {
+    runs::find_run(&state.db.conn, dag_id, run_id).await?.ok_or_else(|| ApiError(Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\""))))
+}
+
+/// All DAGs.
+#[utoipa::path(get, path = "/api/v1/dags", responses((status = 200, body = [DagView])))]
+async fn list_dags(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Vec<DagView>> {
+    read(&state, &viewer)?;
+    let paused: HashMap<String, bool> = dags::list_dags(&state.db.conn).await?.into_iter().map(|d| (d.dag_id, d.is_paused)).collect();
+    let mut out = Vec::new();
+    for (d, _) in state.registry.all() {
+        let p = paused.get(&d.dag_id).copied().unwrap_or(false);
+        out.push(dag_view(&d, p));
+    }
+    Ok(Json(out))
+}
+
+/// One DAG.
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}", responses((status = 200, body = DagView), (status = 404)))]
+async fn get_dag(State(state): State<AppState>, viewer: Viewer, Path(dag_id): Path<String>) -> ApiResult<DagView> {
+    read(&state, &viewer)?;
+    let (d, _) = known(&state, &dag_id)?;
+    let paused = dags::get_dag(&state.db.conn, &dag_id).await?.is_some_and(|x| x.is_paused);
+    Ok(Json(dag_view(&d, paused)))
+}
+
+/// Pause a DAG (operator).
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/pause", responses((status = 200, body = DagView), (status = 401), (status = 403)))]
+async fn pause_dag(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, Path(dag_id): Path<String>) -> ApiResult<DagView> {
+    set_paused(state, viewer, headers, dag_id, true).await
+}
+
+/// Unpause a DAG (operator).
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/unpause", responses((status = 200, body = DagView), (status = 401), (status = 403)))]
+async fn unpause_dag(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, Path(dag_id): Path<String>) -> ApiResult<DagView> {
+    set_paused(state, viewer, headers, dag_id, false).await
+}
+
+async fn set_paused(state: AppState, viewer: Viewer, headers: HeaderMap, dag_id: String, paused: bool) -> ApiResult<DagView> {
+    write(&viewer, &headers)?;
+    let (d, _) = known(&state, &dag_id)?;
+    commands::set_paused(&state.db, &dag_id, paused).await?;
+    Ok(Json(dag_view(&d, paused)))
+}
+
+fn parse_u64(q: &HashMap<String, String>, key: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+    match q.get(key) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(ApiError(Error::BadRequest(format!("{key} must be a whole number from 0 to {max}, got \"{v}\"")))),
+        },
+    }
+}
+
+/// Runs of a DAG, newest first. Query: `state`, `limit` (max 500), `offset`.
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs", responses((status = 200, body = RunList), (status = 400)))]
+async fn list_runs(State(state): State<AppState>, viewer: Viewer, Path(dag_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<RunList> {
+    read(&state, &viewer)?;
+    known(&state, &dag_id)?;
+    let limit = parse_u64(&q, "limit", 25, 500)?.max(1);
+    let offset = parse_u64(&q, "offset", 0, u64::MAX / 2)?;
+    let states = match q.get("state") {
+        Some(s) => vec![RunState::parse(s).ok_or_else(|| ApiError(Error::BadRequest(format!("unknown state \"{s}\"; use queued, running, success or failed"))))?],
+        None => Vec::new(),
+    };
+    let list = runs::list_runs(&state.db.conn, &RunFilter { dag_id: Some(dag_id), states, limit, offset }).await?;
+    Ok(Json(RunList { runs: list.iter().map(run_view).collect(), limit, offset }))
+}
+
+/// Trigger a manual run (operator).
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs", request_body = TriggerBody, responses((status = 201, body = RunView), (status = 400), (status = 401)))]
+async fn trigger_run(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, Path(dag_id): Path<String>, body: Result<Json<TriggerBody>, axum::extract::rejection::JsonRejection>) -> Result<Response, ApiError> {
+    write(&viewer, &headers)?;
+    let Json(body) = body.map_err(|e| ApiError(Error::BadRequest(format!("bad request body: {}", e.body_text()))))?;
+    let (dag, vid) = known(&state, &dag_id)?;
+    let logical = match &body.logical_date {
+        Some(s) => Some(crate::dag::parse_datetime(s, dag.timezone).map_err(|e| ApiError(Error::BadRequest(format!("logical_date: {e}"))))?),
+        None => None,
+    };
+    let run = commands::trigger(&state.db, &dag, vid, &body.params, body.conf, logical, Utc::now()).await?;
+    if let Some(e) = &state.engine {
+        e.wake();
+    }
+    Ok((StatusCode::CREATED, Json(run_view(&run))).into_response())
+}
+
+/// One run.
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}", responses((status = 200, body = RunView), (status = 404)))]
+async fn get_run(State(state): State<AppState>, viewer: Viewer, Path((dag_id, run_id)): Path<(String, String)>) -> ApiResult<RunView> {
+    read(&state, &viewer)?;
+    Ok(Json(run_view(&find_run(&state, &dag_id, &run_id).await?)))
+}
+
+/// Task instances of a run.
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks", responses((status = 200, body = [TaskInstanceView]), (status = 404)))]
+async fn list_tasks(State(state): State<AppState>, viewer: Viewer, Path((dag_id, run_id)): Path<(String, String)>) -> ApiResult<Vec<TaskInstanceView>> {
+    read(&state, &viewer)?;
+    let run = find_run(&state, &dag_id, &run_id).await?;
+    Ok(Json(tasks::of_run(&state.db.conn, run.id).await?.iter().map(ti_view).collect()))
+}
+
+/// Clear a task (and optionally its downstream) so it runs again (operator).
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear", request_body = ClearBody, responses((status = 200, body = Cleared), (status = 404)))]
+async fn clear_task(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    body: Option<Json<ClearBody>>,
+) -> ApiResult<Cleared> {
+    write(&viewer, &headers)?;
+    let downstream = body.map(|Json(b)| b.downstream).unwrap_or(false);
+    let cleared = commands::clear(&state.db, &state.registry, &dag_id, &run_id, &[task_id], downstream, Utc::now()).await?;
+    if let Some(e) = &state.engine {
+        e.wake();
+    }
+    Ok(Json(Cleared { cleared }))
+}
+
+/// The log of a try (`try` query parameter; default the latest).
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs", responses((status = 200, body = LogView), (status = 404)))]
+async fn task_logs(State(state): State<AppState>, viewer: Viewer, Path((dag_id, run_id, task_id)): Path<(String, String, String)>, Query(q): Query<HashMap<String, String>>) -> ApiResult<LogView> {
+    read(&state, &viewer)?;
+    let run = find_run(&state, &dag_id, &run_id).await?;
+    let ti = tasks::of_run(&state.db.conn, run.id).await?.into_iter().find(|t| t.task_id == task_id).ok_or_else(|| ApiError(Error::NotFound(format!("run \"{run_id}\" has no task \"{task_id}\""))))?;
+    let tries = tasks::tries_of(&state.db.conn, ti.id).await?;
+    let wanted = match q.get("try") {
+        Some(s) => Some(s.parse::<i32>().map_err(|_| ApiError(Error::BadRequest(format!("try must be a number, got \"{s}\""))))?),
+        None => None,
+    };
+    let t = match wanted {
+        Some(n) => tries.iter().find(|t| t.try_number == n),
+        None => tries.last(),
+    }
+    .ok_or_else(|| ApiError(Error::NotFound(format!("task \"{task_id}\" has no such try"))))?;
+    let content = tasks::read_log(&state.db.conn, t.id).await?;
+    Ok(Json(LogView { try_number: t.try_number, state: t.state.to_string(), content }))
+}
+
+/// Pools and their use.
+#[utoipa::path(get, path = "/api/v1/pools", responses((status = 200, body = [PoolView])))]
+async fn list_pools(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Vec<PoolView>> {
+    read(&state, &viewer)?;
+    let used = crate::db::stats::pool_usage(&state.db.conn).await?;
+    Ok(Json(dags::pools(&state.db.conn).await?.into_iter().map(|p| PoolView { used: used.get(&p.name).copied().unwrap_or(0), name: p.name, slots: p.slots }).collect()))
+}
+
+/// Health summary: database, scheduler heartbeat, live task counts.
+#[utoipa::path(get, path = "/api/v1/health", responses((status = 200)))]
+async fn health(State(state): State<AppState>, viewer: Viewer) -> Result<Response, ApiError> {
+    read(&state, &viewer)?;
+    let mut body = super::health_body(&state).await;
+    let live = crate::db::stats::live_task_counts(&state.db.conn).await?;
+    let counts: BTreeMap<String, i64> = live.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
+    body["tasks"] = serde_json::to_value(counts).unwrap_or_default();
+    Ok(Json(body).into_response())
+}
+
+/// DAG files that do not load.
+#[utoipa::path(get, path = "/api/v1/import-errors", responses((status = 200, body = [ImportErrorView])))]
+async fn list_import_errors(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Vec<ImportErrorView>> {
+    read(&state, &viewer)?;
+    Ok(Json(dags::import_errors(&state.db.conn).await?.into_iter().map(|e| ImportErrorView { file: e.fileloc, message: e.message }).collect()))
+}

@@ -1,0 +1,106 @@
+//! The one error type of the web layer: maps domain errors to status codes, logs
+//! internal ones, and never puts internal text in a response body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::db::DbError;
+use crate::scheduler::commands::CommandError;
+
+#[derive(Debug)]
+pub enum Error {
+    /// 400 with a message for the user.
+    BadRequest(String),
+    /// 401: no or bad credentials.
+    Unauthorized,
+    /// 403: logged in, but the role does not allow it.
+    Forbidden(String),
+    /// 404 with a message.
+    NotFound(String),
+    /// 409: the request conflicts with the current state.
+    Conflict(String),
+    /// 500: logged with its detail, answered generically.
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "log in first (or send a bearer token)".into()),
+            Error::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            Error::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            Error::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            Error::Internal(detail) => {
+                tracing::error!("internal error while serving a request: {detail}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the server log has the details".into())
+            }
+        }
+    }
+
+    /// The JSON form used by the API: `{"error": {"code", "message"}}`.
+    pub fn into_json(self) -> Response {
+        let (status, code, message) = self.parts();
+        (status, Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotFound(m) => Error::NotFound(m),
+            DbError::Conflict(m) => Error::Conflict(m),
+            DbError::Db(e) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<CommandError> for Error {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Invalid(m) => Error::BadRequest(m),
+            CommandError::NotFound(m) => Error::NotFound(m),
+            CommandError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<askama::Error> for Error {
+    fn from(e: askama::Error) -> Self {
+        Error::Internal(format!("template: {e}"))
+    }
+}
+
+/// Pages answer errors with a small HTML page (escaped).
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, _, message) = self.parts();
+        let body = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} - weft</title><link rel=\"stylesheet\" href=\"/static/weft.css\"></head>\
+             <body><main class=\"narrow\"><h1>{}</h1><p class=\"notice error\">{}</p><p><a href=\"/dags\">Back to DAGs</a></p></main></body></html>",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("error"),
+            html_escape(&message)
+        );
+        (status, Html(body)).into_response()
+    }
+}
+
+/// Escapes text for HTML (for the few strings not rendered through askama).
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,39 @@
+// Progressive enhancement only: every page works without this file.
+(function () {
+  // Times: show local time, keep UTC in the tooltip.
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (t) {
+      var d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) { t.textContent = d.toLocaleString(); }
+    });
+  }
+  localTimes(document);
+  // Auto-refresh pages that show live state, without a full reload.
+  var every = document.body.getAttribute("data-refresh");
+  if (every) {
+    setInterval(function () {
+      if (document.hidden) return;
+      fetch(location.href, { headers: { "X-Weft-Refresh": "1" } }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
+        if (!html) return;
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.querySelector("main");
+        if (fresh) { document.querySelector("main").replaceWith(fresh); localTimes(fresh); }
+      }).catch(function () {});
+    }, parseInt(every, 10) * 1000);
+  }
+  // Follow the log of a running try.
+  var log = document.getElementById("log");
+  if (log && log.dataset.follow) {
+    var timer = setInterval(function () {
+      fetch(log.dataset.follow).then(function (r) {
+        var state = r.headers.get("x-weft-try-state");
+        return r.text().then(function (t) { return [t, state]; });
+      }).then(function (x) {
+        var atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+        log.textContent = x[0];
+        if (atBottom) log.scrollTop = log.scrollHeight;
+        if (x[1] !== "running") clearInterval(timer);
+      }).catch(function () {});
+    }, 2000);
+  }
+})();
