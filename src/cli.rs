@@ -354,10 +354,13 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     )
     .await?;
     engine.shared.registry.sync(&db, Utc::now()).await?;
-    let state = crate::web::AppState::new(db.clone(), cfg.clone(), registry, Some(engine.clone())).await?;
+    let state =
+        crate::web::AppState::new(db.clone(), cfg.clone(), registry, Some(engine.clone())).await?;
     let web = crate::web::serve(state, &cfg.bind).await?;
     if crate::db::users::count(&db.conn).await? == 0 {
-        eprintln!("  no users yet: pages are readable; to act (trigger, clear, pause) create one with");
+        eprintln!(
+            "  no users yet: pages are readable; to act (trigger, clear, pause) create one with"
+        );
         eprintln!("              weft users create NAME --role admin");
     }
     eprintln!("  web UI:     http://{}", web);
@@ -1178,9 +1181,19 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
 async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
     let db = open_db(&cfg).await?;
     match c {
-        UsersCommand::Create { name, role, password_stdin } => {
-            let role = crate::db::Role::parse(&role).ok_or_else(|| anyhow!("unknown role {role}"))?;
-            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)) {
+        UsersCommand::Create {
+            name,
+            role,
+            password_stdin,
+        } => {
+            let role =
+                crate::db::Role::parse(&role).ok_or_else(|| anyhow!("unknown role {role}"))?;
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+            {
                 bail!("user names use 1-64 letters, digits and . _ - @");
             }
             let password = if password_stdin {
@@ -1203,17 +1216,30 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             println!("created {role} {name}");
         }
         UsersCommand::Token { name } => {
-            let user = crate::db::users::find_by_name(&db.conn, &name).await?.ok_or_else(|| anyhow!("no user \"{name}\""))?;
+            let user = crate::db::users::find_by_name(&db.conn, &name)
+                .await?
+                .ok_or_else(|| anyhow!("no user \"{name}\""))?;
             let (token, hash) = crate::web::auth::new_token();
             crate::db::users::set_token_hash(&db.conn, user.id, Some(&hash)).await?;
             println!("{token}");
-            eprintln!("API token for {name} ({}); it is shown only now. Send it as: Authorization: Bearer <token>", user.role);
+            eprintln!(
+                "API token for {name} ({}); it is shown only now. Send it as: Authorization: Bearer <token>",
+                user.role
+            );
         }
         UsersCommand::List => {
             let rows: Vec<Vec<String>> = crate::db::users::list(&db.conn)
                 .await?
                 .into_iter()
-                .map(|u| vec![u.username, u.role.to_string(), u.last_login_at.map(rfc3339).unwrap_or_else(|| "never".into())])
+                .map(|u| {
+                    vec![
+                        u.username,
+                        u.role.to_string(),
+                        u.last_login_at
+                            .map(rfc3339)
+                            .unwrap_or_else(|| "never".into()),
+                    ]
+                })
                 .collect();
             print_table(&["USER", "ROLE", "LAST LOGIN"], &rows);
         }

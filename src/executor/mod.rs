@@ -46,6 +46,7 @@ pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
     };
     let ti = started.ti;
     let try_id = started.try_id;
+    let started_at = ti.started_at;
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(None);
     shared
         .inflight
@@ -64,21 +65,27 @@ pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
         Some(e) => log.line(&format!("[weft] task failed: {e}")).await,
     }
     log.flush().await;
-    let finished = commands::finish_try(
-        db,
-        &shared.registry,
-        &ti,
+    let (reply, wait) = tokio::sync::oneshot::channel();
+    let item = commands::FinishItem {
+        ti: ti.clone(),
         try_id,
-        &shared.worker_id,
-        &outcome,
-        shared.clock.now(),
-    )
-    .await;
+        worker_id: shared.worker_id.clone(),
+        outcome: outcome.clone(),
+    };
+    let finished = match shared
+        .finisher
+        .send(crate::scheduler::FinishRequest { item, reply })
+    {
+        Ok(()) => wait
+            .await
+            .unwrap_or_else(|_| Err("the finisher stopped".into())),
+        Err(_) => Err("the finisher stopped".into()),
+    };
     match finished {
         Ok(f) => {
             if let (Some(dag), Some(run)) = (&f.dag, &f.run) {
                 if f.recorded {
-                    fire_callbacks(&shared, dag, run, &ti, &f, &outcome);
+                    fire_callbacks(dag, run, &ti, &f, &outcome);
                 }
                 if let Some(state) = f.run_finished {
                     let _ = shared.run_events.send(crate::scheduler::RunEvent {
@@ -88,9 +95,19 @@ pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
                     });
                 }
             }
+            let label = if f.recorded {
+                f.state.as_str()
+            } else {
+                "unrecorded"
+            };
+            metrics::counter!("weft_task_tries_total", "state" => label).increment(1);
+            if let Some(d) = started_at.map(|s| (shared.clock.now() - s).num_milliseconds()) {
+                metrics::histogram!("weft_task_try_duration_seconds", "kind" => ti.kind.clone())
+                    .record(d as f64 / 1000.0);
+            }
         }
         Err(e) => {
-            tracing::error!(ti = ti.id, error = %e, "could not record the end of a try; the orphan sweep will retry it")
+            tracing::error!(ti = ti.id, error = %e, "could not record the end of a try; it stays running until this worker is restarted and the sweep fails it")
         }
     }
     shared.wake.notify_one();
@@ -158,7 +175,6 @@ async fn prepare_and_execute(
 }
 
 fn fire_callbacks(
-    shared: &Shared,
     dag: &crate::dag::Dag,
     run: &crate::db::entities::dag_run::Model,
     ti: &task_instance::Model,
@@ -201,5 +217,4 @@ fn fire_callbacks(
             commands::fire_callback(cb, ctx, dag.base_dir());
         }
     }
-    let _ = shared;
 }

@@ -243,6 +243,15 @@ pub struct Finished {
     pub dag: Option<Arc<Dag>>,
 }
 
+/// The end of one try, to be recorded.
+#[derive(Debug, Clone)]
+pub struct FinishItem {
+    pub ti: task_instance::Model,
+    pub try_id: i64,
+    pub worker_id: String,
+    pub outcome: TryOutcome,
+}
+
 /// Records the end of a try and, in the same transaction, schedules what it unblocks:
 /// downstream tasks, the run's final state, and the next queued run of the DAG.
 pub async fn finish_try(
@@ -254,51 +263,105 @@ pub async fn finish_try(
     outcome: &TryOutcome,
     now: DateTime<Utc>,
 ) -> DbResult<Finished> {
-    let txn = db.conn.begin().await?;
-    let run = runs::lock_run(&txn, ti.dag_run_id).await?;
-    let dag = match &run {
-        Some(r) => reg.version(db, r.dag_version_id).await?,
-        None => None,
+    let item = FinishItem {
+        ti: ti.clone(),
+        try_id,
+        worker_id: worker_id.to_string(),
+        outcome: outcome.clone(),
     };
-    let task = dag.as_ref().and_then(|d| d.task(&ti.task_id));
-    let (state, next_retry) = if outcome.success {
-        (TaskState::Success, None)
-    } else if ti.try_number < ti.max_tries {
-        let delay = task.map_or(std::time::Duration::from_secs(300), |t| {
-            t.retry_delay_after(u32::try_from(ti.try_number).unwrap_or(1))
-        });
-        (
-            TaskState::UpForRetry,
-            Some(now + chrono::Duration::from_std(delay).unwrap_or_default()),
-        )
-    } else {
-        (TaskState::Failed, None)
-    };
-    let recorded =
-        tasks::finish_try(&txn, ti, try_id, worker_id, outcome, state, next_retry, now).await?;
-    let mut run_finished = None;
-    if recorded
-        && state != TaskState::UpForRetry
-        && let (Some(run), Some(dag)) = (&run, &dag)
-    {
-        run_finished = evaluate(&txn, dag, run, now).await?;
-        if run_finished.is_some()
-            && let Some((current, vid)) = reg.current(&dag.dag_id)
+    let mut out = finish_tries(db, reg, std::slice::from_ref(&item), now).await?;
+    out.pop()
+        .ok_or_else(|| DbError::NotFound("no result for a finished try".into()))
+}
+
+/// `finish_try` for many tries in one transaction: each try is recorded with its own
+/// fenced update, and each affected run is evaluated once. Batching keeps every
+/// guarantee (it is all one transaction) and saves a run evaluation per try when many
+/// tasks of one run finish together.
+pub async fn finish_tries(
+    db: &Db,
+    reg: &Registry,
+    items: &[FinishItem],
+    now: DateTime<Utc>,
+) -> DbResult<Vec<Finished>> {
+    let mut run_ids: Vec<i64> = items.iter().map(|i| i.ti.dag_run_id).collect();
+    run_ids.sort_unstable();
+    run_ids.dedup();
+    // Definitions are loaded before the transaction: loading one may need the database,
+    // and SQLite has a single connection.
+    let mut defs: HashMap<i64, Arc<Dag>> = HashMap::new();
+    for id in &run_ids {
+        if let Some(r) = runs::get_run(&db.conn, *id).await?
+            && let Some(d) = reg.version(db, r.dag_version_id).await?
         {
-            start_queued_in(&txn, &current, vid, now).await?;
+            defs.insert(*id, d);
+        }
+    }
+    let txn = db.conn.begin().await?;
+    // Runs are locked in id order so concurrent batches cannot deadlock.
+    let mut locked: HashMap<i64, dag_run::Model> = HashMap::new();
+    for id in &run_ids {
+        if let Some(r) = runs::lock_run(&txn, *id).await? {
+            locked.insert(*id, r);
+        }
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut to_evaluate: BTreeMap<i64, usize> = BTreeMap::new();
+    for it in items {
+        let ti = &it.ti;
+        let dag = defs.get(&ti.dag_run_id).cloned();
+        let task = dag.as_ref().and_then(|d| d.task(&ti.task_id));
+        let (state, next_retry) = if it.outcome.success {
+            (TaskState::Success, None)
+        } else if ti.try_number < ti.max_tries {
+            let delay = task.map_or(std::time::Duration::from_secs(300), |t| {
+                t.retry_delay_after(u32::try_from(ti.try_number).unwrap_or(1))
+            });
+            (
+                TaskState::UpForRetry,
+                Some(now + chrono::Duration::from_std(delay).unwrap_or_default()),
+            )
+        } else {
+            (TaskState::Failed, None)
+        };
+        let recorded = tasks::finish_try(
+            &txn,
+            ti,
+            it.try_id,
+            &it.worker_id,
+            &it.outcome,
+            state,
+            next_retry,
+            now,
+        )
+        .await?;
+        if !recorded {
+            tracing::warn!(ti = ti.id, task = %ti.task_id, "try {} finished, but it was no longer this worker's (declared dead or marked by an operator); its result was not recorded", ti.try_number);
+        } else if state != TaskState::UpForRetry {
+            to_evaluate.insert(ti.dag_run_id, out.len());
+        }
+        out.push(Finished {
+            recorded,
+            state,
+            run_finished: None,
+            run: locked.get(&ti.dag_run_id).cloned(),
+            dag,
+        });
+    }
+    for (run_id, last_item) in to_evaluate {
+        let (Some(run), Some(dag)) = (locked.get(&run_id), defs.get(&run_id)) else {
+            continue;
+        };
+        let fin = evaluate(&txn, dag, run, now).await?;
+        if fin.is_some() {
+            if let Some((current, vid)) = reg.current(&dag.dag_id) {
+                start_queued_in(&txn, &current, vid, now).await?;
+            }
+            out[last_item].run_finished = fin;
         }
     }
     txn.commit().await?;
-    if !recorded {
-        tracing::warn!(ti = ti.id, task = %ti.task_id, "try {} finished, but it was no longer this worker's (declared dead?); its result was not recorded", ti.try_number);
-    }
-    Ok(Finished {
-        recorded,
-        state,
-        run_finished,
-        run,
-        dag,
-    })
+    Ok(out)
 }
 
 /// Clears task instances of a run so they run again (with `downstream`, everything

@@ -68,6 +68,60 @@ impl Clock for ManualClock {
     }
 }
 
+/// A try that ended, waiting to be recorded, and where to send the result.
+#[derive(Debug)]
+pub struct FinishRequest {
+    pub item: commands::FinishItem,
+    pub reply: tokio::sync::oneshot::Sender<Result<commands::Finished, String>>,
+}
+
+/// Records ends of tries in batches: whatever has arrived while the previous batch was
+/// being written goes into the next transaction. A failed write is retried before the
+/// tries are reported as unrecorded.
+async fn run_finisher(
+    db: Db,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<FinishRequest>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<commands::FinishItem> = batch.iter().map(|r| r.item.clone()).collect();
+        let mut result = Err(String::new());
+        for attempt in 0..5u32 {
+            match commands::finish_tries(&db, &registry, &items, clock.now()).await {
+                Ok(r) => {
+                    result = Ok(r);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(attempt, error = %e, "recording {} finished tries failed; retrying", items.len());
+                    result = Err(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+        match result {
+            Ok(fins) => {
+                for (req, fin) in batch.into_iter().zip(fins) {
+                    let _ = req.reply.send(Ok(fin));
+                }
+            }
+            Err(e) => {
+                for req in batch {
+                    let _ = req.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// A run reached a final state.
 #[derive(Debug, Clone)]
 pub struct RunEvent {
@@ -115,6 +169,8 @@ pub struct Shared {
     pub run_events: broadcast::Sender<RunEvent>,
     pub warehouses: Arc<Warehouses>,
     pub options: EngineOptions,
+    /// Ends of tries go through one finisher task that records them in batches.
+    pub finisher: tokio::sync::mpsc::UnboundedSender<FinishRequest>,
     permits: Arc<Semaphore>,
     running: AtomicUsize,
     stopping: AtomicBool,
@@ -162,7 +218,15 @@ impl Engine {
         dags::sync_pools(&db.conn, &config.pool_slots()).await?;
         let warehouses = Warehouses::new(config.connections.clone().into_iter().collect());
         let permits = Arc::new(Semaphore::new(config.parallelism as usize));
+        let (finisher, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run_finisher(
+            db.clone(),
+            registry.clone(),
+            clock.clone(),
+            rx,
+        ));
         let shared = Shared {
+            finisher,
             db,
             registry,
             clock,
@@ -285,6 +349,13 @@ impl Engine {
 
     /// One full scheduling pass. Returns how long the loop may sleep.
     pub async fn tick(&self) -> DbResult<Duration> {
+        let started = std::time::Instant::now();
+        let wait = self.tick_inner().await;
+        metrics::histogram!("weft_scheduler_loop_seconds").record(started.elapsed().as_secs_f64());
+        wait
+    }
+
+    async fn tick_inner(&self) -> DbResult<Duration> {
         let s = &self.shared;
         let now = s.clock.now();
         if s.options.watch_folder && Self::due(&s.last_sync, now, s.config.dag_poll_interval) {
@@ -437,12 +508,12 @@ impl Engine {
             .collect();
         let map = s.inflight.lock().unwrap_or_else(|e| e.into_inner());
         for id in ids {
-            if !held.contains(&id) {
-                if let Some(tx) = map.get(&id) {
-                    let _ = tx.send(Some(
-                        "the task was marked or cancelled by an operator".into(),
-                    ));
-                }
+            if !held.contains(&id)
+                && let Some(tx) = map.get(&id)
+            {
+                let _ = tx.send(Some(
+                    "the task was marked or cancelled by an operator".into(),
+                ));
             }
         }
         Ok(())

@@ -149,9 +149,38 @@ pub struct Cleared {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "weft API", description = "Runs, tasks, logs and pools of a weft installation."),
-    paths(list_dags, get_dag, pause_dag, unpause_dag, list_runs, trigger_run, get_run, list_tasks, clear_task, task_logs, list_pools, health, list_import_errors),
-    components(schemas(DagView, TaskView, RunView, RunList, TaskInstanceView, LogView, PoolView, ImportErrorView, TriggerBody, ClearBody, Cleared))
+    info(
+        title = "weft API",
+        description = "Runs, tasks, logs and pools of a weft installation."
+    ),
+    paths(
+        list_dags,
+        get_dag,
+        pause_dag,
+        unpause_dag,
+        list_runs,
+        trigger_run,
+        get_run,
+        list_tasks,
+        clear_task,
+        task_logs,
+        list_pools,
+        health,
+        list_import_errors
+    ),
+    components(schemas(
+        DagView,
+        TaskView,
+        RunView,
+        RunList,
+        TaskInstanceView,
+        LogView,
+        PoolView,
+        ImportErrorView,
+        TriggerBody,
+        ClearBody,
+        Cleared
+    ))
 )]
 struct ApiDoc;
 
@@ -165,8 +194,14 @@ pub fn router() -> Router<AppState> {
         .route("/dags/{dag_id}/runs", get(list_runs).post(trigger_run))
         .route("/dags/{dag_id}/runs/{run_id}", get(get_run))
         .route("/dags/{dag_id}/runs/{run_id}/tasks", get(list_tasks))
-        .route("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear", post(clear_task))
-        .route("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs", get(task_logs))
+        .route(
+            "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear",
+            post(clear_task),
+        )
+        .route(
+            "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs",
+            get(task_logs),
+        )
         .route("/pools", get(list_pools))
         .route("/health", get(health))
         .route("/import-errors", get(list_import_errors))
@@ -237,25 +272,51 @@ fn dag_view(dag: &crate::dag::Dag, paused: bool) -> DagView {
         tasks: dag
             .tasks
             .iter()
-            .map(|t| TaskView { task_id: t.task_id.clone(), kind: t.kind.name().into(), depends_on: t.depends_on.clone(), retries: t.retries, pool: t.pool.clone() })
+            .map(|t| TaskView {
+                task_id: t.task_id.clone(),
+                kind: t.kind.name().into(),
+                depends_on: t.depends_on.clone(),
+                retries: t.retries,
+                pool: t.pool.clone(),
+            })
             .collect(),
         file: crate::dag::bag::display_path(&dag.file),
     }
 }
 
-fn known(state: &AppState, dag_id: &str) -> Result<(std::sync::Arc<crate::dag::Dag>, i64), ApiError> {
-    state.registry.current(dag_id).ok_or_else(|| ApiError(Error::NotFound(format!("no dag \"{dag_id}\""))))
+fn known(
+    state: &AppState,
+    dag_id: &str,
+) -> Result<(std::sync::Arc<crate::dag::Dag>, i64), ApiError> {
+    state
+        .registry
+        .current(dag_id)
+        .ok_or_else(|| ApiError(Error::NotFound(format!("no dag \"{dag_id}\""))))
 }
 
-async fn find_run(state: &AppState, dag_id: &str, run_id: &str) -> Result<dag_run::Model, ApiError> {
-    runs::find_run(&state.db.conn, dag_id, run_id).await?.ok_or_else(|| ApiError(Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\""))))
+async fn find_run(
+    state: &AppState,
+    dag_id: &str,
+    run_id: &str,
+) -> Result<dag_run::Model, ApiError> {
+    runs::find_run(&state.db.conn, dag_id, run_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError(Error::NotFound(format!(
+                "dag \"{dag_id}\" has no run \"{run_id}\""
+            )))
+        })
 }
 
 /// All DAGs.
 #[utoipa::path(get, path = "/api/v1/dags", responses((status = 200, body = [DagView])))]
 async fn list_dags(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Vec<DagView>> {
     read(&state, &viewer)?;
-    let paused: HashMap<String, bool> = dags::list_dags(&state.db.conn).await?.into_iter().map(|d| (d.dag_id, d.is_paused)).collect();
+    let paused: HashMap<String, bool> = dags::list_dags(&state.db.conn)
+        .await?
+        .into_iter()
+        .map(|d| (d.dag_id, d.is_paused))
+        .collect();
     let mut out = Vec::new();
     for (d, _) in state.registry.all() {
         let p = paused.get(&d.dag_id).copied().unwrap_or(false);
@@ -266,68 +327,142 @@ async fn list_dags(State(state): State<AppState>, viewer: Viewer) -> ApiResult<V
 
 /// One DAG.
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}", responses((status = 200, body = DagView), (status = 404)))]
-async fn get_dag(State(state): State<AppState>, viewer: Viewer, Path(dag_id): Path<String>) -> ApiResult<DagView> {
+async fn get_dag(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(dag_id): Path<String>,
+) -> ApiResult<DagView> {
     read(&state, &viewer)?;
     let (d, _) = known(&state, &dag_id)?;
-    let paused = dags::get_dag(&state.db.conn, &dag_id).await?.is_some_and(|x| x.is_paused);
+    let paused = dags::get_dag(&state.db.conn, &dag_id)
+        .await?
+        .is_some_and(|x| x.is_paused);
     Ok(Json(dag_view(&d, paused)))
 }
 
 /// Pause a DAG (operator).
 #[utoipa::path(post, path = "/api/v1/dags/{dag_id}/pause", responses((status = 200, body = DagView), (status = 401), (status = 403)))]
-async fn pause_dag(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, Path(dag_id): Path<String>) -> ApiResult<DagView> {
+async fn pause_dag(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(dag_id): Path<String>,
+) -> ApiResult<DagView> {
     set_paused(state, viewer, headers, dag_id, true).await
 }
 
 /// Unpause a DAG (operator).
 #[utoipa::path(post, path = "/api/v1/dags/{dag_id}/unpause", responses((status = 200, body = DagView), (status = 401), (status = 403)))]
-async fn unpause_dag(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, Path(dag_id): Path<String>) -> ApiResult<DagView> {
+async fn unpause_dag(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(dag_id): Path<String>,
+) -> ApiResult<DagView> {
     set_paused(state, viewer, headers, dag_id, false).await
 }
 
-async fn set_paused(state: AppState, viewer: Viewer, headers: HeaderMap, dag_id: String, paused: bool) -> ApiResult<DagView> {
+async fn set_paused(
+    state: AppState,
+    viewer: Viewer,
+    headers: HeaderMap,
+    dag_id: String,
+    paused: bool,
+) -> ApiResult<DagView> {
     write(&viewer, &headers)?;
     let (d, _) = known(&state, &dag_id)?;
     commands::set_paused(&state.db, &dag_id, paused).await?;
     Ok(Json(dag_view(&d, paused)))
 }
 
-fn parse_u64(q: &HashMap<String, String>, key: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+fn parse_u64(
+    q: &HashMap<String, String>,
+    key: &str,
+    default: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
     match q.get(key) {
         None => Ok(default),
         Some(v) => match v.parse::<u64>() {
             Ok(n) if n <= max => Ok(n),
-            _ => Err(ApiError(Error::BadRequest(format!("{key} must be a whole number from 0 to {max}, got \"{v}\"")))),
+            _ => Err(ApiError(Error::BadRequest(format!(
+                "{key} must be a whole number from 0 to {max}, got \"{v}\""
+            )))),
         },
     }
 }
 
 /// Runs of a DAG, newest first. Query: `state`, `limit` (max 500), `offset`.
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs", responses((status = 200, body = RunList), (status = 400)))]
-async fn list_runs(State(state): State<AppState>, viewer: Viewer, Path(dag_id): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<RunList> {
+async fn list_runs(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(dag_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<RunList> {
     read(&state, &viewer)?;
     known(&state, &dag_id)?;
     let limit = parse_u64(&q, "limit", 25, 500)?.max(1);
     let offset = parse_u64(&q, "offset", 0, u64::MAX / 2)?;
     let states = match q.get("state") {
-        Some(s) => vec![RunState::parse(s).ok_or_else(|| ApiError(Error::BadRequest(format!("unknown state \"{s}\"; use queued, running, success or failed"))))?],
+        Some(s) => vec![RunState::parse(s).ok_or_else(|| {
+            ApiError(Error::BadRequest(format!(
+                "unknown state \"{s}\"; use queued, running, success or failed"
+            )))
+        })?],
         None => Vec::new(),
     };
-    let list = runs::list_runs(&state.db.conn, &RunFilter { dag_id: Some(dag_id), states, limit, offset }).await?;
-    Ok(Json(RunList { runs: list.iter().map(run_view).collect(), limit, offset }))
+    let list = runs::list_runs(
+        &state.db.conn,
+        &RunFilter {
+            dag_id: Some(dag_id),
+            states,
+            limit,
+            offset,
+        },
+    )
+    .await?;
+    Ok(Json(RunList {
+        runs: list.iter().map(run_view).collect(),
+        limit,
+        offset,
+    }))
 }
 
 /// Trigger a manual run (operator).
 #[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs", request_body = TriggerBody, responses((status = 201, body = RunView), (status = 400), (status = 401)))]
-async fn trigger_run(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, Path(dag_id): Path<String>, body: Result<Json<TriggerBody>, axum::extract::rejection::JsonRejection>) -> Result<Response, ApiError> {
+async fn trigger_run(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(dag_id): Path<String>,
+    body: Result<Json<TriggerBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
     write(&viewer, &headers)?;
-    let Json(body) = body.map_err(|e| ApiError(Error::BadRequest(format!("bad request body: {}", e.body_text()))))?;
+    let Json(body) = body.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad request body: {}",
+            e.body_text()
+        )))
+    })?;
     let (dag, vid) = known(&state, &dag_id)?;
     let logical = match &body.logical_date {
-        Some(s) => Some(crate::dag::parse_datetime(s, dag.timezone).map_err(|e| ApiError(Error::BadRequest(format!("logical_date: {e}"))))?),
+        Some(s) => Some(
+            crate::dag::parse_datetime(s, dag.timezone)
+                .map_err(|e| ApiError(Error::BadRequest(format!("logical_date: {e}"))))?,
+        ),
         None => None,
     };
-    let run = commands::trigger(&state.db, &dag, vid, &body.params, body.conf, logical, Utc::now()).await?;
+    let run = commands::trigger(
+        &state.db,
+        &dag,
+        vid,
+        &body.params,
+        body.conf,
+        logical,
+        Utc::now(),
+    )
+    .await?;
     if let Some(e) = &state.engine {
         e.wake();
     }
@@ -336,17 +471,31 @@ async fn trigger_run(State(state): State<AppState>, viewer: Viewer, headers: Hea
 
 /// One run.
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}", responses((status = 200, body = RunView), (status = 404)))]
-async fn get_run(State(state): State<AppState>, viewer: Viewer, Path((dag_id, run_id)): Path<(String, String)>) -> ApiResult<RunView> {
+async fn get_run(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((dag_id, run_id)): Path<(String, String)>,
+) -> ApiResult<RunView> {
     read(&state, &viewer)?;
     Ok(Json(run_view(&find_run(&state, &dag_id, &run_id).await?)))
 }
 
 /// Task instances of a run.
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks", responses((status = 200, body = [TaskInstanceView]), (status = 404)))]
-async fn list_tasks(State(state): State<AppState>, viewer: Viewer, Path((dag_id, run_id)): Path<(String, String)>) -> ApiResult<Vec<TaskInstanceView>> {
+async fn list_tasks(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((dag_id, run_id)): Path<(String, String)>,
+) -> ApiResult<Vec<TaskInstanceView>> {
     read(&state, &viewer)?;
     let run = find_run(&state, &dag_id, &run_id).await?;
-    Ok(Json(tasks::of_run(&state.db.conn, run.id).await?.iter().map(ti_view).collect()))
+    Ok(Json(
+        tasks::of_run(&state.db.conn, run.id)
+            .await?
+            .iter()
+            .map(ti_view)
+            .collect(),
+    ))
 }
 
 /// Clear a task (and optionally its downstream) so it runs again (operator).
@@ -360,7 +509,16 @@ async fn clear_task(
 ) -> ApiResult<Cleared> {
     write(&viewer, &headers)?;
     let downstream = body.map(|Json(b)| b.downstream).unwrap_or(false);
-    let cleared = commands::clear(&state.db, &state.registry, &dag_id, &run_id, &[task_id], downstream, Utc::now()).await?;
+    let cleared = commands::clear(
+        &state.db,
+        &state.registry,
+        &dag_id,
+        &run_id,
+        &[task_id],
+        downstream,
+        Utc::now(),
+    )
+    .await?;
     if let Some(e) = &state.engine {
         e.wake();
     }
@@ -369,22 +527,47 @@ async fn clear_task(
 
 /// The log of a try (`try` query parameter; default the latest).
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs", responses((status = 200, body = LogView), (status = 404)))]
-async fn task_logs(State(state): State<AppState>, viewer: Viewer, Path((dag_id, run_id, task_id)): Path<(String, String, String)>, Query(q): Query<HashMap<String, String>>) -> ApiResult<LogView> {
+async fn task_logs(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<LogView> {
     read(&state, &viewer)?;
     let run = find_run(&state, &dag_id, &run_id).await?;
-    let ti = tasks::of_run(&state.db.conn, run.id).await?.into_iter().find(|t| t.task_id == task_id).ok_or_else(|| ApiError(Error::NotFound(format!("run \"{run_id}\" has no task \"{task_id}\""))))?;
+    let ti = tasks::of_run(&state.db.conn, run.id)
+        .await?
+        .into_iter()
+        .find(|t| t.task_id == task_id)
+        .ok_or_else(|| {
+            ApiError(Error::NotFound(format!(
+                "run \"{run_id}\" has no task \"{task_id}\""
+            )))
+        })?;
     let tries = tasks::tries_of(&state.db.conn, ti.id).await?;
     let wanted = match q.get("try") {
-        Some(s) => Some(s.parse::<i32>().map_err(|_| ApiError(Error::BadRequest(format!("try must be a number, got \"{s}\""))))?),
+        Some(s) => Some(s.parse::<i32>().map_err(|_| {
+            ApiError(Error::BadRequest(format!(
+                "try must be a number, got \"{s}\""
+            )))
+        })?),
         None => None,
     };
     let t = match wanted {
         Some(n) => tries.iter().find(|t| t.try_number == n),
         None => tries.last(),
     }
-    .ok_or_else(|| ApiError(Error::NotFound(format!("task \"{task_id}\" has no such try"))))?;
+    .ok_or_else(|| {
+        ApiError(Error::NotFound(format!(
+            "task \"{task_id}\" has no such try"
+        )))
+    })?;
     let content = tasks::read_log(&state.db.conn, t.id).await?;
-    Ok(Json(LogView { try_number: t.try_number, state: t.state.to_string(), content }))
+    Ok(Json(LogView {
+        try_number: t.try_number,
+        state: t.state.to_string(),
+        content,
+    }))
 }
 
 /// Pools and their use.
@@ -392,7 +575,17 @@ async fn task_logs(State(state): State<AppState>, viewer: Viewer, Path((dag_id, 
 async fn list_pools(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Vec<PoolView>> {
     read(&state, &viewer)?;
     let used = crate::db::stats::pool_usage(&state.db.conn).await?;
-    Ok(Json(dags::pools(&state.db.conn).await?.into_iter().map(|p| PoolView { used: used.get(&p.name).copied().unwrap_or(0), name: p.name, slots: p.slots }).collect()))
+    Ok(Json(
+        dags::pools(&state.db.conn)
+            .await?
+            .into_iter()
+            .map(|p| PoolView {
+                used: used.get(&p.name).copied().unwrap_or(0),
+                name: p.name,
+                slots: p.slots,
+            })
+            .collect(),
+    ))
 }
 
 /// Health summary: database, scheduler heartbeat, live task counts.
@@ -408,7 +601,19 @@ async fn health(State(state): State<AppState>, viewer: Viewer) -> Result<Respons
 
 /// DAG files that do not load.
 #[utoipa::path(get, path = "/api/v1/import-errors", responses((status = 200, body = [ImportErrorView])))]
-async fn list_import_errors(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Vec<ImportErrorView>> {
+async fn list_import_errors(
+    State(state): State<AppState>,
+    viewer: Viewer,
+) -> ApiResult<Vec<ImportErrorView>> {
     read(&state, &viewer)?;
-    Ok(Json(dags::import_errors(&state.db.conn).await?.into_iter().map(|e| ImportErrorView { file: e.fileloc, message: e.message }).collect()))
+    Ok(Json(
+        dags::import_errors(&state.db.conn)
+            .await?
+            .into_iter()
+            .map(|e| ImportErrorView {
+                file: e.fileloc,
+                message: e.message,
+            })
+            .collect(),
+    ))
 }

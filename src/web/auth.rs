@@ -48,13 +48,20 @@ impl Viewer {
         match &self.0 {
             None => Err(Error::Unauthorized),
             Some(u) if rank(u.role) >= rank(role) => Ok(u),
-            Some(u) => Err(Error::Forbidden(format!("user \"{}\" is {}; this needs the {} role", u.username, u.role, role))),
+            Some(u) => Err(Error::Forbidden(format!(
+                "user \"{}\" is {}; this needs the {} role",
+                u.username, u.role, role
+            ))),
         }
     }
 
     /// Reading needs a login unless `public_read` is on.
     pub fn can_read(&self, state: &AppState) -> Result<()> {
-        if state.config.public_read || self.0.is_some() { Ok(()) } else { Err(Error::Unauthorized) }
+        if state.config.public_read || self.0.is_some() {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized)
+        }
     }
 
     pub fn has(&self, role: Role) -> bool {
@@ -67,17 +74,32 @@ impl FromRequestParts<AppState> for Viewer {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         if let Some(token) = bearer(&parts.headers) {
-            let user = users::find_by_token_hash(&state.db.conn, &token_hash(&token)).await?.ok_or(Error::Unauthorized)?;
-            return Ok(Viewer(Some(User { id: user.id, username: user.username, role: user.role })));
+            let user = users::find_by_token_hash(&state.db.conn, &token_hash(&token))
+                .await?
+                .ok_or(Error::Unauthorized)?;
+            return Ok(Viewer(Some(User {
+                id: user.id,
+                username: user.username,
+                role: user.role,
+            })));
         }
         let jar = SignedCookieJar::from_headers(&parts.headers, state.key.clone());
-        let Some((id, expires)) = jar.get(SESSION_COOKIE).and_then(|c| parse_session(c.value())) else {
+        let Some((id, expires)) = jar
+            .get(SESSION_COOKIE)
+            .and_then(|c| parse_session(c.value()))
+        else {
             return Ok(Viewer(None));
         };
         if expires < Utc::now().timestamp() {
             return Ok(Viewer(None));
         }
-        Ok(Viewer(users::get(&state.db.conn, id).await?.map(|u| User { id: u.id, username: u.username, role: u.role })))
+        Ok(Viewer(users::get(&state.db.conn, id).await?.map(|u| {
+            User {
+                id: u.id,
+                username: u.username,
+                role: u.role,
+            }
+        })))
     }
 }
 
@@ -93,11 +115,16 @@ fn parse_session(v: &str) -> Option<(i64, i64)> {
 
 /// An argon2id PHC string.
 pub fn hash_password(password: &str) -> std::result::Result<String, String> {
-    Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| format!("cannot hash the password: {e}"))
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
 }
 
 /// API tokens have ~244 random bits, so a fast hash is enough to store them.
@@ -107,7 +134,11 @@ pub fn token_hash(token: &str) -> String {
 
 /// A new API token and its hash.
 pub fn new_token() -> (String, String) {
-    let token = format!("weft_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let token = format!(
+        "weft_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     let hash = token_hash(&token);
     (token, hash)
 }
@@ -121,7 +152,11 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 fn is_https(headers: &HeaderMap, state: &AppState) -> bool {
-    state.config.secure_cookies || headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("https"))
+    state.config.secure_cookies
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +181,9 @@ pub async fn login_post(
     let ok = match &user {
         Some(u) => {
             let (pw, hash) = (form.password.clone(), u.password_hash.clone());
-            tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false)
+            tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
+                .await
+                .unwrap_or(false)
         }
         None => false,
     };
@@ -164,7 +201,11 @@ pub async fn login_post(
         .secure(is_https(&headers, &state))
         .max_age(time::Duration::hours(SESSION_HOURS))
         .build();
-    Ok((jar.add(cookie), Redirect::to(&safe_next(form.next.as_deref()))).into_response())
+    Ok((
+        jar.add(cookie),
+        Redirect::to(&safe_next(form.next.as_deref())),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,9 +213,19 @@ pub struct LogoutForm {
     pub authenticity_token: String,
 }
 
-pub async fn logout_post(token: CsrfToken, jar: SignedCookieJar, Form(form): Form<LogoutForm>) -> Result<Response> {
+pub async fn logout_post(
+    token: CsrfToken,
+    jar: SignedCookieJar,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response> {
     if token.verify(&form.authenticity_token).is_err() {
-        return Err(Error::Forbidden("CSRF check failed; reload and try again".into()));
+        return Err(Error::Forbidden(
+            "CSRF check failed; reload and try again".into(),
+        ));
     }
-    Ok((jar.remove(Cookie::build(SESSION_COOKIE).path("/").build()), Redirect::to("/dags")).into_response())
+    Ok((
+        jar.remove(Cookie::build(SESSION_COOKIE).path("/").build()),
+        Redirect::to("/dags"),
+    )
+        .into_response())
 }

@@ -30,13 +30,21 @@ impl Error {
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
-            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "log in first (or send a bearer token)".into()),
+            Error::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "log in first (or send a bearer token)".into(),
+            ),
             Error::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
             Error::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             Error::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             Error::Internal(detail) => {
                 tracing::error!("internal error while serving a request: {detail}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the server log has the details".into())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; the server log has the details".into(),
+                )
             }
         }
     }
@@ -44,7 +52,11 @@ impl Error {
     /// The JSON form used by the API: `{"error": {"code", "message"}}`.
     pub fn into_json(self) -> Response {
         let (status, code, message) = self.parts();
-        (status, Json(serde_json::json!({"error": {"code": code, "message": message}}))).into_response()
+        (
+            status,
+            Json(serde_json::json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
     }
 }
 

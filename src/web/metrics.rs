@@ -20,7 +20,10 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
+                .set_buckets(&[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 900.0, 3600.0,
+                ])
                 .ok()?;
             match builder.install_recorder() {
                 Ok(h) => Some(h),
@@ -42,12 +45,29 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response> {
         metrics::gauge!("weft_task_instances", "state" => s).set(n as f64);
     }
     let live = stats::live_task_counts(c).await?;
-    metrics::gauge!("weft_queue_depth").set(live.get(&crate::db::TaskState::Scheduled).copied().unwrap_or(0) as f64);
+    metrics::gauge!("weft_queue_depth").set(
+        live.get(&crate::db::TaskState::Scheduled)
+            .copied()
+            .unwrap_or(0) as f64,
+    );
     metrics::gauge!("weft_dag_import_errors").set(dags::import_errors(c).await?.len() as f64);
     metrics::gauge!("weft_dags_loaded").set(state.registry.all().len() as f64);
-    if let Some(hb) = tasks::live_workers(c).await?.iter().map(|w| w.heartbeat_at).max() {
-        metrics::gauge!("weft_scheduler_heartbeat_age_seconds").set((Utc::now() - hb).num_milliseconds() as f64 / 1000.0);
+    if let Some(hb) = tasks::live_workers(c)
+        .await?
+        .iter()
+        .map(|w| w.heartbeat_at)
+        .max()
+    {
+        metrics::gauge!("weft_scheduler_heartbeat_age_seconds")
+            .set((Utc::now() - hb).num_milliseconds() as f64 / 1000.0);
     }
     let body = handle().map(|h| h.render()).unwrap_or_default();
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }

@@ -42,7 +42,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("db", &self.db).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,21 +65,41 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
 }
 
 impl AppState {
     /// The signing key of session cookies is created once and kept in the database, so
     /// every web server of an installation accepts the same sessions.
-    pub async fn new(db: Db, config: Config, registry: Arc<Registry>, engine: Option<Engine>) -> DbResult<AppState> {
-        let stored = users::setting_or_init(&db.conn, "session_key", || hex(Key::generate().master())).await?;
-        let key = unhex(&stored).filter(|b| b.len() >= 64).map(|b| Key::from(&b)).unwrap_or_else(Key::generate);
+    pub async fn new(
+        db: Db,
+        config: Config,
+        registry: Arc<Registry>,
+        engine: Option<Engine>,
+    ) -> DbResult<AppState> {
+        let stored =
+            users::setting_or_init(&db.conn, "session_key", || hex(Key::generate().master()))
+                .await?;
+        let key = unhex(&stored)
+            .filter(|b| b.len() >= 64)
+            .map(|b| Key::from(&b))
+            .unwrap_or_else(Key::generate);
         let csrf = CsrfConfig::default()
             .with_key(Some(key.clone()))
             .with_cookie_name("weft_csrf")
             .with_cookie_same_site(axum_csrf::SameSite::Strict)
             .with_secure(config.secure_cookies);
-        Ok(AppState { db, config: Arc::new(config), registry, engine, key, csrf })
+        Ok(AppState {
+            db,
+            config: Arc::new(config),
+            registry,
+            engine,
+            key,
+            csrf,
+        })
     }
 }
 
@@ -88,10 +110,19 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(pages::root))
         .route("/dags", get(pages::dags_page))
         .route("/dags/{dag_id}", get(pages::dag_page))
-        .route("/dags/{dag_id}/trigger", get(pages::trigger_form).post(pages::trigger_post))
+        .route(
+            "/dags/{dag_id}/trigger",
+            get(pages::trigger_form).post(pages::trigger_post),
+        )
         .route("/dags/{dag_id}/runs/{run_id}", get(pages::run_page))
-        .route("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}", get(pages::task_page))
-        .route("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/log", get(pages::raw_log))
+        .route(
+            "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}",
+            get(pages::task_page),
+        )
+        .route(
+            "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/log",
+            get(pages::raw_log),
+        )
         .route("/dashboard", get(pages::dashboard))
         .route("/import-errors", get(pages::import_errors))
         .route("/pools", get(pages::pools_page).post(pages::pools_post))
@@ -113,7 +144,11 @@ pub fn app(state: AppState) -> Router {
 async fn not_found(req: Request) -> Response {
     let path = req.uri().path().to_string();
     let e = error::Error::NotFound(format!("no page at {path}"));
-    if path.starts_with("/api/") { e.into_json() } else { e.into_response() }
+    if path.starts_with("/api/") {
+        e.into_json()
+    } else {
+        e.into_response()
+    }
 }
 
 async fn security_headers(req: Request, next: Next) -> Response {
@@ -123,23 +158,45 @@ async fn security_headers(req: Request, next: Next) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     res
 }
 
 async fn css() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")], include_str!("../../static/weft.css")).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("../../static/weft.css"),
+    )
+        .into_response()
 }
 
 async fn js() -> Response {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")], include_str!("../../static/weft.js")).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("../../static/weft.js"),
+    )
+        .into_response()
 }
 
 /// Binds `addr` and serves in the background; returns the bound address.
 pub async fn serve(state: AppState, addr: &str) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     let router = app(state);
     tokio::spawn(async move {
@@ -154,7 +211,11 @@ pub async fn serve(state: AppState, addr: &str) -> std::io::Result<SocketAddr> {
 /// fresh, 503 otherwise.
 pub async fn health(State(s): State<AppState>) -> Response {
     let body = health_body(&s).await;
-    let code = if body["status"] == "healthy" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if body["status"] == "healthy" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use super::AppState;
 use super::auth::{Viewer, hash_password};
 use super::error::{Error, Result};
-use super::views::{self, Chart, Graph, Time, dag_href, duration_ms, enc, percent, run_href, task_href, time};
+use super::views::{
+    self, Chart, Graph, Time, dag_href, duration_ms, enc, percent, run_href, task_href, time,
+};
 use crate::dag::Dag;
 use crate::db::entities::{dag_run, task_instance};
 use crate::db::runs::RunFilter;
@@ -43,18 +45,33 @@ pub struct NoticeQuery {
     pub notice: Option<String>,
 }
 
-async fn layout(state: &AppState, viewer: &Viewer, token: &CsrfToken, title: String, nav: &'static str, notice: Option<String>) -> Result<Layout> {
+async fn layout(
+    state: &AppState,
+    viewer: &Viewer,
+    token: &CsrfToken,
+    title: String,
+    nav: &'static str,
+    notice: Option<String>,
+) -> Result<Layout> {
     viewer.can_read(state)?;
     let import_errors = dags::import_errors(&state.db.conn).await?.len();
     Ok(Layout {
         title,
         nav,
         user: viewer.0.as_ref().map(|u| u.username.clone()),
-        role: viewer.0.as_ref().map(|u| u.role.to_string()).unwrap_or_default(),
+        role: viewer
+            .0
+            .as_ref()
+            .map(|u| u.role.to_string())
+            .unwrap_or_default(),
         operator: viewer.has(Role::Operator),
         admin: viewer.has(Role::Admin),
-        csrf: token.authenticity_token().map_err(|e| Error::Internal(format!("csrf token: {e}")))?,
-        notice: notice.filter(|n| !n.is_empty()).map(|n| n.chars().take(300).collect()),
+        csrf: token
+            .authenticity_token()
+            .map_err(|e| Error::Internal(format!("csrf token: {e}")))?,
+        notice: notice
+            .filter(|n| !n.is_empty())
+            .map(|n| n.chars().take(300).collect()),
         import_errors,
         refresh: false,
     })
@@ -66,7 +83,15 @@ fn page(token: CsrfToken, t: impl IntoResponse) -> Response {
 
 fn known_dag(state: &AppState, dag_id: &str) -> Result<(std::sync::Arc<Dag>, i64)> {
     state.registry.current(dag_id).ok_or_else(|| {
-        let hint = crate::dag::diag::did_you_mean(dag_id, state.registry.all().iter().map(|(d, _)| d.dag_id.as_str()).collect::<Vec<_>>());
+        let hint = crate::dag::diag::did_you_mean(
+            dag_id,
+            state
+                .registry
+                .all()
+                .iter()
+                .map(|(d, _)| d.dag_id.as_str())
+                .collect::<Vec<_>>(),
+        );
         Error::NotFound(format!("no dag \"{dag_id}\"{hint}"))
     })
 }
@@ -116,10 +141,27 @@ pub struct DagsQuery {
     pub notice: Option<String>,
 }
 
-pub async fn dags_page(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Query(q): Query<DagsQuery>) -> Result<Response> {
-    let layout = layout(&state, &viewer, &token, "DAGs".into(), "dags", q.notice.clone()).await?;
+pub async fn dags_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Query(q): Query<DagsQuery>,
+) -> Result<Response> {
+    let layout = layout(
+        &state,
+        &viewer,
+        &token,
+        "DAGs".into(),
+        "dags",
+        q.notice.clone(),
+    )
+    .await?;
     let now = Utc::now();
-    let db_dags: HashMap<String, crate::db::entities::dag::Model> = dags::list_dags(&state.db.conn).await?.into_iter().map(|d| (d.dag_id.clone(), d)).collect();
+    let db_dags: HashMap<String, crate::db::entities::dag::Model> = dags::list_dags(&state.db.conn)
+        .await?
+        .into_iter()
+        .map(|d| (d.dag_id.clone(), d))
+        .collect();
     let mut recent: HashMap<String, Vec<dag_run::Model>> = HashMap::new();
     for r in stats::recent_runs(&state.db.conn, 10).await? {
         recent.entry(r.dag_id.clone()).or_default().push(r);
@@ -136,7 +178,15 @@ pub async fn dags_page(State(state): State<AppState>, viewer: Viewer, token: Csr
     let mut rows = Vec::new();
     for (dag, _) in all {
         all_tags.extend(dag.tags.iter().cloned());
-        if !search.is_empty() && !dag.dag_id.to_lowercase().contains(&search) && !dag.description.clone().unwrap_or_default().to_lowercase().contains(&search) {
+        if !search.is_empty()
+            && !dag.dag_id.to_lowercase().contains(&search)
+            && !dag
+                .description
+                .clone()
+                .unwrap_or_default()
+                .to_lowercase()
+                .contains(&search)
+        {
             continue;
         }
         if !tag.is_empty() && !dag.tags.contains(&tag) {
@@ -147,7 +197,15 @@ pub async fn dags_page(State(state): State<AppState>, viewer: Viewer, token: Csr
         let next_run = if paused || dag.schedule.is_none() {
             None
         } else {
-            plan::plan(&dag.timetable(), dag.catchup, last_sched.get(&dag.dag_id).copied(), now, 0).next_run_after.map(time)
+            plan::plan(
+                &dag.timetable(),
+                dag.catchup,
+                last_sched.get(&dag.dag_id).copied(),
+                now,
+                0,
+            )
+            .next_run_after
+            .map(time)
         };
         rows.push(DagRow {
             href: dag_href(&dag.dag_id),
@@ -156,23 +214,44 @@ pub async fn dags_page(State(state): State<AppState>, viewer: Viewer, token: Csr
             schedule_human: dag.schedule.describe(),
             timezone: dag.timezone.name().to_string(),
             next_run,
-            last_state: runs.first().map(|r| r.state.to_string()).unwrap_or_default(),
+            last_state: runs
+                .first()
+                .map(|r| r.state.to_string())
+                .unwrap_or_default(),
             recent: runs
                 .iter()
                 .rev()
-                .map(|r| Dot { class: format!("s-{}", r.state), href: run_href(&r.dag_id, &r.run_id), title: format!("{} {}", r.run_id, r.state) })
+                .map(|r| Dot {
+                    class: format!("s-{}", r.state),
+                    href: run_href(&r.dag_id, &r.run_id),
+                    title: format!("{} {}", r.run_id, r.state),
+                })
                 .collect(),
             run_fail: percent(run_rates.get(&dag.dag_id).and_then(|r| r.percent())),
             try_fail: percent(try_rates.get(&dag.dag_id).and_then(|r| r.percent())),
             paused,
             tags: dag.tags.clone(),
-            pause_href: format!("/confirm?action={}&dag={}", if paused { "unpause" } else { "pause" }, enc(&dag.dag_id)),
+            pause_href: format!(
+                "/confirm?action={}&dag={}",
+                if paused { "unpause" } else { "pause" },
+                enc(&dag.dag_id)
+            ),
             dag_id: dag.dag_id.clone(),
         });
     }
     let mut layout = layout;
     layout.refresh = true;
-    Ok(page(token, DagsPage { layout, rows, q: q.q.unwrap_or_default(), tag, all_tags: all_tags.into_iter().collect(), total }))
+    Ok(page(
+        token,
+        DagsPage {
+            layout,
+            rows,
+            q: q.q.unwrap_or_default(),
+            tag,
+            all_tags: all_tags.into_iter().collect(),
+            total,
+        },
+    ))
 }
 
 // ---------------------------------------------------------------- DAG detail
@@ -231,12 +310,28 @@ pub struct DagPage {
     pub versions: Vec<VersionRow>,
 }
 
-pub async fn dag_page(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Path(dag_id): Path<String>, Query(q): Query<NoticeQuery>) -> Result<Response> {
+pub async fn dag_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Path(dag_id): Path<String>,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Response> {
     let mut layout = layout(&state, &viewer, &token, dag_id.clone(), "dags", q.notice).await?;
     layout.refresh = true;
     let (dag, _) = known_dag(&state, &dag_id)?;
-    let paused = dags::get_dag(&state.db.conn, &dag_id).await?.is_some_and(|d| d.is_paused);
-    let mut recent = runs::list_runs(&state.db.conn, &RunFilter { dag_id: Some(dag_id.clone()), limit: 25, ..Default::default() }).await?;
+    let paused = dags::get_dag(&state.db.conn, &dag_id)
+        .await?
+        .is_some_and(|d| d.is_paused);
+    let mut recent = runs::list_runs(
+        &state.db.conn,
+        &RunFilter {
+            dag_id: Some(dag_id.clone()),
+            limit: 25,
+            ..Default::default()
+        },
+    )
+    .await?;
     recent.reverse();
     let ids: Vec<i64> = recent.iter().map(|r| r.id).collect();
     let tis = tasks::of_runs(&state.db.conn, &ids).await?;
@@ -257,27 +352,45 @@ pub async fn dag_page(State(state): State<AppState>, viewer: Viewer, token: Csrf
                         Some(t) => GridCell {
                             class: format!("s-{}", t.state),
                             href: task_href(&dag_id, &r.run_id, task),
-                            title: format!("{task} in {}: {} (try {})", r.run_id, t.state, t.try_number),
+                            title: format!(
+                                "{task} in {}: {} (try {})",
+                                r.run_id, t.state, t.try_number
+                            ),
                         },
-                        None => GridCell { class: "s-none".into(), href: String::new(), title: format!("{task} is not in {}", r.run_id) },
+                        None => GridCell {
+                            class: "s-none".into(),
+                            href: String::new(),
+                            title: format!("{task} is not in {}", r.run_id),
+                        },
                     })
                     .collect(),
             }
         })
         .collect();
     let latest = recent.last().map(|r| r.id);
-    let graph = views::graph(&dag, |t| latest.and_then(|id| by_cell.get(&(id, t)).map(|x| x.state.to_string())));
+    let graph = views::graph(&dag, |t| {
+        latest.and_then(|id| by_cell.get(&(id, t)).map(|x| x.state.to_string()))
+    });
     let bars: Vec<(String, String, i64, String)> = recent
         .iter()
         .filter_map(|r| match (r.started_at, r.ended_at) {
-            (Some(s), Some(e)) => Some((r.run_id.clone(), format!("s-{}", r.state), (e - s).num_milliseconds(), run_href(&dag_id, &r.run_id))),
+            (Some(s), Some(e)) => Some((
+                r.run_id.clone(),
+                format!("s-{}", r.state),
+                (e - s).num_milliseconds(),
+                run_href(&dag_id, &r.run_id),
+            )),
             _ => None,
         })
         .collect();
     let versions = dags::versions_of(&state.db.conn, &dag_id)
         .await?
         .into_iter()
-        .map(|v| VersionRow { version: v.version, created: time(v.created_at), hash: v.source_hash.chars().take(12).collect() })
+        .map(|v| VersionRow {
+            version: v.version,
+            created: time(v.created_at),
+            hash: v.source_hash.chars().take(12).collect(),
+        })
         .collect();
     let runs_rows = recent
         .iter()
@@ -296,7 +409,14 @@ pub async fn dag_page(State(state): State<AppState>, viewer: Viewer, token: Csrf
         token,
         DagPage {
             layout,
-            grid_runs: recent.iter().map(|r| Dot { class: format!("s-{}", r.state), href: run_href(&dag_id, &r.run_id), title: format!("{} {}", r.run_id, r.state) }).collect(),
+            grid_runs: recent
+                .iter()
+                .map(|r| Dot {
+                    class: format!("s-{}", r.state),
+                    href: run_href(&dag_id, &r.run_id),
+                    title: format!("{} {}", r.run_id, r.state),
+                })
+                .collect(),
             grid,
             graph,
             durations: views::duration_bars(&bars),
@@ -310,7 +430,11 @@ pub async fn dag_page(State(state): State<AppState>, viewer: Viewer, token: Csrf
             owner: dag.owner.clone().unwrap_or_default(),
             tags: dag.tags.clone(),
             paused,
-            pause_href: format!("/confirm?action={}&dag={}", if paused { "unpause" } else { "pause" }, enc(&dag_id)),
+            pause_href: format!(
+                "/confirm?action={}&dag={}",
+                if paused { "unpause" } else { "pause" },
+                enc(&dag_id)
+            ),
             trigger_href: format!("{}/trigger", dag_href(&dag_id)),
             dag_id,
         },
@@ -350,23 +474,48 @@ fn param_fields(dag: &Dag, given: &BTreeMap<String, String>) -> Vec<ParamField> 
                 crate::dag::ParamType::Date => "date",
                 _ => "text",
             },
-            value: given.get(&p.name).cloned().unwrap_or_else(|| match &p.default {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-                None => String::new(),
-            }),
+            value: given
+                .get(&p.name)
+                .cloned()
+                .unwrap_or_else(|| match &p.default {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => String::new(),
+                }),
             required: p.default.is_none(),
             description: p.description.clone().unwrap_or_default(),
         })
         .collect()
 }
 
-pub async fn trigger_form(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Path(dag_id): Path<String>) -> Result<Response> {
-    let layout = layout(&state, &viewer, &token, format!("Trigger {dag_id}"), "dags", None).await?;
+pub async fn trigger_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Path(dag_id): Path<String>,
+) -> Result<Response> {
+    let layout = layout(
+        &state,
+        &viewer,
+        &token,
+        format!("Trigger {dag_id}"),
+        "dags",
+        None,
+    )
+    .await?;
     viewer.require(Role::Operator)?;
     let (dag, _) = known_dag(&state, &dag_id)?;
     let fields = param_fields(&dag, &BTreeMap::new());
-    Ok(page(token, TriggerPage { layout, action: format!("{}/trigger", dag_href(&dag_id)), dag_id, fields, error: String::new() }))
+    Ok(page(
+        token,
+        TriggerPage {
+            layout,
+            action: format!("{}/trigger", dag_href(&dag_id)),
+            dag_id,
+            fields,
+            error: String::new(),
+        },
+    ))
 }
 
 pub async fn trigger_post(
@@ -381,17 +530,35 @@ pub async fn trigger_post(
     let (dag, vid) = known_dag(&state, &dag_id)?;
     let mut params = BTreeMap::new();
     for p in &dag.params {
-        if let Some(v) = form.get(&format!("param_{}", p.name)) {
-            if !v.is_empty() || p.ty == crate::dag::ParamType::String {
-                let v = if p.ty == crate::dag::ParamType::Bool { serde_json::Value::String(if v == "on" || v == "true" { "true".into() } else { "false".into() }) } else { serde_json::Value::String(v.clone()) };
-                params.insert(p.name.clone(), v);
-            }
+        if let Some(v) = form.get(&format!("param_{}", p.name))
+            && (!v.is_empty() || p.ty == crate::dag::ParamType::String)
+        {
+            let v = if p.ty == crate::dag::ParamType::Bool {
+                serde_json::Value::String(if v == "on" || v == "true" {
+                    "true".into()
+                } else {
+                    "false".into()
+                })
+            } else {
+                serde_json::Value::String(v.clone())
+            };
+            params.insert(p.name.clone(), v);
         }
     }
     let conf = match form.get("conf").map(|c| c.trim()).filter(|c| !c.is_empty()) {
         Some(c) => match serde_json::from_str(c) {
             Ok(v) => v,
-            Err(e) => return trigger_error(&state, &viewer, token, &dag, &form, format!("conf is not valid JSON: {e}")).await,
+            Err(e) => {
+                return trigger_error(
+                    &state,
+                    &viewer,
+                    token,
+                    &dag,
+                    &form,
+                    format!("conf is not valid JSON: {e}"),
+                )
+                .await;
+            }
         },
         None => serde_json::Value::Null,
     };
@@ -401,17 +568,48 @@ pub async fn trigger_post(
                 e.wake();
             }
             let notice = format!("created run {}", run.run_id);
-            Ok(Redirect::to(&format!("{}?notice={}", run_href(&dag_id, &run.run_id), enc(&notice))).into_response())
+            Ok(Redirect::to(&format!(
+                "{}?notice={}",
+                run_href(&dag_id, &run.run_id),
+                enc(&notice)
+            ))
+            .into_response())
         }
-        Err(commands::CommandError::Invalid(m)) => trigger_error(&state, &viewer, token, &dag, &form, m).await,
+        Err(commands::CommandError::Invalid(m)) => {
+            trigger_error(&state, &viewer, token, &dag, &form, m).await
+        }
         Err(e) => Err(e.into()),
     }
 }
 
-async fn trigger_error(state: &AppState, viewer: &Viewer, token: CsrfToken, dag: &Dag, form: &BTreeMap<String, String>, error: String) -> Result<Response> {
-    let layout = layout(state, viewer, &token, format!("Trigger {}", dag.dag_id), "dags", None).await?;
-    let given: BTreeMap<String, String> = form.iter().filter_map(|(k, v)| k.strip_prefix("param_").map(|n| (n.to_string(), v.clone()))).collect();
-    let t = TriggerPage { layout, action: format!("{}/trigger", dag_href(&dag.dag_id)), dag_id: dag.dag_id.clone(), fields: param_fields(dag, &given), error };
+async fn trigger_error(
+    state: &AppState,
+    viewer: &Viewer,
+    token: CsrfToken,
+    dag: &Dag,
+    form: &BTreeMap<String, String>,
+    error: String,
+) -> Result<Response> {
+    let layout = layout(
+        state,
+        viewer,
+        &token,
+        format!("Trigger {}", dag.dag_id),
+        "dags",
+        None,
+    )
+    .await?;
+    let given: BTreeMap<String, String> = form
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("param_").map(|n| (n.to_string(), v.clone())))
+        .collect();
+    let t = TriggerPage {
+        layout,
+        action: format!("{}/trigger", dag_href(&dag.dag_id)),
+        dag_id: dag.dag_id.clone(),
+        fields: param_fields(dag, &given),
+        error,
+    };
     Ok((axum::http::StatusCode::BAD_REQUEST, page(token, t)).into_response())
 }
 
@@ -464,17 +662,46 @@ pub struct RunPage {
 }
 
 fn confirm_href(action: &str, dag: &str, run: &str, task: &str, extra: &str) -> String {
-    format!("/confirm?action={action}&dag={}&run={}&task={}{extra}", enc(dag), enc(run), enc(task))
+    format!(
+        "/confirm?action={action}&dag={}&run={}&task={}{extra}",
+        enc(dag),
+        enc(run),
+        enc(task)
+    )
 }
 
-pub async fn run_page(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Path((dag_id, run_id)): Path<(String, String)>, Query(q): Query<NoticeQuery>) -> Result<Response> {
-    let mut layout = layout(&state, &viewer, &token, format!("{dag_id} / {run_id}"), "dags", q.notice).await?;
-    let run = runs::find_run(&state.db.conn, &dag_id, &run_id).await?.ok_or_else(|| Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
+pub async fn run_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Path((dag_id, run_id)): Path<(String, String)>,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Response> {
+    let mut layout = layout(
+        &state,
+        &viewer,
+        &token,
+        format!("{dag_id} / {run_id}"),
+        "dags",
+        q.notice,
+    )
+    .await?;
+    let run = runs::find_run(&state.db.conn, &dag_id, &run_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
     layout.refresh = !run.state.is_finished();
-    let dag = state.registry.version(&state.db, run.dag_version_id).await?;
+    let dag = state
+        .registry
+        .version(&state.db, run.dag_version_id)
+        .await?;
     let mut tis = tasks::of_run(&state.db.conn, run.id).await?;
     if let Some(d) = &dag {
-        let order: HashMap<&str, usize> = d.topo_order.iter().enumerate().map(|(k, &i)| (d.tasks[i].task_id.as_str(), k)).collect();
+        let order: HashMap<&str, usize> = d
+            .topo_order
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (d.tasks[i].task_id.as_str(), k))
+            .collect();
         tis.sort_by_key(|t| order.get(t.task_id.as_str()).copied().unwrap_or(usize::MAX));
     }
     let rows: Vec<TiRow> = tis
@@ -485,7 +712,10 @@ pub async fn run_page(State(state): State<AppState>, viewer: Viewer, token: Csrf
             tries: format!("{}/{}", t.try_number, t.max_tries),
             started: views::opt_time(t.started_at),
             ended: views::opt_time(t.ended_at),
-            duration: t.duration_ms.map(duration_ms).unwrap_or_else(|| views::between(t.started_at, t.ended_at)),
+            duration: t
+                .duration_ms
+                .map(duration_ms)
+                .unwrap_or_else(|| views::between(t.started_at, t.ended_at)),
             error: t.error.clone().unwrap_or_default(),
             clear_href: confirm_href("clear", &dag_id, &run_id, &t.task_id, ""),
             clear_down_href: confirm_href("clear", &dag_id, &run_id, &t.task_id, "&downstream=1"),
@@ -494,15 +724,44 @@ pub async fn run_page(State(state): State<AppState>, viewer: Viewer, token: Csrf
             task_id: t.task_id.clone(),
         })
         .collect();
-    let gantt_rows: Vec<_> = tis.iter().map(|t| (t.task_id.clone(), format!("s-{}", t.state), t.started_at, t.ended_at, task_href(&dag_id, &run_id, &t.task_id))).collect();
-    let pretty = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok().and_then(|v| serde_json::to_string_pretty(&v).ok()).unwrap_or_else(|| s.to_string());
-    let mut actions = vec![("Clear all tasks".to_string(), confirm_href("clear", &dag_id, &run_id, "", ""))];
+    let gantt_rows: Vec<_> = tis
+        .iter()
+        .map(|t| {
+            (
+                t.task_id.clone(),
+                format!("s-{}", t.state),
+                t.started_at,
+                t.ended_at,
+                task_href(&dag_id, &run_id, &t.task_id),
+            )
+        })
+        .collect();
+    let pretty = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| s.to_string())
+    };
+    let mut actions = vec![(
+        "Clear all tasks".to_string(),
+        confirm_href("clear", &dag_id, &run_id, "", ""),
+    )];
     if run.state != RunState::Success {
-        actions.push(("Mark run success".into(), confirm_href("mark_run", &dag_id, &run_id, "", "&state=success")));
+        actions.push((
+            "Mark run success".into(),
+            confirm_href("mark_run", &dag_id, &run_id, "", "&state=success"),
+        ));
     }
     if run.state != RunState::Failed {
-        let label = if run.state.is_finished() { "Mark run failed" } else { "Cancel run (mark failed)" };
-        actions.push((label.into(), confirm_href("mark_run", &dag_id, &run_id, "", "&state=failed")));
+        let label = if run.state.is_finished() {
+            "Mark run failed"
+        } else {
+            "Cancel run (mark failed)"
+        };
+        actions.push((
+            label.into(),
+            confirm_href("mark_run", &dag_id, &run_id, "", "&state=failed"),
+        ));
     }
     Ok(page(
         token,
@@ -572,30 +831,67 @@ pub struct TryQuery {
     pub notice: Option<String>,
 }
 
-async fn find_ti(state: &AppState, dag_id: &str, run_id: &str, task_id: &str) -> Result<task_instance::Model> {
-    let run = runs::find_run(&state.db.conn, dag_id, run_id).await?.ok_or_else(|| Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
+async fn find_ti(
+    state: &AppState,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+) -> Result<task_instance::Model> {
+    let run = runs::find_run(&state.db.conn, dag_id, run_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
     let tis = tasks::of_run(&state.db.conn, run.id).await?;
     let names: Vec<String> = tis.iter().map(|t| t.task_id.clone()).collect();
-    tis.into_iter().find(|t| t.task_id == task_id).ok_or_else(|| {
-        let hint = crate::dag::diag::did_you_mean(task_id, names.iter().map(String::as_str));
-        Error::NotFound(format!("run \"{run_id}\" has no task \"{task_id}\"{hint}"))
-    })
+    tis.into_iter()
+        .find(|t| t.task_id == task_id)
+        .ok_or_else(|| {
+            let hint = crate::dag::diag::did_you_mean(task_id, names.iter().map(String::as_str));
+            Error::NotFound(format!("run \"{run_id}\" has no task \"{task_id}\"{hint}"))
+        })
 }
 
 fn parse_try(q: &TryQuery) -> Result<Option<i32>> {
     match q.try_number.as_deref().filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => s.parse::<i32>().map(Some).map_err(|_| Error::BadRequest(format!("try must be a number, got \"{s}\""))),
+        Some(s) => s
+            .parse::<i32>()
+            .map(Some)
+            .map_err(|_| Error::BadRequest(format!("try must be a number, got \"{s}\""))),
     }
 }
 
-pub async fn task_page(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Path((dag_id, run_id, task_id)): Path<(String, String, String)>, Query(q): Query<TryQuery>) -> Result<Response> {
-    let mut layout = layout(&state, &viewer, &token, format!("{dag_id} / {task_id}"), "dags", q.notice.clone()).await?;
+pub async fn task_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Query(q): Query<TryQuery>,
+) -> Result<Response> {
+    let mut layout = layout(
+        &state,
+        &viewer,
+        &token,
+        format!("{dag_id} / {task_id}"),
+        "dags",
+        q.notice.clone(),
+    )
+    .await?;
     let want = parse_try(&q)?;
     let ti = find_ti(&state, &dag_id, &run_id, &task_id).await?;
     let tries = tasks::tries_of(&state.db.conn, ti.id).await?;
     let selected = match want {
-        Some(n) => tries.iter().find(|t| t.try_number == n).ok_or_else(|| Error::NotFound(format!("task \"{task_id}\" has no try {n} (it has {})", tries.len())))?.try_number,
+        Some(n) => {
+            tries
+                .iter()
+                .find(|t| t.try_number == n)
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "task \"{task_id}\" has no try {n} (it has {})",
+                        tries.len()
+                    ))
+                })?
+                .try_number
+        }
         None => tries.last().map_or(0, |t| t.try_number),
     };
     let current = tries.iter().find(|t| t.try_number == selected);
@@ -621,8 +917,14 @@ pub async fn task_page(State(state): State<AppState>, viewer: Viewer, token: Csr
                     href: format!("{base}?try={}", t.try_number),
                     state: t.state.to_string(),
                     started: time(t.started_at),
-                    duration: t.duration_ms.map(duration_ms).unwrap_or_else(|| views::between(Some(t.started_at), t.ended_at)),
-                    exit_code: t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    duration: t
+                        .duration_ms
+                        .map(duration_ms)
+                        .unwrap_or_else(|| views::between(Some(t.started_at), t.ended_at)),
+                    exit_code: t
+                        .exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     error: t.error.clone().unwrap_or_default(),
                     hostname: t.hostname.clone(),
                     selected: t.try_number == selected,
@@ -633,7 +935,10 @@ pub async fn task_page(State(state): State<AppState>, viewer: Viewer, token: Csr
             raw_href: format!("{base}/log?try={selected}"),
             follow,
             error: current.and_then(|t| t.error.clone()).unwrap_or_default(),
-            exit_code: current.and_then(|t| t.exit_code).map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            exit_code: current
+                .and_then(|t| t.exit_code)
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             hostname: current.map(|t| t.hostname.clone()).unwrap_or_default(),
             dag_id,
             run_id,
@@ -643,7 +948,12 @@ pub async fn task_page(State(state): State<AppState>, viewer: Viewer, token: Csr
 }
 
 /// The raw log of a try as text (download, and the log follower's source).
-pub async fn raw_log(State(state): State<AppState>, viewer: Viewer, Path((dag_id, run_id, task_id)): Path<(String, String, String)>, Query(q): Query<TryQuery>) -> Result<Response> {
+pub async fn raw_log(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    Query(q): Query<TryQuery>,
+) -> Result<Response> {
     viewer.can_read(&state)?;
     let want = parse_try(&q)?;
     let ti = find_ti(&state, &dag_id, &run_id, &task_id).await?;
@@ -654,12 +964,24 @@ pub async fn raw_log(State(state): State<AppState>, viewer: Viewer, Path((dag_id
     }
     .ok_or_else(|| Error::NotFound(format!("task \"{task_id}\" has no such try")))?;
     let text = tasks::read_log(&state.db.conn, t.id).await?;
-    let name = format!("{dag_id}_{task_id}_try{}.log", t.try_number).replace(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '.' && c != '-', "_");
+    let name = format!("{dag_id}_{task_id}_try{}.log", t.try_number).replace(
+        |c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '.' && c != '-',
+        "_",
+    );
     Ok((
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")),
-            (header::HeaderName::from_static("x-weft-try-state"), t.state.to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{name}\""),
+            ),
+            (
+                header::HeaderName::from_static("x-weft-try-state"),
+                t.state.to_string(),
+            ),
         ],
         text,
     )
@@ -700,12 +1022,20 @@ pub struct DashboardPage {
     pub slow: Vec<SlowRow>,
 }
 
-pub async fn dashboard(State(state): State<AppState>, viewer: Viewer, token: CsrfToken) -> Result<Response> {
+pub async fn dashboard(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+) -> Result<Response> {
     let mut layout = layout(&state, &viewer, &token, "Health".into(), "health", None).await?;
     layout.refresh = true;
     let now = Utc::now();
     let c = &state.db.conn;
-    let windows = [now - Duration::hours(24), now - Duration::days(7), now - Duration::days(30)];
+    let windows = [
+        now - Duration::hours(24),
+        now - Duration::days(7),
+        now - Duration::days(30),
+    ];
     let mut by_dag = Vec::new();
     let mut by_kind = Vec::new();
     for since in windows {
@@ -713,7 +1043,9 @@ pub async fn dashboard(State(state): State<AppState>, viewer: Viewer, token: Csr
         by_kind.push(stats::try_failure_by_kind(c, since).await?);
     }
     let daily = stats::daily_try_failure(c, now - Duration::days(14)).await?;
-    let rate_rows = |maps: &[HashMap<String, stats::Rate>], link: bool, spark: &HashMap<String, Vec<(String, stats::Rate)>>| {
+    let rate_rows = |maps: &[HashMap<String, stats::Rate>],
+                     link: bool,
+                     spark: &HashMap<String, Vec<(String, stats::Rate)>>| {
         let mut keys: Vec<String> = maps.iter().flat_map(|m| m.keys().cloned()).collect();
         keys.sort();
         keys.dedup();
@@ -723,7 +1055,16 @@ pub async fn dashboard(State(state): State<AppState>, viewer: Viewer, token: Csr
                 day: percent(maps[0].get(&k).and_then(|r| r.percent())),
                 week: percent(maps[1].get(&k).and_then(|r| r.percent())),
                 month: percent(maps[2].get(&k).and_then(|r| r.percent())),
-                spark: views::sparkline(&spark.get(&k).map(|v| v.iter().map(|(_, r)| r.percent().unwrap_or(0.0)).collect::<Vec<_>>()).unwrap_or_default()),
+                spark: views::sparkline(
+                    &spark
+                        .get(&k)
+                        .map(|v| {
+                            v.iter()
+                                .map(|(_, r)| r.percent().unwrap_or(0.0))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default(),
+                ),
                 key: k,
             })
             .collect::<Vec<_>>()
@@ -734,7 +1075,13 @@ pub async fn dashboard(State(state): State<AppState>, viewer: Viewer, token: Csr
     let slow = stats::slowest_tasks(c, now - Duration::days(7), 10)
         .await?
         .into_iter()
-        .map(|s| SlowRow { avg: duration_ms(s.avg_ms as i64), max: duration_ms(s.max_ms), tries: s.tries, dag_id: s.dag_id, task_id: s.task_id })
+        .map(|s| SlowRow {
+            avg: duration_ms(s.avg_ms as i64),
+            max: duration_ms(s.max_ms),
+            tries: s.tries,
+            dag_id: s.dag_id,
+            task_id: s.task_id,
+        })
         .collect();
     Ok(page(
         token,
@@ -760,9 +1107,25 @@ pub struct ImportErrorsPage {
     pub errors: Vec<(String, String, Time)>,
 }
 
-pub async fn import_errors(State(state): State<AppState>, viewer: Viewer, token: CsrfToken) -> Result<Response> {
-    let layout = layout(&state, &viewer, &token, "Import errors".into(), "dags", None).await?;
-    let errors = dags::import_errors(&state.db.conn).await?.into_iter().map(|e| (e.fileloc, e.message, time(e.created_at))).collect();
+pub async fn import_errors(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+) -> Result<Response> {
+    let layout = layout(
+        &state,
+        &viewer,
+        &token,
+        "Import errors".into(),
+        "dags",
+        None,
+    )
+    .await?;
+    let errors = dags::import_errors(&state.db.conn)
+        .await?
+        .into_iter()
+        .map(|e| (e.fileloc, e.message, time(e.created_at)))
+        .collect();
     Ok(page(token, ImportErrorsPage { layout, errors }))
 }
 
@@ -773,13 +1136,22 @@ pub struct PoolsPage {
     pub pools: Vec<(String, i32, i64, String)>,
 }
 
-pub async fn pools_page(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Query(q): Query<NoticeQuery>) -> Result<Response> {
+pub async fn pools_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Response> {
     let layout = layout(&state, &viewer, &token, "Pools".into(), "pools", q.notice).await?;
     let used = stats::pool_usage(&state.db.conn).await?;
-    let pools = dags::pools(&state.db.conn).await?.into_iter().map(|p| {
-        let u = used.get(&p.name).copied().unwrap_or(0);
-        (p.name, p.slots, u, p.description.unwrap_or_default())
-    }).collect();
+    let pools = dags::pools(&state.db.conn)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let u = used.get(&p.name).copied().unwrap_or(0);
+            (p.name, p.slots, u, p.description.unwrap_or_default())
+        })
+        .collect();
     Ok(page(token, PoolsPage { layout, pools }))
 }
 
@@ -790,16 +1162,33 @@ pub struct PoolForm {
     pub slots: String,
 }
 
-pub async fn pools_post(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Form(f): Form<PoolForm>) -> Result<Response> {
+pub async fn pools_post(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Form(f): Form<PoolForm>,
+) -> Result<Response> {
     verify_csrf(&token, Some(&f.authenticity_token))?;
     viewer.require(Role::Admin)?;
     let name = f.name.trim();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(Error::BadRequest(format!("pool name \"{name}\" may only use letters, digits, '_' and '-'")));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::BadRequest(format!(
+            "pool name \"{name}\" may only use letters, digits, '_' and '-'"
+        )));
     }
-    let slots: u32 = f.slots.trim().parse().map_err(|_| Error::BadRequest(format!("slots must be a whole number, got \"{}\"", f.slots)))?;
+    let slots: u32 = f.slots.trim().parse().map_err(|_| {
+        Error::BadRequest(format!("slots must be a whole number, got \"{}\"", f.slots))
+    })?;
     dags::sync_pools(&state.db.conn, &[(name.to_string(), slots)].into()).await?;
-    Ok(Redirect::to(&format!("/pools?notice={}", enc(&format!("pool {name} now has {slots} slots")))).into_response())
+    Ok(Redirect::to(&format!(
+        "/pools?notice={}",
+        enc(&format!("pool {name} now has {slots} slots"))
+    ))
+    .into_response())
 }
 
 #[derive(Template, WebTemplate)]
@@ -809,10 +1198,27 @@ pub struct UsersPage {
     pub users: Vec<(String, String, Time, Option<Time>, bool)>,
 }
 
-pub async fn users_page(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Query(q): Query<NoticeQuery>) -> Result<Response> {
+pub async fn users_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Response> {
     let layout = layout(&state, &viewer, &token, "Users".into(), "users", q.notice).await?;
     viewer.require(Role::Admin)?;
-    let users = users::list(&state.db.conn).await?.into_iter().map(|u| (u.username, u.role.to_string(), time(u.created_at), views::opt_time(u.last_login_at), u.api_token_hash.is_some())).collect();
+    let users = users::list(&state.db.conn)
+        .await?
+        .into_iter()
+        .map(|u| {
+            (
+                u.username,
+                u.role.to_string(),
+                time(u.created_at),
+                views::opt_time(u.last_login_at),
+                u.api_token_hash.is_some(),
+            )
+        })
+        .collect();
     Ok(page(token, UsersPage { layout, users }))
 }
 
@@ -824,21 +1230,47 @@ pub struct UserForm {
     pub role: String,
 }
 
-pub async fn users_post(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Form(f): Form<UserForm>) -> Result<Response> {
+pub async fn users_post(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Form(f): Form<UserForm>,
+) -> Result<Response> {
     verify_csrf(&token, Some(&f.authenticity_token))?;
     viewer.require(Role::Admin)?;
     let username = f.username.trim().to_string();
-    if username.is_empty() || username.len() > 64 || !username.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)) {
-        return Err(Error::BadRequest("user names use 1-64 letters, digits and . _ - @".into()));
+    if username.is_empty()
+        || username.len() > 64
+        || !username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+    {
+        return Err(Error::BadRequest(
+            "user names use 1-64 letters, digits and . _ - @".into(),
+        ));
     }
-    let role = Role::parse(&f.role).ok_or_else(|| Error::BadRequest(format!("unknown role \"{}\"; use admin, operator or viewer", f.role)))?;
+    let role = Role::parse(&f.role).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "unknown role \"{}\"; use admin, operator or viewer",
+            f.role
+        ))
+    })?;
     if f.password.chars().count() < 8 {
-        return Err(Error::BadRequest("passwords need at least 8 characters".into()));
+        return Err(Error::BadRequest(
+            "passwords need at least 8 characters".into(),
+        ));
     }
     let pw = f.password.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&pw)).await.map_err(|e| Error::Internal(e.to_string()))?.map_err(Error::Internal)?;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(Error::Internal)?;
     users::create(&state.db.conn, &username, &hash, role, Utc::now()).await?;
-    Ok(Redirect::to(&format!("/users?notice={}", enc(&format!("created {role} {username}")))).into_response())
+    Ok(Redirect::to(&format!(
+        "/users?notice={}",
+        enc(&format!("created {role} {username}"))
+    ))
+    .into_response())
 }
 
 // ---------------------------------------------------------------- login
@@ -858,8 +1290,21 @@ pub struct LoginQuery {
     pub error: Option<String>,
 }
 
-pub async fn login_page(State(state): State<AppState>, token: CsrfToken, Query(q): Query<LoginQuery>) -> Result<Response> {
-    let mut layout = layout(&state, &Viewer(None), &token, "Log in".into(), "login", None).await.or_else(|e| match e {
+pub async fn login_page(
+    State(state): State<AppState>,
+    token: CsrfToken,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response> {
+    let mut layout = layout(
+        &state,
+        &Viewer(None),
+        &token,
+        "Log in".into(),
+        "login",
+        None,
+    )
+    .await
+    .or_else(|e| match e {
         // The login page is readable even when reading needs a login.
         Error::Unauthorized => Ok(Layout {
             title: "Log in".into(),
@@ -868,7 +1313,9 @@ pub async fn login_page(State(state): State<AppState>, token: CsrfToken, Query(q
             role: String::new(),
             operator: false,
             admin: false,
-            csrf: token.authenticity_token().map_err(|e| Error::Internal(e.to_string()))?,
+            csrf: token
+                .authenticity_token()
+                .map_err(|e| Error::Internal(e.to_string()))?,
             notice: None,
             import_errors: 0,
             refresh: false,
@@ -877,7 +1324,15 @@ pub async fn login_page(State(state): State<AppState>, token: CsrfToken, Query(q
     })?;
     layout.refresh = false;
     let no_users = users::count(&state.db.conn).await? == 0;
-    Ok(page(token, LoginPage { layout, next: q.next.unwrap_or_else(|| "/dags".into()), failed: q.error.is_some(), no_users }))
+    Ok(page(
+        token,
+        LoginPage {
+            layout,
+            next: q.next.unwrap_or_else(|| "/dags".into()),
+            failed: q.error.is_some(),
+            no_users,
+        },
+    ))
 }
 
 // ---------------------------------------------------------------- confirm + actions
@@ -905,62 +1360,143 @@ pub struct ConfirmPage {
 /// A parsed operator action.
 enum Action {
     Pause(String, bool),
-    Clear { dag: String, run: String, task: Option<String>, downstream: bool },
-    MarkTask { dag: String, run: String, task: String, state: TaskState },
-    MarkRun { dag: String, run: String, state: RunState },
+    Clear {
+        dag: String,
+        run: String,
+        task: Option<String>,
+        downstream: bool,
+    },
+    MarkTask {
+        dag: String,
+        run: String,
+        task: String,
+        state: TaskState,
+    },
+    MarkRun {
+        dag: String,
+        run: String,
+        state: RunState,
+    },
 }
 
 fn parse_action(q: &ActionQuery) -> Result<Action> {
-    let need = |v: &Option<String>, name: &str| v.clone().filter(|s| !s.is_empty()).ok_or_else(|| Error::BadRequest(format!("missing \"{name}\"")));
+    let need = |v: &Option<String>, name: &str| {
+        v.clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::BadRequest(format!("missing \"{name}\"")))
+    };
     let action = need(&q.action, "action")?;
     let dag = need(&q.dag, "dag")?;
     Ok(match action.as_str() {
         "pause" => Action::Pause(dag, true),
         "unpause" => Action::Pause(dag, false),
-        "clear" => Action::Clear { dag, run: need(&q.run, "run")?, task: q.task.clone().filter(|t| !t.is_empty()), downstream: q.downstream.as_deref() == Some("1") },
+        "clear" => Action::Clear {
+            dag,
+            run: need(&q.run, "run")?,
+            task: q.task.clone().filter(|t| !t.is_empty()),
+            downstream: q.downstream.as_deref() == Some("1"),
+        },
         "mark_task" => {
             let state = match q.state.as_deref() {
                 Some("success") => TaskState::Success,
                 Some("failed") => TaskState::Failed,
-                other => return Err(Error::BadRequest(format!("a task can be marked success or failed, not {:?}", other.unwrap_or(""))))
+                other => {
+                    return Err(Error::BadRequest(format!(
+                        "a task can be marked success or failed, not {:?}",
+                        other.unwrap_or("")
+                    )));
+                }
             };
-            Action::MarkTask { dag, run: need(&q.run, "run")?, task: need(&q.task, "task")?, state }
+            Action::MarkTask {
+                dag,
+                run: need(&q.run, "run")?,
+                task: need(&q.task, "task")?,
+                state,
+            }
         }
         "mark_run" => {
             let state = match q.state.as_deref() {
                 Some("success") => RunState::Success,
                 Some("failed") => RunState::Failed,
-                other => return Err(Error::BadRequest(format!("a run can be marked success or failed, not {:?}", other.unwrap_or(""))))
+                other => {
+                    return Err(Error::BadRequest(format!(
+                        "a run can be marked success or failed, not {:?}",
+                        other.unwrap_or("")
+                    )));
+                }
             };
-            Action::MarkRun { dag, run: need(&q.run, "run")?, state }
+            Action::MarkRun {
+                dag,
+                run: need(&q.run, "run")?,
+                state,
+            }
         }
-        other => return Err(Error::BadRequest(format!("unknown action \"{other}\"; use pause, unpause, clear, mark_task or mark_run"))),
+        other => {
+            return Err(Error::BadRequest(format!(
+                "unknown action \"{other}\"; use pause, unpause, clear, mark_task or mark_run"
+            )));
+        }
     })
 }
 
 impl Action {
     fn question(&self) -> String {
         match self {
-            Action::Pause(d, true) => format!("Pause dag \"{d}\"? It will create and start no runs until unpaused; running tries finish."),
-            Action::Pause(d, false) => format!("Unpause dag \"{d}\"? Due runs will be created and started."),
-            Action::Clear { run, task: None, .. } => format!("Clear every task of run \"{run}\" so the whole run runs again?"),
-            Action::Clear { run, task: Some(t), downstream: false, .. } => format!("Clear task \"{t}\" of run \"{run}\" so it runs again?"),
-            Action::Clear { run, task: Some(t), downstream: true, .. } => format!("Clear task \"{t}\" and everything downstream of it in run \"{run}\"?"),
-            Action::MarkTask { run, task, state, .. } => format!("Mark task \"{task}\" of run \"{run}\" as {state}? A running try is stopped."),
-            Action::MarkRun { run, state: RunState::Failed, .. } => format!("Mark run \"{run}\" failed? Running tries are stopped and tasks that have not run are skipped."),
-            Action::MarkRun { run, state, .. } => format!("Mark run \"{run}\" and all its unfinished tasks as {state}?"),
+            Action::Pause(d, true) => format!(
+                "Pause dag \"{d}\"? It will create and start no runs until unpaused; running tries finish."
+            ),
+            Action::Pause(d, false) => {
+                format!("Unpause dag \"{d}\"? Due runs will be created and started.")
+            }
+            Action::Clear {
+                run, task: None, ..
+            } => format!("Clear every task of run \"{run}\" so the whole run runs again?"),
+            Action::Clear {
+                run,
+                task: Some(t),
+                downstream: false,
+                ..
+            } => format!("Clear task \"{t}\" of run \"{run}\" so it runs again?"),
+            Action::Clear {
+                run,
+                task: Some(t),
+                downstream: true,
+                ..
+            } => format!("Clear task \"{t}\" and everything downstream of it in run \"{run}\"?"),
+            Action::MarkTask {
+                run, task, state, ..
+            } => format!(
+                "Mark task \"{task}\" of run \"{run}\" as {state}? A running try is stopped."
+            ),
+            Action::MarkRun {
+                run,
+                state: RunState::Failed,
+                ..
+            } => format!(
+                "Mark run \"{run}\" failed? Running tries are stopped and tasks that have not run are skipped."
+            ),
+            Action::MarkRun { run, state, .. } => {
+                format!("Mark run \"{run}\" and all its unfinished tasks as {state}?")
+            }
         }
     }
 
     fn back(&self) -> String {
         match self {
             Action::Pause(d, _) => dag_href(d),
-            Action::Clear { dag, run, .. } | Action::MarkTask { dag, run, .. } | Action::MarkRun { dag, run, .. } => run_href(dag, run),
+            Action::Clear { dag, run, .. }
+            | Action::MarkTask { dag, run, .. }
+            | Action::MarkRun { dag, run, .. } => run_href(dag, run),
         }
     }
 }
 
-pub async fn confirm_page(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Query(q): Query<ActionQuery>) -> Result<Response> {
+pub async fn confirm_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Query(q): Query<ActionQuery>,
+) -> Result<Response> {
     let layout = layout(&state, &viewer, &token, "Confirm".into(), "dags", None).await?;
     if viewer.0.is_none() {
         let next = format!("/confirm?{}", serde_urlencoded_query(&q));
@@ -969,17 +1505,39 @@ pub async fn confirm_page(State(state): State<AppState>, viewer: Viewer, token: 
     viewer.require(Role::Operator)?;
     let action = parse_action(&q)?;
     let mut fields = Vec::new();
-    for (k, v) in [("action", &q.action), ("dag", &q.dag), ("run", &q.run), ("task", &q.task), ("state", &q.state), ("downstream", &q.downstream)] {
+    for (k, v) in [
+        ("action", &q.action),
+        ("dag", &q.dag),
+        ("run", &q.run),
+        ("task", &q.task),
+        ("state", &q.state),
+        ("downstream", &q.downstream),
+    ] {
         if let Some(v) = v {
             fields.push((k.to_string(), v.clone()));
         }
     }
-    Ok(page(token, ConfirmPage { layout, question: action.question(), fields, back: action.back() }))
+    Ok(page(
+        token,
+        ConfirmPage {
+            layout,
+            question: action.question(),
+            fields,
+            back: action.back(),
+        },
+    ))
 }
 
 fn serde_urlencoded_query(q: &ActionQuery) -> String {
     let mut parts = Vec::new();
-    for (k, v) in [("action", &q.action), ("dag", &q.dag), ("run", &q.run), ("task", &q.task), ("state", &q.state), ("downstream", &q.downstream)] {
+    for (k, v) in [
+        ("action", &q.action),
+        ("dag", &q.dag),
+        ("run", &q.run),
+        ("task", &q.task),
+        ("state", &q.state),
+        ("downstream", &q.downstream),
+    ] {
         if let Some(v) = v {
             parts.push(format!("{k}={}", enc(v)));
         }
@@ -987,7 +1545,12 @@ fn serde_urlencoded_query(q: &ActionQuery) -> String {
     parts.join("&")
 }
 
-pub async fn action_post(State(state): State<AppState>, viewer: Viewer, token: CsrfToken, Form(q): Form<ActionQuery>) -> Result<Response> {
+pub async fn action_post(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Form(q): Form<ActionQuery>,
+) -> Result<Response> {
     verify_csrf(&token, q.authenticity_token.as_ref())?;
     viewer.require(Role::Operator)?;
     let action = parse_action(&q)?;
@@ -998,12 +1561,35 @@ pub async fn action_post(State(state): State<AppState>, viewer: Viewer, token: C
             commands::set_paused(&state.db, d, *p).await?;
             format!("dag {d} {}", if *p { "paused" } else { "unpaused" })
         }
-        Action::Clear { dag, run, task, downstream } => {
+        Action::Clear {
+            dag,
+            run,
+            task,
+            downstream,
+        } => {
             let tasks: Vec<String> = task.iter().cloned().collect();
-            let cleared = commands::clear(&state.db, &state.registry, dag, run, &tasks, *downstream, now).await?;
-            if cleared.is_empty() { "nothing was cleared (queued or running tasks are left alone)".to_string() } else { format!("cleared {}", cleared.join(", ")) }
+            let cleared = commands::clear(
+                &state.db,
+                &state.registry,
+                dag,
+                run,
+                &tasks,
+                *downstream,
+                now,
+            )
+            .await?;
+            if cleared.is_empty() {
+                "nothing was cleared (queued or running tasks are left alone)".to_string()
+            } else {
+                format!("cleared {}", cleared.join(", "))
+            }
         }
-        Action::MarkTask { dag, run, task, state: s } => {
+        Action::MarkTask {
+            dag,
+            run,
+            task,
+            state: s,
+        } => {
             commands::mark_task(&state.db, &state.registry, dag, run, task, *s, now).await?;
             format!("marked {task} {s}")
         }

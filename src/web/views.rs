@@ -14,7 +14,10 @@ pub struct Time {
 }
 
 pub fn time(t: DateTime<Utc>) -> Time {
-    Time { iso: crate::dag::template::rfc3339(t), text: t.format("%Y-%m-%d %H:%M:%S UTC").to_string() }
+    Time {
+        iso: crate::dag::template::rfc3339(t),
+        text: t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    }
 }
 
 pub fn opt_time(t: Option<DateTime<Utc>>) -> Option<Time> {
@@ -38,7 +41,10 @@ pub fn duration_ms(ms: i64) -> String {
 pub fn between(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> String {
     match (a, b) {
         (Some(a), Some(b)) => duration_ms((b - a).num_milliseconds()),
-        (Some(a), None) => format!("{} so far", duration_ms((Utc::now() - a).num_milliseconds())),
+        (Some(a), None) => format!(
+            "{} so far",
+            duration_ms((Utc::now() - a).num_milliseconds())
+        ),
         _ => "-".into(),
     }
 }
@@ -130,7 +136,12 @@ pub fn graph(dag: &Dag, state_of: impl Fn(&str) -> Option<String>) -> Graph {
                 y,
                 label,
                 class: format!("s-{}", state.clone().unwrap_or_else(|| "none".into())),
-                title: format!("{} ({}){}", t.task_id, t.kind.name(), state.map(|s| format!(": {s}")).unwrap_or_default()),
+                title: format!(
+                    "{} ({}){}",
+                    t.task_id,
+                    t.kind.name(),
+                    state.map(|s| format!(": {s}")).unwrap_or_default()
+                ),
             }
         })
         .collect();
@@ -140,13 +151,25 @@ pub fn graph(dag: &Dag, state_of: impl Fn(&str) -> Option<String>) -> Graph {
             if let Some(j) = dag.task_index(d) {
                 let (x1, y1) = pos(j);
                 let (x2, y2) = pos(i);
-                edges.push(Edge { x1: x1 + NODE_W, y1: y1 + NODE_H / 2, x2, y2: y2 + NODE_H / 2 });
+                edges.push(Edge {
+                    x1: x1 + NODE_W,
+                    y1: y1 + NODE_H / 2,
+                    x2,
+                    y2: y2 + NODE_H / 2,
+                });
             }
         }
     }
     let width = 20 + (layer.iter().max().copied().unwrap_or(0) + 1) * gx;
     let height = 20 + counts.values().max().copied().unwrap_or(1) * gy;
-    Graph { width, height, node_w: NODE_W, node_h: NODE_H, nodes, edges }
+    Graph {
+        width,
+        height,
+        node_w: NODE_W,
+        node_h: NODE_H,
+        nodes,
+        edges,
+    }
 }
 
 /// One bar of a chart (run durations, Gantt).
@@ -178,20 +201,48 @@ pub fn duration_bars(items: &[(String, String, i64, String)]) -> Chart {
         .iter()
         .enumerate()
         .map(|(k, (title, class, ms, href))| {
-            let bh = ((*ms as f64 / max as f64) * (h - 10) as f64).round().max(2.0) as i64;
-            Bar { x: 10 + k as i64 * (bw + 4), y: h - bh, w: bw, h: bh, class: class.clone(), title: format!("{title}: {}", duration_ms(*ms)), label: String::new(), href: href.clone() }
+            let bh = ((*ms as f64 / max as f64) * (h - 10) as f64)
+                .round()
+                .max(2.0) as i64;
+            Bar {
+                x: 10 + k as i64 * (bw + 4),
+                y: h - bh,
+                w: bw,
+                h: bh,
+                class: class.clone(),
+                title: format!("{title}: {}", duration_ms(*ms)),
+                label: String::new(),
+                href: href.clone(),
+            }
         })
         .collect();
-    Chart { width: 20 + items.len() as i64 * (bw + 4), height: h + 2, bars, axis: format!("max {}", duration_ms(max)) }
+    Chart {
+        width: 20 + items.len() as i64 * (bw + 4),
+        height: h + 2,
+        bars,
+        axis: format!("max {}", duration_ms(max)),
+    }
 }
 
 /// A Gantt chart: one row per task, from its start to its end relative to the run.
-pub fn gantt(rows: &[(String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, String)], start: Option<DateTime<Utc>>) -> Chart {
+/// A Gantt row: task id, state class, start, end, link.
+pub type GanttRow = (
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    String,
+);
+
+pub fn gantt(rows: &[GanttRow], start: Option<DateTime<Utc>>) -> Chart {
     let label_w = 180i64;
     let plot_w = 560i64;
     let row_h = 22i64;
     let t0 = start.or_else(|| rows.iter().filter_map(|r| r.2).min());
-    let t1 = rows.iter().filter_map(|r| r.3.or(r.2.map(|_| Utc::now()))).max();
+    let t1 = rows
+        .iter()
+        .filter_map(|r| r.3.or(r.2.map(|_| Utc::now())))
+        .max();
     let span = match (t0, t1) {
         (Some(a), Some(b)) => (b - a).num_milliseconds().max(1),
         _ => 1,
@@ -204,8 +255,11 @@ pub fn gantt(rows: &[(String, String, Option<DateTime<Utc>>, Option<DateTime<Utc
             let (x, w) = match (t0, s) {
                 (Some(t0), Some(s)) => {
                     let e = e.unwrap_or_else(Utc::now);
-                    let x = ((*s - t0).num_milliseconds() as f64 / span as f64 * plot_w as f64) as i64;
-                    let w = (((e - *s).num_milliseconds() as f64 / span as f64) * plot_w as f64).round().max(2.0) as i64;
+                    let x =
+                        ((*s - t0).num_milliseconds() as f64 / span as f64 * plot_w as f64) as i64;
+                    let w = (((e - *s).num_milliseconds() as f64 / span as f64) * plot_w as f64)
+                        .round()
+                        .max(2.0) as i64;
                     (label_w + x, w)
                 }
                 _ => (label_w, 0),
@@ -222,7 +276,12 @@ pub fn gantt(rows: &[(String, String, Option<DateTime<Utc>>, Option<DateTime<Utc
             }
         })
         .collect();
-    Chart { width: label_w + plot_w + 20, height: 8 + rows.len() as i64 * row_h, bars, axis: format!("{} total", duration_ms(span)) }
+    Chart {
+        width: label_w + plot_w + 20,
+        height: 8 + rows.len() as i64 * row_h,
+        bars,
+        axis: format!("{} total", duration_ms(span)),
+    }
 }
 
 /// Points of a sparkline of rates in percent (0-100), 100x24 box.
@@ -230,8 +289,23 @@ pub fn sparkline(values: &[f64]) -> String {
     if values.is_empty() {
         return String::new();
     }
-    let step = if values.len() > 1 { 100.0 / (values.len() - 1) as f64 } else { 0.0 };
-    values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, 22.0 - v.clamp(0.0, 100.0) * 0.2)).collect::<Vec<_>>().join(" ")
+    let step = if values.len() > 1 {
+        100.0 / (values.len() - 1) as f64
+    } else {
+        0.0
+    };
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * step,
+                22.0 - v.clamp(0.0, 100.0) * 0.2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -248,6 +322,9 @@ mod tests {
 
     #[test]
     fn run_ids_are_encoded_in_links() {
-        assert_eq!(run_href("d", "manual__2026-01-01T00:00:00+00:00"), "/dags/d/runs/manual%5F%5F2026%2D01%2D01T00%3A00%3A00%2B00%3A00");
+        assert_eq!(
+            run_href("d", "manual__2026-01-01T00:00:00+00:00"),
+            "/dags/d/runs/manual%5F%5F2026%2D01%2D01T00%3A00%3A00%2B00%3A00"
+        );
     }
 }
