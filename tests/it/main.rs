@@ -2,8 +2,10 @@
 
 mod support;
 
+mod browser;
 mod cli;
 mod db;
 mod engine;
 mod schedule;
 mod validation;
+mod web;

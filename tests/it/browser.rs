@@ -1,0 +1,236 @@
+//! A real browser (headless Chromium through chromedriver) against `weft serve`: log
+//! in, trigger a DAG, watch the grid until the run finishes, open the failed task's
+//! log. Screenshots go to target/screenshots/. Skips with a reason when chromedriver is
+//! missing, unless WEFT_REQUIRE_BROWSER=1 (CI).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn find(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(bin))
+            .find(|p| p.is_file())
+    })
+}
+
+fn wait_port(port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const DEMO: &str = r#"
+description = "browser test"
+schedule = "none"
+[tasks.extract]
+kind = "shell"
+command = "echo extracting"
+[tasks.boom]
+kind = "shell"
+command = "echo 'this task fails on purpose'; exit 7"
+depends_on = ["extract"]
+[tasks.report]
+kind = "shell"
+command = "echo report"
+depends_on = ["extract"]
+"#;
+
+#[tokio::test]
+async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
+    let required = std::env::var("WEFT_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    let (Some(driver), Some(chromium)) = (
+        find("chromedriver"),
+        find("chromium").or_else(|| find("chromium-browser")),
+    ) else {
+        assert!(
+            !required,
+            "WEFT_REQUIRE_BROWSER=1 but chromium/chromedriver are not installed"
+        );
+        eprintln!(
+            "skipping the browser test: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web_port = free_port();
+    std::fs::create_dir_all(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(dir.path().join("dags/demo.toml"), DEMO).expect("dag");
+    std::fs::write(
+        dir.path().join("weft.toml"),
+        format!("bind = \"127.0.0.1:{web_port}\"\nheartbeat_interval = \"500ms\"\n"),
+    )
+    .expect("config");
+    let weft = env!("CARGO_BIN_EXE_weft");
+    let mut create = Command::new(weft)
+        .current_dir(dir.path())
+        .args([
+            "users",
+            "create",
+            "ada",
+            "--role",
+            "operator",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("users create");
+    {
+        use std::io::Write;
+        create
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"correct horse battery\n")
+            .expect("password");
+    }
+    assert!(create.wait().expect("wait").success());
+    let _serve = Kill(
+        Command::new(weft)
+            .current_dir(dir.path())
+            .env("WEFT_LOG", "warn")
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let driver_port = free_port();
+    let _driver = Kill(
+        Command::new(driver)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver"),
+    );
+    wait_port(web_port, Duration::from_secs(30));
+    wait_port(driver_port, Duration::from_secs(30));
+
+    let profile = tempfile::tempdir().expect("profile");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,900",
+                     format!("--user-data-dir={}", profile.path().display())]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("webdriver session");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshots dir");
+    let base = format!("http://127.0.0.1:{web_port}");
+    let result = async {
+        client.goto(&format!("{base}/login")).await?;
+        client
+            .find(Locator::Css("input[name=username]"))
+            .await?
+            .send_keys("ada")
+            .await?;
+        client
+            .find(Locator::Css("input[name=password]"))
+            .await?
+            .send_keys("correct horse battery")
+            .await?;
+        client
+            .find(Locator::Id("login-submit"))
+            .await?
+            .click()
+            .await?;
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css("#dags a.dag-link"))
+            .await?;
+        let who = client.find(Locator::Css(".who span")).await?.text().await?;
+        assert!(who.contains("ada"), "logged in as {who}");
+        std::fs::write(shots.join("01-dags.png"), client.screenshot().await?).expect("png");
+
+        client.goto(&format!("{base}/dags/demo/trigger")).await?;
+        client
+            .find(Locator::Id("trigger-submit"))
+            .await?
+            .click()
+            .await?;
+        let state = client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("run-state"))
+            .await?;
+        let _ = state.text().await?;
+        std::fs::write(shots.join("02-run.png"), client.screenshot().await?).expect("png");
+
+        // The grid shows the run finishing (the page refreshes itself; reload anyway).
+        client.goto(&format!("{base}/dags/demo")).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if !client
+                .find_all(Locator::Css("#grid a.cell.s-failed"))
+                .await?
+                .is_empty()
+                && !client
+                    .find_all(Locator::Css("#grid a.cell.s-success"))
+                    .await?
+                    .is_empty()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the grid never showed the finished run"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            client.refresh().await?;
+        }
+        std::fs::write(shots.join("03-grid.png"), client.screenshot().await?).expect("png");
+
+        client
+            .find(Locator::Css("#grid a.cell.s-failed"))
+            .await?
+            .click()
+            .await?;
+        let log = client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("log"))
+            .await?;
+        let text = log.text().await?;
+        assert!(text.contains("this task fails on purpose"), "log: {text}");
+        assert!(text.contains("command exited with code 7"), "log: {text}");
+        std::fs::write(shots.join("04-failed-log.png"), client.screenshot().await?).expect("png");
+        Ok::<(), fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = client.close().await;
+    result.expect("browser flow");
+}

@@ -1,0 +1,677 @@
+//! The web layer through `tower::ServiceExt::oneshot`: every page and API route, 404s,
+//! bad parameters, roles, CSRF, login, escaping of hostile text, security headers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use chrono::Utc;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use weft::db::{Role, RunState, users};
+use weft::web::{AppState, app, auth};
+
+use crate::support::{Env, sqlite_db};
+
+const HOSTILE: &str = r#"
+description = "<script>alert(1)</script> events"
+schedule = "none"
+tags = ["<b>bold</b>"]
+[params]
+note = { type = "string", default = "hi", description = "<img src=x onerror=alert(2)>" }
+[tasks.loud]
+kind = "shell"
+command = "echo '<img src=x onerror=alert(3)>'; echo '</pre><script>alert(4)</script>'; exit 1"
+"#;
+
+const FINE: &str = "schedule = \"none\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"echo fine\"\n[tasks.b]\nkind = \"noop\"\ndepends_on = [\"a\"]\n";
+
+struct Client {
+    app: Router,
+    cookies: BTreeMap<String, String>,
+    bearer: Option<String>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Client {
+    fn new(app: Router) -> Client {
+        Client {
+            app,
+            cookies: BTreeMap::new(),
+            bearer: None,
+        }
+    }
+
+    async fn send(&mut self, req: axum::http::request::Builder, body: Body) -> Reply {
+        let mut req = req;
+        if !self.cookies.is_empty() {
+            let c: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            req = req.header(header::COOKIE, c.join("; "));
+        }
+        if let Some(t) = &self.bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let res = self
+            .app
+            .clone()
+            .oneshot(req.body(body).expect("request"))
+            .await
+            .expect("response");
+        for v in res.headers().get_all(header::SET_COOKIE) {
+            let s = v.to_str().unwrap_or_default();
+            if let Some((kv, _)) = s.split_once(';').or(Some((s, "")))
+                && let Some((k, val)) = kv.split_once('=')
+            {
+                if val.is_empty() || s.contains("Max-Age=0") {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_string(), val.to_string());
+                }
+            }
+        }
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Reply {
+        self.send(Request::get(path), Body::empty()).await
+    }
+
+    async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Reply {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", weft::web::views::enc(v)))
+            .collect();
+        self.send(
+            Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
+            Body::from(body.join("&")),
+        )
+        .await
+    }
+
+    async fn post_json(&mut self, path: &str, json: serde_json::Value) -> Reply {
+        self.send(
+            Request::post(path).header(header::CONTENT_TYPE, "application/json"),
+            Body::from(json.to_string()),
+        )
+        .await
+    }
+
+    /// The CSRF token of a page's forms (and its cookie, kept by the client).
+    async fn csrf(&mut self, path: &str) -> String {
+        let r = self.get(path).await;
+        let marker = "name=\"authenticity_token\" value=\"";
+        let start = r
+            .body
+            .find(marker)
+            .unwrap_or_else(|| panic!("no csrf token on {path}: {}", r.body))
+            + marker.len();
+        r.body[start..]
+            .split('"')
+            .next()
+            .expect("token")
+            .to_string()
+    }
+
+    async fn login(&mut self, user: &str, password: &str) -> Reply {
+        let token = self.csrf("/login").await;
+        self.post_form(
+            "/login",
+            &[
+                ("username", user),
+                ("password", password),
+                ("authenticity_token", &token),
+                ("next", "/dags"),
+            ],
+        )
+        .await
+    }
+}
+
+async fn setup() -> (crate::support::TestDb, Env, Router) {
+    let t = sqlite_db().await;
+    let env = Env::start(&t, &[("hostile", HOSTILE), ("fine", FINE)], |_| {}, None).await;
+    // A broken file whose error quotes hostile text.
+    std::fs::write(env.dags_dir().join("broken.toml"), "schedule = \"<script>alert(5)</script>\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"true\"\n").expect("write");
+    env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    for (name, role) in [
+        ("ada", Role::Admin),
+        ("otto", Role::Operator),
+        ("vera", Role::Viewer),
+    ] {
+        let hash = auth::hash_password("correct horse").expect("hash");
+        users::create(&env.db.conn, name, &hash, role, Utc::now())
+            .await
+            .expect("user");
+    }
+    let state = AppState::new(
+        env.db.clone(),
+        env.config.clone(),
+        env.registry.clone(),
+        Some(env.engine.clone()),
+    )
+    .await
+    .expect("state");
+    let router = app(state);
+    (t, env, router)
+}
+
+#[tokio::test]
+async fn every_page_and_api_route_renders() {
+    let (_t, env, router) = setup().await;
+    let run = env.trigger("fine").await;
+    env.wait_run(run.id, std::time::Duration::from_secs(30))
+        .await;
+    let bad = env.trigger("hostile").await;
+    assert_eq!(
+        env.wait_run(bad.id, std::time::Duration::from_secs(30))
+            .await,
+        RunState::Failed
+    );
+    let mut c = Client::new(router);
+    let r = weft::web::views::enc(&run.run_id);
+    let pages = [
+        "/dags".to_string(),
+        "/dags?q=fin&tag=".into(),
+        "/dags/fine".into(),
+        format!("/dags/fine/runs/{r}"),
+        format!("/dags/fine/runs/{r}/tasks/a"),
+        format!("/dags/fine/runs/{r}/tasks/a?try=1"),
+        format!("/dags/fine/runs/{r}/tasks/a/log?try=1"),
+        "/dashboard".into(),
+        "/pools".into(),
+        "/import-errors".into(),
+        "/login".into(),
+        "/health".into(),
+        "/metrics".into(),
+        "/static/weft.css".into(),
+        "/static/weft.js".into(),
+        "/api/v1/dags".into(),
+        "/api/v1/dags/fine".into(),
+        "/api/v1/dags/fine/runs".into(),
+        format!("/api/v1/dags/fine/runs/{r}"),
+        format!("/api/v1/dags/fine/runs/{r}/tasks"),
+        format!("/api/v1/dags/fine/runs/{r}/tasks/a/logs"),
+        "/api/v1/pools".into(),
+        "/api/v1/health".into(),
+        "/api/v1/import-errors".into(),
+        "/api/v1/openapi.json".into(),
+    ];
+    for p in &pages {
+        let res = c.get(p).await;
+        assert_eq!(res.status, StatusCode::OK, "{p}: {}", res.body);
+        // Security headers on everything.
+        let csp = res
+            .headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{p}");
+        assert_eq!(
+            res.headers
+                .get(header::X_CONTENT_TYPE_OPTIONS)
+                .and_then(|v| v.to_str().ok()),
+            Some("nosniff")
+        );
+    }
+    let grid = c.get("/dags/fine").await.body;
+    assert!(
+        grid.contains("id=\"grid\"") && grid.contains("class=\"cell s-success\""),
+        "{grid}"
+    );
+    let log = c
+        .get(&format!("/dags/fine/runs/{r}/tasks/a/log"))
+        .await
+        .body;
+    assert!(log.contains("fine"), "{log}");
+    let metrics = c.get("/metrics").await.body;
+    assert!(
+        metrics.contains("weft_dag_runs{state=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("weft_dag_import_errors 1"), "{metrics}");
+    let api: serde_json::Value =
+        serde_json::from_str(&c.get("/api/v1/dags/fine/runs").await.body).expect("json");
+    assert_eq!(api["runs"][0]["state"], "success");
+    let doc: serde_json::Value =
+        serde_json::from_str(&c.get("/api/v1/openapi.json").await.body).expect("json");
+    assert!(
+        doc["paths"]["/api/v1/dags/{dag_id}/runs"]["post"].is_object(),
+        "openapi lists trigger"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn missing_things_are_404_and_bad_params_400_with_messages() {
+    let (_t, env, router) = setup().await;
+    let run = env.trigger("fine").await;
+    env.wait_run(run.id, std::time::Duration::from_secs(30))
+        .await;
+    let r = weft::web::views::enc(&run.run_id);
+    let mut c = Client::new(router);
+    for (path, status, text) in [
+        (
+            "/dags/nope".to_string(),
+            StatusCode::NOT_FOUND,
+            "no dag &quot;nope&quot;",
+        ),
+        (
+            "/dags/fin".to_string(),
+            StatusCode::NOT_FOUND,
+            "did you mean &quot;fine&quot;",
+        ),
+        (
+            "/dags/fine/runs/nope".to_string(),
+            StatusCode::NOT_FOUND,
+            "has no run",
+        ),
+        (
+            format!("/dags/fine/runs/{r}/tasks/zz"),
+            StatusCode::NOT_FOUND,
+            "has no task",
+        ),
+        (
+            format!("/dags/fine/runs/{r}/tasks/a?try=abc"),
+            StatusCode::BAD_REQUEST,
+            "try must be a number",
+        ),
+        (
+            format!("/dags/fine/runs/{r}/tasks/a?try=9"),
+            StatusCode::NOT_FOUND,
+            "has no try 9",
+        ),
+        (
+            "/no/such/page".to_string(),
+            StatusCode::NOT_FOUND,
+            "no page at /no/such/page",
+        ),
+    ] {
+        let res = c.get(&path).await;
+        assert_eq!(res.status, status, "{path}: {}", res.body);
+        assert!(res.body.contains(text), "{path}: {}", res.body);
+    }
+    for (path, status, code) in [
+        ("/api/v1/dags/nope", StatusCode::NOT_FOUND, "not_found"),
+        (
+            "/api/v1/dags/fine/runs?limit=lots",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "/api/v1/dags/fine/runs?state=exploded",
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        ("/api/v1/nothing", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let res = c.get(path).await;
+        assert_eq!(res.status, status, "{path}: {}", res.body);
+        let v: serde_json::Value = serde_json::from_str(&res.body)
+            .unwrap_or_else(|_| panic!("{path} is not JSON: {}", res.body));
+        assert_eq!(v["error"]["code"], code, "{path}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_text_is_escaped_everywhere() {
+    let (_t, env, router) = setup().await;
+    let run = env.trigger("hostile").await;
+    env.wait_run(run.id, std::time::Duration::from_secs(30))
+        .await;
+    let r = weft::web::views::enc(&run.run_id);
+    let mut c = Client::new(router);
+    c.login("otto", "correct horse").await;
+    for p in [
+        "/dags".to_string(),
+        "/dags/hostile".into(),
+        format!("/dags/hostile/runs/{r}"),
+        format!("/dags/hostile/runs/{r}/tasks/loud"),
+        "/import-errors".into(),
+        "/dags/hostile/trigger".into(),
+        "/dashboard".into(),
+    ] {
+        let body = c.get(&p).await.body;
+        for raw in [
+            "<script>alert(",
+            "<img src=x",
+            "<b>bold</b>",
+            "</pre><script>",
+        ] {
+            assert!(!body.contains(raw), "{p} contains unescaped {raw}");
+        }
+    }
+    let body = c
+        .get(&format!("/dags/hostile/runs/{r}/tasks/loud"))
+        .await
+        .body;
+    assert!(
+        body.contains("&#60;img src=x onerror=alert(3)&#62;"),
+        "{body}"
+    );
+    assert!(
+        c.get("/dags")
+            .await
+            .body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62; events")
+    );
+    let ie = c.get("/import-errors").await.body;
+    assert!(
+        ie.contains("&#60;script&#62;alert(5)&#60;/script&#62;"),
+        "{ie}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn actions_need_csrf_login_and_role() {
+    let (_t, env, router) = setup().await;
+    let mut anon = Client::new(router.clone());
+    let token = anon.csrf("/login").await;
+    // Anonymous, with a valid CSRF token: 401.
+    let res = anon
+        .post_form(
+            "/actions",
+            &[
+                ("action", "pause"),
+                ("dag", "fine"),
+                ("authenticity_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
+    // The confirm page sends anonymous users to log in first.
+    let res = anon.get("/confirm?action=pause&dag=fine").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert!(
+        res.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|l| l.starts_with("/login?next="))
+    );
+
+    // Wrong password.
+    let mut viewer = Client::new(router.clone());
+    let res = viewer.login("vera", "wrong").await;
+    assert!(
+        res.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|l| l.contains("error=1"))
+    );
+    assert!(!viewer.cookies.contains_key(auth::SESSION_COOKIE));
+    let res = viewer.login("vera", "correct horse").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    let set: Vec<String> = res
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with(auth::SESSION_COOKIE))
+        .expect("session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    assert!(viewer.get("/dags").await.body.contains("vera"));
+    // A viewer may not act.
+    let token = viewer.csrf("/dags").await;
+    let res = viewer
+        .post_form(
+            "/actions",
+            &[
+                ("action", "pause"),
+                ("dag", "fine"),
+                ("authenticity_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+    assert!(res.body.contains("needs the operator role"), "{}", res.body);
+
+    // An operator may, with a valid token; without one, or with a forged one, 403.
+    let mut op = Client::new(router.clone());
+    op.login("otto", "correct horse").await;
+    let res = op
+        .post_form("/actions", &[("action", "pause"), ("dag", "fine")])
+        .await;
+    assert!(
+        res.status == StatusCode::FORBIDDEN || res.status == StatusCode::UNPROCESSABLE_ENTITY,
+        "missing token: {}",
+        res.status
+    );
+    let res = op
+        .post_form(
+            "/actions",
+            &[
+                ("action", "pause"),
+                ("dag", "fine"),
+                ("authenticity_token", "forged"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert!(res.body.contains("CSRF"), "{}", res.body);
+    let confirm = op.get("/confirm?action=pause&dag=fine").await;
+    assert!(
+        confirm.body.contains("Pause dag &#34;fine&#34;?"),
+        "{}",
+        confirm.body
+    );
+    let token = op.csrf("/confirm?action=pause&dag=fine").await;
+    let res = op
+        .post_form(
+            "/actions",
+            &[
+                ("action", "pause"),
+                ("dag", "fine"),
+                ("authenticity_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert!(
+        weft::db::dags::get_dag(&env.db.conn, "fine")
+            .await
+            .expect("dag")
+            .expect("row")
+            .is_paused
+    );
+    let res = op
+        .post_form(
+            "/actions",
+            &[
+                ("action", "explode"),
+                ("dag", "fine"),
+                ("authenticity_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.body.contains("unknown action"), "{}", res.body);
+    // Operators cannot manage users; admins can.
+    let res = op.get("/users").await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    let mut admin = Client::new(router);
+    admin.login("ada", "correct horse").await;
+    let token = admin.csrf("/users").await;
+    let res = admin
+        .post_form(
+            "/users",
+            &[
+                ("username", "newbie"),
+                ("password", "short"),
+                ("role", "viewer"),
+                ("authenticity_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    let res = admin
+        .post_form(
+            "/users",
+            &[
+                ("username", "newbie"),
+                ("password", "long enough"),
+                ("role", "viewer"),
+                ("authenticity_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert!(
+        users::find_by_name(&env.db.conn, "newbie")
+            .await
+            .expect("q")
+            .is_some()
+    );
+    // Log out ends the session.
+    let token = admin.csrf("/dags").await;
+    admin
+        .post_form("/logout", &[("authenticity_token", &token)])
+        .await;
+    assert!(!admin.get("/dags").await.body.contains("ada <small>"));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn trigger_form_and_api_check_params_and_tokens() {
+    let (_t, env, router) = setup().await;
+    let mut op = Client::new(router.clone());
+    op.login("otto", "correct horse").await;
+    let token = op.csrf("/dags/hostile/trigger").await;
+    let res = op
+        .post_form(
+            "/dags/hostile/trigger",
+            &[
+                ("param_note", "from the form"),
+                ("conf", "{not json"),
+                ("authenticity_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.body.contains("conf is not valid JSON"), "{}", res.body);
+    let token = op.csrf("/dags/hostile/trigger").await;
+    let res = op
+        .post_form(
+            "/dags/hostile/trigger",
+            &[
+                ("param_note", "from the form"),
+                ("conf", "{\"k\": 1}"),
+                ("authenticity_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let runs = weft::db::runs::list_runs(
+        &env.db.conn,
+        &weft::db::runs::RunFilter {
+            dag_id: Some("hostile".into()),
+            limit: 5,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert!(
+        runs[0].params.contains("from the form") && runs[0].conf.contains("\"k\":1"),
+        "{:?}",
+        runs[0]
+    );
+
+    // API: cookies are not enough to write; tokens are.
+    let res = op
+        .post_json("/api/v1/dags/fine/runs", serde_json::json!({}))
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
+    let mut api = Client::new(router.clone());
+    let (tok, hash) = auth::new_token();
+    let otto = users::find_by_name(&env.db.conn, "otto")
+        .await
+        .expect("q")
+        .expect("otto");
+    users::set_token_hash(&env.db.conn, otto.id, Some(&hash))
+        .await
+        .expect("token");
+    api.bearer = Some(tok);
+    let res = api
+        .post_json(
+            "/api/v1/dags/fine/runs",
+            serde_json::json!({"params": {"nope": 1}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    assert!(res.body.contains("unknown param"), "{}", res.body);
+    let res = api
+        .post_json(
+            "/api/v1/dags/fine/runs",
+            serde_json::json!({"conf": {"source": "api"}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    let v: serde_json::Value = serde_json::from_str(&res.body).expect("json");
+    assert_eq!(v["conf"]["source"], "api");
+    let res = api
+        .send(
+            Request::post("/api/v1/dags/fine/runs")
+                .header(header::CONTENT_TYPE, "application/json"),
+            Body::from("{broken"),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.body.contains("bad request body"), "{}", res.body);
+    // A viewer's token may read but not write; a bad token is 401.
+    let (vtok, vhash) = auth::new_token();
+    let vera = users::find_by_name(&env.db.conn, "vera")
+        .await
+        .expect("q")
+        .expect("vera");
+    users::set_token_hash(&env.db.conn, vera.id, Some(&vhash))
+        .await
+        .expect("token");
+    let mut v = Client::new(router.clone());
+    v.bearer = Some(vtok);
+    assert_eq!(v.get("/api/v1/dags").await.status, StatusCode::OK);
+    assert_eq!(
+        v.post_json("/api/v1/dags/fine/pause", serde_json::json!({}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let mut bad = Client::new(router);
+    bad.bearer = Some("weft_not_a_token".into());
+    assert_eq!(
+        bad.get("/api/v1/dags").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let _ = Arc::new(());
+    env.stop().await;
+}
