@@ -202,30 +202,31 @@ pub async fn claim<C: ConnectionTrait>(
         .await?;
     }
     let active = [TaskState::Queued.as_str(), TaskState::Running.as_str()];
-    let used: Vec<(String, i64)> = task_instance::Entity::find()
+    // One grouped read gives both the slots used per pool and the active tries per DAG.
+    let active_rows: Vec<(String, String, i64, i64)> = task_instance::Entity::find()
         .select_only()
         .column(task_instance::Column::Pool)
+        .column(task_instance::Column::DagId)
         .column_as(
             Expr::from(Func::sum(Expr::col(task_instance::Column::PoolSlots))),
             "used",
         )
-        .filter(task_instance::Column::State.is_in(active))
-        .group_by(task_instance::Column::Pool)
-        .into_tuple()
-        .all(c)
-        .await?;
-    let per_dag: Vec<(String, i64)> = task_instance::Entity::find()
-        .select_only()
-        .column(task_instance::Column::DagId)
         .column_as(
             Expr::from(Func::count(Expr::col(task_instance::Column::Id))),
             "n",
         )
         .filter(task_instance::Column::State.is_in(active))
+        .group_by(task_instance::Column::Pool)
         .group_by(task_instance::Column::DagId)
         .into_tuple()
         .all(c)
         .await?;
+    let mut used: BTreeMap<String, i64> = BTreeMap::new();
+    let mut per_dag: BTreeMap<String, i64> = BTreeMap::new();
+    for (p, d, u, n) in active_rows {
+        *used.entry(p).or_default() += u;
+        *per_dag.entry(d).or_default() += n;
+    }
     let mut free: BTreeMap<String, i64> = pool::Entity::find()
         .all(c)
         .await?
@@ -322,6 +323,127 @@ pub struct StartedTry {
     pub try_id: i64,
 }
 
+/// `queued -> running` for many task instances this worker claimed, in one
+/// transaction: counts each try, records its `task_try` row, and returns each with its
+/// run. Instances that are no longer queued for this worker are left out.
+pub async fn start_tries<C: ConnectionTrait>(
+    c: &C,
+    ids: &[i64],
+    worker_id: &str,
+    hostname: &str,
+    now: DateTime<Utc>,
+) -> DbResult<Vec<(StartedTry, super::entities::dag_run::Model)>> {
+    use super::entities::dag_run;
+    use chrono::SubsecRound;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Both backends keep microseconds; `now` must read back equal to itself.
+    let now = now.trunc_subsecs(6);
+    task_instance::Entity::update_many()
+        .col_expr(
+            task_instance::Column::State,
+            Expr::value(TaskState::Running.as_str()),
+        )
+        .col_expr(
+            task_instance::Column::TryNumber,
+            Expr::col(task_instance::Column::TryNumber).add(1),
+        )
+        .col_expr(task_instance::Column::StartedAt, Expr::value(now))
+        .col_expr(task_instance::Column::HeartbeatAt, Expr::value(now))
+        .col_expr(
+            task_instance::Column::EndedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            task_instance::Column::DurationMs,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(
+            task_instance::Column::ExitCode,
+            Expr::value(Option::<i32>::None),
+        )
+        .col_expr(
+            task_instance::Column::Error,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            task_instance::Column::NextRetryAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
+        .filter(task_instance::Column::Id.is_in(ids.iter().copied()))
+        .filter(task_instance::Column::State.eq(TaskState::Queued.as_str()))
+        .filter(task_instance::Column::WorkerId.eq(worker_id))
+        .exec(c)
+        .await?;
+    // Exactly the instances started above: running for this worker, started now.
+    let started: Vec<Ti> = task_instance::Entity::find()
+        .filter(task_instance::Column::Id.is_in(ids.iter().copied()))
+        .filter(task_instance::Column::State.eq(TaskState::Running.as_str()))
+        .filter(task_instance::Column::WorkerId.eq(worker_id))
+        .filter(task_instance::Column::StartedAt.eq(now))
+        .order_by_desc(task_instance::Column::Priority)
+        .order_by_asc(task_instance::Column::Id)
+        .all(c)
+        .await?;
+    if started.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<task_try::ActiveModel> = started
+        .iter()
+        .map(|ti| task_try::ActiveModel {
+            id: NotSet,
+            task_instance_id: Set(ti.id),
+            dag_run_id: Set(ti.dag_run_id),
+            dag_id: Set(ti.dag_id.clone()),
+            task_id: Set(ti.task_id.clone()),
+            try_number: Set(ti.try_number),
+            state: Set(TryState::Running),
+            started_at: Set(now),
+            ended_at: Set(None),
+            duration_ms: Set(None),
+            exit_code: Set(None),
+            error: Set(None),
+            hostname: Set(hostname.to_string()),
+            worker_id: Set(worker_id.to_string()),
+            pid: Set(None),
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        task_try::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(c)
+            .await?;
+    }
+    let ti_ids: Vec<i64> = started.iter().map(|t| t.id).collect();
+    let tries: HashMap<(i64, i32), i64> = task_try::Entity::find()
+        .filter(task_try::Column::TaskInstanceId.is_in(ti_ids))
+        .filter(task_try::Column::State.eq(TryState::Running.as_str()))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|t| ((t.task_instance_id, t.try_number), t.id))
+        .collect();
+    let mut run_ids: Vec<i64> = started.iter().map(|t| t.dag_run_id).collect();
+    run_ids.sort_unstable();
+    run_ids.dedup();
+    let runs: HashMap<i64, dag_run::Model> = dag_run::Entity::find()
+        .filter(dag_run::Column::Id.is_in(run_ids))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    Ok(started
+        .into_iter()
+        .filter_map(|ti| {
+            let try_id = *tries.get(&(ti.id, ti.try_number))?;
+            let run = runs.get(&ti.dag_run_id)?.clone();
+            Some((StartedTry { ti, try_id }, run))
+        })
+        .collect())
+}
+
 /// `queued -> running` for a task this worker claimed: counts the try and records it.
 pub async fn start_try<C: ConnectionTrait>(
     c: &C,
@@ -411,11 +533,7 @@ pub async fn set_pid<C: ConnectionTrait>(
         .filter(task_instance::Column::Id.eq(ti_id))
         .exec(c)
         .await?;
-    task_try::Entity::update_many()
-        .col_expr(task_try::Column::Pid, Expr::value(pid))
-        .filter(task_try::Column::Id.eq(try_id))
-        .exec(c)
-        .await?;
+    let _ = try_id; // the try row keeps no pid: the instance's is what the sweep needs
     Ok(())
 }
 

@@ -12,38 +12,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::dag::template::TemplateContext;
+use crate::db::TaskState;
 use crate::db::entities::task_instance;
 use crate::db::tasks::{self, TryOutcome};
-use crate::db::{TaskState, runs};
 use crate::scheduler::{Shared, commands};
 use crate::tasks::{RunContext, execute};
 use logs::LogSink;
 
-/// Runs one claimed task instance to the end of its try.
-pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
+/// Runs one started try to its end.
+pub async fn run_started(
+    shared: Arc<Shared>,
+    started: tasks::StartedTry,
+    run: crate::db::entities::dag_run::Model,
+) {
     let db = &shared.db;
-    let started = match tasks::start_try(
-        &db.conn,
-        ti.id,
-        &shared.worker_id,
-        &shared.hostname,
-        shared.clock.now(),
-    )
-    .await
-    {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            tracing::warn!(
-                ti = ti.id,
-                "claimed task instance was no longer queued for this worker; skipping"
-            );
-            return;
-        }
-        Err(e) => {
-            tracing::error!(ti = ti.id, error = %e, "could not start a try");
-            return;
-        }
-    };
     let ti = started.ti;
     let try_id = started.try_id;
     let started_at = ti.started_at;
@@ -54,7 +36,7 @@ pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
         .unwrap_or_else(|e| e.into_inner())
         .insert(ti.id, cancel_tx);
     let mut log = LogSink::new(db.clone(), try_id, shared.config.log_max_bytes);
-    let outcome = prepare_and_execute(&shared, &ti, try_id, &mut log, cancel_rx).await;
+    let outcome = prepare_and_execute(&shared, &ti, &run, try_id, &mut log, cancel_rx).await;
     shared
         .inflight
         .lock()
@@ -116,16 +98,12 @@ pub async fn run_claimed(shared: Arc<Shared>, ti: task_instance::Model) {
 async fn prepare_and_execute(
     shared: &Shared,
     ti: &task_instance::Model,
+    run: &crate::db::entities::dag_run::Model,
     try_id: i64,
     log: &mut LogSink,
     cancel: tokio::sync::watch::Receiver<Option<String>>,
 ) -> TryOutcome {
     let db = &shared.db;
-    let run = match runs::get_run(&db.conn, ti.dag_run_id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return crate::tasks::failure("the run of this task no longer exists"),
-        Err(e) => return crate::tasks::failure(format!("database error: {e}")),
-    };
     let dag = match shared.registry.version(db, run.dag_version_id).await {
         Ok(Some(d)) => d,
         Ok(None) => {

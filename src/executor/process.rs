@@ -91,10 +91,12 @@ pub async fn run_shell(
     let mut child = cmd.spawn()?;
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     on_spawn(pid).await;
-    // What was logged before the start is on disk before the command can run long.
-    log.flush().await;
-    let mut flush_timer = tokio::time::interval(Duration::from_secs(1));
-    flush_timer.tick().await;
+    // Buffered lines reach the database within a second while the command runs.
+    // (The first flush comes after 50 ms, so quick tasks write their log once, at the end.)
+    let mut flush_timer = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_millis(50),
+        Duration::from_secs(1),
+    );
 
     let (tx, mut rx) = mpsc::channel::<String>(256);
     let mut readers = Vec::new();

@@ -172,6 +172,7 @@ pub struct Shared {
     /// Ends of tries go through one finisher task that records them in batches.
     pub finisher: tokio::sync::mpsc::UnboundedSender<FinishRequest>,
     permits: Arc<Semaphore>,
+    paused: Mutex<HashSet<String>>,
     running: AtomicUsize,
     stopping: AtomicBool,
     last_sync: Mutex<Option<DateTime<Utc>>>,
@@ -238,6 +239,7 @@ impl Engine {
             warehouses,
             options,
             permits,
+            paused: Mutex::new(HashSet::new()),
             running: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             last_sync: Mutex::new(None),
@@ -378,6 +380,7 @@ impl Engine {
             .filter(|d| d.is_paused)
             .map(|d| d.dag_id)
             .collect();
+        *s.paused.lock().unwrap_or_else(|e| e.into_inner()) = paused.clone();
         let mut next: Option<DateTime<Utc>> = None;
         let mut earliest = |t: Option<DateTime<Utc>>| {
             if let Some(t) = t {
@@ -449,12 +452,8 @@ impl Engine {
         if capacity == 0 {
             return Ok(0);
         }
-        let paused: HashSet<String> = dags::list_dags(&s.db.conn)
-            .await?
-            .into_iter()
-            .filter(|d| d.is_paused)
-            .map(|d| d.dag_id)
-            .collect();
+        // Paused DAGs as of the last full pass (at most one poll interval old).
+        let paused = s.paused.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let dag_max_active: HashMap<String, u32> = s
             .registry
             .all()
@@ -469,17 +468,27 @@ impl Engine {
         let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
         let claimed = tasks::claim(&txn, &s.worker_id, &s.hostname, &limits, s.clock.now()).await?;
         txn.commit().await?;
-        let n = claimed.len();
-        for ti in claimed {
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        // Claimed (queued) instances start at once, together: one transaction counts
+        // their tries and records them.
+        let ids: Vec<i64> = claimed.iter().map(|t| t.id).collect();
+        let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
+        let started =
+            tasks::start_tries(&txn, &ids, &s.worker_id, &s.hostname, s.clock.now()).await?;
+        txn.commit().await?;
+        let n = started.len();
+        for (st, run) in started {
             let Ok(permit) = s.permits.clone().try_acquire_owned() else {
-                // Cannot happen (capacity was checked under the same loop); give it back.
-                tasks::unclaim(&s.db.conn, ti.id, s.clock.now()).await?;
+                // Cannot happen: capacity was checked before claiming. Record it honestly.
+                tracing::error!(ti = st.ti.id, "no executor slot for a started try");
                 continue;
             };
             s.running.fetch_add(1, Ordering::SeqCst);
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                crate::executor::run_claimed(shared.clone(), ti).await;
+                crate::executor::run_started(shared.clone(), st, run).await;
                 shared.running.fetch_sub(1, Ordering::SeqCst);
                 drop(permit);
             });

@@ -260,6 +260,10 @@ depends_on = ["slow"]
         }) && std::fs::read_to_string(dir.join("dags").join("ran.txt"))
             .is_ok_and(|s| s.contains("slow-start"))
     });
+    // The running try's output has reached the database.
+    wait_for("slow's log", Duration::from_secs(30), || {
+        text(&run_in(&dir, &["logs", "crashy", &run_id, "slow"])).contains("slow-start")
+    });
     // kill -9: no chance to clean up.
     server.0.kill().expect("kill -9");
     server.0.wait().expect("reap");
