@@ -120,18 +120,7 @@ async fn prepare_and_execute(
             ti.task_id
         ));
     };
-    let params: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(&run.params).unwrap_or_default();
-    let tmpl = TemplateContext::new(
-        &dag.dag_id,
-        &run.run_id,
-        &ti.task_id,
-        ti.try_number,
-        run.data_interval_start,
-        run.data_interval_end,
-        dag.timezone,
-        params,
-    );
+    let tmpl = template_context(&dag, run, ti);
     log.line(&format!(
         "[weft] {} {} try {} of {} on {} (worker {})",
         dag.dag_id, ti.task_id, ti.try_number, ti.max_tries, shared.hostname, shared.worker_id
@@ -152,6 +141,26 @@ async fn prepare_and_execute(
     execute(&mut ctx).await
 }
 
+/// The template variables of a try of `ti` in `run`.
+fn template_context(
+    dag: &crate::dag::Dag,
+    run: &crate::db::entities::dag_run::Model,
+    ti: &task_instance::Model,
+) -> TemplateContext {
+    let params: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&run.params).unwrap_or_default();
+    TemplateContext::new(
+        &dag.dag_id,
+        &run.run_id,
+        &ti.task_id,
+        ti.try_number,
+        run.data_interval_start,
+        run.data_interval_end,
+        dag.timezone,
+        params,
+    )
+}
+
 fn fire_callbacks(
     dag: &crate::dag::Dag,
     run: &crate::db::entities::dag_run::Model,
@@ -162,17 +171,7 @@ fn fire_callbacks(
     let Some(task) = dag.task(&ti.task_id) else {
         return;
     };
-    let params = serde_json::from_str(&run.params).unwrap_or_default();
-    let mut ctx = TemplateContext::new(
-        &dag.dag_id,
-        &run.run_id,
-        &ti.task_id,
-        ti.try_number,
-        run.data_interval_start,
-        run.data_interval_end,
-        dag.timezone,
-        params,
-    );
+    let mut ctx = template_context(dag, run, ti);
     ctx.state = Some(f.state.as_str().to_string());
     ctx.error = outcome.error.clone();
     let cb = match f.state {

@@ -1379,6 +1379,18 @@ enum Action {
     },
 }
 
+/// `state=success` (true) or `state=failed` (false) of a mark action on `what`.
+fn marked_success(q: &ActionQuery, what: &str) -> Result<bool> {
+    match q.state.as_deref() {
+        Some("success") => Ok(true),
+        Some("failed") => Ok(false),
+        other => Err(Error::BadRequest(format!(
+            "a {what} can be marked success or failed, not {:?}",
+            other.unwrap_or("")
+        ))),
+    }
+}
+
 fn parse_action(q: &ActionQuery) -> Result<Action> {
     let need = |v: &Option<String>, name: &str| {
         v.clone()
@@ -1397,15 +1409,10 @@ fn parse_action(q: &ActionQuery) -> Result<Action> {
             downstream: q.downstream.as_deref() == Some("1"),
         },
         "mark_task" => {
-            let state = match q.state.as_deref() {
-                Some("success") => TaskState::Success,
-                Some("failed") => TaskState::Failed,
-                other => {
-                    return Err(Error::BadRequest(format!(
-                        "a task can be marked success or failed, not {:?}",
-                        other.unwrap_or("")
-                    )));
-                }
+            let state = if marked_success(q, "task")? {
+                TaskState::Success
+            } else {
+                TaskState::Failed
             };
             Action::MarkTask {
                 dag,
@@ -1415,15 +1422,10 @@ fn parse_action(q: &ActionQuery) -> Result<Action> {
             }
         }
         "mark_run" => {
-            let state = match q.state.as_deref() {
-                Some("success") => RunState::Success,
-                Some("failed") => RunState::Failed,
-                other => {
-                    return Err(Error::BadRequest(format!(
-                        "a run can be marked success or failed, not {:?}",
-                        other.unwrap_or("")
-                    )));
-                }
+            let state = if marked_success(q, "run")? {
+                RunState::Success
+            } else {
+                RunState::Failed
             };
             Action::MarkRun {
                 dag,

@@ -192,17 +192,19 @@ async fn roundtrip(t: &TestDb) {
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1);
-    let started = tasks::start_try(&db.conn, claimed[0].id, "w1", "host", now)
+    let mut started = tasks::start_tries(&db.conn, &[claimed[0].id], "w1", "host", now)
         .await
-        .expect("start")
-        .expect("started");
+        .expect("start");
+    assert_eq!(started.len(), 1);
+    let (started, run_of_try) = started.remove(0);
+    assert_eq!(run_of_try.id, run.id);
     assert_eq!(started.ti.try_number, 1);
     // Another worker cannot start it.
     assert!(
-        tasks::start_try(&db.conn, claimed[0].id, "w2", "host", now)
+        tasks::start_tries(&db.conn, &[claimed[0].id], "w2", "host", now)
             .await
             .expect("start")
-            .is_none()
+            .is_empty()
     );
     tasks::append_log(&db.conn, started.try_id, 0, "hello\n", now)
         .await
