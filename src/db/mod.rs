@@ -44,6 +44,8 @@ impl Db {
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10));
         if url.starts_with("sqlite:") {
+            // Everything in this process queues for the one connection: wait long.
+            opts.acquire_timeout(Duration::from_secs(300));
             opts.max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)

@@ -32,10 +32,10 @@ fn stmt(c: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Statement {
 
 /// The latest `n` runs of every DAG, newest first within each DAG.
 pub async fn recent_runs<C: ConnectionTrait>(c: &C, n: i64) -> DbResult<Vec<dag_run::Model>> {
-    let sql = "SELECT id, dag_id, run_id, run_type, state, logical_date, data_interval_start, data_interval_end, \
-               dag_version_id, params, conf, created_at, started_at, ended_at FROM \
-               (SELECT r.*, ROW_NUMBER() OVER (PARTITION BY dag_id ORDER BY logical_date DESC, id DESC) AS rn FROM dag_run r) t \
-               WHERE rn <= ? ORDER BY dag_id, logical_date DESC, id DESC";
+    // One index seek per DAG on (dag_id, logical_date), not a sort of every run.
+    let sql = "SELECT r.* FROM dag d JOIN dag_run r ON r.id IN \
+               (SELECT x.id FROM dag_run x WHERE x.dag_id = d.dag_id ORDER BY x.logical_date DESC, x.id DESC LIMIT ?) \
+               ORDER BY r.dag_id, r.logical_date DESC, r.id DESC";
     Ok(dag_run::Entity::find()
         .from_raw_sql(stmt(c, sql, vec![n.into()]))
         .all(c)
@@ -244,7 +244,7 @@ pub async fn slowest_tasks<C: ConnectionTrait>(
 #[derive(Debug, FromQueryResult)]
 struct LastScheduled {
     dag_id: String,
-    logical: DateTime<Utc>,
+    logical: Option<DateTime<Utc>>,
 }
 
 /// The latest scheduled logical date of every DAG.
@@ -253,12 +253,16 @@ pub async fn latest_scheduled_by_dag<C: ConnectionTrait>(
 ) -> DbResult<HashMap<String, DateTime<Utc>>> {
     let rows = LastScheduled::find_by_statement(stmt(
         c,
-        "SELECT dag_id, MAX(logical_date) AS logical FROM dag_run WHERE run_type = 'scheduled' GROUP BY dag_id",
+        "SELECT d.dag_id, (SELECT r.logical_date FROM dag_run r WHERE r.dag_id = d.dag_id AND r.run_type = 'scheduled' \
+         ORDER BY r.logical_date DESC LIMIT 1) AS logical FROM dag d",
         vec![],
     ))
     .all(c)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.dag_id, r.logical)).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.logical.map(|l| (r.dag_id, l)))
+        .collect())
 }
 
 /// Slots in use per pool (queued and running task instances, by their pool_slots).

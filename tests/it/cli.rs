@@ -32,6 +32,11 @@ fn text(o: &Output) -> String {
 
 /// A project folder with a weft.toml, a dags/ folder and a database inside it.
 fn project(dags: &[(&str, &str)]) -> tempfile::TempDir {
+    project_with(dags, "")
+}
+
+/// A project whose weft.toml also carries `extra` (e.g. a database_url).
+fn project_with(dags: &[(&str, &str)], extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("dags")).expect("mkdir");
     for (name, src) in dags {
@@ -39,7 +44,7 @@ fn project(dags: &[(&str, &str)]) -> tempfile::TempDir {
     }
     std::fs::write(
         dir.path().join("weft.toml"),
-        "bind = \"127.0.0.1:0\"\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"30s\"\nkill_grace = \"1s\"\nshutdown_grace = \"5s\"\n",
+        format!("bind = \"127.0.0.1:0\"\nheartbeat_interval = \"200ms\"\nheartbeat_timeout = \"30s\"\nkill_grace = \"1s\"\nshutdown_grace = \"5s\"\n{extra}"),
     )
     .expect("config");
     dir
@@ -227,6 +232,22 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn kill_9_in_the_middle_of_a_run_loses_and_duplicates_nothing() {
+    kill_9_scenario("");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_on_postgres_loses_and_duplicates_nothing() {
+    let Some(pg) = crate::support::postgres_db().await else {
+        return;
+    };
+    let extra = format!("database_url = \"{}\"\n", pg.url);
+    tokio::task::spawn_blocking(move || kill_9_scenario(&extra))
+        .await
+        .expect("scenario");
+    pg.cleanup().await;
+}
+
+fn kill_9_scenario(extra: &str) {
     let dag = r#"
 schedule = "none"
 [defaults]
@@ -244,7 +265,7 @@ kind = "shell"
 command = "echo last >> ran.txt"
 depends_on = ["slow"]
 "#;
-    let p = project(&[("crashy", dag)]);
+    let p = project_with(&[("crashy", dag)], extra);
     let dir: PathBuf = p.path().to_path_buf();
     let mut server = serve(&dir);
     let o = run_in(&dir, &["trigger", "crashy", "--json"]);

@@ -227,3 +227,89 @@ async fn migrations_and_entities_round_trip_on_every_backend() {
         t.cleanup().await;
     }
 }
+
+/// The hand-written aggregate SQL of the UI runs on both backends.
+#[tokio::test]
+async fn ui_aggregates_run_on_every_backend() {
+    use weft::db::stats;
+    for t in backends().await {
+        let db = &t.db;
+        let dag = sample_dag();
+        let now = Utc::now();
+        let v = dags::upsert_dag(&db.conn, &dag, now).await.expect("dag");
+        for day in 1..=12 {
+            let start = utc(2026, 1, day, 0, 0);
+            let new = NewRun {
+                dag_id: "sample".into(),
+                run_id: runs::run_id_for(RunType::Scheduled, start),
+                run_type: RunType::Scheduled,
+                logical_date: start,
+                interval_start: start,
+                interval_end: utc(2026, 1, day + 1, 0, 0),
+                dag_version_id: v,
+                params: serde_json::json!({}),
+                conf: serde_json::json!({}),
+            };
+            let run = runs::insert_run(&db.conn, &dag, &new, now)
+                .await
+                .expect("insert")
+                .expect("new");
+            runs::transition(
+                &db.conn,
+                run.id,
+                &[RunState::Queued],
+                RunState::Running,
+                now,
+            )
+            .await
+            .expect("t");
+            let fin = if day % 4 == 0 {
+                RunState::Failed
+            } else {
+                RunState::Success
+            };
+            runs::transition(&db.conn, run.id, &[RunState::Running], fin, now)
+                .await
+                .expect("t");
+        }
+        let recent = stats::recent_runs(&db.conn, 10).await.expect("recent");
+        assert_eq!(recent.len(), 10, "ten most recent of twelve");
+        assert_eq!(recent[0].logical_date, utc(2026, 1, 12, 0, 0));
+        let last = stats::latest_scheduled_by_dag(&db.conn)
+            .await
+            .expect("last");
+        assert_eq!(last.get("sample"), Some(&utc(2026, 1, 12, 0, 0)));
+        let rates = stats::run_failure_by_dag(&db.conn, now - chrono::Duration::days(1))
+            .await
+            .expect("rates");
+        assert_eq!(
+            rates["sample"],
+            stats::Rate {
+                failed: 3,
+                finished: 12
+            }
+        );
+        stats::try_failure_by_dag(&db.conn, now)
+            .await
+            .expect("tries");
+        stats::try_failure_by_kind(&db.conn, now)
+            .await
+            .expect("kinds");
+        stats::daily_try_failure(&db.conn, now)
+            .await
+            .expect("daily");
+        stats::slowest_tasks(&db.conn, now, 5).await.expect("slow");
+        stats::pool_usage(&db.conn).await.expect("pools");
+        stats::live_task_counts(&db.conn).await.expect("live");
+        assert_eq!(
+            stats::run_counts(&db.conn)
+                .await
+                .expect("counts")
+                .iter()
+                .map(|(_, n)| n)
+                .sum::<i64>(),
+            12
+        );
+        t.cleanup().await;
+    }
+}
