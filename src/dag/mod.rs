@@ -367,6 +367,34 @@ pub enum TaskKind {
     /// Does nothing and succeeds at once, in process: a join point or placeholder
     /// (Airflow's EmptyOperator).
     Noop,
+    /// Events from files into a warehouse table, per data interval.
+    Ingest(IngestSpec),
+}
+
+/// File formats `ingest` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventFormat {
+    Jsonl,
+    Csv,
+}
+
+/// Settings of an `ingest` task.
+#[derive(Debug, Clone)]
+pub struct IngestSpec {
+    /// Path or glob, templated, relative to the DAG file's folder; `.gz` is read
+    /// transparently.
+    pub path: String,
+    /// Format; by default from the file extension.
+    pub format: Option<EventFormat>,
+    /// Succeed with nothing loaded when no file matches (default: fail).
+    pub allow_empty: bool,
+    pub table: String,
+    pub connection: String,
+    /// Largest share of rejected lines that still succeeds (default 0).
+    pub max_reject_ratio: f64,
+    /// Reject events whose corrected time is outside the data interval (default: keep
+    /// them, attributed to the interval they were loaded for).
+    pub reject_outside_interval: bool,
 }
 
 impl TaskKind {
@@ -387,6 +415,7 @@ impl TaskKind {
             TaskKind::Http(_) => "http",
             TaskKind::Sql { .. } => "sql",
             TaskKind::Noop => "noop",
+            TaskKind::Ingest(_) => "ingest",
         }
     }
 }

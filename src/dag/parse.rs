@@ -62,6 +62,13 @@ const COMMON_KEYS: &[&str] = &[
 const SHELL_KEYS: &[&str] = &["command", "cwd"];
 const HTTP_KEYS: &[&str] = &["url", "method", "headers", "body", "expected_status"];
 const SQL_KEYS: &[&str] = &["sql", "file", "connection"];
+const INGEST_KEYS: &[&str] = &[
+    "source",
+    "table",
+    "connection",
+    "max_reject_ratio",
+    "out_of_interval",
+];
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
 /// Parses and validates one DAG file. `display` is the path shown in messages.
@@ -919,12 +926,13 @@ impl<'s> Parser<'s, '_> {
             Some("shell") => SHELL_KEYS,
             Some("http") => HTTP_KEYS,
             Some("sql") => SQL_KEYS,
+            Some("ingest") => INGEST_KEYS,
             _ => &[],
         };
         // Keys are checked against the kind so `url` on a shell task says so.
         let known_kind = kind_name
             .as_ref()
-            .is_some_and(|(k, _)| ["shell", "http", "sql", "noop"].contains(&k.as_str()));
+            .is_some_and(|(k, _)| ["shell", "http", "sql", "noop", "ingest"].contains(&k.as_str()));
         for (k, _) in entries(t) {
             let key = k.get_ref().as_ref();
             if key == "kind"
@@ -939,6 +947,7 @@ impl<'s> Parser<'s, '_> {
                 ("shell", SHELL_KEYS),
                 ("http", HTTP_KEYS),
                 ("sql", SQL_KEYS),
+                ("ingest", INGEST_KEYS),
             ]
             .iter()
             .find(|(_, keys)| keys.contains(&key))
@@ -981,7 +990,8 @@ impl<'s> Parser<'s, '_> {
                 "http" => self.http(t, id, key_span),
                 "sql" => self.sql(t, id, key_span),
                 "noop" => Some(TaskKind::Noop),
-                "ingest" | "transform" | "experiment" | "survey_sync" => {
+                "ingest" => self.ingest(t, id, key_span),
+                "transform" | "experiment" | "survey_sync" => {
                     self.err(span, task, format!("kind \"{k}\" is not available in this build of weft yet; use kind = \"shell\" for now"));
                     None
                 }
@@ -1180,6 +1190,153 @@ impl<'s> Parser<'s, '_> {
             }
         };
         Some(TaskKind::Sql { sql, connection })
+    }
+
+    fn connection(&mut self, t: &DeTable<'_>, id: &str) -> Option<String> {
+        match lookup(t, "connection") {
+            Some(v) => {
+                let c = self.string(v, Some(id), "connection")?;
+                if !self.ctx.connections.contains(&c) {
+                    let hint = did_you_mean(&c, self.ctx.connections.iter().map(String::as_str));
+                    self.err(v.span(), Some(id), format!("unknown connection \"{c}\"{hint}; connections are declared in weft.toml [connections]"));
+                }
+                Some(c)
+            }
+            None => Some("warehouse".to_string()),
+        }
+    }
+
+    fn ingest(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
+        let task = Some(id);
+        let source = match lookup(t, "source") {
+            Some(v) => match v.get_ref() {
+                DeValue::Table(st) => {
+                    self.check_keys(st, task, &["path", "format", "allow_empty"], "source");
+                    let path = match lookup(st, "path") {
+                        Some(p) => {
+                            let s = self.string(p, task, "path");
+                            if let Some(s) = &s {
+                                self.check_template(p, s, task, &[]);
+                            }
+                            s
+                        }
+                        None => {
+                            self.err(v.span(), task, "source needs a path, e.g. source = { path = \"data/events/*.jsonl\", format = \"jsonl\" }");
+                            None
+                        }
+                    };
+                    let format = match lookup(st, "format") {
+                        Some(f) => match self.string(f, task, "format").as_deref() {
+                            Some("jsonl") => Some(super::EventFormat::Jsonl),
+                            Some("csv") => Some(super::EventFormat::Csv),
+                            Some(other) => {
+                                let hint = did_you_mean(other, ["jsonl", "csv"]);
+                                self.err(
+                                    f.span(),
+                                    task,
+                                    format!("unknown format \"{other}\"{hint}; use jsonl or csv"),
+                                );
+                                None
+                            }
+                            None => None,
+                        },
+                        None => None,
+                    };
+                    let allow_empty = lookup(st, "allow_empty")
+                        .and_then(|b| self.boolean(b, task, "allow_empty"))
+                        .unwrap_or(false);
+                    path.map(|p| (p, format, allow_empty))
+                }
+                _ => {
+                    self.type_error(
+                        v,
+                        task,
+                        "source",
+                        "a table such as { path = \"data/*.jsonl\", format = \"jsonl\" }",
+                    );
+                    None
+                }
+            },
+            None => {
+                self.err(key_span.clone(), task, "ingest task needs \"source\" (e.g. source = { path = \"data/events/*.jsonl\", format = \"jsonl\" })");
+                None
+            }
+        };
+        let table = match lookup(t, "table") {
+            Some(v) => {
+                let name = self.string(v, task, "table")?;
+                let ok = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && name.len() <= 60;
+                if ok {
+                    Some(name)
+                } else {
+                    self.err(v.span(), task, format!("table \"{name}\" must be a plain SQL name: letters, digits and '_', starting with a letter"));
+                    None
+                }
+            }
+            None => {
+                self.err(
+                    key_span,
+                    task,
+                    "ingest task needs \"table\" (the warehouse table to load into)",
+                );
+                None
+            }
+        };
+        let connection = self.connection(t, id)?;
+        let max_reject_ratio = match lookup(t, "max_reject_ratio") {
+            Some(v) => {
+                let r = match v.get_ref() {
+                    DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+                    DeValue::Integer(_) => {
+                        Some(self.integer(v, task, "max_reject_ratio", i64::MIN, i64::MAX)? as f64)
+                    }
+                    _ => {
+                        self.type_error(v, task, "max_reject_ratio", "a number from 0 to 1");
+                        return None;
+                    }
+                };
+                match r {
+                    Some(r) if (0.0..=1.0).contains(&r) => r,
+                    None => return None,
+                    Some(_) => {
+                        self.err(v.span(), task, "\"max_reject_ratio\" must be a number from 0 to 1 (0.01 = 1 % of lines may be rejected)");
+                        return None;
+                    }
+                }
+            }
+            None => 0.0,
+        };
+        let reject_outside_interval = match lookup(t, "out_of_interval") {
+            Some(v) => match self.string(v, task, "out_of_interval").as_deref() {
+                Some("keep") => false,
+                Some("reject") => true,
+                Some(other) => {
+                    self.err(
+                        v.span(),
+                        task,
+                        format!("unknown out_of_interval \"{other}\"; use keep or reject"),
+                    );
+                    return None;
+                }
+                None => return None,
+            },
+            None => false,
+        };
+        let (path, format, allow_empty) = source?;
+        Some(TaskKind::Ingest(super::IngestSpec {
+            path,
+            format,
+            allow_empty,
+            table: table?,
+            connection,
+            max_reject_ratio,
+            reject_outside_interval,
+        }))
     }
 
     /// Checks dependencies and returns a topological order, reporting unknown tasks,

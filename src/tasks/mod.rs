@@ -3,6 +3,7 @@
 //! scheduler.
 
 mod http;
+mod ingest;
 pub use http::send as http_send;
 mod shell;
 mod sql;
@@ -69,6 +70,7 @@ pub async fn execute(ctx: &mut RunContext<'_>) -> TryOutcome {
             exit_code: None,
             error: None,
         },
+        TaskKind::Ingest(spec) => ingest::run(ctx, spec).await,
     }
 }
 

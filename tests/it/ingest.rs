@@ -1,0 +1,258 @@
+//! The `ingest` kind on SQLite and PostgreSQL warehouses: dedup on message_id,
+//! idempotent re-runs of an interval, clock-skew correction, rejects with line numbers,
+//! the reject threshold, gzip, CSV and templated globs.
+
+use std::io::Write;
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, Statement};
+use weft::db::{Db, RunState, TaskState, tasks};
+use weft::scheduler::commands;
+
+use crate::support::{Env, TestDb, backends, utc};
+
+const DAG: &str = r#"
+schedule = "@daily"
+start_date = "2026-01-01"
+[tasks.load]
+kind = "ingest"
+source = { path = "data/{{ ds }}/*.jsonl*" }
+table = "events"
+max_reject_ratio = 0.5
+[tasks.load_csv]
+kind = "ingest"
+source = { path = "data/{{ ds }}/export.csv", format = "csv" }
+table = "csv_events"
+[tasks.strict]
+kind = "ingest"
+source = { path = "data/{{ ds }}/*.jsonl" }
+table = "strict_events"
+"#;
+
+const DAY1: &str = r#"{"message_id": "m1", "type": "track", "event": "signup", "user_id": "u1", "timestamp": "2026-01-02T10:00:00Z", "properties": {"plan": "free"}}
+{"message_id": "m2", "type": "track", "event": "api_call", "user_id": "u1", "timestamp": "2026-01-02T11:00:00Z", "properties": {"endpoint": "/v1/x", "new_key": 1}}
+{"message_id": "m2", "type": "track", "event": "api_call", "user_id": "u1", "timestamp": "2026-01-02T11:00:00Z"}
+this is not json
+{"message_id": "m3", "event": "no_time"}
+{"message_id": "m4", "type": "identify", "user_id": "u2", "timestamp": "2026-01-02T12:00:00Z", "sent_at": "2026-01-02T12:10:00Z", "received_at": "2026-01-02T12:00:05Z"}
+
+{"message_id": "m5", "event": "upgraded", "anonymous_id": "a9", "timestamp": "2026-01-02T23:59:59Z"}
+"#;
+
+async fn scalar(db: &Db, sql: &str) -> i64 {
+    let row = db
+        .conn
+        .query_one_raw(Statement::from_string(
+            db.conn.get_database_backend(),
+            sql.to_string(),
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    row.try_get_by_index::<i64>(0).expect("integer")
+}
+
+async fn text(db: &Db, sql: &str) -> String {
+    let row = db
+        .conn
+        .query_one_raw(Statement::from_string(
+            db.conn.get_database_backend(),
+            sql.to_string(),
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    row.try_get_by_index::<String>(0).expect("text")
+}
+
+async fn run_once(env: &Env, logical: chrono::DateTime<Utc>) -> weft::db::entities::dag_run::Model {
+    let (dag, vid) = env.registry.current("ingest_test").expect("dag");
+    let run = commands::trigger(
+        &env.db,
+        &dag,
+        vid,
+        &Default::default(),
+        serde_json::Value::Null,
+        Some(logical),
+        Utc::now(),
+    )
+    .await
+    .expect("trigger");
+    env.engine.wake();
+    env.wait_run(run.id, Duration::from_secs(60)).await;
+    run
+}
+
+async fn scenario(t: &TestDb, warehouse_url: Option<String>) {
+    let env = Env::start(
+        t,
+        &[("ingest_test", DAG)],
+        |c| {
+            if let Some(u) = &warehouse_url {
+                c.connections.insert(
+                    "warehouse".into(),
+                    weft::config::Connection { url: u.clone() },
+                );
+            }
+        },
+        None,
+    )
+    .await;
+    let day = env.dags_dir().join("data/2026-01-02");
+    std::fs::create_dir_all(&day).expect("mkdir");
+    std::fs::write(day.join("a.jsonl"), DAY1).expect("write");
+    // The same events again, gzipped: every one is a duplicate.
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(day.join("b.jsonl.gz")).expect("gz"),
+        flate2::Compression::default(),
+    );
+    gz.write_all(
+        DAY1.lines()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_bytes(),
+    )
+    .expect("gz write");
+    gz.finish().expect("gz finish");
+    std::fs::write(day.join("export.csv"), "message_id,type,event,user_id,timestamp,plan\nc1,track,signup,u7,2026-01-02T08:00:00Z,pro\nc2,track,signup,u8,not-a-time,free\n").expect("csv");
+    let wh = Db::connect(&env.config.connections["warehouse"].url)
+        .await
+        .expect("warehouse");
+
+    let run = run_once(&env, utc(2026, 1, 2, 0, 0)).await;
+    let s = env.states(run.id).await;
+    assert_eq!(s["load"], TaskState::Success, "{s:?}");
+    // strict has the default max_reject_ratio 0: two bad lines fail it, nothing loads.
+    assert_eq!(s["strict"], TaskState::Failed);
+    assert_eq!(
+        s["load_csv"],
+        TaskState::Failed,
+        "one of two CSV rows is bad (ratio 0)"
+    );
+
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM events").await, 4);
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM events_rejects").await, 2);
+    let reasons = text(&wh, "SELECT source || ':' || CAST(line AS TEXT) || ' ' || reason FROM events_rejects ORDER BY line LIMIT 1").await;
+    assert!(
+        reasons.starts_with("data/2026-01-02/a.jsonl:4 bad JSON"),
+        "{reasons}"
+    );
+    let missing = text(&wh, "SELECT reason FROM events_rejects WHERE line = 5").await;
+    assert_eq!(missing, "missing timestamp");
+    // m4's client clock ran 10 minutes fast (sent 12:10, received 12:00:05).
+    let ts = text(
+        &wh,
+        "SELECT CAST(\"timestamp\" AS TEXT) FROM events WHERE message_id = 'm4'",
+    )
+    .await;
+    assert!(
+        ts.starts_with("2026-01-02T11:50:05") || ts.starts_with("2026-01-02 11:50:05"),
+        "{ts}"
+    );
+    let props = text(
+        &wh,
+        "SELECT CAST(properties AS TEXT) FROM events WHERE message_id = 'm2'",
+    )
+    .await;
+    assert!(props.contains("new_key"), "schema drift is kept: {props}");
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM strict_events").await, 0);
+    assert_eq!(
+        scalar(&wh, "SELECT COUNT(*) FROM strict_events_rejects").await,
+        2
+    );
+
+    let tis = tasks::of_run(&env.db.conn, run.id).await.expect("tis");
+    let load = tis.iter().find(|t| t.task_id == "load").expect("load");
+    let log = tasks::read_log(
+        &env.db.conn,
+        tasks::current_try(&env.db.conn, load)
+            .await
+            .expect("try")
+            .expect("try")
+            .id,
+    )
+    .await
+    .expect("log");
+    assert!(
+        log.contains("read 9, loaded 4, duplicates 3, rejected 2"),
+        "{log}"
+    );
+    let strict = tis.iter().find(|t| t.task_id == "strict").expect("strict");
+    assert!(
+        strict.error.as_deref().is_some_and(
+            |e| e.contains("2 of 7 lines rejected") && e.contains("nothing was loaded")
+        ),
+        "{:?}",
+        strict.error
+    );
+
+    // Re-running the interval replaces it: same rows, same rejects.
+    let cleared = commands::clear(
+        &env.db,
+        &env.registry,
+        "ingest_test",
+        &run.run_id,
+        &["load".into()],
+        false,
+        Utc::now(),
+    )
+    .await
+    .expect("clear");
+    assert_eq!(cleared, vec!["load".to_string()]);
+    env.engine.wake();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ti = tasks::of_run(&env.db.conn, run.id)
+            .await
+            .expect("tis")
+            .into_iter()
+            .find(|t| t.task_id == "load")
+            .expect("load");
+        if ti.try_number == 2 && ti.state == TaskState::Success {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "re-run did not finish: {ti:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM events").await, 4);
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM events_rejects").await, 2);
+
+    // Another interval with no files: a clear failure naming the path.
+    let other = run_once(&env, utc(2026, 1, 5, 0, 0)).await;
+    let ti = tasks::of_run(&env.db.conn, other.id)
+        .await
+        .expect("tis")
+        .into_iter()
+        .find(|t| t.task_id == "load")
+        .expect("load");
+    assert_eq!(ti.state, TaskState::Failed);
+    assert!(
+        ti.error
+            .as_deref()
+            .is_some_and(|e| e.contains("no file matches \"data/2026-01-05/*.jsonl*\"")),
+        "{:?}",
+        ti.error
+    );
+    let r = weft::db::runs::get_run(&env.db.conn, other.id)
+        .await
+        .expect("run")
+        .expect("run");
+    assert_eq!(r.state, RunState::Failed);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_is_idempotent_deduplicated_and_reports_rejects() {
+    for t in backends().await {
+        let pg = t.url.starts_with("postgres");
+        // On Postgres the warehouse is the test database itself (its own tables).
+        let url = pg.then(|| t.url.clone());
+        scenario(&t, url).await;
+        t.cleanup().await;
+    }
+}
