@@ -59,8 +59,25 @@ pub enum Command {
     /// Web users and API tokens.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// SQL models of transform tasks.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Print the rendered SQL of a transform task's models, in build order.
+    Compile {
+        dag_id: String,
+        task_id: String,
+        /// Logical date to render with (default: the latest complete interval).
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Run only the data tests of a transform task against the warehouse.
+    Test { dag_id: String, task_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +284,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Tasks(c) => tasks_cmd(cfg, c).await,
         Command::Logs(a) => logs(cfg, a).await,
         Command::Users(c) => users_cmd(cfg, c).await,
+        Command::Models(c) => models_cmd(cfg, c).await,
     }
 }
 
@@ -1245,4 +1263,92 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn transform_spec(d: &Dag, task_id: &str) -> Result<crate::dag::TransformSpec> {
+    let task = d.task(task_id).ok_or_else(|| {
+        let hint =
+            crate::dag::diag::did_you_mean(task_id, d.tasks.iter().map(|t| t.task_id.as_str()));
+        anyhow!("dag \"{}\" has no task \"{task_id}\"{hint}", d.dag_id)
+    })?;
+    match &task.kind {
+        crate::dag::TaskKind::Transform(spec) => Ok(spec.clone()),
+        other => bail!(
+            "task \"{task_id}\" is a {} task, not a transform task",
+            other.name()
+        ),
+    }
+}
+
+async fn models_cmd(cfg: Config, c: ModelsCommand) -> Result<i32> {
+    match c {
+        ModelsCommand::Compile {
+            dag_id,
+            task_id,
+            date,
+        } => {
+            let d = load_dag(&cfg, &dag_id)?;
+            let spec = transform_spec(&d, &task_id)?;
+            let (start, end) = match date {
+                Some(s) => {
+                    let t = parse_time(&s, d.timezone)?;
+                    d.timetable()
+                        .interval_containing(t)
+                        .map(|iv| (iv.start, iv.end))
+                        .unwrap_or((t, t))
+                }
+                None => {
+                    let now = Utc::now();
+                    d.timetable()
+                        .latest_complete(now)
+                        .map(|iv| (iv.start, iv.end))
+                        .unwrap_or((now, now))
+                }
+            };
+            let ctx = crate::dag::template::TemplateContext::new(
+                &d.dag_id,
+                "compile",
+                &task_id,
+                1,
+                start,
+                end,
+                d.timezone,
+                d.default_params(),
+            );
+            for (name, mat, sql) in
+                crate::tasks::transform::compile(&spec, &ctx).map_err(|e| anyhow!(e))?
+            {
+                println!("-- {name} ({mat})\n{}\n", sql.trim());
+            }
+            Ok(0)
+        }
+        ModelsCommand::Test { dag_id, task_id } => {
+            let d = load_dag(&cfg, &dag_id)?;
+            let spec = transform_spec(&d, &task_id)?;
+            let conn_cfg = cfg
+                .connections
+                .get(&spec.connection)
+                .ok_or_else(|| anyhow!("unknown connection {}", spec.connection))?;
+            let url = crate::config::expand_env(&conn_cfg.url).map_err(|e| anyhow!(e))?;
+            let wh = Db::connect(&url).await.map_err(|e| {
+                anyhow!(
+                    "connection \"{}\": {}",
+                    spec.connection,
+                    crate::db::redact_url(&e.to_string())
+                )
+            })?;
+            let results = crate::tasks::transform::test_only(&wh.conn, &spec)
+                .await
+                .map_err(|e| anyhow!(e))?;
+            let mut failed = 0;
+            for (_, ok, line) in &results {
+                println!("{line}");
+                if !ok {
+                    failed += 1;
+                }
+            }
+            println!("{} test(s), {failed} failed", results.len());
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+    }
 }

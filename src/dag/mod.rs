@@ -5,6 +5,7 @@
 
 pub mod bag;
 pub mod diag;
+pub mod models;
 mod parse;
 pub mod schedule;
 pub mod template;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 pub use bag::{DagBag, LoadedFile};
 pub use diag::Diagnostic;
+pub use models::is_sql_name;
 pub use parse::parse_dag;
 
 /// Parses a date or time (`2026-01-01`, `2026-01-01T02:00:00` in `tz`, or RFC 3339).
@@ -75,6 +77,18 @@ pub struct Dag {
     pub topo_order: Vec<usize>,
     /// For each task (by index), the indices of the tasks that depend on it.
     pub downstream: Vec<Vec<usize>>,
+    /// Other files the definition was read from (SQL files, models) with their
+    /// modification times: a change to one is a change of the DAG.
+    pub deps: Vec<(PathBuf, Option<std::time::SystemTime>)>,
+}
+
+impl Dag {
+    /// True when a file the definition was read from changed since.
+    pub fn deps_changed(&self) -> bool {
+        self.deps
+            .iter()
+            .any(|(p, m)| std::fs::metadata(p).and_then(|x| x.modified()).ok() != *m)
+    }
 }
 
 impl Dag {
@@ -369,6 +383,76 @@ pub enum TaskKind {
     Noop,
     /// Events from files into a warehouse table, per data interval.
     Ingest(IngestSpec),
+    /// SQL models built in dependency order, then data tests.
+    Transform(TransformSpec),
+}
+
+/// How a model is materialised in the warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Materialized {
+    /// Built as a new table, then swapped in atomically.
+    Table,
+    View,
+    /// The interval's rows (by `interval_column`) are deleted, then inserted.
+    Incremental,
+}
+
+impl Materialized {
+    pub fn name(self) -> &'static str {
+        match self {
+            Materialized::Table => "table",
+            Materialized::View => "view",
+            Materialized::Incremental => "incremental",
+        }
+    }
+}
+
+/// One SQL model: a `SELECT` in a file, named after the file.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    /// The file, as shown in messages.
+    pub file: String,
+    /// The template text of the file.
+    pub sql: String,
+    /// Models this one reads through `{{ ref("...") }}`.
+    pub refs: Vec<String>,
+    pub materialized: Materialized,
+    pub interval_column: Option<String>,
+}
+
+/// A data test: a query counting offending values (0 = pass).
+#[derive(Debug, Clone)]
+pub enum Check {
+    NotNull(String),
+    Unique(String),
+    AcceptedValues(String, Vec<String>),
+    Relationships {
+        column: String,
+        to_model: String,
+        to_column: String,
+    },
+    /// A query that must return no rows.
+    Sql(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct DataTest {
+    pub name: String,
+    pub model: String,
+    pub check: Check,
+}
+
+/// Settings of a `transform` task.
+#[derive(Debug, Clone)]
+pub struct TransformSpec {
+    pub models: Vec<Model>,
+    /// Model indices in dependency order.
+    pub order: Vec<usize>,
+    pub connection: String,
+    pub tests: Vec<DataTest>,
+    /// Run a table model's tests before swapping it in (a failure keeps the old table).
+    pub tests_block: bool,
 }
 
 /// File formats `ingest` reads.
@@ -416,6 +500,7 @@ impl TaskKind {
             TaskKind::Sql { .. } => "sql",
             TaskKind::Noop => "noop",
             TaskKind::Ingest(_) => "ingest",
+            TaskKind::Transform(_) => "transform",
         }
     }
 }

@@ -69,6 +69,14 @@ const INGEST_KEYS: &[&str] = &[
     "max_reject_ratio",
     "out_of_interval",
 ];
+const TRANSFORM_KEYS: &[&str] = &["models", "connection", "tests", "tests_block"];
+const TEST_TYPES: &[&str] = &[
+    "not_null",
+    "unique",
+    "accepted_values",
+    "relationships",
+    "sql",
+];
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
 /// Parses and validates one DAG file. `display` is the path shown in messages.
@@ -91,11 +99,18 @@ pub fn parse_dag(
         }
         return Err(sink.diagnostics);
     }
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
     let mut p = Parser {
         sink,
         src,
         ctx,
         param_names: Vec::new(),
+        base,
+        deps: Vec::new(),
     };
     let dag = p.dag(root.get_ref(), path);
     match dag {
@@ -147,6 +162,10 @@ struct Parser<'s, 'c> {
     src: &'s str,
     ctx: &'c ValidationContext,
     param_names: Vec<String>,
+    /// The DAG file's folder: relative paths in the file resolve against it.
+    base: std::path::PathBuf,
+    /// Files read besides the DAG file, and what they contained.
+    deps: Vec<(std::path::PathBuf, String)>,
 }
 
 /// Entries of a table in the order they appear in the file.
@@ -595,7 +614,25 @@ impl<'s> Parser<'s, '_> {
         }
 
         let schedule = schedule?;
-        let source_hash = format!("{:x}", Sha256::digest(self.src.as_bytes()));
+        // The hash covers the files the definition read too: editing a model is a new
+        // version of the DAG.
+        let mut hasher = Sha256::new();
+        hasher.update(self.src.as_bytes());
+        for (p, text) in &self.deps {
+            hasher.update(p.to_string_lossy().as_bytes());
+            hasher.update(text.as_bytes());
+        }
+        let source_hash = format!("{:x}", hasher.finalize());
+        let deps = self
+            .deps
+            .iter()
+            .map(|(p, _)| {
+                (
+                    p.clone(),
+                    std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+                )
+            })
+            .collect();
         Some(Dag {
             dag_id,
             file: path.to_path_buf(),
@@ -616,6 +653,7 @@ impl<'s> Parser<'s, '_> {
             tasks,
             topo_order: topo_order?,
             downstream,
+            deps,
         })
     }
 
@@ -927,12 +965,13 @@ impl<'s> Parser<'s, '_> {
             Some("http") => HTTP_KEYS,
             Some("sql") => SQL_KEYS,
             Some("ingest") => INGEST_KEYS,
+            Some("transform") => TRANSFORM_KEYS,
             _ => &[],
         };
         // Keys are checked against the kind so `url` on a shell task says so.
-        let known_kind = kind_name
-            .as_ref()
-            .is_some_and(|(k, _)| ["shell", "http", "sql", "noop", "ingest"].contains(&k.as_str()));
+        let known_kind = kind_name.as_ref().is_some_and(|(k, _)| {
+            ["shell", "http", "sql", "noop", "ingest", "transform"].contains(&k.as_str())
+        });
         for (k, _) in entries(t) {
             let key = k.get_ref().as_ref();
             if key == "kind"
@@ -948,6 +987,7 @@ impl<'s> Parser<'s, '_> {
                 ("http", HTTP_KEYS),
                 ("sql", SQL_KEYS),
                 ("ingest", INGEST_KEYS),
+                ("transform", TRANSFORM_KEYS),
             ]
             .iter()
             .find(|(_, keys)| keys.contains(&key))
@@ -991,7 +1031,8 @@ impl<'s> Parser<'s, '_> {
                 "sql" => self.sql(t, id, key_span),
                 "noop" => Some(TaskKind::Noop),
                 "ingest" => self.ingest(t, id, key_span),
-                "transform" | "experiment" | "survey_sync" => {
+                "transform" => self.transform(t, id, key_span),
+                "experiment" | "survey_sync" => {
                     self.err(span, task, format!("kind \"{k}\" is not available in this build of weft yet; use kind = \"shell\" for now"));
                     None
                 }
@@ -1135,17 +1176,7 @@ impl<'s> Parser<'s, '_> {
     }
 
     fn sql(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
-        let connection = match lookup(t, "connection") {
-            Some(v) => {
-                let c = self.string(v, Some(id), "connection")?;
-                if !self.ctx.connections.contains(&c) {
-                    let hint = did_you_mean(&c, self.ctx.connections.iter().map(String::as_str));
-                    self.err(v.span(), Some(id), format!("unknown connection \"{c}\"{hint}; connections are declared in weft.toml [connections]"));
-                }
-                c
-            }
-            None => "warehouse".to_string(),
-        };
+        let connection = self.connection(t, id)?;
         let sql = match (lookup(t, "sql"), lookup(t, "file")) {
             (Some(_), None) => self.required(t, id, "sql", &key_span, "sql")?.0,
             (None, Some(f)) => {
@@ -1337,6 +1368,260 @@ impl<'s> Parser<'s, '_> {
             max_reject_ratio,
             reject_outside_interval,
         }))
+    }
+
+    fn transform(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
+        let task = Some(id);
+        let Some(mv) = lookup(t, "models") else {
+            self.err(key_span, task, "transform task needs \"models\" (a glob such as \"models/*.sql\", or a list of files)");
+            return None;
+        };
+        let patterns: Vec<String> = match mv.get_ref() {
+            DeValue::String(s) => vec![s.to_string()],
+            _ => self
+                .string_list(mv, task, "models")?
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
+        };
+        let mut models: Vec<super::Model> = Vec::new();
+        let mut ok = true;
+        for pat in &patterns {
+            let full = self.base.join(pat);
+            let mut files: Vec<std::path::PathBuf> = match glob::glob(&full.to_string_lossy()) {
+                Ok(paths) => paths
+                    .filter_map(Result::ok)
+                    .filter(|p| p.is_file())
+                    .collect(),
+                Err(e) => {
+                    self.err(
+                        mv.span(),
+                        task,
+                        format!("bad models pattern \"{pat}\": {e}"),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            files.sort();
+            if files.is_empty() {
+                self.err(mv.span(), task, format!("no model file matches \"{pat}\" (paths are relative to the DAG file's folder)"));
+                ok = false;
+            }
+            for f in files {
+                let display = f
+                    .strip_prefix(&self.base)
+                    .unwrap_or(&f)
+                    .display()
+                    .to_string();
+                let (model, errs) = super::models::read_model(&f, &display);
+                for e in errs {
+                    self.err(mv.span(), task, e);
+                    ok = false;
+                }
+                let Some(m) = model else { continue };
+                self.deps.push((f.clone(), m.sql.clone()));
+                if models.iter().any(|x| x.name == m.name) {
+                    self.err(
+                        mv.span(),
+                        task,
+                        format!("two model files are named \"{}\"", m.name),
+                    );
+                    ok = false;
+                }
+                let params: Vec<&str> = self.param_names.iter().map(String::as_str).collect();
+                for p in template::check(&m.sql, &params, &["ref", "config"]) {
+                    self.err(mv.span(), task, format!("model {display}: {}", p.message));
+                    ok = false;
+                }
+                models.push(m);
+            }
+        }
+        let order = match super::models::order(&models) {
+            Ok(o) => o,
+            Err(errs) => {
+                for e in errs {
+                    self.err(mv.span(), task, e);
+                }
+                ok = false;
+                Vec::new()
+            }
+        };
+        let connection = self.connection(t, id)?;
+        let tests_block = lookup(t, "tests_block")
+            .and_then(|v| self.boolean(v, task, "tests_block"))
+            .unwrap_or(false);
+        let mut tests = Vec::new();
+        if let Some(tv) = lookup(t, "tests") {
+            match tv.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        match self.data_test(item, id, &models) {
+                            Some(x) => tests.push(x),
+                            None => ok = false,
+                        }
+                    }
+                }
+                _ => {
+                    self.type_error(tv, task, "tests", "a list of tests ([[tasks.<id>.tests]])");
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(TaskKind::Transform(super::TransformSpec {
+            models,
+            order,
+            connection,
+            tests,
+            tests_block,
+        }))
+    }
+
+    fn data_test(
+        &mut self,
+        item: &Value<'_>,
+        id: &str,
+        models: &[super::Model],
+    ) -> Option<super::DataTest> {
+        let task = Some(id);
+        let DeValue::Table(t) = item.get_ref() else {
+            self.type_error(item, task, "tests", "a table with model, type and column");
+            return None;
+        };
+        self.check_keys(
+            t,
+            task,
+            &["name", "model", "type", "column", "values", "to", "sql"],
+            "test",
+        );
+        let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        let model = match lookup(t, "model") {
+            Some(v) => {
+                let m = self.string(v, task, "model")?;
+                if !names.contains(&m.as_str()) {
+                    let hint = did_you_mean(&m, names.iter().copied());
+                    self.err(
+                        v.span(),
+                        task,
+                        format!("test names unknown model \"{m}\"{hint}"),
+                    );
+                    return None;
+                }
+                m
+            }
+            None => {
+                self.err(item.span(), task, "a test needs \"model\"");
+                return None;
+            }
+        };
+        let ty = match lookup(t, "type") {
+            Some(v) => {
+                let ty = self.string(v, task, "type")?;
+                if !TEST_TYPES.contains(&ty.as_str()) {
+                    let hint = did_you_mean(&ty, TEST_TYPES.iter().copied());
+                    self.err(
+                        v.span(),
+                        task,
+                        format!(
+                            "unknown test type \"{ty}\"{hint}; use one of {}",
+                            TEST_TYPES.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                ty
+            }
+            None => {
+                self.err(
+                    item.span(),
+                    task,
+                    format!("a test needs \"type\" (one of {})", TEST_TYPES.join(", ")),
+                );
+                return None;
+            }
+        };
+        let column = |p: &mut Self, key: &str| -> Option<(String, Range<usize>)> {
+            match lookup(t, key) {
+                Some(v) => {
+                    let c = p.string(v, task, key)?;
+                    Some((c, v.span()))
+                }
+                None => {
+                    p.err(item.span(), task, format!("a {ty} test needs \"{key}\""));
+                    None
+                }
+            }
+        };
+        let check = match ty.as_str() {
+            "sql" => super::Check::Sql(column(self, "sql")?.0),
+            _ => {
+                let (col, span) = column(self, "column")?;
+                if !super::is_sql_name(&col) {
+                    self.err(
+                        span,
+                        task,
+                        format!("column \"{col}\" is not a plain SQL name"),
+                    );
+                    return None;
+                }
+                match ty.as_str() {
+                    "not_null" => super::Check::NotNull(col),
+                    "unique" => super::Check::Unique(col),
+                    "accepted_values" => {
+                        let Some(v) = lookup(t, "values") else {
+                            self.err(
+                                item.span(),
+                                task,
+                                "an accepted_values test needs \"values\" (a list)",
+                            );
+                            return None;
+                        };
+                        let vals = self
+                            .string_list(v, task, "values")?
+                            .into_iter()
+                            .map(Spanned::into_inner)
+                            .collect();
+                        super::Check::AcceptedValues(col, vals)
+                    }
+                    _ => {
+                        let (to, span) = column(self, "to")?;
+                        let Some((m, c)) = to
+                            .split_once('.')
+                            .filter(|(m, c)| names.contains(m) && super::is_sql_name(c))
+                        else {
+                            self.err(
+                                span,
+                                task,
+                                format!(
+                                    "\"to\" must be model.column with a known model, got \"{to}\""
+                                ),
+                            );
+                            return None;
+                        };
+                        super::Check::Relationships {
+                            column: col,
+                            to_model: m.to_string(),
+                            to_column: c.to_string(),
+                        }
+                    }
+                }
+            }
+        };
+        let name = match lookup(t, "name") {
+            Some(v) => self.string(v, task, "name")?,
+            None => match &check {
+                super::Check::NotNull(c)
+                | super::Check::Unique(c)
+                | super::Check::AcceptedValues(c, _) => format!("{ty}({model}.{c})"),
+                super::Check::Relationships {
+                    column,
+                    to_model,
+                    to_column,
+                } => format!("relationships({model}.{column} -> {to_model}.{to_column})"),
+                super::Check::Sql(_) => format!("sql({model})"),
+            },
+        };
+        Some(super::DataTest { name, model, check })
     }
 
     /// Checks dependencies and returns a topological order, reporting unknown tasks,

@@ -4,6 +4,7 @@
 
 mod http;
 mod ingest;
+pub mod transform;
 pub use http::send as http_send;
 mod shell;
 mod sql;
@@ -71,6 +72,7 @@ pub async fn execute(ctx: &mut RunContext<'_>) -> TryOutcome {
             error: None,
         },
         TaskKind::Ingest(spec) => ingest::run(ctx, spec).await,
+        TaskKind::Transform(spec) => transform::run(ctx, spec).await,
     }
 }
 

@@ -8,5 +8,6 @@ mod db;
 mod engine;
 mod ingest;
 mod schedule;
+mod transform;
 mod validation;
 mod web;

@@ -1,0 +1,256 @@
+//! The `transform` kind on SQLite and PostgreSQL warehouses: models built in ref order
+//! as tables, views and incremental tables; data tests with counts and samples;
+//! tests_block keeping the previous table; SQL errors naming the model file.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, Statement};
+use weft::db::{Db, TaskState, tasks};
+use weft::scheduler::commands;
+
+use crate::support::{Env, TestDb, backends, utc};
+
+const DAG: &str = r#"
+schedule = "@daily"
+start_date = "2026-01-01"
+[tasks.seed]
+kind = "sql"
+sql = """
+CREATE TABLE IF NOT EXISTS raw_orders (id INTEGER, customer TEXT, status TEXT, day TEXT);
+DELETE FROM raw_orders WHERE day = '{{ ds }}';
+INSERT INTO raw_orders VALUES (1, 'ann', 'paid', '{{ ds }}'), (2, 'bob', 'paid', '{{ ds }}'), (2, 'bob', 'weird', '{{ ds }}'), (3, NULL, 'refunded', '{{ ds }}');
+"""
+[tasks.models]
+kind = "transform"
+depends_on = ["seed"]
+models = "models/*.sql"
+[[tasks.models.tests]]
+model = "orders"
+type = "unique"
+column = "id"
+[[tasks.models.tests]]
+model = "orders"
+type = "not_null"
+column = "customer"
+[[tasks.models.tests]]
+model = "orders"
+type = "accepted_values"
+column = "status"
+values = ["paid", "refunded"]
+[[tasks.models.tests]]
+model = "orders"
+type = "relationships"
+column = "customer"
+to = "customers.name"
+[[tasks.models.tests]]
+model = "paid_orders"
+type = "sql"
+name = "no_negative_ids"
+sql = "select id from paid_orders where id < 0"
+"#;
+
+async fn scalar(db: &Db, sql: &str) -> i64 {
+    let row = db
+        .conn
+        .query_one_raw(Statement::from_string(
+            db.conn.get_database_backend(),
+            sql.to_string(),
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    row.try_get_by_index::<i64>(0).expect("integer")
+}
+
+async fn run_day(env: &Env, day: u32) -> (weft::db::entities::task_instance::Model, String) {
+    let (dag, vid) = env.registry.current("shop").expect("dag");
+    let run = commands::trigger(
+        &env.db,
+        &dag,
+        vid,
+        &Default::default(),
+        serde_json::Value::Null,
+        Some(utc(2026, 1, day, 0, 0)),
+        Utc::now(),
+    )
+    .await
+    .expect("trigger");
+    env.engine.wake();
+    env.wait_run(run.id, Duration::from_secs(60)).await;
+    let ti = tasks::of_run(&env.db.conn, run.id)
+        .await
+        .expect("tis")
+        .into_iter()
+        .find(|t| t.task_id == "models")
+        .expect("models");
+    let tr = tasks::current_try(&env.db.conn, &ti)
+        .await
+        .expect("try")
+        .expect("try");
+    let log = tasks::read_log(&env.db.conn, tr.id).await.expect("log");
+    (ti, log)
+}
+
+async fn scenario(t: &TestDb, warehouse: Option<String>) {
+    let env = Env::start(
+        t,
+        &[],
+        |c| {
+            if let Some(u) = &warehouse {
+                c.connections.insert(
+                    "warehouse".into(),
+                    weft::config::Connection { url: u.clone() },
+                );
+            }
+        },
+        None,
+    )
+    .await;
+    let dags = env.dags_dir();
+    std::fs::create_dir_all(dags.join("models")).expect("mkdir");
+    std::fs::write(
+        dags.join("models/orders.sql"),
+        "select id, customer, status, day from raw_orders",
+    )
+    .expect("w");
+    std::fs::write(
+        dags.join("models/customers.sql"),
+        "{{ config(materialized=\"view\") }}\nselect 'ann' as name union all select 'bob'",
+    )
+    .expect("w");
+    std::fs::write(
+        dags.join("models/paid_orders.sql"),
+        "{{ config(materialized=\"incremental\", interval_column=\"loaded_for\") }}\nselect id, customer, '{{ data_interval_start }}' as loaded_for from {{ ref(\"orders\") }} where status = 'paid' and day = '{{ ds }}'",
+    )
+    .expect("w");
+    std::fs::write(dags.join("shop.toml"), DAG).expect("dag");
+    env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    let wh = Db::connect(&env.config.connections["warehouse"].url)
+        .await
+        .expect("warehouse");
+
+    let (ti, log) = run_day(&env, 2).await;
+    assert_eq!(ti.state, TaskState::Failed, "{log}");
+    // Every test ran and says what it found.
+    assert!(
+        log.contains("FAIL unique(orders.id): 1 offending, e.g. 2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("FAIL not_null(orders.customer): 1 offending"),
+        "{log}"
+    );
+    assert!(
+        log.contains("FAIL accepted_values(orders.status): 1 offending, e.g. weird"),
+        "{log}"
+    );
+    assert!(
+        log.contains("PASS relationships(orders.customer -> customers.name)"),
+        "{log}"
+    );
+    assert!(log.contains("PASS no_negative_ids"), "{log}");
+    let err = ti.error.clone().unwrap_or_default();
+    assert!(err.starts_with("3 of 5 data test(s) failed"), "{err}");
+    // Models were built in ref order, with their materialisations.
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM orders").await, 4);
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM customers").await, 2);
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM paid_orders").await, 2);
+    assert_eq!(
+        scalar(
+            &wh,
+            "SELECT COUNT(*) FROM weft_test_results WHERE status = 'fail'"
+        )
+        .await,
+        3
+    );
+
+    // Incremental: another day adds its rows; re-running a day replaces them.
+    let (_, log3) = run_day(&env, 3).await;
+    assert_eq!(
+        scalar(&wh, "SELECT COUNT(*) FROM paid_orders").await,
+        4,
+        "day 2's rows stay, day 3's are added: {log3}"
+    );
+    run_day(&env, 3).await;
+    assert_eq!(
+        scalar(&wh, "SELECT COUNT(*) FROM paid_orders").await,
+        4,
+        "re-running day 3 replaces its rows"
+    );
+
+    // A SQL error names the model file.
+    std::fs::write(
+        dags.join("models/orders.sql"),
+        "select id, customer, status, day from raw_ordrs",
+    )
+    .expect("w");
+    env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    let (ti, _) = run_day(&env, 4).await;
+    assert_eq!(ti.state, TaskState::Failed);
+    let err = ti.error.unwrap_or_default();
+    assert!(
+        err.starts_with("model models/orders.sql:") && err.contains("raw_ordrs"),
+        "{err}"
+    );
+    // The last good orders table is still there.
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM orders").await, 8);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn transform_builds_models_in_order_and_runs_data_tests() {
+    for t in backends().await {
+        let url = t.url.starts_with("postgres").then(|| t.url.clone());
+        scenario(&t, url).await;
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn tests_block_keeps_the_previous_table() {
+    let t = crate::support::sqlite_db().await;
+    let env = Env::start(&t, &[], |_| {}, None).await;
+    let dags = env.dags_dir();
+    std::fs::create_dir_all(dags.join("models")).expect("mkdir");
+    std::fs::write(dags.join("models/nums.sql"), "select 1 as n").expect("w");
+    let dag = "schedule = \"none\"\n[tasks.m]\nkind = \"transform\"\nmodels = [\"models/nums.sql\"]\ntests_block = true\n[[tasks.m.tests]]\nmodel = \"nums\"\ntype = \"unique\"\ncolumn = \"n\"\n";
+    std::fs::write(dags.join("blocky.toml"), dag).expect("dag");
+    env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    let r1 = env.trigger("blocky").await;
+    assert_eq!(
+        env.wait_run(r1.id, Duration::from_secs(30)).await,
+        weft::db::RunState::Success
+    );
+    std::fs::write(
+        dags.join("models/nums.sql"),
+        "select 1 as n union all select 1 union all select 2",
+    )
+    .expect("w");
+    // Editing a model is a new version of the DAG.
+    let report = env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    assert_eq!(report.new_versions, vec!["blocky".to_string()]);
+    let r2 = env.trigger("blocky").await;
+    assert_eq!(
+        env.wait_run(r2.id, Duration::from_secs(30)).await,
+        weft::db::RunState::Failed
+    );
+    let wh = Db::connect(&env.config.connections["warehouse"].url)
+        .await
+        .expect("wh");
+    assert_eq!(
+        scalar(&wh, "SELECT COUNT(*) FROM nums").await,
+        1,
+        "the failing build was not swapped in"
+    );
+    let ti = tasks::of_run(&env.db.conn, r2.id)
+        .await
+        .expect("tis")
+        .remove(0);
+    assert!(
+        ti.error
+            .unwrap_or_default()
+            .contains("kept the previous nums")
+    );
+    env.stop().await;
+}
