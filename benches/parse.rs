@@ -336,6 +336,45 @@ async fn bench_ui(rows: &mut Vec<(String, String, String)>) {
     b.stop().await;
 }
 
+/// `ingest` of 1,000,000 JSONL events (about 300 MB) into SQLite, run by `weft dags
+/// test` in a child process: events per second and the child's peak RSS.
+fn bench_ingest(rows: &mut Vec<(String, String, String)>) {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("dags/data")).expect("mkdir");
+    let t = Instant::now();
+    {
+        let f = std::fs::File::create(dir.path().join("dags/data/events.jsonl")).expect("file");
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        for i in 0..1_000_000u32 {
+            writeln!(
+                w,
+                r#"{{"message_id":"m{i:08}","type":"track","event":"api_call","user_id":"user-{u}","anonymous_id":null,"timestamp":"2026-02-01T{h:02}:{m:02}:{s:02}Z","sent_at":"2026-02-01T{h:02}:{m:02}:{s:02}Z","received_at":"2026-02-01T{h:02}:{m:02}:{s:02}Z","properties":{{"endpoint":"/v1/runs","ms":{ms},"plan":"team","region":"eu-west-1"}},"context":{{"library":{{"name":"analytics.js","version":"4.1.0"}},"ip":"203.0.113.7"}}}}"#,
+                u = i % 5000,
+                h = (i / 3600) % 24,
+                m = (i / 60) % 60,
+                s = i % 60,
+                ms = i % 900
+            )
+            .expect("write");
+        }
+    }
+    let size = std::fs::metadata(dir.path().join("dags/data/events.jsonl")).map(|m| m.len()).unwrap_or(0);
+    eprintln!("ingest fixture: {} MB in {:.1} s", size / 1_000_000, t.elapsed().as_secs_f64());
+    std::fs::write(dir.path().join("dags/ingest_bench.toml"), "schedule = \"none\"\n[tasks.load]\nkind = \"ingest\"\nsource = { path = \"data/events.jsonl\" }\ntable = \"events\"\n").expect("dag");
+    std::fs::write(dir.path().join("weft.toml"), "[connections.warehouse]\nurl = \"sqlite://warehouse.db?mode=rwc\"\n").expect("config");
+    let t = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft")).current_dir(dir.path()).args(["dags", "test", "ingest_bench"]).output().expect("weft dags test");
+    let secs = t.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ingest benchmark failed: {text}");
+    let rate = text.lines().find_map(|l| l.split(" s (").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<f64>().ok())).unwrap_or(f64::NAN);
+    let peak_kb = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).map(|u| u.max_rss()).unwrap_or(0);
+    eprintln!("ingest: {rate:.0} events/s, whole command {secs:.1} s, peak RSS {} MB", peak_kb / 1024);
+    rows.push((format!("ingest 1,000,000 JSONL events ({} MB) into SQLite", size / 1_000_000), format!("{rate:.0} events/s"), ">= 100,000 events/s".into()));
+    rows.push(("peak RSS of that ingest (`weft dags test`, whole process)".into(), format!("{:.0} MB", peak_kb as f64 / 1024.0), "< 200 MB".into()));
+}
+
 fn rss_of_serve(rows: &mut Vec<(String, String, String)>) {
     let exe = env!("CARGO_BIN_EXE_weft");
     let dir = tempfile::tempdir().expect("tempdir");
