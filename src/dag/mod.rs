@@ -479,6 +479,26 @@ pub struct IngestSpec {
     /// Reject events whose corrected time is outside the data interval (default: keep
     /// them, attributed to the interval they were loaded for).
     pub reject_outside_interval: bool,
+    /// Read from an HTTP endpoint returning JSON pages instead of files.
+    pub http: Option<HttpEventSource>,
+}
+
+/// An HTTP endpoint that returns events as JSON pages.
+#[derive(Debug, Clone)]
+pub struct HttpEventSource {
+    /// Templated URL of the first page.
+    pub url: String,
+    /// Bearer token; `${NAME}` reads the environment at run time.
+    pub token: Option<String>,
+    /// Key of the array of events in a page (default `data`; a page may also be the
+    /// array itself).
+    pub items: String,
+    /// Key of the next cursor in a page (cursor paging).
+    pub next: Option<String>,
+    /// Query parameter that carries the cursor (default `cursor`).
+    pub cursor_param: String,
+    /// Query parameter of page numbers (page paging, from 1, until an empty page).
+    pub page_param: Option<String>,
 }
 
 impl TaskKind {

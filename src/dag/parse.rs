@@ -1242,18 +1242,63 @@ impl<'s> Parser<'s, '_> {
         let source = match lookup(t, "source") {
             Some(v) => match v.get_ref() {
                 DeValue::Table(st) => {
-                    self.check_keys(st, task, &["path", "format", "allow_empty"], "source");
-                    let path = match lookup(st, "path") {
-                        Some(p) => {
+                    self.check_keys(
+                        st,
+                        task,
+                        &[
+                            "path",
+                            "url",
+                            "format",
+                            "allow_empty",
+                            "token",
+                            "items",
+                            "next",
+                            "cursor_param",
+                            "page_param",
+                        ],
+                        "source",
+                    );
+                    let opt_str = |p: &mut Self, key: &str| {
+                        lookup(st, key).and_then(|v| p.string(v, task, key))
+                    };
+                    let (path, http) = match (lookup(st, "path"), lookup(st, "url")) {
+                        (Some(p), None) => {
                             let s = self.string(p, task, "path");
                             if let Some(s) = &s {
                                 self.check_template(p, s, task, &[]);
                             }
-                            s
+                            (s, None)
                         }
-                        None => {
-                            self.err(v.span(), task, "source needs a path, e.g. source = { path = \"data/events/*.jsonl\", format = \"jsonl\" }");
-                            None
+                        (None, Some(u)) => {
+                            let url = self.string(u, task, "url");
+                            if let Some(url) = &url {
+                                self.check_template(u, url, task, &[]);
+                                if !template::is_templated(url)
+                                    && !(url.starts_with("http://") || url.starts_with("https://"))
+                                {
+                                    self.err(
+                                        u.span(),
+                                        task,
+                                        format!(
+                                            "url \"{url}\" must start with http:// or https://"
+                                        ),
+                                    );
+                                }
+                            }
+                            let http = url.map(|url| super::HttpEventSource {
+                                url,
+                                token: opt_str(self, "token"),
+                                items: opt_str(self, "items").unwrap_or_else(|| "data".into()),
+                                next: opt_str(self, "next"),
+                                cursor_param: opt_str(self, "cursor_param")
+                                    .unwrap_or_else(|| "cursor".into()),
+                                page_param: opt_str(self, "page_param"),
+                            });
+                            (Some(String::new()), http)
+                        }
+                        _ => {
+                            self.err(v.span(), task, "source needs exactly one of path (files) or url (an HTTP endpoint), e.g. source = { path = \"data/events/*.jsonl\", format = \"jsonl\" }");
+                            (None, None)
                         }
                     };
                     let format = match lookup(st, "format") {
@@ -1276,7 +1321,7 @@ impl<'s> Parser<'s, '_> {
                     let allow_empty = lookup(st, "allow_empty")
                         .and_then(|b| self.boolean(b, task, "allow_empty"))
                         .unwrap_or(false);
-                    path.map(|p| (p, format, allow_empty))
+                    path.map(|p| (p, format, allow_empty, http))
                 }
                 _ => {
                     self.type_error(
@@ -1358,8 +1403,9 @@ impl<'s> Parser<'s, '_> {
             },
             None => false,
         };
-        let (path, format, allow_empty) = source?;
+        let (path, format, allow_empty, http) = source?;
         Some(TaskKind::Ingest(super::IngestSpec {
+            http,
             path,
             format,
             allow_empty,

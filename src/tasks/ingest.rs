@@ -33,8 +33,9 @@ struct Event {
     original_timestamp: DateTime<Utc>,
     sent_at: Option<DateTime<Utc>>,
     received_at: Option<DateTime<Utc>>,
-    properties: serde_json::Value,
-    context: serde_json::Value,
+    /// Compact JSON text of the properties and context objects.
+    properties: String,
+    context: String,
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +51,7 @@ enum Item {
     Reject(Reject),
 }
 
-const BATCH: usize = 500;
+const BATCH: usize = 1000;
 
 fn parse_time(v: Option<&serde_json::Value>, field: &str) -> Result<Option<DateTime<Utc>>, String> {
     match v {
@@ -84,15 +85,19 @@ fn event_from(obj: &serde_json::Map<String, serde_json::Value>) -> Result<Event,
         (Some(s), Some(r)) => r - (s - original),
         _ => original,
     };
-    let object = |k: &str| match obj.get(k) {
-        Some(v @ serde_json::Value::Object(_)) => Ok(v.clone()),
-        None | Some(serde_json::Value::Null) => Ok(serde_json::json!({})),
-        Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(serde_json::json!({})),
-        Some(serde_json::Value::String(s)) => match serde_json::from_str::<serde_json::Value>(s) {
-            Ok(v @ serde_json::Value::Object(_)) => Ok(v),
-            _ => Err(format!("{k} must be a JSON object")),
-        },
-        Some(_) => Err(format!("{k} must be a JSON object")),
+    let object = |k: &str| -> Result<String, String> {
+        match obj.get(k) {
+            Some(v @ serde_json::Value::Object(_)) => Ok(v.to_string()),
+            None | Some(serde_json::Value::Null) => Ok("{}".into()),
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok("{}".into()),
+            Some(serde_json::Value::String(s)) => {
+                match serde_json::from_str::<serde_json::Value>(s) {
+                    Ok(v @ serde_json::Value::Object(_)) => Ok(v.to_string()),
+                    _ => Err(format!("{k} must be a JSON object")),
+                }
+            }
+            Some(_) => Err(format!("{k} must be a JSON object")),
+        }
     };
     Ok(Event {
         message_id,
@@ -279,6 +284,147 @@ fn read_file(
     Ok(())
 }
 
+/// GET with retries: 429 and 5xx (and connection errors) are retried with backoff,
+/// honouring `Retry-After`; 401/403/404 fail at once.
+async fn get_page(
+    url: &reqwest::Url,
+    token: Option<&str>,
+    shown: &str,
+) -> Result<serde_json::Value, String> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .unwrap_or_default()
+    });
+    let mut delay = std::time::Duration::from_secs(1);
+    for attempt in 1..=6 {
+        let mut req = client.get(url.clone());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if attempt < 6 => {
+                tracing::warn!(url = %shown, error = %e, "GET failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                continue;
+            }
+            Err(e) => return Err(format!("GET {shown}: {e}")),
+        };
+        let status = resp.status().as_u16();
+        if status == 429 || status >= 500 {
+            if attempt == 6 {
+                return Err(format!(
+                    "GET {shown}: HTTP {status} after {attempt} attempts"
+                ));
+            }
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| std::time::Duration::from_secs(std::cmp::min(s, 60)))
+                .unwrap_or(delay);
+            tokio::time::sleep(wait).await;
+            delay *= 2;
+            continue;
+        }
+        if !(200..300).contains(&status) {
+            let hint = match status {
+                401 | 403 => " (check the token)",
+                404 => " (check the url)",
+                _ => "",
+            };
+            return Err(format!("GET {shown}: HTTP {status}{hint}"));
+        }
+        return resp
+            .json::<serde_json::Value>()
+            .await
+            .map_err(|e| format!("GET {shown}: the body is not JSON: {e}"));
+    }
+    Err(format!("GET {shown}: gave up"))
+}
+
+/// Pages through an HTTP source, sending events and rejects in batches.
+async fn fetch_http(
+    src: crate::dag::HttpEventSource,
+    url: String,
+    token: Option<String>,
+    tx: tokio::sync::mpsc::Sender<Vec<Item>>,
+) -> Result<(), String> {
+    let base = reqwest::Url::parse(&url).map_err(|e| format!("bad url \"{url}\": {e}"))?;
+    let display = format!("{}{}", base.origin().ascii_serialization(), base.path());
+    let mut cursor: Option<String> = None;
+    let mut page = 1u64;
+    let mut n = 0u64;
+    while page <= 100_000 {
+        let mut u = base.clone();
+        if let Some(p) = &src.page_param {
+            u.query_pairs_mut().append_pair(p, &page.to_string());
+        }
+        if let Some(c) = &cursor {
+            u.query_pairs_mut().append_pair(&src.cursor_param, c);
+        }
+        let body = get_page(&u, token.as_deref(), &display).await?;
+        let items: Vec<serde_json::Value> = match &body {
+            serde_json::Value::Array(a) => a.clone(),
+            serde_json::Value::Object(o) => match o.get(&src.items) {
+                Some(serde_json::Value::Array(a)) => a.clone(),
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(_) => return Err(format!("GET {display}: \"{}\" is not a list", src.items)),
+            },
+            _ => return Err(format!("GET {display}: expected a JSON object or list")),
+        };
+        let empty = items.is_empty();
+        let source = format!("{display} page {page}");
+        let mut batch = Vec::with_capacity(items.len());
+        for item in items {
+            n += 1;
+            batch.push(match item {
+                serde_json::Value::Object(obj) => match event_from(&obj) {
+                    Ok(ev) => Item::Event(Box::new(ev), format!("{source}:{n}")),
+                    Err(reason) => Item::Reject(Reject {
+                        source: source.clone(),
+                        line: n,
+                        reason,
+                        raw: clip(&serde_json::Value::Object(obj).to_string()),
+                    }),
+                },
+                other => Item::Reject(Reject {
+                    source: source.clone(),
+                    line: n,
+                    reason: "not a JSON object".into(),
+                    raw: clip(&other.to_string()),
+                }),
+            });
+        }
+        if !batch.is_empty() {
+            tx.send(batch)
+                .await
+                .map_err(|_| "the loader stopped".to_string())?;
+        }
+        let next = src
+            .next
+            .as_ref()
+            .and_then(|k| body.get(k))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+                serde_json::Value::Number(x) => Some(x.to_string()),
+                _ => None,
+            });
+        match (next, &src.page_param) {
+            (Some(c), _) => cursor = Some(c),
+            (None, Some(_)) if !empty && src.next.is_none() => {}
+            _ => break,
+        }
+        page += 1;
+    }
+    Ok(())
+}
+
 fn q(name: &str) -> String {
     format!("\"{name}\"")
 }
@@ -327,6 +473,15 @@ async fn insert_events(
     if events.is_empty() {
         return Ok(0);
     }
+    // JSONB on Postgres takes a JSON value; SQLite stores the text as it is.
+    let pg = c.get_database_backend() == DbBackend::Postgres;
+    let json = |text: &str| -> SimpleExpr {
+        if pg {
+            Expr::value(serde_json::from_str::<serde_json::Value>(text).unwrap_or_default())
+        } else {
+            Expr::value(text.to_string())
+        }
+    };
     let mut ins = Query::insert();
     ins.into_table(Alias::new(table)).columns(
         [
@@ -359,8 +514,8 @@ async fn insert_events(
             Expr::value(e.original_timestamp),
             Expr::value(e.sent_at),
             Expr::value(e.received_at),
-            Expr::value(e.properties.clone()),
-            Expr::value(e.context.clone()),
+            json(&e.properties),
+            json(&e.context),
             Expr::value(start),
             Expr::value(end),
             Expr::value(source.clone()),
@@ -440,6 +595,22 @@ struct Counts {
 }
 
 pub async fn run(ctx: &mut RunContext<'_>, spec: &IngestSpec) -> TryOutcome {
+    if let Some(src) = &spec.http {
+        let url = match ctx.render(&src.url) {
+            Ok(u) => u,
+            Err(e) => return failure(e),
+        };
+        let token = match src
+            .token
+            .as_deref()
+            .map(crate::config::expand_env)
+            .transpose()
+        {
+            Ok(t) => t,
+            Err(e) => return failure(format!("token: {e}")),
+        };
+        return load_and_report(ctx, spec, vec![Feed::Http(src.clone(), url, token)]).await;
+    }
     let pattern = match ctx.render(&spec.path) {
         Ok(p) => p,
         Err(e) => return failure(e),
@@ -461,13 +632,6 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &IngestSpec) -> TryOutcome {
         }
         Err(e) => return failure(format!("bad source path pattern \"{pattern}\": {e}")),
     };
-    let (start, end) = match (
-        DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_start),
-        DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_end),
-    ) {
-        (Ok(s), Ok(e)) => (s.with_timezone(&Utc), e.with_timezone(&Utc)),
-        _ => return failure("the run has no valid data interval"),
-    };
     if files.is_empty() {
         if spec.allow_empty {
             ctx.log
@@ -486,21 +650,43 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &IngestSpec) -> TryOutcome {
             base.display()
         ));
     }
+    let feeds = files.into_iter().map(Feed::File).collect();
+    load_and_report(ctx, spec, feeds).await
+}
+
+/// Where events come from.
+enum Feed {
+    File(PathBuf),
+    Http(crate::dag::HttpEventSource, String, Option<String>),
+}
+
+async fn load_and_report(
+    ctx: &mut RunContext<'_>,
+    spec: &IngestSpec,
+    feeds: Vec<Feed>,
+) -> TryOutcome {
+    let (start, end) = match (
+        DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_start),
+        DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_end),
+    ) {
+        (Ok(s), Ok(e)) => (s.with_timezone(&Utc), e.with_timezone(&Utc)),
+        _ => return failure("the run has no valid data interval"),
+    };
     let conn = match ctx.warehouses.get(&spec.connection).await {
         Ok(c) => c,
         Err(e) => return failure(e),
     };
     ctx.log
         .line(&format!(
-            "[weft] loading {} file(s) into \"{}\" for [{}, {})",
-            files.len(),
+            "[weft] loading {} source(s) into \"{}\" for [{}, {})",
+            feeds.len(),
             spec.table,
             ctx.tmpl.data_interval_start,
             ctx.tmpl.data_interval_end
         ))
         .await;
     let started = Instant::now();
-    match load(&conn, ctx, spec, &files, start, end).await {
+    match load(&conn, ctx, spec, feeds, start, end).await {
         Ok((counts, over)) => {
             let secs = started.elapsed().as_secs_f64().max(1e-6);
             ctx.log
@@ -534,7 +720,7 @@ async fn load(
     conn: &DatabaseConnection,
     ctx: &mut RunContext<'_>,
     spec: &IngestSpec,
-    files: &[PathBuf],
+    feeds: Vec<Feed>,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<(Counts, Option<String>), String> {
@@ -549,16 +735,27 @@ async fn load(
     delete_interval(&txn, &spec.table, start)
         .await
         .map_err(|e| e.to_string())?;
-    for path in files {
-        let display = path
-            .strip_prefix(&base)
-            .unwrap_or(path)
-            .display()
-            .to_string();
-        let format = format_of(path, spec.format)?;
+    for feed in feeds {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Item>>(4);
-        let (p, d) = (path.clone(), display.clone());
-        let reader = tokio::task::spawn_blocking(move || read_file(&p, &d, format, &tx));
+        let (display, reader) = match feed {
+            Feed::File(path) => {
+                let display = path
+                    .strip_prefix(&base)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                let format = format_of(&path, spec.format)?;
+                let d = display.clone();
+                (
+                    display,
+                    tokio::task::spawn_blocking(move || read_file(&path, &d, format, &tx)),
+                )
+            }
+            Feed::Http(src, url, token) => {
+                let display = url.split('?').next().unwrap_or(&url).to_string();
+                (display, tokio::spawn(fetch_http(src, url, token, tx)))
+            }
+        };
         while let Some(batch) = rx.recv().await {
             let mut events = Vec::with_capacity(batch.len());
             for item in batch {

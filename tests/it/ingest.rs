@@ -256,3 +256,90 @@ async fn ingest_is_idempotent_deduplicated_and_reports_rejects() {
         t.cleanup().await;
     }
 }
+
+/// An HTTP source that pages with cursors, answers 429 once, and wants a token.
+async fn events_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::extract::Query;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::get(move |headers: HeaderMap, Query(q): Query<HashMap<String, String>>| {
+            let c = c.clone();
+            async move {
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer right-token") {
+                    return (StatusCode::UNAUTHORIZED, "no").into_response();
+                }
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response();
+                }
+                let ev = |id: &str| serde_json::json!({"message_id": id, "event": "api_call", "user_id": "u", "timestamp": "2026-01-02T10:00:00Z"});
+                let body = match q.get("cursor").map(String::as_str) {
+                    None => serde_json::json!({"data": [ev("h1"), ev("h2"), ev("h3")], "next_cursor": "p2"}),
+                    Some("p2") => serde_json::json!({"data": [ev("h4"), ev("h5"), {"message_id": "bad"}], "next_cursor": "p3"}),
+                    Some("p3") => serde_json::json!({"data": [ev("h6")], "next_cursor": null}),
+                    Some(_) => serde_json::json!({"data": []}),
+                };
+                axum::Json(body).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/events"), calls)
+}
+
+#[tokio::test]
+async fn http_source_pages_retries_and_names_auth_failures() {
+    let t = crate::support::sqlite_db().await;
+    let (url, calls) = events_server().await;
+    let dag = format!(
+        "schedule = \"@daily\"\nstart_date = \"2026-01-01\"\n[tasks.pull]\nkind = \"ingest\"\nsource = {{ url = \"{url}?day={{{{ ds }}}}\", token = \"right-token\", items = \"data\", next = \"next_cursor\" }}\ntable = \"api_events\"\nmax_reject_ratio = 0.5\n[tasks.denied]\nkind = \"ingest\"\nsource = {{ url = \"{url}\", token = \"wrong-token\" }}\ntable = \"denied_events\"\n"
+    );
+    let env = Env::start(&t, &[("ingest_test", &dag)], |_| {}, None).await;
+    let run = run_once(&env, utc(2026, 1, 2, 0, 0)).await;
+    let tis = tasks::of_run(&env.db.conn, run.id).await.expect("tis");
+    let pull = tis.iter().find(|t| t.task_id == "pull").expect("pull");
+    let log = tasks::read_log(
+        &env.db.conn,
+        tasks::current_try(&env.db.conn, pull)
+            .await
+            .expect("try")
+            .expect("try")
+            .id,
+    )
+    .await
+    .expect("log");
+    assert_eq!(pull.state, TaskState::Success, "{log}");
+    assert!(
+        log.contains("read 7, loaded 6, duplicates 0, rejected 1"),
+        "{log}"
+    );
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "429 was retried and three pages were read"
+    );
+    let wh = Db::connect(&env.config.connections["warehouse"].url)
+        .await
+        .expect("warehouse");
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM api_events").await, 6);
+    let reason = text(&wh, "SELECT reason FROM api_events_rejects").await;
+    assert_eq!(reason, "missing timestamp");
+    let denied = tis.iter().find(|t| t.task_id == "denied").expect("denied");
+    assert_eq!(denied.state, TaskState::Failed);
+    let err = denied.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("HTTP 401 (check the token)") && err.contains("/events"),
+        "{err}"
+    );
+    env.stop().await;
+}
