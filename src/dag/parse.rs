@@ -183,6 +183,11 @@ fn lookup<'t, 'i>(t: &'t DeTable<'i>, key: &str) -> Option<&'t Value<'i>> {
         .map(|(_, v)| v)
 }
 
+/// An http(s) URL, or a template that renders to one at run time.
+fn url_or_template(url: &str) -> bool {
+    template::is_templated(url) || url.starts_with("http://") || url.starts_with("https://")
+}
+
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 200
@@ -1273,9 +1278,7 @@ impl<'s> Parser<'s, '_> {
                             let url = self.string(u, task, "url");
                             if let Some(url) = &url {
                                 self.check_template(u, url, task, &[]);
-                                if !template::is_templated(url)
-                                    && !(url.starts_with("http://") || url.starts_with("https://"))
-                                {
+                                if !url_or_template(url) {
                                     self.err(
                                         u.span(),
                                         task,
