@@ -73,7 +73,25 @@ fn text(v: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-/// Builds an event from a JSON object (a JSONL line, or a CSV row turned into one).
+/// The JSON text of the object at `k` (`{}` when absent; a string holding a JSON object
+/// is accepted, as CSV exports write them).
+fn event_object(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    k: &str,
+) -> Result<String, String> {
+    match obj.get(k) {
+        Some(v @ serde_json::Value::Object(_)) => Ok(v.to_string()),
+        None | Some(serde_json::Value::Null) => Ok("{}".into()),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok("{}".into()),
+        Some(serde_json::Value::String(s)) => match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(v @ serde_json::Value::Object(_)) => Ok(v.to_string()),
+            _ => Err(format!("{k} must be a JSON object")),
+        },
+        Some(_) => Err(format!("{k} must be a JSON object")),
+    }
+}
+
+/// Builds an event from a JSON object (an HTTP item, or a CSV row turned into one).
 fn event_from(obj: &serde_json::Map<String, serde_json::Value>) -> Result<Event, String> {
     let message_id = text(obj.get("message_id")).ok_or("missing message_id")?;
     let original = parse_time(obj.get("timestamp"), "timestamp")?.ok_or("missing timestamp")?;
@@ -111,6 +129,81 @@ fn event_from(obj: &serde_json::Map<String, serde_json::Value>) -> Result<Event,
         received_at,
         properties: object("properties")?,
         context: object("context")?,
+    })
+}
+
+/// A JSONL line, with every field left as raw JSON: nothing is copied or re-encoded
+/// until it is needed (properties and context go to the table as the text they came as).
+#[derive(serde::Deserialize)]
+struct RawLine<'a> {
+    #[serde(borrow)]
+    message_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    event: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    user_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    anonymous_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    sent_at: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    received_at: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    properties: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    context: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Builds an event from a JSONL line without building a JSON tree.
+fn event_from_line(line: &str) -> Result<Event, String> {
+    if !line.trim_start().starts_with('{') {
+        return match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(_) => Err("not a JSON object".into()),
+            Err(e) => Err(format!("bad JSON: {e}")),
+        };
+    }
+    let raw: RawLine = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
+    let value = |r: Option<&serde_json::value::RawValue>| -> Option<serde_json::Value> {
+        r.and_then(|r| serde_json::from_str(r.get()).ok())
+    };
+    let message_id = text(value(raw.message_id).as_ref()).ok_or("missing message_id")?;
+    let original =
+        parse_time(value(raw.timestamp).as_ref(), "timestamp")?.ok_or("missing timestamp")?;
+    let sent_at = parse_time(value(raw.sent_at).as_ref(), "sent_at")?;
+    let received_at = parse_time(value(raw.received_at).as_ref(), "received_at")?;
+    let timestamp = match (sent_at, received_at) {
+        (Some(s), Some(r)) => r - (s - original),
+        _ => original,
+    };
+    let object = |r: Option<&serde_json::value::RawValue>, k: &str| -> Result<String, String> {
+        let Some(r) = r else { return Ok("{}".into()) };
+        let t = r.get().trim();
+        if t.starts_with('{') {
+            return Ok(t.to_string());
+        }
+        let mut obj = serde_json::Map::new();
+        obj.insert(
+            k.to_string(),
+            serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
+        );
+        event_object(&obj, k)
+    };
+    Ok(Event {
+        message_id,
+        kind: text(value(raw.kind).as_ref()).unwrap_or_else(|| "track".into()),
+        event: text(value(raw.event).as_ref()),
+        user_id: text(value(raw.user_id).as_ref()),
+        anonymous_id: text(value(raw.anonymous_id).as_ref()),
+        timestamp,
+        original_timestamp: original,
+        sent_at,
+        received_at,
+        properties: object(raw.properties, "properties")?,
+        context: object(raw.context, "context")?,
     })
 }
 
@@ -202,26 +295,12 @@ fn read_file(
                 if line.trim().is_empty() {
                     continue;
                 }
-                let item = match serde_json::from_str::<serde_json::Value>(&line) {
-                    Ok(serde_json::Value::Object(obj)) => match event_from(&obj) {
-                        Ok(ev) => Item::Event(Box::new(ev), format!("{display}:{n}")),
-                        Err(reason) => Item::Reject(Reject {
-                            source: display.into(),
-                            line: n,
-                            reason,
-                            raw: clip(&line),
-                        }),
-                    },
-                    Ok(_) => Item::Reject(Reject {
+                let item = match event_from_line(&line) {
+                    Ok(ev) => Item::Event(Box::new(ev), format!("{display}:{n}")),
+                    Err(reason) => Item::Reject(Reject {
                         source: display.into(),
                         line: n,
-                        reason: "not a JSON object".into(),
-                        raw: clip(&line),
-                    }),
-                    Err(e) => Item::Reject(Reject {
-                        source: display.into(),
-                        line: n,
-                        reason: format!("bad JSON: {e}"),
+                        reason,
                         raw: clip(&line),
                     }),
                 };
@@ -869,6 +948,39 @@ mod tests {
             "2026-01-01T10:00:00Z"
         );
         assert_eq!(e.kind, "track");
+    }
+
+    #[test]
+    fn raw_lines_read_like_parsed_objects() {
+        let line = r#"{"message_id": 42, "timestamp": "2026-01-01T10:00:00Z", "sent_at": "2026-01-01T10:05:00Z", "received_at": "2026-01-01T10:00:30Z", "properties": {"a": [1, 2]}, "context": "{\"ip\": \"x\"}", "user_id": null}"#;
+        let e = event_from_line(line).expect("valid");
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let o = event_from(v.as_object().expect("object")).expect("valid");
+        assert_eq!(
+            (e.message_id.as_str(), e.timestamp, e.user_id.clone()),
+            (o.message_id.as_str(), o.timestamp, o.user_id.clone())
+        );
+        assert_eq!(e.message_id, "42");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&e.properties).expect("p"),
+            serde_json::json!({"a": [1, 2]})
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&e.context).expect("c"),
+            serde_json::json!({"ip": "x"})
+        );
+        for (bad, why) in [
+            ("not json", "bad JSON"),
+            ("[1, 2]", "not a JSON object"),
+            (r#"{"message_id": "m"}"#, "missing timestamp"),
+            (
+                r#"{"message_id": "m", "timestamp": "2026-01-01T10:00:00Z", "properties": 3}"#,
+                "properties must be a JSON object",
+            ),
+        ] {
+            let err = event_from_line(bad).expect_err(bad);
+            assert!(err.starts_with(why), "{bad}: {err}");
+        }
     }
 
     #[test]
