@@ -481,6 +481,9 @@ pub struct IngestSpec {
     pub reject_outside_interval: bool,
     /// Read from an HTTP endpoint returning JSON pages instead of files.
     pub http: Option<HttpEventSource>,
+    /// `path` is a drop-zone folder: each file is loaded once, by the first interval that
+    /// finds it (a re-run of that interval loads the same files again).
+    pub drop_zone: bool,
 }
 
 /// An HTTP endpoint that returns events as JSON pages.

@@ -1253,6 +1253,7 @@ impl<'s> Parser<'s, '_> {
                         &[
                             "path",
                             "url",
+                            "dir",
                             "format",
                             "allow_empty",
                             "token",
@@ -1266,7 +1267,19 @@ impl<'s> Parser<'s, '_> {
                     let opt_str = |p: &mut Self, key: &str| {
                         lookup(st, key).and_then(|v| p.string(v, task, key))
                     };
-                    let (path, http) = match (lookup(st, "path"), lookup(st, "url")) {
+                    let drop_zone = lookup(st, "dir").is_some();
+                    let (path, http) = match (
+                        lookup(st, "path").or(lookup(st, "dir")),
+                        lookup(st, "url"),
+                    ) {
+                        (Some(_), None) if lookup(st, "path").is_some() && drop_zone => {
+                            self.err(
+                                v.span(),
+                                task,
+                                "source takes path (files) or dir (a drop zone), not both",
+                            );
+                            (None, None)
+                        }
                         (Some(p), None) => {
                             let s = self.string(p, task, "path");
                             if let Some(s) = &s {
@@ -1300,7 +1313,7 @@ impl<'s> Parser<'s, '_> {
                             (Some(String::new()), http)
                         }
                         _ => {
-                            self.err(v.span(), task, "source needs exactly one of path (files) or url (an HTTP endpoint), e.g. source = { path = \"data/events/*.jsonl\", format = \"jsonl\" }");
+                            self.err(v.span(), task, "source needs exactly one of path (files), dir (a drop zone) or url (an HTTP endpoint), e.g. source = { path = \"data/events/*.jsonl\", format = \"jsonl\" }");
                             (None, None)
                         }
                     };
@@ -1324,7 +1337,7 @@ impl<'s> Parser<'s, '_> {
                     let allow_empty = lookup(st, "allow_empty")
                         .and_then(|b| self.boolean(b, task, "allow_empty"))
                         .unwrap_or(false);
-                    path.map(|p| (p, format, allow_empty, http))
+                    path.map(|p| (p, format, allow_empty, http, drop_zone))
                 }
                 _ => {
                     self.type_error(
@@ -1406,9 +1419,10 @@ impl<'s> Parser<'s, '_> {
             },
             None => false,
         };
-        let (path, format, allow_empty, http) = source?;
+        let (path, format, allow_empty, http, drop_zone) = source?;
         Some(TaskKind::Ingest(super::IngestSpec {
             http,
+            drop_zone,
             path,
             format,
             allow_empty,

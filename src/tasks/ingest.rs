@@ -530,6 +530,11 @@ async fn ensure_tables(c: &impl ConnectionTrait, table: &str) -> Result<(), sea_
     ))
     .await?;
     c.execute_unprepared(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (file TEXT PRIMARY KEY, interval_start {ts} NOT NULL, loaded_at {ts} NOT NULL)",
+        q(&format!("{table}_files"))
+    ))
+    .await?;
+    c.execute_unprepared(&format!(
         "CREATE TABLE IF NOT EXISTS {r} (source TEXT NOT NULL, line BIGINT NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL, interval_start {ts} NOT NULL, loaded_at {ts} NOT NULL)"
     ))
     .await?;
@@ -647,6 +652,39 @@ async fn insert_rejects(
     Ok(())
 }
 
+/// Records which files an interval loaded (replacing what it recorded before).
+async fn write_ledger(
+    c: &impl ConnectionTrait,
+    table: &str,
+    files: &[String],
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let name = format!("{table}_files");
+    let mut del = Query::delete();
+    del.from_table(Alias::new(name.clone()))
+        .and_where(ExprTrait::eq(
+            Expr::col(Alias::new("interval_start")),
+            start,
+        ));
+    c.execute_raw(c.get_database_backend().build(&del)).await?;
+    for chunk in files.chunks(BATCH) {
+        let mut ins = Query::insert();
+        ins.into_table(Alias::new(name.clone()))
+            .columns(["file", "interval_start", "loaded_at"].map(Alias::new));
+        for f in chunk {
+            ins.values_panic([Expr::value(f.clone()), Expr::value(start), Expr::value(now)]);
+        }
+        ins.on_conflict(
+            OnConflict::column(Alias::new("file"))
+                .update_columns([Alias::new("interval_start"), Alias::new("loaded_at")])
+                .to_owned(),
+        );
+        c.execute_raw(c.get_database_backend().build(&ins)).await?;
+    }
+    Ok(())
+}
+
 async fn delete_interval(
     c: &impl ConnectionTrait,
     table: &str,
@@ -688,7 +726,10 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &IngestSpec) -> TryOutcome {
             Ok(t) => t,
             Err(e) => return failure(format!("token: {e}")),
         };
-        return load_and_report(ctx, spec, vec![Feed::Http(src.clone(), url, token)]).await;
+        return load_and_report(ctx, spec, vec![Feed::Http(src.clone(), url, token)], None).await;
+    }
+    if spec.drop_zone {
+        return drop_zone(ctx, spec).await;
     }
     let pattern = match ctx.render(&spec.path) {
         Ok(p) => p,
@@ -730,7 +771,108 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &IngestSpec) -> TryOutcome {
         ));
     }
     let feeds = files.into_iter().map(Feed::File).collect();
-    load_and_report(ctx, spec, feeds).await
+    load_and_report(ctx, spec, feeds, None).await
+}
+
+/// A drop zone: the files of a folder, each loaded once. The ledger `<table>_files`
+/// records which interval loaded which file; a re-run of an interval loads its files
+/// again plus any new ones.
+async fn drop_zone(ctx: &mut RunContext<'_>, spec: &IngestSpec) -> TryOutcome {
+    let dir_name = match ctx.render(&spec.path) {
+        Ok(p) => p,
+        Err(e) => return failure(e),
+    };
+    let base = ctx.base_dir();
+    let dir = if Path::new(&dir_name).is_absolute() {
+        PathBuf::from(&dir_name)
+    } else {
+        base.join(&dir_name)
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) => return failure(format!("cannot read the drop zone \"{dir_name}\": {e}")),
+    };
+    // Hidden and partial files are still being written: leave them for the next run.
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                !n.starts_with('.') && !n.ends_with(".tmp") && !n.ends_with(".part")
+            })
+        })
+        .collect();
+    files.sort();
+    let conn = match ctx.warehouses.get(&spec.connection).await {
+        Ok(c) => c,
+        Err(e) => return failure(e),
+    };
+    let start = match DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_start) {
+        Ok(s) => s.with_timezone(&Utc),
+        Err(_) => return failure("the run has no valid data interval"),
+    };
+    let taken = match ledger(&conn, &spec.table).await {
+        Ok(t) => t,
+        Err(e) => return failure(format!("drop zone ledger of \"{}\": {e}", spec.table)),
+    };
+    let name_of = |p: &Path| p.strip_prefix(&base).unwrap_or(p).display().to_string();
+    let mine: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|p| match taken.get(&name_of(p)) {
+            None => true,
+            Some(loaded_for) => *loaded_for == start,
+        })
+        .collect();
+    if mine.is_empty() && !spec.allow_empty {
+        return failure(format!(
+            "no new file in the drop zone \"{dir_name}\"; set source.allow_empty = true if that is normal"
+        ));
+    }
+    let names: Vec<String> = mine.iter().map(|p| name_of(p)).collect();
+    ctx.log
+        .line(&format!(
+            "[weft] drop zone {dir_name}: {} file(s) for this interval",
+            names.len()
+        ))
+        .await;
+    load_and_report(
+        ctx,
+        spec,
+        mine.into_iter().map(Feed::File).collect(),
+        Some(names),
+    )
+    .await
+}
+
+/// File -> interval start of the files a drop zone already loaded.
+async fn ledger(
+    c: &DatabaseConnection,
+    table: &str,
+) -> Result<std::collections::HashMap<String, DateTime<Utc>>, sea_orm::DbErr> {
+    ensure_tables(c, table).await?;
+    let rows = c
+        .query_all_raw(sea_orm::Statement::from_string(
+            c.get_database_backend(),
+            format!(
+                "SELECT file, interval_start FROM {}",
+                q(&format!("{table}_files"))
+            ),
+        ))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let f = r.try_get_by_index::<String>(0).ok()?;
+            let t = r.try_get_by_index::<DateTime<Utc>>(1).ok().or_else(|| {
+                r.try_get_by_index::<String>(1).ok().and_then(|s| {
+                    DateTime::parse_from_rfc3339(&s)
+                        .ok()
+                        .map(|d| d.with_timezone(&Utc))
+                })
+            })?;
+            Some((f, t))
+        })
+        .collect())
 }
 
 /// Where events come from.
@@ -743,6 +885,7 @@ async fn load_and_report(
     ctx: &mut RunContext<'_>,
     spec: &IngestSpec,
     feeds: Vec<Feed>,
+    ledger_files: Option<Vec<String>>,
 ) -> TryOutcome {
     let (start, end) = match (
         DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_start),
@@ -765,7 +908,7 @@ async fn load_and_report(
         ))
         .await;
     let started = Instant::now();
-    match load(&conn, ctx, spec, feeds, start, end).await {
+    match load(&conn, ctx, spec, feeds, ledger_files, start, end).await {
         Ok((counts, over)) => {
             let secs = started.elapsed().as_secs_f64().max(1e-6);
             ctx.log
@@ -800,6 +943,7 @@ async fn load(
     ctx: &mut RunContext<'_>,
     spec: &IngestSpec,
     feeds: Vec<Feed>,
+    ledger_files: Option<Vec<String>>,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<(Counts, Option<String>), String> {
@@ -923,6 +1067,11 @@ async fn load(
     insert_rejects(&txn, &spec.table, &rejects, start, now)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(files) = &ledger_files {
+        write_ledger(&txn, &spec.table, files, start, now)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     txn.commit().await.map_err(|e| e.to_string())?;
     Ok((counts, None))
 }

@@ -343,3 +343,64 @@ async fn http_source_pages_retries_and_names_auth_failures() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_drop_zone_loads_each_file_once() {
+    let t = crate::support::sqlite_db().await;
+    let dag = "schedule = \"@daily\"\nstart_date = \"2026-01-01\"\n[tasks.zone]\nkind = \"ingest\"\nsource = { dir = \"incoming\", format = \"jsonl\", allow_empty = true }\ntable = \"zone_events\"\n";
+    let env = Env::start(&t, &[("ingest_test", dag)], |_| {}, None).await;
+    let zone = env.dags_dir().join("incoming");
+    std::fs::create_dir_all(&zone).expect("mkdir");
+    let line = |id: &str| {
+        format!("{{\"message_id\": \"{id}\", \"timestamp\": \"2026-01-02T10:00:00Z\"}}\n")
+    };
+    std::fs::write(zone.join("f1.jsonl"), format!("{}{}", line("a"), line("b"))).expect("w");
+    let wh = Db::connect(&env.config.connections["warehouse"].url)
+        .await
+        .expect("warehouse");
+    let day2 = run_once(&env, utc(2026, 1, 2, 0, 0)).await;
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM zone_events").await, 2);
+    std::fs::write(zone.join("f2.jsonl"), line("c")).expect("w");
+    std::fs::write(zone.join(".f3.jsonl.part"), line("d")).expect("w");
+    run_once(&env, utc(2026, 1, 3, 0, 0)).await;
+    assert_eq!(
+        scalar(&wh, "SELECT COUNT(*) FROM zone_events").await,
+        3,
+        "only f2 was new; the partial file waits"
+    );
+    assert_eq!(
+        scalar(&wh, "SELECT COUNT(*) FROM zone_events_files").await,
+        2
+    );
+    // Re-running day 2 loads f1 again (its rows are replaced, nothing doubles).
+    commands::clear(
+        &env.db,
+        &env.registry,
+        "ingest_test",
+        &day2.run_id,
+        &[],
+        false,
+        Utc::now(),
+    )
+    .await
+    .expect("clear");
+    env.engine.wake();
+    env.wait_task(day2.id, "zone", TaskState::Success, Duration::from_secs(30))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tasks::of_run(&env.db.conn, day2.id).await.expect("tis")[0].try_number < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.wait_run(day2.id, Duration::from_secs(30)).await;
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM zone_events").await, 3);
+    assert_eq!(
+        text(
+            &wh,
+            "SELECT file FROM zone_events_files ORDER BY file LIMIT 1"
+        )
+        .await,
+        "incoming/f1.jsonl"
+    );
+    env.stop().await;
+}
