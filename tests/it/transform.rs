@@ -48,6 +48,17 @@ model = "paid_orders"
 type = "sql"
 name = "no_negative_ids"
 sql = "select id from paid_orders where id < 0"
+[[tasks.models.tests]]
+model = "orders"
+type = "relationships"
+name = "customer_is_vip"
+column = "customer"
+to = "vips.name"
+[[tasks.models.tests]]
+model = "orders"
+type = "sql"
+name = "no_weird_status"
+sql = "select id from orders where status = 'weird'"
 "#;
 
 async fn scalar(db: &Db, sql: &str) -> i64 {
@@ -150,8 +161,16 @@ async fn scenario(t: &TestDb, warehouse: Option<String>) {
         "{log}"
     );
     assert!(log.contains("PASS no_negative_ids"), "{log}");
+    assert!(
+        log.contains("FAIL customer_is_vip: 1 offending, e.g. bob"),
+        "{log}"
+    );
+    assert!(
+        log.contains("FAIL no_weird_status: 1 offending, e.g. 2"),
+        "{log}"
+    );
     let err = ti.error.clone().unwrap_or_default();
-    assert!(err.starts_with("3 of 5 data test(s) failed"), "{err}");
+    assert!(err.starts_with("5 of 7 data test(s) failed"), "{err}");
     // Models were built in ref order, with their materialisations.
     assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM orders").await, 4);
     assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM customers").await, 2);
