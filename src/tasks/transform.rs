@@ -171,12 +171,16 @@ async fn run_test(c: &impl ConnectionTrait, t: &DataTest, rel: &str) -> Result<T
             .await
             .map_err(|e| format!("test {}: {e}", t.name))?
         {
+            // The first column, whatever its type.
             let v = r
                 .try_get_by_index::<Option<String>>(0)
                 .ok()
-                .flatten()
+                .map(|x| x.unwrap_or_else(|| "NULL".into()))
                 .or_else(|| r.try_get_by_index::<i64>(0).ok().map(|n| n.to_string()))
-                .unwrap_or_else(|| "NULL".into());
+                .or_else(|| r.try_get_by_index::<i32>(0).ok().map(|n| n.to_string()))
+                .or_else(|| r.try_get_by_index::<f64>(0).ok().map(|n| n.to_string()))
+                .or_else(|| r.try_get_by_index::<bool>(0).ok().map(|n| n.to_string()))
+                .unwrap_or_else(|| "?".into());
             sample.push(v);
         }
     }

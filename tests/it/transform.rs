@@ -131,6 +131,11 @@ async fn scenario(t: &TestDb, warehouse: Option<String>) {
     )
     .expect("w");
     std::fs::write(
+        dags.join("models/vips.sql"),
+        "{{ config(materialized=\"view\") }}\nselect 'ann' as name",
+    )
+    .expect("w");
+    std::fs::write(
         dags.join("models/paid_orders.sql"),
         "{{ config(materialized=\"incremental\", interval_column=\"loaded_for\") }}\nselect id, customer, '{{ data_interval_start }}' as loaded_for from {{ ref(\"orders\") }} where status = 'paid' and day = '{{ ds }}'",
     )
@@ -181,7 +186,7 @@ async fn scenario(t: &TestDb, warehouse: Option<String>) {
             "SELECT COUNT(*) FROM weft_test_results WHERE status = 'fail'"
         )
         .await,
-        3
+        5
     );
 
     // Incremental: another day adds its rows; re-running a day replaces them.
