@@ -1206,14 +1206,7 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
         } => {
             let role =
                 crate::db::Role::parse(&role).ok_or_else(|| anyhow!("unknown role {role}"))?;
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
-            {
-                bail!("user names use 1-64 letters, digits and . _ - @");
-            }
+            crate::web::auth::check_username(&name).map_err(|e| anyhow!(e))?;
             let password = if password_stdin {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;
@@ -1226,9 +1219,7 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
                 }
                 p
             };
-            if password.chars().count() < 8 {
-                bail!("passwords need at least 8 characters");
-            }
+            crate::web::auth::check_password(&password).map_err(|e| anyhow!(e))?;
             let hash = crate::web::auth::hash_password(&password).map_err(|e| anyhow!(e))?;
             crate::db::users::create(&db.conn, &name, &hash, role, Utc::now()).await?;
             println!("created {role} {name}");

@@ -113,6 +113,27 @@ fn parse_session(v: &str) -> Option<(i64, i64)> {
     Some((id.parse().ok()?, exp.parse().ok()?))
 }
 
+/// A new user's name: 1-64 letters, digits and `. _ - @`.
+pub fn check_username(username: &str) -> std::result::Result<(), String> {
+    if username.is_empty()
+        || username.len() > 64
+        || !username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+    {
+        return Err("user names use 1-64 letters, digits and . _ - @".into());
+    }
+    Ok(())
+}
+
+/// A new password: at least 8 characters.
+pub fn check_password(password: &str) -> std::result::Result<(), String> {
+    if password.chars().count() < 8 {
+        return Err("passwords need at least 8 characters".into());
+    }
+    Ok(())
+}
+
 /// An argon2id PHC string.
 pub fn hash_password(password: &str) -> std::result::Result<String, String> {
     Argon2::default()

@@ -1239,27 +1239,14 @@ pub async fn users_post(
     verify_csrf(&token, Some(&f.authenticity_token))?;
     viewer.require(Role::Admin)?;
     let username = f.username.trim().to_string();
-    if username.is_empty()
-        || username.len() > 64
-        || !username
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
-    {
-        return Err(Error::BadRequest(
-            "user names use 1-64 letters, digits and . _ - @".into(),
-        ));
-    }
+    super::auth::check_username(&username).map_err(Error::BadRequest)?;
     let role = Role::parse(&f.role).ok_or_else(|| {
         Error::BadRequest(format!(
             "unknown role \"{}\"; use admin, operator or viewer",
             f.role
         ))
     })?;
-    if f.password.chars().count() < 8 {
-        return Err(Error::BadRequest(
-            "passwords need at least 8 characters".into(),
-        ));
-    }
+    super::auth::check_password(&f.password).map_err(Error::BadRequest)?;
     let pw = f.password.clone();
     let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
         .await

@@ -10,7 +10,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use weft::db::{Db, RunState, TaskState, tasks};
 use weft::scheduler::commands;
 
-use crate::support::{Env, TestDb, backends, utc};
+use crate::support::{Env, TestDb, backends, scalar, text, utc};
 
 const DAG: &str = r#"
 schedule = "@daily"
@@ -39,32 +39,6 @@ this is not json
 
 {"message_id": "m5", "event": "upgraded", "anonymous_id": "a9", "timestamp": "2026-01-02T23:59:59Z"}
 "#;
-
-async fn scalar(db: &Db, sql: &str) -> i64 {
-    let row = db
-        .conn
-        .query_one_raw(Statement::from_string(
-            db.conn.get_database_backend(),
-            sql.to_string(),
-        ))
-        .await
-        .expect("query")
-        .expect("row");
-    row.try_get_by_index::<i64>(0).expect("integer")
-}
-
-async fn text(db: &Db, sql: &str) -> String {
-    let row = db
-        .conn
-        .query_one_raw(Statement::from_string(
-            db.conn.get_database_backend(),
-            sql.to_string(),
-        ))
-        .await
-        .expect("query")
-        .expect("row");
-    row.try_get_by_index::<String>(0).expect("text")
-}
 
 async fn run_once(env: &Env, logical: chrono::DateTime<Utc>) -> weft::db::entities::dag_run::Model {
     let (dag, vid) = env.registry.current("ingest_test").expect("dag");

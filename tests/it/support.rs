@@ -296,3 +296,29 @@ impl Env {
         }
     }
 }
+
+/// The first column of the first row of a query, as an integer.
+pub async fn scalar(db: &Db, sql: &str) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let stmt = sea_orm::Statement::from_string(db.conn.get_database_backend(), sql.to_string());
+    let row = db
+        .conn
+        .query_one_raw(stmt)
+        .await
+        .expect("query")
+        .expect("row");
+    row.try_get_by_index::<i64>(0).expect("integer")
+}
+
+/// The first column of the first row of a query, as text.
+pub async fn text(db: &Db, sql: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    let stmt = sea_orm::Statement::from_string(db.conn.get_database_backend(), sql.to_string());
+    let row = db
+        .conn
+        .query_one_raw(stmt)
+        .await
+        .expect("query")
+        .expect("row");
+    row.try_get_by_index::<String>(0).expect("text")
+}

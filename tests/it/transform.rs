@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use weft::db::{Db, TaskState, tasks};
 use weft::scheduler::commands;
 
-use crate::support::{Env, TestDb, backends, utc};
+use crate::support::{Env, TestDb, backends, scalar, text, utc};
 
 const DAG: &str = r#"
 schedule = "@daily"
@@ -60,19 +60,6 @@ type = "sql"
 name = "no_weird_status"
 sql = "select id from orders where status = 'weird'"
 "#;
-
-async fn scalar(db: &Db, sql: &str) -> i64 {
-    let row = db
-        .conn
-        .query_one_raw(Statement::from_string(
-            db.conn.get_database_backend(),
-            sql.to_string(),
-        ))
-        .await
-        .expect("query")
-        .expect("row");
-    row.try_get_by_index::<i64>(0).expect("integer")
-}
 
 async fn run_day(env: &Env, day: u32) -> (weft::db::entities::task_instance::Model, String) {
     let (dag, vid) = env.registry.current("shop").expect("dag");
