@@ -6,7 +6,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, Statement};
 use weft::db::{Db, RunState, TaskState, tasks};
 use weft::scheduler::commands;
 

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, Statement};
 use weft::db::{Db, TaskState, tasks};
 use weft::scheduler::commands;
 
