@@ -8,7 +8,7 @@ use chrono::Utc;
 use weft::db::{Db, TaskState, tasks};
 use weft::scheduler::commands;
 
-use crate::support::{Env, TestDb, backends, scalar, text, utc};
+use crate::support::{Env, TestDb, backends, scalar, utc};
 
 const DAG: &str = r#"
 schedule = "@daily"
