@@ -7,5 +7,6 @@ pub mod dag;
 pub mod db;
 pub mod executor;
 pub mod scheduler;
+pub mod stats;
 pub mod tasks;
 pub mod web;
