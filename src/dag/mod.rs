@@ -385,6 +385,51 @@ pub enum TaskKind {
     Ingest(IngestSpec),
     /// SQL models built in dependency order, then data tests.
     Transform(TransformSpec),
+    /// A/B analysis of an experiment: exposures + events -> lift, CI, p-value, SRM.
+    Experiment(ExperimentSpec),
+}
+
+/// Where experiment rows come from.
+#[derive(Debug, Clone)]
+pub enum RowSource {
+    /// A warehouse table.
+    Table(String),
+    /// A JSONL or CSV file (templated, relative to the DAG file's folder).
+    File {
+        path: String,
+        format: Option<EventFormat>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricKind {
+    /// Users with the goal event within `window` after their first exposure.
+    Conversion { event: String, window: Duration },
+    /// Per-user sum of a numeric property of `event` within `window`.
+    Mean {
+        event: String,
+        property: String,
+        window: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub name: String,
+    pub kind: MetricKind,
+}
+
+/// Settings of an `experiment` task.
+#[derive(Debug, Clone)]
+pub struct ExperimentSpec {
+    pub experiment: String,
+    pub exposures: RowSource,
+    pub events: String,
+    pub control: String,
+    /// Planned share of each variant.
+    pub split: Vec<(String, f64)>,
+    pub metrics: Vec<Metric>,
+    pub connection: String,
 }
 
 /// How a model is materialised in the warehouse.
@@ -524,6 +569,7 @@ impl TaskKind {
             TaskKind::Noop => "noop",
             TaskKind::Ingest(_) => "ingest",
             TaskKind::Transform(_) => "transform",
+            TaskKind::Experiment(_) => "experiment",
         }
     }
 }

@@ -70,6 +70,15 @@ const INGEST_KEYS: &[&str] = &[
     "out_of_interval",
 ];
 const TRANSFORM_KEYS: &[&str] = &["models", "connection", "tests", "tests_block"];
+const EXPERIMENT_KEYS: &[&str] = &[
+    "experiment",
+    "exposures",
+    "events",
+    "control",
+    "split",
+    "metrics",
+    "connection",
+];
 const TEST_TYPES: &[&str] = &[
     "not_null",
     "unique",
@@ -971,11 +980,21 @@ impl<'s> Parser<'s, '_> {
             Some("sql") => SQL_KEYS,
             Some("ingest") => INGEST_KEYS,
             Some("transform") => TRANSFORM_KEYS,
+            Some("experiment") => EXPERIMENT_KEYS,
             _ => &[],
         };
         // Keys are checked against the kind so `url` on a shell task says so.
         let known_kind = kind_name.as_ref().is_some_and(|(k, _)| {
-            ["shell", "http", "sql", "noop", "ingest", "transform"].contains(&k.as_str())
+            [
+                "shell",
+                "http",
+                "sql",
+                "noop",
+                "ingest",
+                "transform",
+                "experiment",
+            ]
+            .contains(&k.as_str())
         });
         for (k, _) in entries(t) {
             let key = k.get_ref().as_ref();
@@ -993,6 +1012,7 @@ impl<'s> Parser<'s, '_> {
                 ("sql", SQL_KEYS),
                 ("ingest", INGEST_KEYS),
                 ("transform", TRANSFORM_KEYS),
+                ("experiment", EXPERIMENT_KEYS),
             ]
             .iter()
             .find(|(_, keys)| keys.contains(&key))
@@ -1037,7 +1057,8 @@ impl<'s> Parser<'s, '_> {
                 "noop" => Some(TaskKind::Noop),
                 "ingest" => self.ingest(t, id, key_span),
                 "transform" => self.transform(t, id, key_span),
-                "experiment" | "survey_sync" => {
+                "experiment" => self.experiment(t, id, key_span),
+                "survey_sync" => {
                     self.err(span, task, format!("kind \"{k}\" is not available in this build of weft yet; use kind = \"shell\" for now"));
                     None
                 }
@@ -1538,6 +1559,244 @@ impl<'s> Parser<'s, '_> {
             tests,
             tests_block,
         }))
+    }
+
+    fn row_source(
+        &mut self,
+        v: &Value<'_>,
+        id: &str,
+        key: &str,
+        files: bool,
+    ) -> Option<super::RowSource> {
+        let task = Some(id);
+        let DeValue::Table(t) = v.get_ref() else {
+            self.type_error(
+                v,
+                task,
+                key,
+                "a table: { table = \"...\" } or { path = \"...\", format = \"jsonl\" }",
+            );
+            return None;
+        };
+        self.check_keys(
+            t,
+            task,
+            if files {
+                &["table", "path", "format"]
+            } else {
+                &["table"]
+            },
+            key,
+        );
+        match (lookup(t, "table"), lookup(t, "path")) {
+            (Some(tv), None) => {
+                let name = self.string(tv, task, "table")?;
+                if !super::is_sql_name(&name) {
+                    self.err(
+                        tv.span(),
+                        task,
+                        format!("table \"{name}\" must be a plain SQL name"),
+                    );
+                    return None;
+                }
+                Some(super::RowSource::Table(name))
+            }
+            (None, Some(pv)) if files => {
+                let path = self.string(pv, task, "path")?;
+                self.check_template(pv, &path, task, &[]);
+                let format = match lookup(t, "format")
+                    .and_then(|f| self.string(f, task, "format"))
+                    .as_deref()
+                {
+                    None => None,
+                    Some("jsonl") => Some(super::EventFormat::Jsonl),
+                    Some("csv") => Some(super::EventFormat::Csv),
+                    Some(other) => {
+                        self.err(
+                            v.span(),
+                            task,
+                            format!("unknown format \"{other}\"; use jsonl or csv"),
+                        );
+                        return None;
+                    }
+                };
+                Some(super::RowSource::File { path, format })
+            }
+            _ => {
+                let what = if files {
+                    "exactly one of table or path"
+                } else {
+                    "a table"
+                };
+                self.err(v.span(), task, format!("\"{key}\" needs {what}"));
+                None
+            }
+        }
+    }
+
+    fn experiment(
+        &mut self,
+        t: &DeTable<'_>,
+        id: &str,
+        key_span: Range<usize>,
+    ) -> Option<TaskKind> {
+        let task = Some(id);
+        let need = |p: &mut Self, key: &str| {
+            let v = lookup(t, key);
+            if v.is_none() {
+                p.err(
+                    key_span.clone(),
+                    task,
+                    format!("experiment task needs \"{key}\""),
+                );
+            }
+            v
+        };
+        let experiment = need(self, "experiment").and_then(|v| self.string(v, task, "experiment"));
+        let exposures =
+            need(self, "exposures").and_then(|v| self.row_source(v, id, "exposures", true));
+        let events = need(self, "events")
+            .and_then(|v| self.row_source(v, id, "events", false))
+            .and_then(|s| match s {
+                super::RowSource::Table(t) => Some(t),
+                super::RowSource::File { .. } => None,
+            });
+        let control = need(self, "control").and_then(|v| self.string(v, task, "control"));
+        let split = match need(self, "split") {
+            Some(v) => match v.get_ref() {
+                DeValue::Table(st) => {
+                    let mut out = Vec::new();
+                    for (k, sv) in entries(st) {
+                        let share = match sv.get_ref() {
+                            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+                            DeValue::Integer(_) => self
+                                .integer(sv, task, "split", i64::MIN, i64::MAX)
+                                .map(|n| n as f64),
+                            _ => None,
+                        };
+                        match share {
+                            Some(s) if s > 0.0 && s.is_finite() => {
+                                out.push((k.get_ref().to_string(), s))
+                            }
+                            _ => self.err(
+                                sv.span(),
+                                task,
+                                format!(
+                                    "split share of \"{}\" must be a positive number",
+                                    k.get_ref()
+                                ),
+                            ),
+                        }
+                    }
+                    if out.len() < 2 {
+                        self.err(v.span(), task, "split needs at least two variants, e.g. split = { control = 0.5, treatment = 0.5 }");
+                    }
+                    Some(out)
+                }
+                _ => {
+                    self.type_error(v, task, "split", "a table of variant = share");
+                    None
+                }
+            },
+            None => None,
+        };
+        if let (Some(c), Some(sp), Some(cv)) = (&control, &split, lookup(t, "control"))
+            && !sp.iter().any(|(v, _)| v == c)
+        {
+            let known: Vec<&str> = sp.iter().map(|(v, _)| v.as_str()).collect();
+            self.err(
+                cv.span(),
+                task,
+                format!(
+                    "control variant \"{c}\" is not in split ({})",
+                    known.join(", ")
+                ),
+            );
+        }
+        let mut metrics = Vec::new();
+        if let Some(v) = need(self, "metrics") {
+            match v.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        if let Some(m) = self.metric(item, id) {
+                            metrics.push(m);
+                        }
+                    }
+                }
+                _ => self.type_error(
+                    v,
+                    task,
+                    "metrics",
+                    "a list of metrics ([[tasks.<id>.metrics]])",
+                ),
+            }
+        }
+        let connection = self.connection(t, id)?;
+        Some(TaskKind::Experiment(super::ExperimentSpec {
+            experiment: experiment?,
+            exposures: exposures?,
+            events: events?,
+            control: control?,
+            split: split?,
+            metrics,
+            connection,
+        }))
+    }
+
+    fn metric(&mut self, item: &Value<'_>, id: &str) -> Option<super::Metric> {
+        let task = Some(id);
+        let DeValue::Table(mt) = item.get_ref() else {
+            self.type_error(item, task, "metrics", "tables ([[tasks.<id>.metrics]])");
+            return None;
+        };
+        self.check_keys(
+            mt,
+            task,
+            &["name", "type", "event", "window", "property"],
+            "metric",
+        );
+        let name = lookup(mt, "name").and_then(|v| self.string(v, task, "name"));
+        let event = lookup(mt, "event").and_then(|v| self.string(v, task, "event"));
+        let window = match lookup(mt, "window") {
+            Some(w) => self.duration(w, task, "window"),
+            None => Some(std::time::Duration::from_secs(72 * 3600)),
+        };
+        let ty = lookup(mt, "type")
+            .and_then(|v| self.string(v, task, "type"))
+            .unwrap_or_else(|| "conversion".into());
+        let (Some(name), Some(event), Some(window)) = (name, event, window) else {
+            self.err(
+                item.span(),
+                task,
+                "a metric needs name and event (and type, window)",
+            );
+            return None;
+        };
+        let kind = match ty.as_str() {
+            "conversion" => super::MetricKind::Conversion { event, window },
+            "mean" => {
+                match lookup(mt, "property").and_then(|v| self.string(v, task, "property")) {
+                    Some(property) if super::is_sql_name(&property) => super::MetricKind::Mean {
+                        event,
+                        property,
+                        window,
+                    },
+                    _ => {
+                        self.err(item.span(), task, "a mean metric needs property: the numeric event property summed per user");
+                        return None;
+                    }
+                }
+            }
+            other => {
+                self.err(
+                    item.span(),
+                    task,
+                    format!("unknown metric type \"{other}\"; use conversion or mean"),
+                );
+                return None;
+            }
+        };
+        Some(super::Metric { name, kind })
     }
 
     fn data_test(

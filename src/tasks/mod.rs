@@ -2,6 +2,7 @@
 //! calls, so a new kind plugs in here (and in `dag::parse`) without touching the
 //! scheduler.
 
+mod experiment;
 mod http;
 mod ingest;
 pub mod transform;
@@ -73,6 +74,7 @@ pub async fn execute(ctx: &mut RunContext<'_>) -> TryOutcome {
         },
         TaskKind::Ingest(spec) => ingest::run(ctx, spec).await,
         TaskKind::Transform(spec) => transform::run(ctx, spec).await,
+        TaskKind::Experiment(spec) => experiment::run(ctx, spec).await,
     }
 }
 

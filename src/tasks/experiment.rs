@@ -1,0 +1,511 @@
+//! `experiment`: A/B analysis. The per-user work runs as SQL in the warehouse (first
+//! exposure per user, users exposed to several variants excluded, each user's metric
+//! value within the window after first exposure); the statistics run in Rust
+//! (`crate::stats`). One row per (experiment, metric, variant) goes to the warehouse
+//! table `experiment_results`; re-running an interval replaces its rows.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
+
+use super::{RunContext, failure};
+use crate::dag::template::rfc3339;
+use crate::dag::{ExperimentSpec, Metric, MetricKind, RowSource};
+use crate::db::tasks::TryOutcome;
+use crate::stats::{self, Arm};
+
+fn q(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Per-variant sums of the per-user metric value: (variant, users, sum, sum of squares).
+type VariantSums = Vec<(String, i64, f64, f64)>;
+
+/// The SQL computing, per variant, users and the sums of each user's metric value.
+fn metric_sql(
+    pg: bool,
+    exposures: &str,
+    events: &str,
+    experiment: &str,
+    end: DateTime<Utc>,
+    m: &Metric,
+) -> String {
+    let (event, window) = match &m.kind {
+        MetricKind::Conversion { event, window } | MetricKind::Mean { event, window, .. } => {
+            (event, window.as_secs_f64())
+        }
+    };
+    let end = lit(&rfc3339(end));
+    let (ts, t0, in_window) = if pg {
+        (
+            format!("CAST(x.\"timestamp\" AS TIMESTAMPTZ) < CAST({end} AS TIMESTAMPTZ)"),
+            "MIN(CAST(x.\"timestamp\" AS TIMESTAMPTZ))",
+            format!(
+                "CAST(e.\"timestamp\" AS TIMESTAMPTZ) >= f.t0 AND CAST(e.\"timestamp\" AS TIMESTAMPTZ) < f.t0 + make_interval(secs => {window})"
+            ),
+        )
+    } else {
+        (
+            format!("julianday(x.\"timestamp\") < julianday({end})"),
+            "MIN(julianday(x.\"timestamp\"))",
+            format!(
+                "julianday(e.\"timestamp\") >= f.t0 AND julianday(e.\"timestamp\") < f.t0 + {}",
+                window / 86400.0
+            ),
+        )
+    };
+    let value = match &m.kind {
+        MetricKind::Conversion { .. } => {
+            format!(
+                "CASE WHEN EXISTS (SELECT 1 FROM {} e WHERE e.user_id = f.user_id AND e.event = {} AND {in_window}) THEN 1.0 ELSE 0.0 END",
+                q(events),
+                lit(event)
+            )
+        }
+        MetricKind::Mean { property, .. } => {
+            let prop = if pg {
+                format!(
+                    "CAST(e.properties ->> {} AS DOUBLE PRECISION)",
+                    lit(property)
+                )
+            } else {
+                format!(
+                    "CAST(json_extract(e.properties, {}) AS REAL)",
+                    lit(&format!("$.{property}"))
+                )
+            };
+            format!(
+                "COALESCE((SELECT SUM({prop}) FROM {} e WHERE e.user_id = f.user_id AND e.event = {} AND {in_window}), 0.0)",
+                q(events),
+                lit(event)
+            )
+        }
+    };
+    format!(
+        "WITH f AS (SELECT x.user_id, {t0} AS t0, COUNT(DISTINCT x.variant) AS nv, MIN(x.variant) AS variant \
+         FROM {} x WHERE x.experiment = {} AND x.user_id IS NOT NULL AND {ts} GROUP BY x.user_id), \
+         u AS (SELECT f.variant, {value} AS v FROM f WHERE f.nv = 1) \
+         SELECT variant, COUNT(*) AS users, CAST(SUM(v) AS DOUBLE PRECISION) AS s, CAST(SUM(v * v) AS DOUBLE PRECISION) AS s2 FROM u GROUP BY variant",
+        q(exposures),
+        lit(experiment)
+    )
+}
+
+fn excluded_sql(pg: bool, exposures: &str, experiment: &str, end: DateTime<Utc>) -> String {
+    let end = lit(&rfc3339(end));
+    let ts = if pg {
+        format!("CAST(\"timestamp\" AS TIMESTAMPTZ) < CAST({end} AS TIMESTAMPTZ)")
+    } else {
+        format!("julianday(\"timestamp\") < julianday({end})")
+    };
+    format!(
+        "SELECT COUNT(*) FROM (SELECT user_id FROM {} WHERE experiment = {} AND user_id IS NOT NULL AND {ts} GROUP BY user_id HAVING COUNT(DISTINCT variant) > 1) m",
+        q(exposures),
+        lit(experiment)
+    )
+}
+
+async fn sums(c: &DatabaseConnection, sql: String) -> Result<VariantSums, sea_orm::DbErr> {
+    let rows = c
+        .query_all_raw(Statement::from_string(c.get_database_backend(), sql))
+        .await?;
+    // A value that does not decode is an error, never a silent zero.
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get_by_index::<Option<String>>(0)?.unwrap_or_default(),
+                r.try_get_by_index::<i64>(1)?,
+                r.try_get_by_index::<Option<f64>>(2)?.unwrap_or(0.0),
+                r.try_get_by_index::<Option<f64>>(3)?.unwrap_or(0.0),
+            ))
+        })
+        .collect()
+}
+
+/// Loads exposure rows from a file into `weft_exposures` (replacing the experiment's).
+async fn load_exposures(
+    c: &DatabaseConnection,
+    ctx: &RunContext<'_>,
+    experiment: &str,
+    path: &str,
+) -> Result<(), String> {
+    let pg = c.get_database_backend() == DbBackend::Postgres;
+    let ts = if pg { "TIMESTAMPTZ" } else { "TEXT" };
+    c.execute_unprepared(&format!("CREATE TABLE IF NOT EXISTS weft_exposures (experiment TEXT NOT NULL, user_id TEXT NOT NULL, variant TEXT NOT NULL, \"timestamp\" {ts} NOT NULL)"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let full = ctx.base_dir().join(path);
+    let text =
+        std::fs::read_to_string(&full).map_err(|e| format!("cannot read exposures {path}: {e}"))?;
+    let mut rows = Vec::new();
+    let is_csv = path.ends_with(".csv");
+    if is_csv {
+        let mut rdr = csv::Reader::from_reader(text.as_bytes());
+        let headers = rdr.headers().map_err(|e| format!("{path}: {e}"))?.clone();
+        for (i, rec) in rdr.records().enumerate() {
+            let rec = rec.map_err(|e| format!("{path}: {e}"))?;
+            let get = |k: &str| {
+                headers
+                    .iter()
+                    .position(|h| h == k)
+                    .and_then(|j| rec.get(j))
+                    .map(str::to_string)
+            };
+            rows.push((
+                i + 2,
+                get("experiment"),
+                get("user_id"),
+                get("variant"),
+                get("timestamp"),
+            ));
+        }
+    } else {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("{path}:{}: bad JSON: {e}", i + 1))?;
+            let get = |k: &str| {
+                v.get(k).and_then(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .or_else(|| (!x.is_null()).then(|| x.to_string()))
+                })
+            };
+            rows.push((
+                i + 1,
+                get("experiment"),
+                get("user_id"),
+                get("variant"),
+                get("timestamp"),
+            ));
+        }
+    }
+    let b = c.get_database_backend();
+    let txn = c.begin().await.map_err(|e| e.to_string())?;
+    txn.execute_unprepared(&format!(
+        "DELETE FROM weft_exposures WHERE experiment = {}",
+        lit(experiment)
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    for (line, exp, user, variant, ts) in rows {
+        let (Some(exp), Some(user), Some(variant), Some(ts)) = (exp, user, variant, ts) else {
+            return Err(format!(
+                "{path}:{line}: an exposure needs user_id, experiment, variant and timestamp"
+            ));
+        };
+        if exp != experiment {
+            continue;
+        }
+        let t = DateTime::parse_from_rfc3339(&ts)
+            .map_err(|_| format!("{path}:{line}: timestamp \"{ts}\" is not an RFC 3339 time"))?
+            .with_timezone(&Utc);
+        let sql = if pg {
+            "INSERT INTO weft_exposures VALUES ($1, $2, $3, $4)"
+        } else {
+            "INSERT INTO weft_exposures VALUES (?, ?, ?, ?)"
+        };
+        let ts_value: Value = if pg { t.into() } else { rfc3339(t).into() };
+        txn.execute_raw(Statement::from_sql_and_values(
+            b,
+            sql,
+            [exp.into(), user.into(), variant.into(), ts_value],
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    txn.commit().await.map_err(|e| e.to_string())
+}
+
+/// One output row.
+struct ResultRow {
+    metric: String,
+    variant: String,
+    users: i64,
+    value: f64,
+    cmp: Option<stats::Comparison>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:+.2}", x)
+}
+
+pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome {
+    let conn = match ctx.warehouses.get(&spec.connection).await {
+        Ok(c) => c,
+        Err(e) => return failure(e),
+    };
+    let pg = conn.get_database_backend() == DbBackend::Postgres;
+    let end = match DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_end) {
+        Ok(e) => e.with_timezone(&Utc),
+        Err(_) => return failure("the run has no valid data interval"),
+    };
+    let exposures = match &spec.exposures {
+        RowSource::Table(t) => t.clone(),
+        RowSource::File { path, .. } => {
+            let path = match ctx.render(path) {
+                Ok(p) => p,
+                Err(e) => return failure(e),
+            };
+            if let Err(e) = load_exposures(&conn, ctx, &spec.experiment, &path).await {
+                return failure(e);
+            }
+            "weft_exposures".to_string()
+        }
+    };
+    // The per-user lookups need an index on the events table (made once; ignored when
+    // the events relation is a view).
+    let index = format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} (user_id, event)",
+        q(&format!("{}_weft_user_event", spec.events)),
+        q(&spec.events)
+    );
+    if let Err(e) = conn.execute_unprepared(&index).await {
+        tracing::debug!("no index on {}: {e}", spec.events);
+    }
+    let excluded = match conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            excluded_sql(pg, &exposures, &spec.experiment, end),
+        ))
+        .await
+    {
+        Ok(r) => r
+            .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+            .unwrap_or(0),
+        Err(e) => return failure(format!("experiment {}: {e}", spec.experiment)),
+    };
+    let mut rows: Vec<ResultRow> = Vec::new();
+    let mut srm_p: Option<f64> = None;
+    for m in &spec.metrics {
+        let data = match sums(
+            &conn,
+            metric_sql(pg, &exposures, &spec.events, &spec.experiment, end, m),
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                return failure(format!(
+                    "experiment {}, metric {}: {e}",
+                    spec.experiment, m.name
+                ));
+            }
+        };
+        let arm = |variant: &str| -> Option<Arm> {
+            let (_, n, s, s2) = data.iter().find(|(v, ..)| v == variant)?;
+            let n = (*n).max(0) as u64;
+            if n == 0 {
+                return None;
+            }
+            let mean = s / n as f64;
+            let pop_var = (s2 / n as f64 - mean * mean).max(0.0);
+            Some(Arm {
+                n,
+                mean,
+                var: pop_var,
+            })
+        };
+        if srm_p.is_none() {
+            let counts: Vec<u64> = spec
+                .split
+                .iter()
+                .map(|(v, _)| {
+                    data.iter()
+                        .find(|(x, ..)| x == v)
+                        .map_or(0, |(_, n, ..)| (*n).max(0) as u64)
+                })
+                .collect();
+            let shares: Vec<f64> = spec.split.iter().map(|(_, s)| *s).collect();
+            srm_p = stats::srm(&counts, &shares).ok().map(|(_, p)| p);
+        }
+        let Some(control) = arm(&spec.control) else {
+            return failure(format!(
+                "experiment {}: the control variant \"{}\" has no exposed users before {}",
+                spec.experiment,
+                spec.control,
+                rfc3339(end)
+            ));
+        };
+        rows.push(ResultRow {
+            metric: m.name.clone(),
+            variant: spec.control.clone(),
+            users: control.n as i64,
+            value: control.mean,
+            cmp: None,
+        });
+        for (variant, _) in spec.split.iter().filter(|(v, _)| *v != spec.control) {
+            let Some(t) = arm(variant) else {
+                ctx.log
+                    .line(&format!(
+                        "[weft] {}: variant {variant} has no exposed users",
+                        m.name
+                    ))
+                    .await;
+                continue;
+            };
+            let cmp = match &m.kind {
+                MetricKind::Conversion { .. } => stats::two_proportions(control, t),
+                MetricKind::Mean { .. } => {
+                    // Sample variances for Welch.
+                    let sample = |a: Arm| Arm {
+                        var: if a.n > 1 {
+                            a.var * a.n as f64 / (a.n as f64 - 1.0)
+                        } else {
+                            a.var
+                        },
+                        ..a
+                    };
+                    stats::welch(sample(control), sample(t))
+                }
+            };
+            match cmp {
+                Ok(c) => rows.push(ResultRow {
+                    metric: m.name.clone(),
+                    variant: variant.clone(),
+                    users: t.n as i64,
+                    value: t.mean,
+                    cmp: Some(c),
+                }),
+                Err(e) => {
+                    return failure(format!(
+                        "experiment {}, metric {}: {e}",
+                        spec.experiment, m.name
+                    ));
+                }
+            }
+        }
+    }
+    for r in &rows {
+        let line = match &r.cmp {
+            None => format!(
+                "[weft] {} {} (control): {} users, value {:.4}",
+                r.metric, r.variant, r.users, r.value
+            ),
+            Some(c) => {
+                let lift = c
+                    .rel_lift
+                    .map(|l| {
+                        format!(
+                            ", lift {}% [{}, {}]",
+                            pct(l.value * 100.0),
+                            pct(l.ci_low * 100.0),
+                            pct(l.ci_high * 100.0)
+                        )
+                    })
+                    .unwrap_or_default();
+                let p = c
+                    .diff
+                    .p_value
+                    .map(|p| format!("{p:.4}"))
+                    .unwrap_or_else(|| "n/a (no variance)".into());
+                format!(
+                    "[weft] {} {}: {} users, value {:.4}, diff {:.4} [{:.4}, {:.4}]{lift}, p = {p}",
+                    r.metric,
+                    r.variant,
+                    r.users,
+                    r.value,
+                    c.diff.value,
+                    c.diff.ci_low,
+                    c.diff.ci_high
+                )
+            }
+        };
+        ctx.log.line(&line).await;
+    }
+    ctx.log
+        .line(&format!(
+            "[weft] {} users exposed to more than one variant were excluded",
+            excluded
+        ))
+        .await;
+    match srm_p {
+        Some(p) if p < 0.001 => ctx.log.line(&format!("[weft] WARNING: sample-ratio mismatch (p = {p:.6}): the split is not as planned; treat the results with suspicion")).await,
+        Some(p) => ctx.log.line(&format!("[weft] sample ratio as planned (p = {p:.4})")).await,
+        None => {}
+    }
+    if let Err(e) = write_results(&conn, spec, &rows, srm_p, excluded, end).await {
+        return failure(format!("could not write experiment_results: {e}"));
+    }
+    TryOutcome {
+        success: true,
+        exit_code: None,
+        error: None,
+    }
+}
+
+async fn write_results(
+    c: &DatabaseConnection,
+    spec: &ExperimentSpec,
+    rows: &[ResultRow],
+    srm_p: Option<f64>,
+    excluded: i64,
+    end: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    c.execute_unprepared(
+        "CREATE TABLE IF NOT EXISTS experiment_results (experiment TEXT NOT NULL, metric TEXT NOT NULL, variant TEXT NOT NULL, users BIGINT NOT NULL, \
+         value DOUBLE PRECISION, diff DOUBLE PRECISION, diff_ci_low DOUBLE PRECISION, diff_ci_high DOUBLE PRECISION, rel_lift DOUBLE PRECISION, \
+         rel_lift_ci_low DOUBLE PRECISION, rel_lift_ci_high DOUBLE PRECISION, p_value DOUBLE PRECISION, srm_p_value DOUBLE PRECISION, \
+         excluded_users BIGINT NOT NULL, interval_end TEXT NOT NULL, computed_at TEXT NOT NULL)",
+    )
+    .await?;
+    let txn = c.begin().await?;
+    let end_s = rfc3339(end);
+    let del = if b == DbBackend::Postgres {
+        "DELETE FROM experiment_results WHERE experiment = $1 AND interval_end = $2"
+    } else {
+        "DELETE FROM experiment_results WHERE experiment = ? AND interval_end = ?"
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        b,
+        del,
+        [spec.experiment.clone().into(), end_s.clone().into()],
+    ))
+    .await?;
+    let now = rfc3339(Utc::now());
+    for r in rows {
+        let d = r.cmp.map(|c| c.diff);
+        let l = r.cmp.and_then(|c| c.rel_lift);
+        let values: Vec<Value> = vec![
+            spec.experiment.clone().into(),
+            r.metric.clone().into(),
+            r.variant.clone().into(),
+            r.users.into(),
+            Some(r.value).into(),
+            d.map(|x| x.value).into(),
+            d.map(|x| x.ci_low).into(),
+            d.map(|x| x.ci_high).into(),
+            l.map(|x| x.value).into(),
+            l.map(|x| x.ci_low).into(),
+            l.map(|x| x.ci_high).into(),
+            d.and_then(|x| x.p_value).into(),
+            srm_p.into(),
+            excluded.into(),
+            end_s.clone().into(),
+            now.clone().into(),
+        ];
+        let placeholders: Vec<String> = (1..=values.len())
+            .map(|i| {
+                if b == DbBackend::Postgres {
+                    format!("${i}")
+                } else {
+                    "?".into()
+                }
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO experiment_results VALUES ({})",
+            placeholders.join(", ")
+        );
+        txn.execute_raw(Statement::from_sql_and_values(b, sql, values))
+            .await?;
+    }
+    txn.commit().await
+}
