@@ -281,3 +281,47 @@ pub async fn pool_usage<C: ConnectionTrait>(c: &C) -> DbResult<HashMap<String, i
     .await?;
     Ok(rows.into_iter().map(|r| (r.pool, r.used)).collect())
 }
+
+#[derive(Debug, FromQueryResult)]
+struct Lag {
+    dag_id: String,
+    interval_end: DateTime<Utc>,
+    done: Option<DateTime<Utc>>,
+}
+
+/// Per DAG, for runs that ended since `since`: seconds from the data interval's end to
+/// the end of the last successful task of `kind` in the run — but only in runs that
+/// also loaded data (`requires` succeeded), when given. Freshness is (`transform`,
+/// requires `ingest`); experiment turnaround is (`experiment`, none).
+pub async fn lags<C: ConnectionTrait>(
+    c: &C,
+    kind: &str,
+    requires: Option<&str>,
+    since: DateTime<Utc>,
+) -> DbResult<HashMap<String, Vec<f64>>> {
+    let require = match requires {
+        Some(_) => {
+            "AND EXISTS (SELECT 1 FROM task_instance i WHERE i.dag_run_id = r.id AND i.kind = ? AND i.state = 'success')"
+        }
+        None => "",
+    };
+    let sql = format!(
+        "SELECT r.dag_id, r.data_interval_end AS interval_end, MAX(t.ended_at) AS done FROM dag_run r \
+         JOIN task_instance t ON t.dag_run_id = r.id AND t.kind = ? AND t.state = 'success' \
+         WHERE r.ended_at >= ? {require} GROUP BY r.id, r.dag_id, r.data_interval_end ORDER BY r.data_interval_end"
+    );
+    let mut values: Vec<Value> = vec![kind.into(), since.into()];
+    if let Some(k) = requires {
+        values.push(k.into());
+    }
+    let rows = Lag::find_by_statement(stmt(c, &sql, values)).all(c).await?;
+    let mut out: HashMap<String, Vec<f64>> = HashMap::new();
+    for r in rows {
+        if let Some(done) = r.done {
+            out.entry(r.dag_id)
+                .or_default()
+                .push((done - r.interval_end).num_milliseconds() as f64 / 1000.0);
+        }
+    }
+    Ok(out)
+}

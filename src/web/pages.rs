@@ -1009,9 +1009,48 @@ pub struct SlowRow {
     pub tries: i64,
 }
 
+/// Latest and median of a lag, per DAG.
+#[derive(Debug, Clone)]
+pub struct LagRow {
+    pub dag_id: String,
+    pub href: String,
+    pub latest: String,
+    pub median: String,
+    pub runs: usize,
+}
+
+fn lag_rows(lags: HashMap<String, Vec<f64>>) -> Vec<LagRow> {
+    let mut rows: Vec<LagRow> = lags
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(dag_id, v)| {
+            let mut sorted = v.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            let show = |secs: f64| {
+                if secs < 0.0 {
+                    format!("-{}", duration_ms((-secs * 1000.0) as i64))
+                } else {
+                    duration_ms((secs * 1000.0) as i64)
+                }
+            };
+            LagRow {
+                href: dag_href(&dag_id),
+                latest: show(*v.last().unwrap_or(&0.0)),
+                median: show(sorted[sorted.len() / 2]),
+                runs: v.len(),
+                dag_id,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.dag_id.cmp(&b.dag_id));
+    rows
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
 pub struct DashboardPage {
+    pub freshness: Vec<LagRow>,
+    pub turnaround: Vec<LagRow>,
     pub layout: Layout,
     pub dag_rates: Vec<RateRow>,
     pub kind_rates: Vec<RateRow>,
@@ -1083,9 +1122,14 @@ pub async fn dashboard(
             task_id: s.task_id,
         })
         .collect();
+    let freshness =
+        lag_rows(stats::lags(c, "transform", Some("ingest"), now - Duration::days(7)).await?);
+    let turnaround = lag_rows(stats::lags(c, "experiment", None, now - Duration::days(7)).await?);
     Ok(page(
         token,
         DashboardPage {
+            freshness,
+            turnaround,
             layout,
             dag_rates,
             kind_rates,
