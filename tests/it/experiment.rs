@@ -77,21 +77,8 @@ async fn float(db: &Db, sql: &str) -> f64 {
     row.try_get_by_index::<f64>(0).expect("float")
 }
 
-async fn scenario(t: &TestDb, warehouse: Option<String>) {
-    let env = Env::start(
-        t,
-        &[("ab", DAG)],
-        |c| {
-            if let Some(u) = &warehouse {
-                c.connections.insert(
-                    "warehouse".into(),
-                    weft::config::Connection { url: u.clone() },
-                );
-            }
-        },
-        None,
-    )
-    .await;
+async fn scenario(t: &TestDb) {
+    let env = Env::with_warehouse(t, &[("ab", DAG)]).await;
     fixtures(&env.dags_dir());
     let (dag, vid) = env.registry.current("ab").expect("dag");
     for _ in 0..2 {
@@ -175,8 +162,7 @@ async fn scenario(t: &TestDb, warehouse: Option<String>) {
 #[tokio::test]
 async fn experiment_results_match_the_reference() {
     for t in backends().await {
-        let url = t.url.starts_with("postgres").then(|| t.url.clone());
-        scenario(&t, url).await;
+        scenario(&t).await;
         t.cleanup().await;
     }
 }

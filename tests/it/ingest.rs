@@ -57,21 +57,8 @@ async fn run_once(env: &Env, logical: chrono::DateTime<Utc>) -> weft::db::entiti
     run
 }
 
-async fn scenario(t: &TestDb, warehouse_url: Option<String>) {
-    let env = Env::start(
-        t,
-        &[("ingest_test", DAG)],
-        |c| {
-            if let Some(u) = &warehouse_url {
-                c.connections.insert(
-                    "warehouse".into(),
-                    weft::config::Connection { url: u.clone() },
-                );
-            }
-        },
-        None,
-    )
-    .await;
+async fn scenario(t: &TestDb) {
+    let env = Env::with_warehouse(t, &[("ingest_test", DAG)]).await;
     let day = env.dags_dir().join("data/2026-01-02");
     std::fs::create_dir_all(&day).expect("mkdir");
     std::fs::write(day.join("a.jsonl"), DAY1).expect("write");
@@ -222,10 +209,7 @@ async fn scenario(t: &TestDb, warehouse_url: Option<String>) {
 #[tokio::test]
 async fn ingest_is_idempotent_deduplicated_and_reports_rejects() {
     for t in backends().await {
-        let pg = t.url.starts_with("postgres");
-        // On Postgres the warehouse is the test database itself (its own tables).
-        let url = pg.then(|| t.url.clone());
-        scenario(&t, url).await;
+        scenario(&t).await;
         t.cleanup().await;
     }
 }

@@ -210,6 +210,26 @@ impl Env {
         env
     }
 
+    /// An engine whose warehouse is the test database itself on Postgres (its own
+    /// tables), and a SQLite file beside the DAGs otherwise.
+    pub async fn with_warehouse(db: &TestDb, dags: &[(&str, &str)]) -> Env {
+        let pg = db.url.starts_with("postgres").then(|| db.url.clone());
+        Env::start(
+            db,
+            dags,
+            |c| {
+                if let Some(u) = &pg {
+                    c.connections.insert(
+                        "warehouse".into(),
+                        weft::config::Connection { url: u.clone() },
+                    );
+                }
+            },
+            None,
+        )
+        .await
+    }
+
     pub fn dags_dir(&self) -> PathBuf {
         self.dir.path().join("dags")
     }

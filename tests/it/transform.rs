@@ -89,21 +89,8 @@ async fn run_day(env: &Env, day: u32) -> (weft::db::entities::task_instance::Mod
     (ti, log)
 }
 
-async fn scenario(t: &TestDb, warehouse: Option<String>) {
-    let env = Env::start(
-        t,
-        &[],
-        |c| {
-            if let Some(u) = &warehouse {
-                c.connections.insert(
-                    "warehouse".into(),
-                    weft::config::Connection { url: u.clone() },
-                );
-            }
-        },
-        None,
-    )
-    .await;
+async fn scenario(t: &TestDb) {
+    let env = Env::with_warehouse(t, &[]).await;
     let dags = env.dags_dir();
     std::fs::create_dir_all(dags.join("models")).expect("mkdir");
     std::fs::write(
@@ -211,8 +198,7 @@ async fn scenario(t: &TestDb, warehouse: Option<String>) {
 #[tokio::test]
 async fn transform_builds_models_in_order_and_runs_data_tests() {
     for t in backends().await {
-        let url = t.url.starts_with("postgres").then(|| t.url.clone());
-        scenario(&t, url).await;
+        scenario(&t).await;
         t.cleanup().await;
     }
 }
