@@ -1141,8 +1141,7 @@ impl<'s> Parser<'s, '_> {
     fn http(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
         let url = self.required(t, id, "url", &key_span, "http");
         if let Some((u, span)) = &url
-            && !template::is_templated(u)
-            && !(u.starts_with("http://") || u.starts_with("https://"))
+            && !url_or_template(u)
         {
             self.err(
                 span.clone(),

@@ -444,20 +444,14 @@ pub async fn start_tries<C: ConnectionTrait>(
         .collect())
 }
 
-/// Records the process id of a running try, so a restarted scheduler on the same host
-/// can kill what a crashed one left behind.
-pub async fn set_pid<C: ConnectionTrait>(
-    c: &C,
-    ti_id: i64,
-    try_id: i64,
-    pid: Option<i32>,
-) -> DbResult<()> {
+/// Records the process id of a running try on its task instance, so a restarted
+/// scheduler on the same host can kill what a crashed one left behind.
+pub async fn set_pid<C: ConnectionTrait>(c: &C, ti_id: i64, pid: Option<i32>) -> DbResult<()> {
     task_instance::Entity::update_many()
         .col_expr(task_instance::Column::Pid, Expr::value(pid))
         .filter(task_instance::Column::Id.eq(ti_id))
         .exec(c)
         .await?;
-    let _ = try_id; // the try row keeps no pid: the instance's is what the sweep needs
     Ok(())
 }
 

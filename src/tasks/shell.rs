@@ -33,9 +33,9 @@ pub async fn run(ctx: &mut RunContext<'_>, command: &str, cwd: Option<&Path>) ->
     }
     ctx.log.line(&format!("[weft] $ {command}")).await;
     let db = ctx.db.clone();
-    let (ti_id, try_id) = (ctx.ti_id, ctx.try_id);
+    let ti_id = ctx.ti_id;
     let record_pid = async move |pid: i32| {
-        if let Err(e) = tasks::set_pid(&db.conn, ti_id, try_id, Some(pid)).await {
+        if let Err(e) = tasks::set_pid(&db.conn, ti_id, Some(pid)).await {
             tracing::warn!(ti_id, error = %e, "could not record the pid of a task process");
         }
     };
