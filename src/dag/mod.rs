@@ -387,6 +387,82 @@ pub enum TaskKind {
     Transform(TransformSpec),
     /// A/B analysis of an experiment: exposures + events -> lift, CI, p-value, SRM.
     Experiment(ExperimentSpec),
+    /// Survey responses from a provider's API or a CSV export -> warehouse, plus NPS.
+    SurveySync(SurveySpec),
+}
+
+/// Where survey responses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SurveyProvider {
+    Typeform,
+    Zigpoll,
+    Csv,
+}
+
+impl SurveyProvider {
+    pub fn name(self) -> &'static str {
+        match self {
+            SurveyProvider::Typeform => "typeform",
+            SurveyProvider::Zigpoll => "zigpoll",
+            SurveyProvider::Csv => "csv",
+        }
+    }
+
+    /// The provider's public API, used when `base_url` is not given.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            SurveyProvider::Typeform => "https://api.typeform.com",
+            SurveyProvider::Zigpoll => "https://v1.zigpoll.com",
+            SurveyProvider::Csv => "",
+        }
+    }
+}
+
+/// Which responses the metrics row of a run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsWindow {
+    /// Responses submitted in the run's data interval (all up to its end when the
+    /// interval is empty, as for a manual run).
+    Interval,
+    /// Every response up to the interval end.
+    All,
+    /// A trailing window ending at the interval end.
+    Trailing(Duration),
+}
+
+/// User properties to break the metrics down by: `table` joined on `key` = the
+/// response's user id.
+#[derive(Debug, Clone)]
+pub struct Segments {
+    pub table: String,
+    pub key: String,
+    pub columns: Vec<String>,
+}
+
+/// Settings of a `survey_sync` task.
+#[derive(Debug, Clone)]
+pub struct SurveySpec {
+    pub provider: SurveyProvider,
+    /// Typeform form id, Zigpoll poll id, or the name the CSV export's rows are kept under.
+    pub form_id: String,
+    /// API base URL; `${NAME}` reads the environment at run time.
+    pub base_url: Option<String>,
+    /// Typeform personal token or Zigpoll API key; `${NAME}` reads the environment.
+    pub token: Option<String>,
+    /// Header that carries the Zigpoll API key (default `Authorization`).
+    pub key_header: String,
+    /// CSV export (templated, relative to the DAG file's folder).
+    pub path: Option<String>,
+    pub page_size: u32,
+    /// Field (ref, id or CSV column) holding the 0-10 NPS score.
+    pub nps_field: Option<String>,
+    /// Field holding a 1-5 satisfaction score.
+    pub csat_field: Option<String>,
+    /// Hidden field carrying the user id (default `user_id`).
+    pub user_field: String,
+    pub segments: Option<Segments>,
+    pub metrics_window: MetricsWindow,
+    pub connection: String,
 }
 
 /// Where experiment rows come from.
@@ -570,6 +646,7 @@ impl TaskKind {
             TaskKind::Ingest(_) => "ingest",
             TaskKind::Transform(_) => "transform",
             TaskKind::Experiment(_) => "experiment",
+            TaskKind::SurveySync(_) => "survey_sync",
         }
     }
 }

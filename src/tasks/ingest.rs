@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 
+use super::fetch::{Auth, get_json};
 use super::{RunContext, failure};
 use crate::dag::{EventFormat, IngestSpec};
 use crate::db::tasks::TryOutcome;
@@ -363,70 +364,6 @@ fn read_file(
     Ok(())
 }
 
-/// GET with retries: 429 and 5xx (and connection errors) are retried with backoff,
-/// honouring `Retry-After`; 401/403/404 fail at once.
-async fn get_page(
-    url: &reqwest::Url,
-    token: Option<&str>,
-    shown: &str,
-) -> Result<serde_json::Value, String> {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(120))
-            .build()
-            .unwrap_or_default()
-    });
-    let mut delay = std::time::Duration::from_secs(1);
-    for attempt in 1..=6 {
-        let mut req = client.get(url.clone());
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) if attempt < 6 => {
-                tracing::warn!(url = %shown, error = %e, "GET failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                continue;
-            }
-            Err(e) => return Err(format!("GET {shown}: {e}")),
-        };
-        let status = resp.status().as_u16();
-        if status == 429 || status >= 500 {
-            if attempt == 6 {
-                return Err(format!(
-                    "GET {shown}: HTTP {status} after {attempt} attempts"
-                ));
-            }
-            let wait = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| std::time::Duration::from_secs(std::cmp::min(s, 60)))
-                .unwrap_or(delay);
-            tokio::time::sleep(wait).await;
-            delay *= 2;
-            continue;
-        }
-        if !(200..300).contains(&status) {
-            let hint = match status {
-                401 | 403 => " (check the token)",
-                404 => " (check the url)",
-                _ => "",
-            };
-            return Err(format!("GET {shown}: HTTP {status}{hint}"));
-        }
-        return resp
-            .json::<serde_json::Value>()
-            .await
-            .map_err(|e| format!("GET {shown}: the body is not JSON: {e}"));
-    }
-    Err(format!("GET {shown}: gave up"))
-}
-
 /// Pages through an HTTP source, sending events and rejects in batches.
 async fn fetch_http(
     src: crate::dag::HttpEventSource,
@@ -447,7 +384,8 @@ async fn fetch_http(
         if let Some(c) = &cursor {
             u.query_pairs_mut().append_pair(&src.cursor_param, c);
         }
-        let body = get_page(&u, token.as_deref(), &display).await?;
+        let auth = token.as_deref().map_or(Auth::None, Auth::Bearer);
+        let body = get_json(&u, auth, &display).await?;
         let items: Vec<serde_json::Value> = match &body {
             serde_json::Value::Array(a) => a.clone(),
             serde_json::Value::Object(o) => match o.get(&src.items) {

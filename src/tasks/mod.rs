@@ -3,12 +3,14 @@
 //! scheduler.
 
 mod experiment;
+mod fetch;
 mod http;
 mod ingest;
 pub mod transform;
 pub use http::send as http_send;
 mod shell;
 mod sql;
+mod survey;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -59,6 +61,15 @@ pub fn failure(message: impl Into<String>) -> TryOutcome {
     }
 }
 
+/// A successful try.
+pub fn success() -> TryOutcome {
+    TryOutcome {
+        success: true,
+        exit_code: None,
+        error: None,
+    }
+}
+
 /// Runs one try of a task and says how it ended. Never panics on bad input: every
 /// problem becomes a failed try with a message.
 pub async fn execute(ctx: &mut RunContext<'_>) -> TryOutcome {
@@ -75,6 +86,7 @@ pub async fn execute(ctx: &mut RunContext<'_>) -> TryOutcome {
         TaskKind::Ingest(spec) => ingest::run(ctx, spec).await,
         TaskKind::Transform(spec) => transform::run(ctx, spec).await,
         TaskKind::Experiment(spec) => experiment::run(ctx, spec).await,
+        TaskKind::SurveySync(spec) => survey::run(ctx, spec).await,
     }
 }
 

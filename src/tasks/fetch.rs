@@ -1,0 +1,79 @@
+//! GET of JSON pages with the retry policy every HTTP source shares: 429, 5xx and
+//! connection errors are retried with exponential backoff, honouring `Retry-After`
+//! (seconds, capped at 60); 401/403/404 fail at once. Errors name the URL without its
+//! query string (which may carry a key) and never the credentials.
+
+/// How a request authenticates.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    /// An API key in a named header.
+    Header(&'a str, &'a str),
+}
+
+/// GET with retries: 429 and 5xx (and connection errors) are retried with backoff,
+/// honouring `Retry-After`; 401/403/404 fail at once.
+pub async fn get_json(
+    url: &reqwest::Url,
+    auth: Auth<'_>,
+    shown: &str,
+) -> Result<serde_json::Value, String> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .unwrap_or_default()
+    });
+    let mut delay = std::time::Duration::from_secs(1);
+    for attempt in 1..=6 {
+        let mut req = client.get(url.clone());
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(t) => req = req.bearer_auth(t),
+            Auth::Header(name, value) => req = req.header(name, value),
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if attempt < 6 => {
+                tracing::warn!(url = %shown, error = %e, "GET failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                continue;
+            }
+            Err(e) => return Err(format!("GET {shown}: {e}")),
+        };
+        let status = resp.status().as_u16();
+        if status == 429 || status >= 500 {
+            if attempt == 6 {
+                return Err(format!(
+                    "GET {shown}: HTTP {status} after {attempt} attempts"
+                ));
+            }
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| std::time::Duration::from_secs(std::cmp::min(s, 60)))
+                .unwrap_or(delay);
+            tokio::time::sleep(wait).await;
+            delay *= 2;
+            continue;
+        }
+        if !(200..300).contains(&status) {
+            let hint = match status {
+                401 | 403 => " (check the token)",
+                404 => " (check the url)",
+                _ => "",
+            };
+            return Err(format!("GET {shown}: HTTP {status}{hint}"));
+        }
+        return resp
+            .json::<serde_json::Value>()
+            .await
+            .map_err(|e| format!("GET {shown}: the body is not JSON: {e}"));
+    }
+    Err(format!("GET {shown}: gave up"))
+}

@@ -1,0 +1,1379 @@
+//! `survey_sync`: survey responses from a Typeform- or Zigpoll-style API, or a CSV
+//! export, into the warehouse; then NPS (and CSAT) per form for the run's window.
+//!
+//! Tables (created when missing; one set shared by every form, keyed by provider and
+//! form):
+//! - `survey_responses`: one row per response token, upserted (a re-sync replaces the
+//!   row, never duplicates it); the NPS/CSAT score and the user id are lifted out of
+//!   the answers for easy joins.
+//! - `survey_answers`: one row per (response, field) with typed value columns
+//!   (`number_value`, `text_value`, `boolean_value`, `date_value`); a re-synced
+//!   response's answers are replaced.
+//! - `survey_rejects`: malformed items with the reason, one row per item.
+//! - `survey_sync_state`: the per-form high-water mark (latest `submitted_at` of a
+//!   complete sync); the next sync asks only for responses from then on.
+//! - `survey_metrics`: one row per (form, period end, segment): responses, promoters,
+//!   passives, detractors, nps, nps_se, CI, csat.
+//!
+//! Each page is written in its own transaction as it arrives, and the high-water mark
+//! moves only after the last page: a sync that fails half-way keeps what it stored, and
+//! the next one fetches the same range again without duplicating anything.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
+use serde_json::{Map, Value as Json};
+
+use super::fetch::{Auth, get_json};
+use super::{RunContext, failure};
+use crate::config::expand_env;
+use crate::dag::template::rfc3339;
+use crate::dag::{MetricsWindow, SurveyProvider, SurveySpec};
+use crate::db::tasks::TryOutcome;
+use crate::stats;
+
+/// One typed answer to one field.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Answer {
+    /// The field's `ref` when it has one, else its id (the CSV column for exports).
+    field: String,
+    field_id: Option<String>,
+    value_type: String,
+    number: Option<f64>,
+    text: Option<String>,
+    boolean: Option<bool>,
+    date: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Response {
+    token: String,
+    submitted_at: DateTime<Utc>,
+    landed_at: Option<DateTime<Utc>>,
+    hidden: Map<String, Json>,
+    user_id: Option<String>,
+    answers: Vec<Answer>,
+    nps: Option<u8>,
+    csat: Option<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Reject {
+    key: String,
+    source: String,
+    reason: String,
+    raw: String,
+}
+
+fn clip(s: &str) -> String {
+    if s.len() <= 2000 {
+        return s.to_string();
+    }
+    let mut end = 2000;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC, as exports write it) or epoch milliseconds.
+fn parse_time(v: &Json) -> Option<DateTime<Utc>> {
+    match v {
+        Json::String(s) => {
+            let s = s.trim();
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .ok()
+                .or_else(|| {
+                    [
+                        "%Y-%m-%d %H:%M:%S",
+                        "%Y-%m-%dT%H:%M:%S",
+                        "%Y-%m-%d %H:%M:%S%.f",
+                    ]
+                    .iter()
+                    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+                    .map(|n| n.and_utc())
+                })
+        }
+        Json::Number(n) => n.as_i64().and_then(DateTime::from_timestamp_millis),
+        _ => None,
+    }
+}
+
+fn scalar_text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// A whole number in `lo..=hi`.
+fn score(a: &Answer, lo: u8, hi: u8, what: &str) -> Result<u8, String> {
+    let n = a
+        .number
+        .or_else(|| a.text.as_deref().and_then(|t| t.trim().parse::<f64>().ok()));
+    match n {
+        Some(x) if x.fract() == 0.0 && x >= f64::from(lo) && x <= f64::from(hi) => Ok(x as u8),
+        _ => Err(format!(
+            "{what} field \"{}\" holds {}, not a whole number {lo}-{hi}",
+            a.field,
+            a.number
+                .map(|x| x.to_string())
+                .or_else(|| a.text.clone())
+                .or_else(|| a.boolean.map(|b| b.to_string()))
+                .unwrap_or_else(|| "nothing".into())
+        )),
+    }
+}
+
+/// Lifts the user id and the scores out of a parsed response.
+fn finish(
+    spec: &SurveySpec,
+    token: String,
+    submitted_at: DateTime<Utc>,
+    landed_at: Option<DateTime<Utc>>,
+    hidden: Map<String, Json>,
+    answers: Vec<Answer>,
+) -> Result<Response, String> {
+    let find = |name: &Option<String>| {
+        name.as_ref().and_then(|n| {
+            answers
+                .iter()
+                .find(|a| &a.field == n || a.field_id.as_ref() == Some(n))
+        })
+    };
+    let nps = find(&spec.nps_field)
+        .map(|a| score(a, 0, 10, "NPS"))
+        .transpose()?;
+    let csat = find(&spec.csat_field)
+        .map(|a| score(a, 1, 5, "CSAT"))
+        .transpose()?;
+    let user_id = hidden.get(&spec.user_field).and_then(scalar_text);
+    Ok(Response {
+        token,
+        submitted_at,
+        landed_at,
+        hidden,
+        user_id,
+        answers,
+        nps,
+        csat,
+    })
+}
+
+fn need_token(obj: &Map<String, Json>, keys: &[&str]) -> Result<String, String> {
+    keys.iter()
+        .find_map(|k| obj.get(*k).and_then(scalar_text))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| format!("no response id ({})", keys.join(" or ")))
+}
+
+fn need_time(obj: &Map<String, Json>, key: &str) -> Result<DateTime<Utc>, String> {
+    match obj.get(key) {
+        None | Some(Json::Null) => Err(format!("no \"{key}\"")),
+        Some(v) => parse_time(v).ok_or_else(|| format!("\"{key}\" {v} is not a time")),
+    }
+}
+
+/// A Typeform-style response item.
+fn typeform_item(spec: &SurveySpec, obj: &Map<String, Json>) -> Result<Response, String> {
+    let token = need_token(obj, &["token", "response_id"])?;
+    let submitted_at = need_time(obj, "submitted_at")?;
+    let landed_at = obj.get("landed_at").and_then(parse_time);
+    let hidden = match obj.get("hidden") {
+        None | Some(Json::Null) => Map::new(),
+        Some(Json::Object(h)) => h.clone(),
+        Some(_) => return Err("\"hidden\" is not an object".into()),
+    };
+    let items = match obj.get("answers") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(a)) => a.clone(),
+        Some(_) => return Err("\"answers\" is not a list".into()),
+    };
+    let mut answers = Vec::with_capacity(items.len());
+    for (i, a) in items.iter().enumerate() {
+        let n = i + 1;
+        let Json::Object(a) = a else {
+            return Err(format!("answer {n} is not an object"));
+        };
+        let field = a.get("field").and_then(Json::as_object);
+        let field_id = field.and_then(|f| f.get("id")).and_then(scalar_text);
+        let field_ref = field.and_then(|f| f.get("ref")).and_then(scalar_text);
+        let Some(name) = field_ref.or_else(|| field_id.clone()) else {
+            return Err(format!("answer {n} has no field id or ref"));
+        };
+        let Some(ty) = a.get("type").and_then(Json::as_str) else {
+            return Err(format!("answer {n} (field \"{name}\") has no type"));
+        };
+        let value = a.get(ty).ok_or_else(|| {
+            format!("answer {n} (field \"{name}\") has type \"{ty}\" but no \"{ty}\" value")
+        })?;
+        let mut ans = Answer {
+            field: name.clone(),
+            field_id,
+            value_type: ty.to_string(),
+            ..Answer::default()
+        };
+        let bad = || format!("answer {n} (field \"{name}\"): \"{ty}\" value {value} is malformed");
+        match ty {
+            "number" => ans.number = Some(value.as_f64().ok_or_else(bad)?),
+            "boolean" => ans.boolean = Some(value.as_bool().ok_or_else(bad)?),
+            "date" => ans.date = Some(value.as_str().ok_or_else(bad)?.to_string()),
+            "choice" => {
+                ans.text = Some(
+                    value
+                        .get("label")
+                        .or_else(|| value.get("other"))
+                        .and_then(Json::as_str)
+                        .ok_or_else(bad)?
+                        .to_string(),
+                )
+            }
+            "choices" => {
+                let labels = value
+                    .get("labels")
+                    .and_then(Json::as_array)
+                    .ok_or_else(bad)?;
+                ans.text = Some(Json::Array(labels.clone()).to_string());
+            }
+            _ => ans.text = Some(scalar_text(value).ok_or_else(bad)?),
+        }
+        answers.push(ans);
+    }
+    finish(spec, token, submitted_at, landed_at, hidden, answers)
+}
+
+/// A typed answer from a loosely typed value (Zigpoll responses, CSV cells).
+fn loose_answer(field: String, value: &Json) -> Answer {
+    let mut a = Answer {
+        field,
+        ..Answer::default()
+    };
+    match value {
+        Json::Number(n) => {
+            a.value_type = "number".into();
+            a.number = n.as_f64();
+        }
+        Json::Bool(b) => {
+            a.value_type = "boolean".into();
+            a.boolean = Some(*b);
+        }
+        Json::String(s) => match s.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() => {
+                a.value_type = "number".into();
+                a.number = Some(x);
+                a.text = Some(s.clone());
+            }
+            _ => {
+                a.value_type = "text".into();
+                a.text = Some(s.clone());
+            }
+        },
+        other => {
+            a.value_type = "choices".into();
+            a.text = Some(other.to_string());
+        }
+    }
+    a
+}
+
+/// A Zigpoll-style response item: `_id`, `createdAt`, `metadata` (hidden fields),
+/// and either `answers: [{slideId, response}]` or one `slideId` + `response`.
+fn zigpoll_item(spec: &SurveySpec, obj: &Map<String, Json>) -> Result<Response, String> {
+    let token = need_token(obj, &["_id", "id", "responseId"])?;
+    let submitted_at = need_time(obj, "createdAt")?;
+    let mut hidden = match obj.get("metadata") {
+        None | Some(Json::Null) => Map::new(),
+        Some(Json::Object(h)) => h.clone(),
+        Some(_) => return Err("\"metadata\" is not an object".into()),
+    };
+    if let Some(p) = obj.get("participantId").filter(|p| !p.is_null()) {
+        hidden.entry("participant_id").or_insert_with(|| p.clone());
+    }
+    let field_of = |a: &Map<String, Json>| {
+        ["slideId", "slide", "field", "question"]
+            .iter()
+            .find_map(|k| a.get(*k).and_then(scalar_text))
+    };
+    let mut answers = Vec::new();
+    match obj.get("answers") {
+        Some(Json::Array(items)) => {
+            for (i, a) in items.iter().enumerate() {
+                let Json::Object(a) = a else {
+                    return Err(format!("answer {} is not an object", i + 1));
+                };
+                let field =
+                    field_of(a).ok_or_else(|| format!("answer {} has no slideId", i + 1))?;
+                let value = a
+                    .get("response")
+                    .or_else(|| a.get("value"))
+                    .unwrap_or(&Json::Null);
+                if !value.is_null() {
+                    answers.push(loose_answer(field, value));
+                }
+            }
+        }
+        Some(_) => return Err("\"answers\" is not a list".into()),
+        None => {
+            let field = field_of(obj).ok_or("no slideId for the response")?;
+            match obj.get("response") {
+                None | Some(Json::Null) => return Err("no \"response\" value".into()),
+                Some(v) => answers.push(loose_answer(field, v)),
+            }
+        }
+    }
+    finish(spec, token, submitted_at, None, hidden, answers)
+}
+
+/// Columns of a CSV export with a fixed meaning; every other column is an answer.
+const CSV_TOKEN: &[&str] = &["token", "response_id", "#", "Response ID"];
+const CSV_SUBMITTED: &[&str] = &["submitted_at", "Submit Date (UTC)", "created_at"];
+const CSV_LANDED: &[&str] = &["landed_at", "Start Date (UTC)"];
+
+fn csv_row(
+    spec: &SurveySpec,
+    headers: &csv::StringRecord,
+    rec: &csv::StringRecord,
+) -> Result<Response, String> {
+    let get = |names: &[&str]| {
+        headers
+            .iter()
+            .position(|h| names.contains(&h.trim()))
+            .and_then(|i| rec.get(i))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let token = get(CSV_TOKEN)
+        .ok_or("no response id (a token or response_id column)")?
+        .to_string();
+    let submitted = get(CSV_SUBMITTED).ok_or("no submitted_at")?;
+    let submitted_at = parse_time(&Json::String(submitted.into()))
+        .ok_or_else(|| format!("submitted_at \"{submitted}\" is not a time"))?;
+    let landed_at = get(CSV_LANDED).and_then(|s| parse_time(&Json::String(s.into())));
+    let mut hidden = Map::new();
+    let mut answers = Vec::new();
+    for (h, v) in headers.iter().zip(rec.iter()) {
+        let h = h.trim();
+        let v = v.trim();
+        if v.is_empty()
+            || CSV_TOKEN.contains(&h)
+            || CSV_SUBMITTED.contains(&h)
+            || CSV_LANDED.contains(&h)
+        {
+            continue;
+        }
+        if h == spec.user_field || h.starts_with("hidden.") {
+            hidden.insert(
+                h.trim_start_matches("hidden.").to_string(),
+                Json::String(v.into()),
+            );
+        } else {
+            answers.push(loose_answer(h.to_string(), &Json::String(v.into())));
+        }
+    }
+    finish(spec, token, submitted_at, landed_at, hidden, answers)
+}
+
+/// Parses one page of items into responses and rejects.
+fn parse_items(spec: &SurveySpec, items: &[Json], source: &str) -> (Vec<Response>, Vec<Reject>) {
+    let mut ok = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let parsed = match item {
+            Json::Object(obj) => match spec.provider {
+                SurveyProvider::Zigpoll => zigpoll_item(spec, obj),
+                _ => typeform_item(spec, obj),
+            },
+            _ => Err("not a JSON object".into()),
+        };
+        match parsed {
+            Ok(r) => ok.push(r),
+            Err(reason) => bad.push(reject(item, &format!("{source} item {}", i + 1), reason)),
+        }
+    }
+    (ok, bad)
+}
+
+fn reject(item: &Json, source: &str, reason: String) -> Reject {
+    use sha2::Digest;
+    let raw = item.to_string();
+    let key = item
+        .get("token")
+        .or_else(|| item.get("_id"))
+        .and_then(scalar_text)
+        .unwrap_or_else(|| {
+            let h = sha2::Sha256::digest(raw.as_bytes());
+            h.iter().take(12).map(|b| format!("{b:02x}")).collect()
+        });
+    Reject {
+        key,
+        source: source.to_string(),
+        reason,
+        raw: clip(&raw),
+    }
+}
+
+async fn ensure_tables(c: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
+    let pg = c.get_database_backend() == DbBackend::Postgres;
+    let (ts, json, boolean) = if pg {
+        ("TIMESTAMPTZ", "JSONB", "BOOLEAN")
+    } else {
+        ("TEXT", "TEXT", "INTEGER")
+    };
+    for sql in [
+        format!(
+            "CREATE TABLE IF NOT EXISTS survey_responses (provider TEXT NOT NULL, form_id TEXT NOT NULL, token TEXT NOT NULL, \
+             submitted_at {ts} NOT NULL, landed_at {ts}, user_id TEXT, hidden {json} NOT NULL, nps_score INTEGER, csat_score INTEGER, \
+             answers INTEGER NOT NULL, synced_at {ts} NOT NULL, PRIMARY KEY (provider, form_id, token))"
+        ),
+        "CREATE INDEX IF NOT EXISTS survey_responses_submitted_idx ON survey_responses (provider, form_id, submitted_at)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS survey_answers (provider TEXT NOT NULL, form_id TEXT NOT NULL, token TEXT NOT NULL, field TEXT NOT NULL, \
+             field_id TEXT, value_type TEXT NOT NULL, number_value DOUBLE PRECISION, text_value TEXT, boolean_value {boolean}, date_value TEXT, \
+             PRIMARY KEY (provider, form_id, token, field))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS survey_rejects (provider TEXT NOT NULL, form_id TEXT NOT NULL, item_key TEXT NOT NULL, source TEXT NOT NULL, \
+             reason TEXT NOT NULL, raw TEXT NOT NULL, synced_at {ts} NOT NULL, PRIMARY KEY (provider, form_id, item_key))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS survey_sync_state (provider TEXT NOT NULL, form_id TEXT NOT NULL, high_water {ts}, \
+             last_sync_at {ts} NOT NULL, PRIMARY KEY (provider, form_id))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS survey_metrics (provider TEXT NOT NULL, form_id TEXT NOT NULL, segment TEXT NOT NULL, segment_value TEXT NOT NULL, \
+             period_start {ts}, period_end {ts} NOT NULL, responses BIGINT NOT NULL, promoters BIGINT NOT NULL, passives BIGINT NOT NULL, \
+             detractors BIGINT NOT NULL, nps DOUBLE PRECISION, nps_se DOUBLE PRECISION, nps_ci_low DOUBLE PRECISION, nps_ci_high DOUBLE PRECISION, \
+             csat_responses BIGINT NOT NULL, csat DOUBLE PRECISION, computed_at {ts} NOT NULL)"
+        ),
+    ] {
+        c.execute_unprepared(&sql).await?;
+    }
+    Ok(())
+}
+
+fn json_expr(pg: bool, v: Json) -> SimpleExpr {
+    if pg {
+        Expr::value(v)
+    } else {
+        Expr::value(v.to_string())
+    }
+}
+
+/// Stores one page in one transaction: responses upserted by token, their answers
+/// replaced, rejects recorded.
+async fn store_page(
+    c: &DatabaseConnection,
+    provider: &str,
+    form: &str,
+    responses: &[Response],
+    rejects: &[Reject],
+) -> Result<(), sea_orm::DbErr> {
+    let pg = c.get_database_backend() == DbBackend::Postgres;
+    let b = c.get_database_backend();
+    let now = Utc::now();
+    let txn = c.begin().await?;
+    // The same token twice in one page: the last one wins (an upsert cannot touch a
+    // row twice in one statement on Postgres).
+    let mut unique: Vec<&Response> = Vec::new();
+    for r in responses {
+        match unique.iter().position(|u| u.token == r.token) {
+            Some(i) => unique[i] = r,
+            None => unique.push(r),
+        }
+    }
+    for chunk in unique.chunks(500) {
+        let mut ins = Query::insert();
+        ins.into_table(Alias::new("survey_responses")).columns(
+            [
+                "provider",
+                "form_id",
+                "token",
+                "submitted_at",
+                "landed_at",
+                "user_id",
+                "hidden",
+                "nps_score",
+                "csat_score",
+                "answers",
+                "synced_at",
+            ]
+            .map(Alias::new),
+        );
+        for r in chunk {
+            ins.values_panic([
+                Expr::value(provider),
+                Expr::value(form),
+                Expr::value(r.token.clone()),
+                Expr::value(r.submitted_at),
+                Expr::value(r.landed_at),
+                Expr::value(r.user_id.clone()),
+                json_expr(pg, Json::Object(r.hidden.clone())),
+                Expr::value(r.nps.map(i32::from)),
+                Expr::value(r.csat.map(i32::from)),
+                Expr::value(r.answers.len() as i32),
+                Expr::value(now),
+            ]);
+        }
+        ins.on_conflict(
+            OnConflict::columns(["provider", "form_id", "token"].map(Alias::new))
+                .update_columns(
+                    [
+                        "submitted_at",
+                        "landed_at",
+                        "user_id",
+                        "hidden",
+                        "nps_score",
+                        "csat_score",
+                        "answers",
+                        "synced_at",
+                    ]
+                    .map(Alias::new),
+                )
+                .to_owned(),
+        );
+        txn.execute_raw(b.build(&ins)).await?;
+        let mut del = Query::delete();
+        del.from_table(Alias::new("survey_answers"))
+            .and_where(Expr::col(Alias::new("provider")).eq(provider))
+            .and_where(Expr::col(Alias::new("form_id")).eq(form))
+            .and_where(Expr::col(Alias::new("token")).is_in(chunk.iter().map(|r| r.token.clone())));
+        txn.execute_raw(b.build(&del)).await?;
+        let answers: Vec<(&Response, &Answer)> = chunk
+            .iter()
+            .flat_map(|r| {
+                // One row per field: a repeated field keeps its last answer.
+                let mut seen: Vec<&Answer> = Vec::new();
+                for a in &r.answers {
+                    match seen.iter().position(|s| s.field == a.field) {
+                        Some(i) => seen[i] = a,
+                        None => seen.push(a),
+                    }
+                }
+                seen.into_iter().map(move |a| (*r, a))
+            })
+            .collect();
+        for part in answers.chunks(500) {
+            let mut ins = Query::insert();
+            ins.into_table(Alias::new("survey_answers")).columns(
+                [
+                    "provider",
+                    "form_id",
+                    "token",
+                    "field",
+                    "field_id",
+                    "value_type",
+                    "number_value",
+                    "text_value",
+                    "boolean_value",
+                    "date_value",
+                ]
+                .map(Alias::new),
+            );
+            for (r, a) in part {
+                ins.values_panic([
+                    Expr::value(provider),
+                    Expr::value(form),
+                    Expr::value(r.token.clone()),
+                    Expr::value(a.field.clone()),
+                    Expr::value(a.field_id.clone()),
+                    Expr::value(a.value_type.clone()),
+                    Expr::value(a.number),
+                    Expr::value(a.text.clone()),
+                    Expr::value(a.boolean),
+                    Expr::value(a.date.clone()),
+                ]);
+            }
+            txn.execute_raw(b.build(&ins)).await?;
+        }
+    }
+    for r in rejects {
+        let mut ins = Query::insert();
+        ins.into_table(Alias::new("survey_rejects"))
+            .columns(
+                [
+                    "provider",
+                    "form_id",
+                    "item_key",
+                    "source",
+                    "reason",
+                    "raw",
+                    "synced_at",
+                ]
+                .map(Alias::new),
+            )
+            .values_panic([
+                Expr::value(provider),
+                Expr::value(form),
+                Expr::value(r.key.clone()),
+                Expr::value(r.source.clone()),
+                Expr::value(r.reason.clone()),
+                Expr::value(r.raw.clone()),
+                Expr::value(now),
+            ])
+            .on_conflict(
+                OnConflict::columns(["provider", "form_id", "item_key"].map(Alias::new))
+                    .update_columns(["source", "reason", "raw", "synced_at"].map(Alias::new))
+                    .to_owned(),
+            );
+        txn.execute_raw(b.build(&ins)).await?;
+    }
+    txn.commit().await
+}
+
+fn ph(b: DbBackend, i: usize) -> String {
+    if b == DbBackend::Postgres {
+        format!("${i}")
+    } else {
+        "?".into()
+    }
+}
+
+/// A time column compared as a time on both backends.
+fn time_col(b: DbBackend, col: &str) -> String {
+    if b == DbBackend::Postgres {
+        col.to_string()
+    } else {
+        format!("julianday({col})")
+    }
+}
+
+fn time_param(b: DbBackend, i: usize) -> String {
+    if b == DbBackend::Postgres {
+        format!("CAST(${i} AS TIMESTAMPTZ)")
+    } else {
+        "julianday(?)".into()
+    }
+}
+
+async fn high_water(
+    c: &DatabaseConnection,
+    provider: &str,
+    form: &str,
+) -> Result<Option<DateTime<Utc>>, sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let sql = format!(
+        "SELECT high_water FROM survey_sync_state WHERE provider = {} AND form_id = {}",
+        ph(b, 1),
+        ph(b, 2)
+    );
+    let row = c
+        .query_one_raw(Statement::from_sql_and_values(
+            b,
+            sql,
+            [provider.into(), form.into()],
+        ))
+        .await?;
+    Ok(match row {
+        None => None,
+        Some(r) if b == DbBackend::Postgres => r.try_get_by_index::<Option<DateTime<Utc>>>(0)?,
+        Some(r) => r
+            .try_get_by_index::<Option<String>>(0)?
+            .and_then(|s| parse_time(&Json::String(s))),
+    })
+}
+
+async fn set_high_water(
+    c: &DatabaseConnection,
+    provider: &str,
+    form: &str,
+    mark: Option<DateTime<Utc>>,
+) -> Result<(), sea_orm::DbErr> {
+    let mut ins = Query::insert();
+    ins.into_table(Alias::new("survey_sync_state"))
+        .columns(["provider", "form_id", "high_water", "last_sync_at"].map(Alias::new))
+        .values_panic([
+            Expr::value(provider),
+            Expr::value(form),
+            Expr::value(mark),
+            Expr::value(Utc::now()),
+        ])
+        .on_conflict(
+            OnConflict::columns(["provider", "form_id"].map(Alias::new))
+                .update_columns(["high_water", "last_sync_at"].map(Alias::new))
+                .to_owned(),
+        );
+    c.execute_raw(c.get_database_backend().build(&ins)).await?;
+    Ok(())
+}
+
+/// What a sync did.
+#[derive(Debug, Default)]
+struct Synced {
+    pages: u64,
+    responses: u64,
+    rejects: u64,
+    newest: Option<DateTime<Utc>>,
+}
+
+impl Synced {
+    async fn page(
+        &mut self,
+        ctx: &mut RunContext<'_>,
+        c: &DatabaseConnection,
+        spec: &SurveySpec,
+        label: &str,
+        (ok, bad): (Vec<Response>, Vec<Reject>),
+    ) -> Result<(), String> {
+        store_page(c, spec.provider.name(), &spec.form_id, &ok, &bad)
+            .await
+            .map_err(|e| format!("{label}: could not store responses: {e}"))?;
+        for r in &bad {
+            ctx.log
+                .line(&format!("[weft] reject ({}): {}", r.source, r.reason))
+                .await;
+        }
+        self.pages += 1;
+        self.responses += ok.len() as u64;
+        self.rejects += bad.len() as u64;
+        self.newest = ok.iter().map(|r| r.submitted_at).chain(self.newest).max();
+        ctx.log
+            .line(&format!(
+                "[weft] {label}: {} response(s), {} reject(s) stored",
+                ok.len(),
+                bad.len()
+            ))
+            .await;
+        Ok(())
+    }
+}
+
+fn items_of<'a>(body: &'a Json, key: &str, shown: &str) -> Result<&'a [Json], String> {
+    match body.get(key) {
+        Some(Json::Array(a)) => Ok(a),
+        None | Some(Json::Null) => Ok(&[]),
+        Some(_) => Err(format!("GET {shown}: \"{key}\" is not a list")),
+    }
+}
+
+/// The API's base URL and credential, with `${NAME}` read from the environment.
+fn endpoint(spec: &SurveySpec) -> Result<(String, String), String> {
+    let base = match &spec.base_url {
+        Some(b) => expand_env(b).map_err(|e| format!("base_url: {e}"))?,
+        None => spec.provider.default_base_url().to_string(),
+    };
+    let base = base.trim().trim_end_matches('/').to_string();
+    if base.is_empty() {
+        return Err("base_url is empty".into());
+    }
+    let token =
+        expand_env(spec.token.as_deref().unwrap_or_default()).map_err(|e| format!("token: {e}"))?;
+    if token.is_empty() {
+        return Err("token is empty".into());
+    }
+    Ok((base, token))
+}
+
+/// Typeform: newest first, paging backwards with `before=<last token>` until a short
+/// page; `since` is the high-water mark.
+async fn sync_typeform(
+    ctx: &mut RunContext<'_>,
+    c: &DatabaseConnection,
+    spec: &SurveySpec,
+    since: Option<DateTime<Utc>>,
+    label: &str,
+) -> Result<Synced, String> {
+    let (base, token) = endpoint(spec).map_err(|e| format!("{label}: {e}"))?;
+    let url = format!("{base}/forms/{}/responses", spec.form_id);
+    let first =
+        reqwest::Url::parse(&url).map_err(|e| format!("{label}: bad url \"{url}\": {e}"))?;
+    let shown = format!("{}{}", first.origin().ascii_serialization(), first.path());
+    let mut synced = Synced::default();
+    let mut before: Option<String> = None;
+    loop {
+        let mut u = first.clone();
+        {
+            let mut q = u.query_pairs_mut();
+            q.append_pair("page_size", &spec.page_size.to_string());
+            if let Some(s) = since {
+                q.append_pair("since", &rfc3339(s));
+            }
+            if let Some(b) = &before {
+                q.append_pair("before", b);
+            }
+        }
+        let body = get_json(&u, Auth::Bearer(&token), &shown)
+            .await
+            .map_err(|e| format!("{label}: {e}"))?;
+        let items = items_of(&body, "items", &shown).map_err(|e| format!("{label}: {e}"))?;
+        let last = items
+            .last()
+            .and_then(|i| i.get("token"))
+            .and_then(scalar_text);
+        let n = items.len();
+        let page = synced.pages + 1;
+        let parsed = parse_items(spec, items, &format!("page {page}"));
+        synced
+            .page(ctx, c, spec, &format!("{label} page {page}"), parsed)
+            .await?;
+        if n < spec.page_size as usize || n == 0 {
+            break;
+        }
+        match last {
+            Some(t) if before.as_ref() != Some(&t) => before = Some(t),
+            Some(_) => {
+                return Err(format!(
+                    "{label}: GET {shown} returned the same page twice; the server ignores \"before\""
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{label}: the last item of page {page} has no token to page from"
+                ));
+            }
+        }
+    }
+    Ok(synced)
+}
+
+/// Zigpoll: cursor paging (`startCursor` = the previous page's `endCursor`) until no
+/// cursor comes back; `createdAfter` is the high-water mark.
+async fn sync_zigpoll(
+    ctx: &mut RunContext<'_>,
+    c: &DatabaseConnection,
+    spec: &SurveySpec,
+    since: Option<DateTime<Utc>>,
+    label: &str,
+) -> Result<Synced, String> {
+    let (base, key) = endpoint(spec).map_err(|e| format!("{label}: {e}"))?;
+    let url = format!("{base}/responses");
+    let first =
+        reqwest::Url::parse(&url).map_err(|e| format!("{label}: bad url \"{url}\": {e}"))?;
+    let shown = format!("{}{}", first.origin().ascii_serialization(), first.path());
+    let mut synced = Synced::default();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut u = first.clone();
+        {
+            let mut q = u.query_pairs_mut();
+            q.append_pair("pollId", &spec.form_id);
+            q.append_pair("limit", &spec.page_size.to_string());
+            if let Some(s) = since {
+                q.append_pair("createdAfter", &rfc3339(s));
+            }
+            if let Some(cur) = &cursor {
+                q.append_pair("startCursor", cur);
+            }
+        }
+        let body = get_json(&u, Auth::Header(&spec.key_header, &key), &shown)
+            .await
+            .map_err(|e| format!("{label}: {e}"))?;
+        let items = items_of(&body, "data", &shown).map_err(|e| format!("{label}: {e}"))?;
+        let page = synced.pages + 1;
+        let empty = items.is_empty();
+        let parsed = parse_items(spec, items, &format!("page {page}"));
+        synced
+            .page(ctx, c, spec, &format!("{label} page {page}"), parsed)
+            .await?;
+        let next = body
+            .get("endCursor")
+            .and_then(scalar_text)
+            .filter(|s| !s.is_empty());
+        let more = body.get("hasNextPage").and_then(Json::as_bool) != Some(false);
+        match next {
+            Some(n) if more && !empty => {
+                if cursor.as_ref() == Some(&n) {
+                    return Err(format!(
+                        "{label}: GET {shown} returned the same cursor twice; the server ignores \"startCursor\""
+                    ));
+                }
+                cursor = Some(n);
+            }
+            _ => break,
+        }
+    }
+    Ok(synced)
+}
+
+/// A CSV export: every row, upserted (reading a file is cheap and an edited export
+/// then updates its rows).
+async fn sync_csv(
+    ctx: &mut RunContext<'_>,
+    c: &DatabaseConnection,
+    spec: &SurveySpec,
+    label: &str,
+) -> Result<Synced, String> {
+    let path = ctx
+        .render(spec.path.as_deref().unwrap_or_default())
+        .map_err(|e| format!("{label}: {e}"))?;
+    let full = ctx.base_dir().join(&path);
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&full)
+        .map_err(|e| format!("{label}: cannot read the export {path}: {e}"))?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| format!("{label}: {path}: {e}"))?
+        .clone();
+    let mut synced = Synced::default();
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 2;
+        let source = format!("{path}:{line}");
+        match rec {
+            Ok(rec) => match csv_row(spec, &headers, &rec) {
+                Ok(r) => ok.push(r),
+                Err(reason) => {
+                    let raw = Json::Array(rec.iter().map(|v| Json::String(v.into())).collect());
+                    bad.push(reject(&raw, &source, reason));
+                }
+            },
+            Err(e) => bad.push(reject(&Json::Null, &source, e.to_string())),
+        }
+        if ok.len() + bad.len() >= 1000 {
+            let page = (std::mem::take(&mut ok), std::mem::take(&mut bad));
+            synced.page(ctx, c, spec, label, page).await?;
+        }
+    }
+    if !ok.is_empty() || !bad.is_empty() || synced.pages == 0 {
+        synced.page(ctx, c, spec, label, (ok, bad)).await?;
+    }
+    Ok(synced)
+}
+
+/// The responses a run's metrics cover: `[start, end)`, `start` None = from the first.
+fn period(
+    window: MetricsWindow,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, DateTime<Utc>) {
+    match window {
+        MetricsWindow::Interval if start < end => (Some(start), end),
+        MetricsWindow::Interval | MetricsWindow::All => (None, end),
+        MetricsWindow::Trailing(d) => (
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| end.checked_sub_signed(d)),
+            end,
+        ),
+    }
+}
+
+/// One metrics row: a segment (`all`, or a user property) and its value.
+struct MetricsRow {
+    segment: String,
+    value: String,
+    nps: Option<stats::Nps>,
+    responses: u64,
+    csat: Option<(u64, f64)>,
+}
+
+/// Score counts per segment value: (segment value, score, count).
+async fn score_counts(
+    c: &DatabaseConnection,
+    spec: &SurveySpec,
+    score_col: &str,
+    seg: Option<&str>,
+    (from, to): (Option<DateTime<Utc>>, DateTime<Utc>),
+) -> Result<Vec<(String, i64, i64)>, sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let mut values: Vec<Value> = vec![spec.provider.name().into(), spec.form_id.clone().into()];
+    let t = |v: DateTime<Utc>| -> Value {
+        if b == DbBackend::Postgres {
+            v.into()
+        } else {
+            rfc3339(v).into()
+        }
+    };
+    values.push(t(to));
+    let mut cond = format!(
+        "r.provider = {} AND r.form_id = {} AND {} < {} AND r.{score_col} IS NOT NULL",
+        ph(b, 1),
+        ph(b, 2),
+        time_col(b, "r.submitted_at"),
+        time_param(b, 3)
+    );
+    if let Some(f) = from {
+        values.push(t(f));
+        cond.push_str(&format!(
+            " AND {} >= {}",
+            time_col(b, "r.submitted_at"),
+            time_param(b, 4)
+        ));
+    }
+    let (sel, join) = match (seg, &spec.segments) {
+        (Some(col), Some(s)) => (
+            format!("COALESCE(CAST(u.\"{col}\" AS TEXT), '(unknown)')"),
+            format!(
+                " LEFT JOIN \"{}\" u ON CAST(u.\"{}\" AS TEXT) = r.user_id",
+                s.table, s.key
+            ),
+        ),
+        _ => ("'all'".to_string(), String::new()),
+    };
+    let sql = format!(
+        "SELECT {sel} AS v, r.{score_col} AS s, COUNT(*) AS n FROM survey_responses r{join} WHERE {cond} GROUP BY 1, 2"
+    );
+    let rows = c
+        .query_all_raw(Statement::from_sql_and_values(b, sql, values))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get_by_index::<Option<String>>(0)?.unwrap_or_default(),
+                r.try_get_by_index::<i64>(1)?,
+                r.try_get_by_index::<i64>(2)?,
+            ))
+        })
+        .collect()
+}
+
+fn expand(counts: &[(String, i64, i64)], value: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (_, s, n) in counts.iter().filter(|(v, ..)| v == value) {
+        out.extend(std::iter::repeat_n(
+            *s as u8,
+            usize::try_from(*n).unwrap_or(0),
+        ));
+    }
+    out
+}
+
+async fn compute_metrics(
+    c: &DatabaseConnection,
+    spec: &SurveySpec,
+    range: (Option<DateTime<Utc>>, DateTime<Utc>),
+) -> Result<Vec<MetricsRow>, sea_orm::DbErr> {
+    let mut segs: Vec<Option<&str>> = vec![None];
+    if let Some(s) = &spec.segments {
+        segs.extend(s.columns.iter().map(|c| Some(c.as_str())));
+    }
+    let mut rows = Vec::new();
+    for seg in segs {
+        let nps = if spec.nps_field.is_some() {
+            score_counts(c, spec, "nps_score", seg, range).await?
+        } else {
+            Vec::new()
+        };
+        let csat = if spec.csat_field.is_some() {
+            score_counts(c, spec, "csat_score", seg, range).await?
+        } else {
+            Vec::new()
+        };
+        let mut values: Vec<String> = nps.iter().chain(&csat).map(|(v, ..)| v.clone()).collect();
+        values.sort();
+        values.dedup();
+        if seg.is_none() && values.is_empty() {
+            values.push("all".into());
+        }
+        for v in values {
+            let n_scores = expand(&nps, &v);
+            let c_scores = expand(&csat, &v);
+            rows.push(MetricsRow {
+                segment: seg.unwrap_or("all").to_string(),
+                value: v,
+                responses: n_scores.len() as u64,
+                nps: stats::nps(&n_scores).ok(),
+                csat: stats::csat(&c_scores)
+                    .ok()
+                    .map(|x| (c_scores.len() as u64, x)),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+async fn write_metrics(
+    c: &DatabaseConnection,
+    spec: &SurveySpec,
+    (from, to): (Option<DateTime<Utc>>, DateTime<Utc>),
+    rows: &[MetricsRow],
+) -> Result<(), sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let txn = c.begin().await?;
+    let mut del = Query::delete();
+    del.from_table(Alias::new("survey_metrics"))
+        .and_where(Expr::col(Alias::new("provider")).eq(spec.provider.name()))
+        .and_where(Expr::col(Alias::new("form_id")).eq(spec.form_id.clone()))
+        .and_where(Expr::col(Alias::new("period_end")).eq(to));
+    txn.execute_raw(b.build(&del)).await?;
+    let now = Utc::now();
+    for r in rows {
+        let mut ins = Query::insert();
+        ins.into_table(Alias::new("survey_metrics"))
+            .columns(
+                [
+                    "provider",
+                    "form_id",
+                    "segment",
+                    "segment_value",
+                    "period_start",
+                    "period_end",
+                    "responses",
+                    "promoters",
+                    "passives",
+                    "detractors",
+                    "nps",
+                    "nps_se",
+                    "nps_ci_low",
+                    "nps_ci_high",
+                    "csat_responses",
+                    "csat",
+                    "computed_at",
+                ]
+                .map(Alias::new),
+            )
+            .values_panic([
+                Expr::value(spec.provider.name()),
+                Expr::value(spec.form_id.clone()),
+                Expr::value(r.segment.clone()),
+                Expr::value(r.value.clone()),
+                Expr::value(from),
+                Expr::value(to),
+                Expr::value(r.responses as i64),
+                Expr::value(r.nps.map_or(0, |n| n.promoters as i64)),
+                Expr::value(r.nps.map_or(0, |n| n.passives as i64)),
+                Expr::value(r.nps.map_or(0, |n| n.detractors as i64)),
+                Expr::value(r.nps.map(|n| n.nps)),
+                Expr::value(r.nps.map(|n| n.se)),
+                Expr::value(r.nps.map(|n| n.ci_low)),
+                Expr::value(r.nps.map(|n| n.ci_high)),
+                Expr::value(r.csat.map_or(0, |c| c.0 as i64)),
+                Expr::value(r.csat.map(|c| c.1)),
+                Expr::value(now),
+            ]);
+        txn.execute_raw(b.build(&ins)).await?;
+    }
+    txn.commit().await
+}
+
+pub async fn run(ctx: &mut RunContext<'_>, spec: &SurveySpec) -> TryOutcome {
+    let label = format!("{} form {}", spec.provider.name(), spec.form_id);
+    let conn = match ctx.warehouses.get(&spec.connection).await {
+        Ok(c) => c,
+        Err(e) => return failure(format!("{label}: {e}")),
+    };
+    let (start, end) = match (
+        DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_start),
+        DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_end),
+    ) {
+        (Ok(s), Ok(e)) => (s.with_timezone(&Utc), e.with_timezone(&Utc)),
+        _ => return failure("the run has no valid data interval"),
+    };
+    if let Err(e) = ensure_tables(&conn).await {
+        return failure(format!("{label}: cannot create the survey tables: {e}"));
+    }
+    let mark = match high_water(&conn, spec.provider.name(), &spec.form_id).await {
+        Ok(m) => m,
+        Err(e) => return failure(format!("{label}: cannot read the high-water mark: {e}")),
+    };
+    // Ask from one second before the mark: a response that landed in the same second
+    // as the last one synced is not missed (the overlap is upserted, not duplicated).
+    let since = mark.map(|m| m - chrono::Duration::seconds(1));
+    ctx.log
+        .line(&format!(
+            "[weft] {label}: {}",
+            match mark {
+                Some(m) => format!(
+                    "fetching responses since the high-water mark {}",
+                    rfc3339(m)
+                ),
+                None => "first sync: fetching every response".into(),
+            }
+        ))
+        .await;
+    let synced = match spec.provider {
+        SurveyProvider::Typeform => sync_typeform(ctx, &conn, spec, since, &label).await,
+        SurveyProvider::Zigpoll => sync_zigpoll(ctx, &conn, spec, since, &label).await,
+        SurveyProvider::Csv => sync_csv(ctx, &conn, spec, &label).await,
+    };
+    let synced = match synced {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.log
+                .line("[weft] the pages stored before the failure are kept; the high-water mark did not move, so the next run fetches the rest")
+                .await;
+            return failure(e);
+        }
+    };
+    let new_mark = synced.newest.into_iter().chain(mark).max();
+    if let Err(e) = set_high_water(&conn, spec.provider.name(), &spec.form_id, new_mark).await {
+        return failure(format!("{label}: cannot store the high-water mark: {e}"));
+    }
+    ctx.log
+        .line(&format!(
+            "[weft] {label}: {} page(s), {} response(s) upserted, {} reject(s); high-water mark {}",
+            synced.pages,
+            synced.responses,
+            synced.rejects,
+            new_mark.map_or("none".into(), rfc3339)
+        ))
+        .await;
+    if spec.nps_field.is_none() && spec.csat_field.is_none() {
+        return super::success();
+    }
+    let range = period(spec.metrics_window, start, end);
+    let rows = match compute_metrics(&conn, spec, range).await {
+        Ok(r) => r,
+        Err(e) => return failure(format!("{label}: cannot compute the metrics: {e}")),
+    };
+    if let Err(e) = write_metrics(&conn, spec, range, &rows).await {
+        return failure(format!("{label}: cannot write survey_metrics: {e}"));
+    }
+    let over = match range.0 {
+        Some(f) => format!("{} to {}", rfc3339(f), rfc3339(range.1)),
+        None => format!("everything before {}", rfc3339(range.1)),
+    };
+    for r in &rows {
+        let who = if r.segment == "all" {
+            String::new()
+        } else {
+            format!(" [{} = {}]", r.segment, r.value)
+        };
+        let nps = match r.nps {
+            Some(n) => format!(
+                "NPS {:+.1} (95% CI {:+.1} to {:+.1}; {} promoters, {} passives, {} detractors of {})",
+                n.nps, n.ci_low, n.ci_high, n.promoters, n.passives, n.detractors, n.responses
+            ),
+            None if spec.nps_field.is_some() => "no NPS answer".into(),
+            None => String::new(),
+        };
+        let csat = r
+            .csat
+            .map(|(n, x)| format!(", CSAT {:.1}% of {n}", x * 100.0))
+            .unwrap_or_default();
+        ctx.log
+            .line(&format!("[weft] {label}{who}, {over}: {nps}{csat}"))
+            .await;
+    }
+    super::success()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn spec(provider: SurveyProvider) -> SurveySpec {
+        SurveySpec {
+            provider,
+            form_id: "nps1".into(),
+            base_url: None,
+            token: None,
+            key_header: "Authorization".into(),
+            path: None,
+            page_size: 1000,
+            nps_field: Some("nps".into()),
+            csat_field: None,
+            user_field: "user_id".into(),
+            segments: None,
+            metrics_window: MetricsWindow::Interval,
+            connection: "warehouse".into(),
+        }
+    }
+
+    fn obj(v: Json) -> Map<String, Json> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn typeform_answers_become_typed_values() {
+        let item = serde_json::json!({
+            "token": "t1", "landed_at": "2026-11-01T10:00:00Z", "submitted_at": "2026-11-01T10:02:00Z",
+            "hidden": {"user_id": "u7"},
+            "answers": [
+                {"field": {"id": "f1", "ref": "nps", "type": "opinion_scale"}, "type": "number", "number": 9},
+                {"field": {"id": "f2", "type": "multiple_choice"}, "type": "choice", "choice": {"label": "Price"}},
+                {"field": {"id": "f3", "type": "multiple_choice"}, "type": "choices", "choices": {"labels": ["A", "B"]}},
+                {"field": {"id": "f4", "type": "yes_no"}, "type": "boolean", "boolean": false},
+                {"field": {"id": "f5", "type": "email"}, "type": "email", "email": "a@b.c"},
+                {"field": {"id": "f6", "type": "date"}, "type": "date", "date": "2026-10-01"}
+            ]
+        });
+        let r = typeform_item(&spec(SurveyProvider::Typeform), &obj(item)).unwrap();
+        assert_eq!(r.token, "t1");
+        assert_eq!(r.nps, Some(9));
+        assert_eq!(r.user_id.as_deref(), Some("u7"));
+        assert_eq!(r.answers[0].field, "nps");
+        assert_eq!(r.answers[0].number, Some(9.0));
+        assert_eq!(r.answers[1].text.as_deref(), Some("Price"));
+        assert_eq!(r.answers[2].text.as_deref(), Some("[\"A\",\"B\"]"));
+        assert_eq!(r.answers[3].boolean, Some(false));
+        assert_eq!(r.answers[4].text.as_deref(), Some("a@b.c"));
+        assert_eq!(r.answers[5].date.as_deref(), Some("2026-10-01"));
+    }
+
+    #[test]
+    fn malformed_items_say_why() {
+        let s = spec(SurveyProvider::Typeform);
+        let cases = [
+            (
+                serde_json::json!({"submitted_at": "2026-11-01T10:00:00Z"}),
+                "no response id",
+            ),
+            (serde_json::json!({"token": "a"}), "no \"submitted_at\""),
+            (
+                serde_json::json!({"token": "a", "submitted_at": "yesterday"}),
+                "is not a time",
+            ),
+            (
+                serde_json::json!({"token": "a", "submitted_at": "2026-11-01T10:00:00Z", "answers": 3}),
+                "\"answers\" is not a list",
+            ),
+            (
+                serde_json::json!({"token": "a", "submitted_at": "2026-11-01T10:00:00Z",
+                "answers": [{"field": {"ref": "nps"}, "type": "number", "number": 11}]}),
+                "holds 11, not a whole number 0-10",
+            ),
+            (
+                serde_json::json!({"token": "a", "submitted_at": "2026-11-01T10:00:00Z",
+                "answers": [{"field": {"ref": "nps"}, "type": "number"}]}),
+                "no \"number\" value",
+            ),
+        ];
+        for (item, want) in cases {
+            let err = typeform_item(&s, &obj(item.clone())).unwrap_err();
+            assert!(err.contains(want), "{item}: {err}");
+        }
+        let (ok, bad) = parse_items(&s, &[serde_json::json!(5)], "page 1");
+        assert!(ok.is_empty());
+        assert_eq!(bad[0].reason, "not a JSON object");
+        assert_eq!(bad[0].source, "page 1 item 1");
+    }
+
+    #[test]
+    fn zigpoll_items_and_csv_rows_read_loosely_typed_values() {
+        let s = spec(SurveyProvider::Zigpoll);
+        let item = serde_json::json!({"_id": "z1", "createdAt": 1_700_000_000_000_i64,
+            "slideId": "nps", "response": "10", "metadata": {"user_id": 42}});
+        let r = zigpoll_item(&s, &obj(item)).unwrap();
+        assert_eq!((r.token.as_str(), r.nps), ("z1", Some(10)));
+        assert_eq!(r.user_id.as_deref(), Some("42"));
+        assert_eq!(r.submitted_at.timestamp(), 1_700_000_000);
+
+        let s = spec(SurveyProvider::Csv);
+        let headers = csv::StringRecord::from(vec![
+            "token",
+            "Submit Date (UTC)",
+            "nps",
+            "comment",
+            "user_id",
+        ]);
+        let rec = csv::StringRecord::from(vec!["c1", "2026-11-02 08:00:00", "6", "slow", "u1"]);
+        let r = csv_row(&s, &headers, &rec).unwrap();
+        assert_eq!(r.nps, Some(6));
+        assert_eq!(r.user_id.as_deref(), Some("u1"));
+        assert_eq!(r.answers.len(), 2);
+        assert_eq!(r.answers[1].text.as_deref(), Some("slow"));
+        assert_eq!(rfc3339(r.submitted_at), "2026-11-02T08:00:00Z");
+    }
+
+    #[test]
+    fn the_metrics_period_follows_the_window() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let (s, e) = (t("2026-11-01T00:00:00Z"), t("2026-11-02T00:00:00Z"));
+        assert_eq!(period(MetricsWindow::Interval, s, e), (Some(s), e));
+        assert_eq!(period(MetricsWindow::Interval, e, e), (None, e));
+        assert_eq!(period(MetricsWindow::All, s, e), (None, e));
+        assert_eq!(
+            period(
+                MetricsWindow::Trailing(Duration::from_secs(7 * 86400)),
+                s,
+                e
+            ),
+            (Some(t("2026-10-26T00:00:00Z")), e)
+        );
+    }
+}
