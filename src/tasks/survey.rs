@@ -85,6 +85,13 @@ fn parse_time(v: &Json) -> Option<DateTime<Utc>> {
                 .map(|t| t.with_timezone(&Utc))
                 .ok()
                 .or_else(|| {
+                    // As SQLite keeps times: `2026-03-01 10:00:00+00:00`.
+                    ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f %:z"]
+                        .iter()
+                        .find_map(|f| DateTime::parse_from_str(s, f).ok())
+                        .map(|t| t.with_timezone(&Utc))
+                })
+                .or_else(|| {
                     [
                         "%Y-%m-%d %H:%M:%S",
                         "%Y-%m-%dT%H:%M:%S",
@@ -1004,7 +1011,7 @@ async fn score_counts(
         _ => ("'all'".to_string(), String::new()),
     };
     let sql = format!(
-        "SELECT {sel} AS v, r.{score_col} AS s, COUNT(*) AS n FROM survey_responses r{join} WHERE {cond} GROUP BY 1, 2"
+        "SELECT {sel} AS v, CAST(r.{score_col} AS BIGINT) AS s, COUNT(*) AS n FROM survey_responses r{join} WHERE {cond} GROUP BY 1, 2"
     );
     let rows = c
         .query_all_raw(Statement::from_sql_and_values(b, sql, values))

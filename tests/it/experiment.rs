@@ -9,7 +9,7 @@ use chrono::Utc;
 use weft::db::{Db, RunState};
 use weft::scheduler::commands;
 
-use crate::support::{Env, TestDb, backends, scalar, utc};
+use crate::support::{Env, TestDb, backends, float, scalar, utc};
 
 const DAG: &str = r#"
 schedule = "@daily"
@@ -61,20 +61,6 @@ fn fixtures(dir: &std::path::Path) {
     writeln!(exp, r#"{{"user_id": "other", "experiment": "another_test", "variant": "x", "timestamp": "2026-01-01T11:00:00Z"}}"#).expect("w");
     std::fs::write(dir.join("exposures.jsonl"), exp).expect("exposures");
     std::fs::write(dir.join("events.jsonl"), ev).expect("events");
-}
-
-async fn float(db: &Db, sql: &str) -> f64 {
-    use sea_orm::ConnectionTrait;
-    let row = db
-        .conn
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.conn.get_database_backend(),
-            sql.to_string(),
-        ))
-        .await
-        .expect("q")
-        .expect("row");
-    row.try_get_by_index::<f64>(0).expect("float")
 }
 
 async fn scenario(t: &TestDb) {

@@ -9,6 +9,7 @@ mod engine;
 mod experiment;
 mod ingest;
 mod schedule;
+mod survey;
 mod transform;
 mod validation;
 mod web;

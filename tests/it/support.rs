@@ -342,3 +342,18 @@ pub async fn text(db: &Db, sql: &str) -> String {
         .expect("row");
     row.try_get_by_index::<String>(0).expect("text")
 }
+
+/// The first column of the first row of a query, as a float.
+pub async fn float(db: &Db, sql: &str) -> f64 {
+    use sea_orm::ConnectionTrait;
+    let row = db
+        .conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.conn.get_database_backend(),
+            sql.to_string(),
+        ))
+        .await
+        .expect("q")
+        .expect("row");
+    row.try_get_by_index::<f64>(0).expect("float")
+}
