@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn weft() -> Command {
+pub(crate) fn weft() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_weft"));
     c.env_remove("WEFT_DATABASE_URL")
         .env_remove("WEFT_DAGS_FOLDER")
@@ -31,7 +31,7 @@ fn text(o: &Output) -> String {
 }
 
 /// A project folder with a weft.toml, a dags/ folder and a database inside it.
-fn project(dags: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn project(dags: &[(&str, &str)]) -> tempfile::TempDir {
     project_with(dags, "")
 }
 

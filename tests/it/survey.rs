@@ -524,3 +524,81 @@ segments = { table = "app_users", columns = ["plan"] }
         t.cleanup().await;
     }
 }
+
+/// The issue's minimal form, exactly as written: `base_url` and `token` come from the
+/// environment of the `weft` process.
+const MINIMAL: &str = r#"
+[tasks.sync_nps]
+kind = "survey_sync"
+provider = "typeform"
+form_id = "nps1"
+base_url = "${TYPEFORM_BASE_URL}"
+token = "${TYPEFORM_TOKEN}"
+nps_field = "nps"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minimal_form_reads_url_and_token_from_the_environment() {
+    let p = Arc::new(Provider::default());
+    {
+        let mut items = p.items.lock().expect("lock");
+        for (i, s) in [10, 10, 0].iter().enumerate() {
+            items.push(response(
+                &format!("m{i}"),
+                &format!("2026-06-01T0{i}:00:00Z"),
+                Some(*s),
+                "u",
+            ));
+        }
+    }
+    let base = serve(p.clone()).await;
+    let dir = crate::cli::project(&[("nps", MINIMAL)]);
+    let path = dir.path().to_path_buf();
+    let run = move |vars: Vec<(&'static str, String)>| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = crate::cli::weft();
+            c.current_dir(&path).args(["dags", "test", "nps"]);
+            for (k, v) in vars {
+                c.env(k, v);
+            }
+            c.output().expect("weft")
+        })
+    };
+    // Without the variables the task fails and says which one is missing.
+    let o = run(vec![]).await.expect("join");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("environment variable TYPEFORM_BASE_URL is not set"),
+        "{out}"
+    );
+    let o = run(vec![
+        ("TYPEFORM_BASE_URL", base.clone()),
+        ("TYPEFORM_TOKEN", "tf-token".into()),
+    ])
+    .await
+    .expect("join");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{out}");
+    let wh = Db::connect(&format!(
+        "sqlite://{}?mode=rw",
+        dir.path().join("warehouse.db").display()
+    ))
+    .await
+    .expect("warehouse");
+    assert_eq!(
+        scalar(&wh, "SELECT COUNT(*) FROM survey_responses").await,
+        3
+    );
+    let nps = float(&wh, "SELECT nps FROM survey_metrics").await;
+    assert!((nps - 100.0 / 3.0).abs() < 1e-9, "{nps}");
+}
