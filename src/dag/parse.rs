@@ -1880,9 +1880,13 @@ impl<'s> Parser<'s, '_> {
             Some(v) => match self.string(v, task, "metrics_window").as_deref() {
                 Some("interval") => Some(MetricsWindow::Interval),
                 Some("all") => Some(MetricsWindow::All),
-                Some(_) => self
-                    .duration(v, task, "metrics_window")
-                    .map(MetricsWindow::Trailing),
+                Some(other) => match humantime::parse_duration(other.trim()) {
+                    Ok(d) if !d.is_zero() => Some(MetricsWindow::Trailing(d)),
+                    _ => {
+                        self.err(v.span(), task, format!("metrics_window \"{other}\": use \"interval\" (the run's data interval), \"all\" or a trailing duration such as \"30d\""));
+                        None
+                    }
+                },
                 None => None,
             },
             None => Some(MetricsWindow::Interval),
