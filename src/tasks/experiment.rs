@@ -509,3 +509,148 @@ async fn write_results(
     }
     txn.commit().await
 }
+
+// ------------------------------------------------------------------ reading results back
+
+/// One stored row of `experiment_results`, as the experiment page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResult {
+    pub metric: String,
+    pub variant: String,
+    pub users: i64,
+    pub value: Option<f64>,
+    pub diff: Option<f64>,
+    pub diff_ci_low: Option<f64>,
+    pub diff_ci_high: Option<f64>,
+    pub rel_lift: Option<f64>,
+    pub rel_lift_ci_low: Option<f64>,
+    pub rel_lift_ci_high: Option<f64>,
+    pub p_value: Option<f64>,
+    pub srm_p_value: Option<f64>,
+    pub excluded_users: i64,
+    pub interval_end: String,
+    pub computed_at: String,
+}
+
+fn ph(b: DbBackend, i: usize) -> String {
+    if b == DbBackend::Postgres {
+        format!("${i}")
+    } else {
+        "?".into()
+    }
+}
+
+/// The rows of the latest analysed interval of an experiment (empty when the table or
+/// the experiment is not there yet).
+pub async fn latest_results(
+    c: &DatabaseConnection,
+    experiment: &str,
+) -> Result<Vec<StoredResult>, sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let sql = format!(
+        "SELECT metric, variant, users, value, diff, diff_ci_low, diff_ci_high, rel_lift, rel_lift_ci_low, rel_lift_ci_high, \
+         p_value, srm_p_value, excluded_users, interval_end, computed_at FROM experiment_results \
+         WHERE experiment = {p1} AND interval_end = (SELECT MAX(interval_end) FROM experiment_results WHERE experiment = {p2}) \
+         ORDER BY metric, variant",
+        p1 = ph(b, 1),
+        p2 = ph(b, 2)
+    );
+    let rows = c
+        .query_all_raw(Statement::from_sql_and_values(
+            b,
+            sql,
+            [experiment.into(), experiment.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let f = |i: usize| r.try_get_by_index::<Option<f64>>(i);
+            Ok(StoredResult {
+                metric: r.try_get_by_index(0)?,
+                variant: r.try_get_by_index(1)?,
+                users: r.try_get_by_index(2)?,
+                value: f(3)?,
+                diff: f(4)?,
+                diff_ci_low: f(5)?,
+                diff_ci_high: f(6)?,
+                rel_lift: f(7)?,
+                rel_lift_ci_low: f(8)?,
+                rel_lift_ci_high: f(9)?,
+                p_value: f(10)?,
+                srm_p_value: f(11)?,
+                excluded_users: r.try_get_by_index(12)?,
+                interval_end: r.try_get_by_index(13)?,
+                computed_at: r.try_get_by_index(14)?,
+            })
+        })
+        .collect()
+}
+
+/// Turnaround of the latest `limit` analysed intervals: (interval end, seconds from it
+/// to the results being written), oldest first.
+pub async fn turnarounds(
+    c: &DatabaseConnection,
+    experiment: &str,
+    limit: u32,
+) -> Result<Vec<(String, f64)>, sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let sql = format!(
+        "SELECT interval_end, MAX(computed_at) FROM experiment_results WHERE experiment = {} \
+         GROUP BY interval_end ORDER BY interval_end DESC LIMIT {limit}",
+        ph(b, 1)
+    );
+    let rows = c
+        .query_all_raw(Statement::from_sql_and_values(b, sql, [experiment.into()]))
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let end: String = r.try_get_by_index(0)?;
+        let at: String = r.try_get_by_index(1)?;
+        if let (Ok(e), Ok(a)) = (
+            DateTime::parse_from_rfc3339(&end),
+            DateTime::parse_from_rfc3339(&at),
+        ) {
+            out.push((end, (a - e).num_milliseconds() as f64 / 1000.0));
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// The table an experiment's exposures are read from.
+pub fn exposures_table(spec: &ExperimentSpec) -> String {
+    match &spec.exposures {
+        RowSource::Table(t) => t.clone(),
+        RowSource::File { .. } => "weft_exposures".into(),
+    }
+}
+
+/// Users by day of first exposure and variant (users in several variants left out):
+/// (day `YYYY-MM-DD`, variant, users), by day.
+pub async fn daily_exposures(
+    c: &DatabaseConnection,
+    table: &str,
+    experiment: &str,
+) -> Result<Vec<(String, String, i64)>, sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let sql = format!(
+        "SELECT SUBSTR(CAST(t0 AS TEXT), 1, 10) AS day, variant, COUNT(*) FROM \
+         (SELECT user_id, MIN(variant) AS variant, MIN(\"timestamp\") AS t0 FROM {} \
+          WHERE experiment = {} AND user_id IS NOT NULL GROUP BY user_id HAVING COUNT(DISTINCT variant) = 1) f \
+         GROUP BY 1, 2 ORDER BY 1, 2",
+        q(table),
+        ph(b, 1)
+    );
+    let rows = c
+        .query_all_raw(Statement::from_sql_and_values(b, sql, [experiment.into()]))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get_by_index::<Option<String>>(0)?.unwrap_or_default(),
+                r.try_get_by_index::<Option<String>>(1)?.unwrap_or_default(),
+                r.try_get_by_index::<i64>(2)?,
+            ))
+        })
+        .collect()
+}

@@ -2,7 +2,7 @@
 //! calls, so a new kind plugs in here (and in `dag::parse`) without touching the
 //! scheduler.
 
-mod experiment;
+pub mod experiment;
 mod fetch;
 mod http;
 mod ingest;
@@ -10,7 +10,7 @@ pub mod transform;
 pub use http::send as http_send;
 mod shell;
 mod sql;
-mod survey;
+pub mod survey;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1248,6 +1248,150 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &SurveySpec) -> TryOutcome {
     super::success()
 }
 
+// ------------------------------------------------------------------ reading back
+
+/// Responses of a form by day and score: (day `YYYY-MM-DD`, score, responses); the
+/// score is `None` for responses without one.
+pub async fn daily_scores(
+    c: &DatabaseConnection,
+    provider: &str,
+    form: &str,
+    csat: bool,
+) -> Result<Vec<(String, Option<i64>, i64)>, sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let col = if csat { "csat_score" } else { "nps_score" };
+    let sql = format!(
+        "SELECT SUBSTR(CAST(submitted_at AS TEXT), 1, 10) AS day, CAST({col} AS BIGINT) AS s, COUNT(*) FROM survey_responses \
+         WHERE provider = {} AND form_id = {} GROUP BY 1, 2 ORDER BY 1",
+        ph(b, 1),
+        ph(b, 2)
+    );
+    let rows = c
+        .query_all_raw(Statement::from_sql_and_values(
+            b,
+            sql,
+            [provider.into(), form.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get_by_index::<Option<String>>(0)?.unwrap_or_default(),
+                r.try_get_by_index::<Option<i64>>(1)?,
+                r.try_get_by_index::<i64>(2)?,
+            ))
+        })
+        .collect()
+}
+
+/// One stored row of `survey_metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMetrics {
+    pub segment: String,
+    pub segment_value: String,
+    pub period_start: Option<String>,
+    pub period_end: String,
+    pub responses: i64,
+    pub promoters: i64,
+    pub passives: i64,
+    pub detractors: i64,
+    pub nps: Option<f64>,
+    pub nps_ci_low: Option<f64>,
+    pub nps_ci_high: Option<f64>,
+    pub csat: Option<f64>,
+    pub csat_responses: i64,
+    pub computed_at: String,
+}
+
+/// The metrics rows of a form's latest period end.
+pub async fn latest_metrics(
+    c: &DatabaseConnection,
+    provider: &str,
+    form: &str,
+) -> Result<Vec<StoredMetrics>, sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let sql = format!(
+        "SELECT segment, segment_value, CAST(period_start AS TEXT), CAST(period_end AS TEXT), responses, promoters, passives, detractors, \
+         nps, nps_ci_low, nps_ci_high, csat, csat_responses, CAST(computed_at AS TEXT) FROM survey_metrics \
+         WHERE provider = {p1} AND form_id = {p2} AND period_end = (SELECT MAX(period_end) FROM survey_metrics WHERE provider = {p3} AND form_id = {p4}) \
+         ORDER BY CASE WHEN segment = 'all' THEN 0 ELSE 1 END, segment, segment_value",
+        p1 = ph(b, 1),
+        p2 = ph(b, 2),
+        p3 = ph(b, 3),
+        p4 = ph(b, 4)
+    );
+    let rows = c
+        .query_all_raw(Statement::from_sql_and_values(
+            b,
+            sql,
+            [provider.into(), form.into(), provider.into(), form.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let f = |i: usize| r.try_get_by_index::<Option<f64>>(i);
+            Ok(StoredMetrics {
+                segment: r.try_get_by_index(0)?,
+                segment_value: r.try_get_by_index(1)?,
+                period_start: r.try_get_by_index(2)?,
+                period_end: r.try_get_by_index::<Option<String>>(3)?.unwrap_or_default(),
+                responses: r.try_get_by_index(4)?,
+                promoters: r.try_get_by_index(5)?,
+                passives: r.try_get_by_index(6)?,
+                detractors: r.try_get_by_index(7)?,
+                nps: f(8)?,
+                nps_ci_low: f(9)?,
+                nps_ci_high: f(10)?,
+                csat: f(11)?,
+                csat_responses: r.try_get_by_index(12)?,
+                computed_at: r
+                    .try_get_by_index::<Option<String>>(13)?
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// A form's sync state: (responses stored, rejects, high-water mark, last sync).
+pub async fn form_state(
+    c: &DatabaseConnection,
+    provider: &str,
+    form: &str,
+) -> Result<(i64, i64, Option<String>, Option<String>), sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let sql = format!(
+        "SELECT (SELECT COUNT(*) FROM survey_responses WHERE provider = {p1} AND form_id = {p2}), \
+         (SELECT COUNT(*) FROM survey_rejects WHERE provider = {p3} AND form_id = {p4}), \
+         (SELECT CAST(high_water AS TEXT) FROM survey_sync_state WHERE provider = {p5} AND form_id = {p6}), \
+         (SELECT CAST(last_sync_at AS TEXT) FROM survey_sync_state WHERE provider = {p7} AND form_id = {p8})",
+        p1 = ph(b, 1),
+        p2 = ph(b, 2),
+        p3 = ph(b, 3),
+        p4 = ph(b, 4),
+        p5 = ph(b, 5),
+        p6 = ph(b, 6),
+        p7 = ph(b, 7),
+        p8 = ph(b, 8)
+    );
+    let mut values: Vec<Value> = Vec::new();
+    for _ in 0..4 {
+        values.push(provider.into());
+        values.push(form.into());
+    }
+    let row = c
+        .query_one_raw(Statement::from_sql_and_values(b, sql, values))
+        .await?;
+    match row {
+        None => Ok((0, 0, None, None)),
+        Some(r) => Ok((
+            r.try_get_by_index(0)?,
+            r.try_get_by_index(1)?,
+            r.try_get_by_index(2)?,
+            r.try_get_by_index(3)?,
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod charts;
 pub mod error;
+mod insights;
 mod metrics;
 pub mod pages;
 pub mod views;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub engine: Option<Engine>,
     pub key: Key,
     pub csrf: CsrfConfig,
+    /// Warehouse connections, for the pages that read what tasks wrote there.
+    pub warehouses: Arc<crate::tasks::Warehouses>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -94,6 +98,9 @@ impl AppState {
             .with_secure(config.secure_cookies);
         Ok(AppState {
             db,
+            warehouses: crate::tasks::Warehouses::new(
+                config.connections.clone().into_iter().collect(),
+            ),
             config: Arc::new(config),
             registry,
             engine,
@@ -124,6 +131,10 @@ pub fn app(state: AppState) -> Router {
             get(pages::raw_log),
         )
         .route("/dashboard", get(pages::dashboard))
+        .route("/experiments", get(insights::experiments_page))
+        .route("/experiments/{experiment}", get(insights::experiment_page))
+        .route("/surveys", get(insights::surveys_page))
+        .route("/surveys/{provider}/{form_id}", get(insights::survey_page))
         .route("/import-errors", get(pages::import_errors))
         .route("/pools", get(pages::pools_page).post(pages::pools_post))
         .route("/users", get(pages::users_page).post(pages::users_post))

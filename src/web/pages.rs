@@ -45,7 +45,7 @@ pub struct NoticeQuery {
     pub notice: Option<String>,
 }
 
-async fn layout(
+pub(super) async fn layout(
     state: &AppState,
     viewer: &Viewer,
     token: &CsrfToken,
@@ -77,7 +77,7 @@ async fn layout(
     })
 }
 
-fn page(token: CsrfToken, t: impl IntoResponse) -> Response {
+pub(super) fn page(token: CsrfToken, t: impl IntoResponse) -> Response {
     (token, t).into_response()
 }
 

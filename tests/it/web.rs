@@ -196,6 +196,8 @@ async fn every_page_and_api_route_renders() {
         format!("/dags/fine/runs/{r}/tasks/a?try=1"),
         format!("/dags/fine/runs/{r}/tasks/a/log?try=1"),
         "/dashboard".into(),
+        "/experiments".into(),
+        "/surveys".into(),
         "/pools".into(),
         "/import-errors".into(),
         "/login".into(),
@@ -673,5 +675,132 @@ async fn trigger_form_and_api_check_params_and_tokens() {
         StatusCode::UNAUTHORIZED
     );
     let _ = Arc::new(());
+    env.stop().await;
+}
+
+const INSIGHTS: &str = r#"
+[tasks.analyze]
+kind = "experiment"
+experiment = "checkout_v2"
+exposures = { path = "exposures.jsonl", format = "jsonl" }
+events = { table = "events" }
+control = "control"
+split = { control = 0.5, treatment = 0.5 }
+[[tasks.analyze.metrics]]
+name = "purchased"
+event = "purchased"
+
+[tasks.feedback]
+kind = "survey_sync"
+provider = "csv"
+form_id = "fb"
+path = "fb.csv"
+nps_field = "nps"
+"#;
+
+#[tokio::test]
+async fn experiment_and_survey_pages_chart_what_the_tasks_wrote() {
+    use std::fmt::Write as _;
+    let t = sqlite_db().await;
+    let env = Env::start(&t, &[("insights", INSIGHTS)], |_| {}, None).await;
+    // 600 control and 400 treatment users: a sample-ratio mismatch.
+    let mut exp = String::new();
+    let mut ev = String::new();
+    for i in 0..1000 {
+        let v = if i < 600 { "control" } else { "treatment" };
+        writeln!(exp, r#"{{"user_id": "u{i}", "experiment": "checkout_v2", "variant": "{v}", "timestamp": "2026-02-0{}T10:00:00Z"}}"#, 1 + i % 3).expect("w");
+        if i % 7 == 0 {
+            writeln!(ev, r#"{{"message_id": "e{i}", "event": "purchased", "user_id": "u{i}", "timestamp": "2026-02-04T10:00:00Z"}}"#).expect("w");
+        }
+    }
+    std::fs::write(env.dags_dir().join("exposures.jsonl"), exp).expect("w");
+    std::fs::write(
+        env.dags_dir().join("fb.csv"),
+        "token,submitted_at,nps,comment\na,2026-03-02 10:00:00,10,<b>bold</b>\nb,2026-03-03 10:00:00,9,\nc,2026-03-10 10:00:00,3,\nd,2026-03-11 10:00:00,8,\n",
+    )
+    .expect("w");
+    // The events table the experiment reads.
+    let wh = weft::db::Db::connect(&env.config.connections["warehouse"].url)
+        .await
+        .expect("wh");
+    {
+        use sea_orm::ConnectionTrait;
+        wh.conn
+            .execute_unprepared("CREATE TABLE events (message_id TEXT, event TEXT, user_id TEXT, \"timestamp\" TEXT, properties TEXT)")
+            .await
+            .expect("events");
+        for line in ev.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            wh.conn
+                .execute_unprepared(&format!(
+                    "INSERT INTO events VALUES ('{}', 'purchased', '{}', '{}', '{{}}')",
+                    v["message_id"].as_str().expect("id"),
+                    v["user_id"].as_str().expect("user"),
+                    v["timestamp"].as_str().expect("ts")
+                ))
+                .await
+                .expect("insert");
+        }
+    }
+    let state = AppState::new(
+        env.db.clone(),
+        env.config.clone(),
+        env.registry.clone(),
+        Some(env.engine.clone()),
+    )
+    .await
+    .expect("state");
+    let mut c = Client::new(app(state));
+    // Before any run: the pages say so instead of failing.
+    let before = c.get("/experiments/checkout_v2").await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.body);
+    assert!(before.body.contains("No results yet"), "{}", before.body);
+    let before = c.get("/surveys/csv/fb").await;
+    assert!(before.body.contains("No responses yet"), "{}", before.body);
+
+    let run = env.trigger("insights").await;
+    assert_eq!(
+        env.wait_run(run.id, std::time::Duration::from_secs(60))
+            .await,
+        RunState::Success,
+        "{:?}",
+        env.states(run.id).await
+    );
+    let page = c.get("/experiments/checkout_v2").await.body;
+    assert!(
+        page.contains("id=\"srm-warning\""),
+        "600/400 against 50/50 warns: {page}"
+    );
+    assert!(page.contains("<svg class=\"chart forest\""), "{page}");
+    assert!(page.contains("purchased · treatment"), "{page}");
+    assert!(page.contains("<svg class=\"chart lines\""), "{page}");
+    assert!(
+        page.contains("control (600)") && page.contains("treatment (400)"),
+        "{page}"
+    );
+    assert!(page.contains("id=\"turnaround\""), "{page}");
+    let list = c.get("/experiments").await.body;
+    assert!(list.contains("sample-ratio mismatch"), "{list}");
+    let missing = c.get("/experiments/checkout_v3").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("did you mean"), "{}", missing.body);
+
+    let page = c.get("/surveys/csv/fb").await.body;
+    assert!(page.contains("<svg class=\"chart trend\""), "{page}");
+    assert!(page.contains("<polygon class=\"band\""), "{page}");
+    assert!(page.contains("<svg class=\"chart scores\""), "{page}");
+    // Two weeks: +100 (2 promoters), then -50 (a detractor and a passive) -> overall +25.
+    assert!(page.contains("Mar 02: NPS +100.0"), "{page}");
+    assert!(page.contains("Mar 09: NPS -50.0"), "{page}");
+    assert!(page.contains("+25.0 ["), "{page}");
+    assert!(
+        !page.contains("<b>bold</b>"),
+        "answers never reach the page unescaped"
+    );
+    let list = c.get("/surveys").await.body;
+    assert!(
+        list.contains(">fb</a>") && list.contains("<td>4</td>"),
+        "{list}"
+    );
     env.stop().await;
 }
