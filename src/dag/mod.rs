@@ -487,6 +487,29 @@ pub enum MetricKind {
         property: String,
         window: Duration,
     },
+    /// Sum of the numerator over the sum of the denominator across a variant's users
+    /// (e.g. revenue per session), compared with the delta method.
+    Ratio {
+        numerator: Measure,
+        denominator: Measure,
+        window: Duration,
+    },
+}
+
+/// A per-user quantity: how many `event`s, or the sum of their `property`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measure {
+    pub event: String,
+    pub property: Option<String>,
+}
+
+/// Which exposures an analysis covers; always up to the run's data interval end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnalysisRange {
+    /// Every exposure since the experiment started (or since `start`).
+    Cumulative,
+    /// Only users first exposed within the run's data interval.
+    Interval,
 }
 
 #[derive(Debug, Clone)]
@@ -499,7 +522,12 @@ pub struct Metric {
 #[derive(Debug, Clone)]
 pub struct ExperimentSpec {
     pub experiment: String,
-    pub exposures: RowSource,
+    /// Where exposures come from; None = the `$exposure` (or `$feature_flag_called`)
+    /// events of the events table.
+    pub exposures: Option<RowSource>,
+    pub range: AnalysisRange,
+    /// Exposures before this time are left out (the experiment's start).
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
     pub events: String,
     pub control: String,
     /// Planned share of each variant.

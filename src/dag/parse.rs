@@ -73,6 +73,8 @@ const TRANSFORM_KEYS: &[&str] = &["models", "connection", "tests", "tests_block"
 const EXPERIMENT_KEYS: &[&str] = &[
     "experiment",
     "exposures",
+    "range",
+    "start",
     "events",
     "control",
     "split",
@@ -1667,8 +1669,43 @@ impl<'s> Parser<'s, '_> {
             v
         };
         let experiment = need(self, "experiment").and_then(|v| self.string(v, task, "experiment"));
-        let exposures =
-            need(self, "exposures").and_then(|v| self.row_source(v, id, "exposures", true));
+        let exposures = match lookup(t, "exposures") {
+            Some(v) => self.row_source(v, id, "exposures", true).map(Some),
+            None => Some(None),
+        };
+        let range = match lookup(t, "range") {
+            Some(v) => match self.string(v, task, "range").as_deref() {
+                Some("cumulative") => Some(super::AnalysisRange::Cumulative),
+                Some("interval") => Some(super::AnalysisRange::Interval),
+                Some(other) => {
+                    self.err(v.span(), task, format!("unknown range \"{other}\"; use \"cumulative\" (every exposure up to the interval end, the default) or \"interval\" (users first exposed in the run's data interval)"));
+                    None
+                }
+                None => None,
+            },
+            None => Some(super::AnalysisRange::Cumulative),
+        };
+        let start = match lookup(t, "start") {
+            Some(v) => {
+                let text = match v.get_ref() {
+                    DeValue::String(s) => Some(s.to_string()),
+                    DeValue::Datetime(d) => Some(d.to_string()),
+                    _ => None,
+                };
+                match text.map(|x| parse_datetime_in(&x, Tz::UTC)) {
+                    Some(Ok(d)) => Some(Some(d)),
+                    Some(Err(e)) => {
+                        self.err(v.span(), task, format!("\"start\": {e}"));
+                        None
+                    }
+                    None => {
+                        self.type_error(v, task, "start", "a date such as \"2026-02-01\" (UTC)");
+                        None
+                    }
+                }
+            }
+            None => Some(None),
+        };
         let events = need(self, "events")
             .and_then(|v| self.row_source(v, id, "events", false))
             .and_then(|s| match s {
@@ -1749,6 +1786,8 @@ impl<'s> Parser<'s, '_> {
         Some(TaskKind::Experiment(super::ExperimentSpec {
             experiment: experiment?,
             exposures: exposures?,
+            range: range?,
+            start: start?,
             events: events?,
             control: control?,
             split: split?,
@@ -1971,18 +2010,88 @@ impl<'s> Parser<'s, '_> {
         self.check_keys(
             mt,
             task,
-            &["name", "type", "event", "window", "property"],
+            &[
+                "name",
+                "type",
+                "event",
+                "window",
+                "property",
+                "numerator",
+                "denominator",
+            ],
             "metric",
         );
         let name = lookup(mt, "name").and_then(|v| self.string(v, task, "name"));
+        let ty = lookup(mt, "type")
+            .and_then(|v| self.string(v, task, "type"))
+            .unwrap_or_else(|| "conversion".into());
+        if ty == "ratio" {
+            let window = match lookup(mt, "window") {
+                Some(w) => self.duration(w, task, "window"),
+                None => Some(std::time::Duration::from_secs(72 * 3600)),
+            };
+            let measure = |p: &mut Self, key: &str| -> Option<super::Measure> {
+                let Some(v) = lookup(mt, key) else {
+                    p.err(item.span(), task, format!("a ratio metric needs {key} = {{ event = \"...\", property = \"...\" }} (property optional: without it, events are counted)"));
+                    return None;
+                };
+                let DeValue::Table(m) = v.get_ref() else {
+                    p.type_error(
+                        v,
+                        task,
+                        key,
+                        "a table { event = \"...\", property = \"...\" }",
+                    );
+                    return None;
+                };
+                p.check_keys(m, task, &["event", "property"], key);
+                let event = match lookup(m, "event") {
+                    Some(e) => p.string(e, task, "event")?,
+                    None => {
+                        p.err(v.span(), task, format!("{key} needs an event"));
+                        return None;
+                    }
+                };
+                let property = match lookup(m, "property") {
+                    Some(pv) => {
+                        let prop = p.string(pv, task, "property")?;
+                        if !super::is_sql_name(&prop) {
+                            p.err(
+                                pv.span(),
+                                task,
+                                format!("property \"{prop}\" must be a plain name"),
+                            );
+                            return None;
+                        }
+                        Some(prop)
+                    }
+                    None => None,
+                };
+                Some(super::Measure { event, property })
+            };
+            let numerator = measure(self, "numerator");
+            let denominator = measure(self, "denominator");
+            if let Some(v) = lookup(mt, "event").or(lookup(mt, "property")) {
+                self.err(
+                    v.span(),
+                    task,
+                    "a ratio metric takes numerator and denominator, not event/property",
+                );
+            }
+            return Some(super::Metric {
+                name: name?,
+                kind: super::MetricKind::Ratio {
+                    numerator: numerator?,
+                    denominator: denominator?,
+                    window: window?,
+                },
+            });
+        }
         let event = lookup(mt, "event").and_then(|v| self.string(v, task, "event"));
         let window = match lookup(mt, "window") {
             Some(w) => self.duration(w, task, "window"),
             None => Some(std::time::Duration::from_secs(72 * 3600)),
         };
-        let ty = lookup(mt, "type")
-            .and_then(|v| self.string(v, task, "type"))
-            .unwrap_or_else(|| "conversion".into());
         let (Some(name), Some(event), Some(window)) = (name, event, window) else {
             self.err(
                 item.span(),
@@ -2010,7 +2119,7 @@ impl<'s> Parser<'s, '_> {
                 self.err(
                     item.span(),
                     task,
-                    format!("unknown metric type \"{other}\"; use conversion or mean"),
+                    format!("unknown metric type \"{other}\"; use conversion, mean or ratio"),
                 );
                 return None;
             }

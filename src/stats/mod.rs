@@ -161,6 +161,59 @@ pub fn welch(control: Arm, treatment: Arm) -> Result<Comparison, StatsError> {
     })
 }
 
+/// Per-arm sums of a ratio metric: users, and the sums of each user's numerator `x`,
+/// denominator `y`, their squares and product.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RatioSums {
+    pub n: u64,
+    pub x: f64,
+    pub y: f64,
+    pub xx: f64,
+    pub yy: f64,
+    pub xy: f64,
+}
+
+impl RatioSums {
+    /// The arm of `R = sum(x) / sum(y)`: `mean` = R and `var` the per-user variance of
+    /// the delta method, `(var_x - 2 R cov_xy + R^2 var_y) / mean_y^2`, so `var / n` is
+    /// the variance of R.
+    pub fn arm(&self, which: &str) -> Result<Arm, StatsError> {
+        if self.n == 0 {
+            return Err(StatsError::Empty(which.into()));
+        }
+        if self.n < 2 {
+            return Err(StatsError::Invalid(format!(
+                "{which}: a ratio needs at least two users"
+            )));
+        }
+        let n = self.n as f64;
+        let (mx, my) = (self.x / n, self.y / n);
+        if my == 0.0 || !my.is_finite() || !mx.is_finite() {
+            return Err(StatsError::Invalid(format!(
+                "{which}: the denominator is zero for every user"
+            )));
+        }
+        let vx = (self.xx - n * mx * mx) / (n - 1.0);
+        let vy = (self.yy - n * my * my) / (n - 1.0);
+        let cxy = (self.xy - n * mx * my) / (n - 1.0);
+        let r = mx / my;
+        let var = ((vx - 2.0 * r * cxy + r * r * vy) / (my * my)).max(0.0);
+        Ok(Arm {
+            n: self.n,
+            mean: r,
+            var,
+        })
+    }
+}
+
+/// A ratio metric: the difference of the ratios with the delta-method standard error,
+/// a two-sided normal p-value, and the relative lift.
+pub fn ratio(control: RatioSums, treatment: RatioSums) -> Result<Comparison, StatsError> {
+    let a = control.arm("the control arm")?;
+    let b = treatment.arm("the treatment arm")?;
+    two_proportions(a, b)
+}
+
 /// Sample-ratio mismatch: chi-square goodness of fit of observed counts against the
 /// planned split (shares, normalised). Returns (statistic, p-value).
 pub fn srm(observed: &[u64], planned: &[f64]) -> Result<(f64, f64), StatsError> {
@@ -251,6 +304,47 @@ pub fn csat(scores: &[u8]) -> Result<f64, StatsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sums(users: &[(f64, f64)]) -> RatioSums {
+        users
+            .iter()
+            .fold(RatioSums::default(), |s, (x, y)| RatioSums {
+                n: s.n + 1,
+                x: s.x + x,
+                y: s.y + y,
+                xx: s.xx + x * x,
+                yy: s.yy + y * y,
+                xy: s.xy + x * y,
+            })
+    }
+
+    #[test]
+    fn a_ratio_over_a_constant_denominator_is_a_mean() {
+        let a: Vec<(f64, f64)> = [1.0, 2.0, 3.0, 4.0].iter().map(|x| (*x, 1.0)).collect();
+        let arm = sums(&a).arm("a").unwrap();
+        assert!((arm.mean - 2.5).abs() < 1e-12);
+        assert!((arm.var - 5.0 / 3.0).abs() < 1e-12, "sample variance");
+    }
+
+    #[test]
+    fn ratio_matches_a_hand_computed_delta_method() {
+        // Control: x = [2, 4, 0], y = [1, 2, 1] -> R = 6/4 = 1.5; mean_y = 4/3,
+        // var_x = 4, var_y = 1/3, cov = 1 -> var = (4 - 3 + 0.75) / (16/9) = 0.984375.
+        let c = sums(&[(2.0, 1.0), (4.0, 2.0), (0.0, 1.0)]);
+        let arm = c.arm("control").unwrap();
+        assert!((arm.mean - 1.5).abs() < 1e-12);
+        assert!((arm.var - 0.984375).abs() < 1e-12, "{}", arm.var);
+        let t = sums(&[(3.0, 1.0), (5.0, 2.0), (1.0, 1.0)]);
+        let cmp = ratio(c, t).unwrap();
+        assert!((cmp.diff.value - 0.75).abs() < 1e-12);
+        let tb = t.arm("t").unwrap();
+        let se = (arm.var / 3.0 + tb.var / 3.0).sqrt();
+        assert!((cmp.diff.se - se).abs() < 1e-12);
+        let swapped = ratio(t, c).unwrap();
+        assert!((swapped.diff.value + cmp.diff.value).abs() < 1e-12);
+        assert!(ratio(sums(&[(1.0, 0.0), (2.0, 0.0)]), t).is_err());
+        assert!(ratio(RatioSums::default(), t).is_err());
+    }
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol

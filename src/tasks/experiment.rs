@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Transac
 
 use super::{RunContext, failure};
 use crate::dag::template::rfc3339;
-use crate::dag::{ExperimentSpec, Metric, MetricKind, RowSource};
+use crate::dag::{AnalysisRange, ExperimentSpec, Measure, Metric, MetricKind, RowSource};
 use crate::db::tasks::TryOutcome;
 use crate::stats::{self, Arm};
 
@@ -21,90 +21,185 @@ fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Per-variant sums of the per-user metric value: (variant, users, sum, sum of squares).
-type VariantSums = Vec<(String, i64, f64, f64)>;
+/// Per-variant sums of the per-user values: (variant, users, sums).
+type VariantSums = Vec<(String, i64, stats::RatioSums)>;
 
-/// The SQL computing, per variant, users and the sums of each user's metric value.
+/// What bounds an analysis: exposures before `end` (and from `start`), and for the
+/// interval range, users first exposed from `first_from`.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    end: DateTime<Utc>,
+    start: Option<DateTime<Utc>>,
+    first_from: Option<DateTime<Utc>>,
+}
+
+/// A JSON property of the events table's `properties`.
+fn prop(pg: bool, alias: &str, key: &str) -> String {
+    if pg {
+        format!("{alias}properties ->> {}", lit(key))
+    } else {
+        format!(
+            "json_extract({alias}properties, {})",
+            lit(&format!("$.\"{key}\""))
+        )
+    }
+}
+
+/// The relation exposures are read from: a table, or by default the `$exposure` and
+/// `$feature_flag_called` events of the events table (flag key in `flag`,
+/// `experiment` or `$feature_flag`; variant in `variant` or `$feature_flag_response`).
+fn exposures_relation(pg: bool, table: Option<&str>, events: &str) -> String {
+    match table {
+        Some(t) => q(t),
+        None => format!(
+            "(SELECT user_id, COALESCE({}, {}, {}) AS experiment, COALESCE({}, {}) AS variant, \"timestamp\" \
+             FROM {} WHERE event IN ('$exposure', '$feature_flag_called'))",
+            prop(pg, "", "flag"),
+            prop(pg, "", "experiment"),
+            prop(pg, "", "$feature_flag"),
+            prop(pg, "", "variant"),
+            prop(pg, "", "$feature_flag_response"),
+            q(events)
+        ),
+    }
+}
+
+/// A time column compared as a time on both backends.
+fn t(pg: bool, expr: &str) -> String {
+    if pg {
+        format!("CAST({expr} AS TIMESTAMPTZ)")
+    } else {
+        format!("julianday({expr})")
+    }
+}
+
+/// The first-exposure CTE `f` (user_id, t0, nv, variant) of an analysis.
+fn first_exposures(pg: bool, exposures: &str, experiment: &str, b: Bounds) -> String {
+    let mut cond = format!(
+        "x.experiment = {} AND x.user_id IS NOT NULL AND {} < {}",
+        lit(experiment),
+        t(pg, "x.\"timestamp\""),
+        t(pg, &lit(&rfc3339(b.end)))
+    );
+    if let Some(s) = b.start {
+        cond.push_str(&format!(
+            " AND {} >= {}",
+            t(pg, "x.\"timestamp\""),
+            t(pg, &lit(&rfc3339(s)))
+        ));
+    }
+    let having = b
+        .first_from
+        .map(|f| {
+            format!(
+                " HAVING MIN({}) >= {}",
+                t(pg, "x.\"timestamp\""),
+                t(pg, &lit(&rfc3339(f)))
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "f AS (SELECT x.user_id, MIN({}) AS t0, COUNT(DISTINCT x.variant) AS nv, MIN(x.variant) AS variant \
+         FROM {exposures} x WHERE {cond} GROUP BY x.user_id{having})",
+        t(pg, "x.\"timestamp\"")
+    )
+}
+
+/// Per user: how many `event`s (or the sum of their `property`) within the window
+/// after first exposure.
+fn measure_sql(pg: bool, events: &str, m: &Measure, window: f64) -> String {
+    let in_window = if pg {
+        format!(
+            "CAST(e.\"timestamp\" AS TIMESTAMPTZ) >= f.t0 AND CAST(e.\"timestamp\" AS TIMESTAMPTZ) < f.t0 + make_interval(secs => {window})"
+        )
+    } else {
+        format!(
+            "julianday(e.\"timestamp\") >= f.t0 AND julianday(e.\"timestamp\") < f.t0 + {}",
+            window / 86400.0
+        )
+    };
+    let what = match &m.property {
+        None => "COUNT(*)".to_string(),
+        Some(p) => {
+            let v = if pg {
+                format!("CAST({} AS DOUBLE PRECISION)", prop(pg, "e.", p))
+            } else {
+                format!("CAST({} AS REAL)", prop(pg, "e.", p))
+            };
+            format!("SUM({v})")
+        }
+    };
+    format!(
+        "COALESCE((SELECT {what} FROM {} e WHERE e.user_id = f.user_id AND e.event = {} AND {in_window}), 0.0)",
+        q(events),
+        lit(&m.event)
+    )
+}
+
+/// The SQL computing, per variant, users and the sums of each user's value `v` (and
+/// denominator `w` for ratio metrics).
 fn metric_sql(
     pg: bool,
     exposures: &str,
     events: &str,
     experiment: &str,
-    end: DateTime<Utc>,
+    b: Bounds,
     m: &Metric,
 ) -> String {
-    let (event, window) = match &m.kind {
-        MetricKind::Conversion { event, window } | MetricKind::Mean { event, window, .. } => {
-            (event, window.as_secs_f64())
-        }
-    };
-    let end = lit(&rfc3339(end));
-    let (ts, t0, in_window) = if pg {
-        (
-            format!("CAST(x.\"timestamp\" AS TIMESTAMPTZ) < CAST({end} AS TIMESTAMPTZ)"),
-            "MIN(CAST(x.\"timestamp\" AS TIMESTAMPTZ))",
-            format!(
-                "CAST(e.\"timestamp\" AS TIMESTAMPTZ) >= f.t0 AND CAST(e.\"timestamp\" AS TIMESTAMPTZ) < f.t0 + make_interval(secs => {window})"
-            ),
-        )
-    } else {
-        (
-            format!("julianday(x.\"timestamp\") < julianday({end})"),
-            "MIN(julianday(x.\"timestamp\"))",
-            format!(
-                "julianday(e.\"timestamp\") >= f.t0 AND julianday(e.\"timestamp\") < f.t0 + {}",
-                window / 86400.0
-            ),
-        )
-    };
-    let value = match &m.kind {
-        MetricKind::Conversion { .. } => {
-            format!(
-                "CASE WHEN EXISTS (SELECT 1 FROM {} e WHERE e.user_id = f.user_id AND e.event = {} AND {in_window}) THEN 1.0 ELSE 0.0 END",
-                q(events),
-                lit(event)
+    let (v, w) = match &m.kind {
+        MetricKind::Conversion { event, window } => {
+            let count = measure_sql(
+                pg,
+                events,
+                &Measure {
+                    event: event.clone(),
+                    property: None,
+                },
+                window.as_secs_f64(),
+            );
+            (
+                format!("CASE WHEN {count} > 0 THEN 1.0 ELSE 0.0 END"),
+                "0.0".to_string(),
             )
         }
-        MetricKind::Mean { property, .. } => {
-            let prop = if pg {
-                format!(
-                    "CAST(e.properties ->> {} AS DOUBLE PRECISION)",
-                    lit(property)
-                )
-            } else {
-                format!(
-                    "CAST(json_extract(e.properties, {}) AS REAL)",
-                    lit(&format!("$.{property}"))
-                )
-            };
-            format!(
-                "COALESCE((SELECT SUM({prop}) FROM {} e WHERE e.user_id = f.user_id AND e.event = {} AND {in_window}), 0.0)",
-                q(events),
-                lit(event)
-            )
-        }
+        MetricKind::Mean {
+            event,
+            property,
+            window,
+        } => (
+            measure_sql(
+                pg,
+                events,
+                &Measure {
+                    event: event.clone(),
+                    property: Some(property.clone()),
+                },
+                window.as_secs_f64(),
+            ),
+            "0.0".to_string(),
+        ),
+        MetricKind::Ratio {
+            numerator,
+            denominator,
+            window,
+        } => (
+            measure_sql(pg, events, numerator, window.as_secs_f64()),
+            measure_sql(pg, events, denominator, window.as_secs_f64()),
+        ),
     };
+    let dbl = "DOUBLE PRECISION";
     format!(
-        "WITH f AS (SELECT x.user_id, {t0} AS t0, COUNT(DISTINCT x.variant) AS nv, MIN(x.variant) AS variant \
-         FROM {} x WHERE x.experiment = {} AND x.user_id IS NOT NULL AND {ts} GROUP BY x.user_id), \
-         u AS (SELECT f.variant, {value} AS v FROM f WHERE f.nv = 1) \
-         SELECT variant, COUNT(*) AS users, CAST(SUM(v) AS DOUBLE PRECISION) AS s, CAST(SUM(v * v) AS DOUBLE PRECISION) AS s2 FROM u GROUP BY variant",
-        q(exposures),
-        lit(experiment)
+        "WITH {}, u AS (SELECT f.variant, CAST({v} AS {dbl}) AS v, CAST({w} AS {dbl}) AS w FROM f WHERE f.nv = 1) \
+         SELECT variant, COUNT(*) AS users, CAST(SUM(v) AS {dbl}), CAST(SUM(w) AS {dbl}), CAST(SUM(v * v) AS {dbl}), \
+         CAST(SUM(w * w) AS {dbl}), CAST(SUM(v * w) AS {dbl}) FROM u GROUP BY variant",
+        first_exposures(pg, exposures, experiment, b)
     )
 }
 
-fn excluded_sql(pg: bool, exposures: &str, experiment: &str, end: DateTime<Utc>) -> String {
-    let end = lit(&rfc3339(end));
-    let ts = if pg {
-        format!("CAST(\"timestamp\" AS TIMESTAMPTZ) < CAST({end} AS TIMESTAMPTZ)")
-    } else {
-        format!("julianday(\"timestamp\") < julianday({end})")
-    };
+fn excluded_sql(pg: bool, exposures: &str, experiment: &str, b: Bounds) -> String {
     format!(
-        "SELECT COUNT(*) FROM (SELECT user_id FROM {} WHERE experiment = {} AND user_id IS NOT NULL AND {ts} GROUP BY user_id HAVING COUNT(DISTINCT variant) > 1) m",
-        q(exposures),
-        lit(experiment)
+        "WITH {} SELECT COUNT(*) FROM f WHERE f.nv > 1",
+        first_exposures(pg, exposures, experiment, b)
     )
 }
 
@@ -115,11 +210,21 @@ async fn sums(c: &DatabaseConnection, sql: String) -> Result<VariantSums, sea_or
     // A value that does not decode is an error, never a silent zero.
     rows.into_iter()
         .map(|r| {
+            let f = |i: usize| -> Result<f64, sea_orm::DbErr> {
+                Ok(r.try_get_by_index::<Option<f64>>(i)?.unwrap_or(0.0))
+            };
+            let n = r.try_get_by_index::<i64>(1)?;
             Ok((
                 r.try_get_by_index::<Option<String>>(0)?.unwrap_or_default(),
-                r.try_get_by_index::<i64>(1)?,
-                r.try_get_by_index::<Option<f64>>(2)?.unwrap_or(0.0),
-                r.try_get_by_index::<Option<f64>>(3)?.unwrap_or(0.0),
+                n,
+                stats::RatioSums {
+                    n: u64::try_from(n).unwrap_or(0),
+                    x: f(2)?,
+                    y: f(3)?,
+                    xx: f(4)?,
+                    yy: f(5)?,
+                    xy: f(6)?,
+                },
             ))
         })
         .collect()
@@ -246,9 +351,19 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
         Ok(e) => e.with_timezone(&Utc),
         Err(_) => return failure("the run has no valid data interval"),
     };
+    let interval_start = DateTime::parse_from_rfc3339(&ctx.tmpl.data_interval_start)
+        .map(|s| s.with_timezone(&Utc))
+        .unwrap_or(end);
+    let bounds = Bounds {
+        end,
+        start: spec.start,
+        first_from: (spec.range == AnalysisRange::Interval && interval_start < end)
+            .then_some(interval_start),
+    };
     let exposures = match &spec.exposures {
-        RowSource::Table(t) => t.clone(),
-        RowSource::File { path, .. } => {
+        None => exposures_relation(pg, None, &spec.events),
+        Some(RowSource::Table(t)) => exposures_relation(pg, Some(t), &spec.events),
+        Some(RowSource::File { path, .. }) => {
             let path = match ctx.render(path) {
                 Ok(p) => p,
                 Err(e) => return failure(e),
@@ -256,7 +371,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
             if let Err(e) = load_exposures(&conn, ctx, &spec.experiment, &path).await {
                 return failure(e);
             }
-            "weft_exposures".to_string()
+            q("weft_exposures")
         }
     };
     // The per-user lookups need an index on the events table (made once; ignored when
@@ -272,7 +387,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
     let excluded = match conn
         .query_one_raw(Statement::from_string(
             conn.get_database_backend(),
-            excluded_sql(pg, &exposures, &spec.experiment, end),
+            excluded_sql(pg, &exposures, &spec.experiment, bounds),
         ))
         .await
     {
@@ -286,7 +401,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
     for m in &spec.metrics {
         let data = match sums(
             &conn,
-            metric_sql(pg, &exposures, &spec.events, &spec.experiment, end, m),
+            metric_sql(pg, &exposures, &spec.events, &spec.experiment, bounds, m),
         )
         .await
         {
@@ -298,19 +413,27 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
                 ));
             }
         };
-        let arm = |variant: &str| -> Option<Arm> {
-            let (_, n, s, s2) = data.iter().find(|(v, ..)| v == variant)?;
-            let n = (*n).max(0) as u64;
-            if n == 0 {
-                return None;
-            }
-            let mean = s / n as f64;
-            let pop_var = (s2 / n as f64 - mean * mean).max(0.0);
-            Some(Arm {
-                n,
+        let sums_of = |variant: &str| -> Option<stats::RatioSums> {
+            data.iter()
+                .find(|(v, ..)| v == variant)
+                .map(|(_, _, s)| *s)
+                .filter(|s| s.n > 0)
+        };
+        // Conversion and mean metrics: the mean and (population) variance of `x`.
+        let arm = |s: stats::RatioSums| -> Arm {
+            let mean = s.x / s.n as f64;
+            Arm {
+                n: s.n,
                 mean,
-                var: pop_var,
-            })
+                var: (s.xx / s.n as f64 - mean * mean).max(0.0),
+            }
+        };
+        let value = |s: stats::RatioSums| -> f64 {
+            match &m.kind {
+                MetricKind::Ratio { .. } if s.y != 0.0 => s.x / s.y,
+                MetricKind::Ratio { .. } => 0.0,
+                _ => s.x / s.n as f64,
+            }
         };
         if srm_p.is_none() {
             let counts: Vec<u64> = spec
@@ -325,7 +448,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
             let shares: Vec<f64> = spec.split.iter().map(|(_, s)| *s).collect();
             srm_p = stats::srm(&counts, &shares).ok().map(|(_, p)| p);
         }
-        let Some(control) = arm(&spec.control) else {
+        let Some(control) = sums_of(&spec.control) else {
             return failure(format!(
                 "experiment {}: the control variant \"{}\" has no exposed users before {}",
                 spec.experiment,
@@ -337,11 +460,11 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
             metric: m.name.clone(),
             variant: spec.control.clone(),
             users: control.n as i64,
-            value: control.mean,
+            value: value(control),
             cmp: None,
         });
         for (variant, _) in spec.split.iter().filter(|(v, _)| *v != spec.control) {
-            let Some(t) = arm(variant) else {
+            let Some(t) = sums_of(variant) else {
                 ctx.log
                     .line(&format!(
                         "[weft] {}: variant {variant} has no exposed users",
@@ -351,7 +474,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
                 continue;
             };
             let cmp = match &m.kind {
-                MetricKind::Conversion { .. } => stats::two_proportions(control, t),
+                MetricKind::Conversion { .. } => stats::two_proportions(arm(control), arm(t)),
                 MetricKind::Mean { .. } => {
                     // Sample variances for Welch.
                     let sample = |a: Arm| Arm {
@@ -362,15 +485,16 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
                         },
                         ..a
                     };
-                    stats::welch(sample(control), sample(t))
+                    stats::welch(sample(arm(control)), sample(arm(t)))
                 }
+                MetricKind::Ratio { .. } => stats::ratio(control, t),
             };
             match cmp {
                 Ok(c) => rows.push(ResultRow {
                     metric: m.name.clone(),
                     variant: variant.clone(),
                     users: t.n as i64,
-                    value: t.mean,
+                    value: value(t),
                     cmp: Some(c),
                 }),
                 Err(e) => {
@@ -617,11 +741,12 @@ pub async fn turnarounds(
     Ok(out)
 }
 
-/// The table an experiment's exposures are read from.
-pub fn exposures_table(spec: &ExperimentSpec) -> String {
+/// The relation an experiment's exposures are read from (see `exposures_relation`).
+pub fn exposures_source(spec: &ExperimentSpec, pg: bool) -> String {
     match &spec.exposures {
-        RowSource::Table(t) => t.clone(),
-        RowSource::File { .. } => "weft_exposures".into(),
+        None => exposures_relation(pg, None, &spec.events),
+        Some(RowSource::Table(t)) => exposures_relation(pg, Some(t), &spec.events),
+        Some(RowSource::File { .. }) => q("weft_exposures"),
     }
 }
 
@@ -629,20 +754,23 @@ pub fn exposures_table(spec: &ExperimentSpec) -> String {
 /// (day `YYYY-MM-DD`, variant, users), by day.
 pub async fn daily_exposures(
     c: &DatabaseConnection,
-    table: &str,
-    experiment: &str,
+    spec: &ExperimentSpec,
 ) -> Result<Vec<(String, String, i64)>, sea_orm::DbErr> {
     let b = c.get_database_backend();
     let sql = format!(
         "SELECT SUBSTR(CAST(t0 AS TEXT), 1, 10) AS day, variant, COUNT(*) FROM \
-         (SELECT user_id, MIN(variant) AS variant, MIN(\"timestamp\") AS t0 FROM {} \
+         (SELECT user_id, MIN(variant) AS variant, MIN(\"timestamp\") AS t0 FROM {} x \
           WHERE experiment = {} AND user_id IS NOT NULL GROUP BY user_id HAVING COUNT(DISTINCT variant) = 1) f \
          GROUP BY 1, 2 ORDER BY 1, 2",
-        q(table),
+        exposures_source(spec, b == DbBackend::Postgres),
         ph(b, 1)
     );
     let rows = c
-        .query_all_raw(Statement::from_sql_and_values(b, sql, [experiment.into()]))
+        .query_all_raw(Statement::from_sql_and_values(
+            b,
+            sql,
+            [spec.experiment.clone().into()],
+        ))
         .await?;
     rows.into_iter()
         .map(|r| {

@@ -413,7 +413,11 @@ mod tests {
         ]);
         assert!(svg.contains(">-40%<") && svg.contains(">+40%<") && svg.contains(">+0%<"));
         assert!(svg.contains(r#"class="row flat""#));
-        assert_eq!(svg.matches("<circle").count(), 1, "the row without bounds is left out");
+        assert_eq!(
+            svg.matches("<circle").count(),
+            1,
+            "the row without bounds is left out"
+        );
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
     }
 

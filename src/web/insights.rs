@@ -294,15 +294,7 @@ pub async fn experiment_page(
                 "experiment turnaround",
                 experiment::turnarounds(&c, &spec.experiment, 30).await,
             ),
-            or_empty(
-                "exposures",
-                experiment::daily_exposures(
-                    &c,
-                    &experiment::exposures_table(spec),
-                    &spec.experiment,
-                )
-                .await,
-            ),
+            or_empty("exposures", experiment::daily_exposures(&c, spec).await),
         ),
         None => Default::default(),
     };

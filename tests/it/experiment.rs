@@ -152,3 +152,180 @@ async fn experiment_results_match_the_reference() {
         t.cleanup().await;
     }
 }
+
+/// Exposures by default from the `$exposure` / `$feature_flag_called` events, a ratio
+/// metric, the interval range and an experiment start.
+const DEFAULTS: &str = r#"
+schedule = "@daily"
+start_date = "2025-12-01"
+
+[tasks.load]
+kind = "ingest"
+source = { path = "events.jsonl" }
+table = "events"
+out_of_interval = "keep"
+
+[tasks.cumulative]
+kind = "experiment"
+depends_on = ["load"]
+experiment = "pricing_page"
+events = { table = "events" }
+control = "control"
+split = { control = 0.5, treatment = 0.5 }
+[[tasks.cumulative.metrics]]
+name = "rev_per_session"
+type = "ratio"
+numerator = { event = "purchase", property = "amount" }
+denominator = { event = "session" }
+
+[tasks.windowed]
+kind = "experiment"
+depends_on = ["cumulative"]
+experiment = "pricing_page"
+events = { table = "events" }
+range = "interval"
+control = "control"
+split = { control = 0.5, treatment = 0.5 }
+[[tasks.windowed.metrics]]
+name = "rev_per_session"
+type = "ratio"
+numerator = { event = "purchase", property = "amount" }
+denominator = { event = "session" }
+
+[tasks.from_start]
+kind = "experiment"
+depends_on = ["windowed"]
+experiment = "pricing_page"
+events = { table = "events" }
+start = "2026-01-01"
+control = "control"
+split = { control = 0.5, treatment = 0.5 }
+[[tasks.from_start.metrics]]
+name = "rev_per_session"
+type = "ratio"
+numerator = { event = "purchase", property = "amount" }
+denominator = { event = "session" }
+"#;
+
+async fn defaults_scenario(t: &TestDb) {
+    let env = Env::with_warehouse(t, &[("defaults", DEFAULTS)]).await;
+    let mut ev = String::new();
+    let mut n = 0;
+    let mut emit = |event: &str, user: &str, ts: &str, props: &str| {
+        n += 1;
+        writeln!(ev, r#"{{"message_id": "m{n}", "event": "{event}", "user_id": "{user}", "timestamp": "{ts}", "properties": {props}}}"#).expect("w");
+    };
+    // c0 was exposed the day before (through a feature-flag event), the others on day 1.
+    emit(
+        "$feature_flag_called",
+        "c0",
+        "2025-12-31T10:00:00Z",
+        r#"{"$feature_flag": "pricing_page", "$feature_flag_response": "control"}"#,
+    );
+    for (u, v) in [
+        ("c1", "control"),
+        ("c2", "control"),
+        ("t1", "treatment"),
+        ("t2", "treatment"),
+    ] {
+        emit(
+            "$exposure",
+            u,
+            "2026-01-01T10:00:00Z",
+            &format!(r#"{{"flag": "pricing_page", "variant": "{v}"}}"#),
+        );
+    }
+    emit(
+        "$exposure",
+        "x9",
+        "2026-01-01T10:00:00Z",
+        r#"{"flag": "other_flag", "variant": "control"}"#,
+    );
+    let at = |u: &str| {
+        if u == "c0" {
+            "2025-12-31T11:00:00Z"
+        } else {
+            "2026-01-01T11:00:00Z"
+        }
+    };
+    for (u, sessions, amount) in [
+        ("c0", 1, Some(5)),
+        ("c1", 2, Some(10)),
+        ("c2", 1, None),
+        ("t1", 1, Some(30)),
+        ("t2", 3, Some(10)),
+    ] {
+        for _ in 0..sessions {
+            emit("session", u, at(u), "{}");
+        }
+        if let Some(a) = amount {
+            emit("purchase", u, at(u), &format!(r#"{{"amount": {a}}}"#));
+        }
+    }
+    std::fs::write(env.dags_dir().join("events.jsonl"), ev).expect("events");
+    let (dag, vid) = env.registry.current("defaults").expect("dag");
+    let run = commands::trigger(
+        &env.db,
+        &dag,
+        vid,
+        &Default::default(),
+        serde_json::Value::Null,
+        Some(utc(2026, 1, 1, 0, 0)),
+        Utc::now(),
+    )
+    .await
+    .expect("trigger");
+    env.engine.wake();
+    let state = env.wait_run(run.id, Duration::from_secs(60)).await;
+    let log_of = |task: &'static str| {
+        let db = env.db.clone();
+        async move {
+            let tis = weft::db::tasks::of_run(&db.conn, run.id)
+                .await
+                .expect("tis");
+            let ti = tis.iter().find(|t| t.task_id == task).expect("task");
+            let tr = weft::db::tasks::current_try(&db.conn, ti)
+                .await
+                .expect("try")
+                .expect("try");
+            weft::db::tasks::read_log(&db.conn, tr.id)
+                .await
+                .expect("log")
+        }
+    };
+    assert_eq!(
+        state,
+        RunState::Success,
+        "{:?} {}",
+        env.states(run.id).await,
+        log_of("from_start").await
+    );
+    // Cumulative: control c0, c1, c2 -> (5 + 10 + 0) / (1 + 2 + 1) = 3.75; treatment
+    // (30 + 10) / (1 + 3) = 10.
+    let log = log_of("cumulative").await;
+    assert!(
+        log.contains("rev_per_session control (control): 3 users, value 3.7500"),
+        "{log}"
+    );
+    assert!(
+        log.contains("rev_per_session treatment: 2 users, value 10.0000"),
+        "{log}"
+    );
+    // Interval range and experiment start both leave c0 out: 10 / 3.
+    for task in ["windowed", "from_start"] {
+        let log = log_of(task).await;
+        assert!(
+            log.contains("rev_per_session control (control): 2 users, value 3.3333"),
+            "{task}: {log}"
+        );
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn exposures_default_to_flag_events_and_ratio_metrics_use_the_delta_method() {
+    for t in backends().await {
+        defaults_scenario(&t).await;
+        t.cleanup().await;
+    }
+}
