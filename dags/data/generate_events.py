@@ -22,7 +22,7 @@ for u in range(600):
     emit("$exposure", user, t0.replace(":00Z", ":30Z"), {"flag": "new_onboarding", "variant": variant})
     for k in range(random.randint(0, 4)):
         emit("api_call", user, f"2026-02-{day:02d}T{min(hh + 1 + k, 23):02d}:05:00Z", {"endpoint": random.choice(["/v1/runs", "/v1/dags", "/v1/logs"]), "ms": random.randint(20, 900)})
-    if random.random() < (0.14 if variant == "treatment" else 0.09):
+    if random.random() < (0.17 if variant == "treatment" else 0.08):
         emit("upgraded", user, f"2026-02-{day:02d}T{min(hh + 6, 23):02d}:00:00Z", {"plan": "team", "mrr": 49})
 with open("events/product_events.jsonl", "w") as f:
     for e in out:
