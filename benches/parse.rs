@@ -413,6 +413,153 @@ fn bench_ingest(rows: &mut Vec<(String, String, String)>) {
     ));
 }
 
+/// The number before `unit` in the first log line containing `marker`.
+fn logged_number(text: &str, marker: &str, unit: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.contains(marker))
+        .find_map(|l| {
+            let before = l.split(unit).next()?;
+            before.split_whitespace().last()?.parse::<f64>().ok()
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// `experiment` over 100,000 users and `survey_sync` of a 100,000-response CSV export,
+/// each through `weft dags test` on SQLite; the figures are the tasks' own timings.
+fn bench_analytics(rows: &mut Vec<(String, String, String)>) {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("dags/data")).expect("mkdir");
+    let users = 100_000u32;
+    {
+        let f = std::fs::File::create(dir.path().join("dags/data/events.jsonl")).expect("file");
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let mut n = 0u64;
+        let mut emit = |w: &mut std::io::BufWriter<std::fs::File>,
+                        ev: &str,
+                        u: u32,
+                        ts: &str,
+                        props: String| {
+            n += 1;
+            writeln!(w, r#"{{"message_id":"m{n}","event":"{ev}","user_id":"u{u}","timestamp":"{ts}","properties":{props}}}"#).expect("write");
+        };
+        for u in 0..users {
+            let variant = if u % 2 == 0 { "control" } else { "treatment" };
+            let h = u % 20;
+            emit(
+                &mut w,
+                "$exposure",
+                u,
+                &format!("2026-02-01T{h:02}:00:00Z"),
+                format!(r#"{{"flag":"bench_flag","variant":"{variant}"}}"#),
+            );
+            for k in 0..3 {
+                emit(
+                    &mut w,
+                    "api_call",
+                    u,
+                    &format!("2026-02-01T{:02}:30:00Z", h + 1 + k),
+                    format!(r#"{{"ms":{}}}"#, 100 + (u * 7 + k) % 900),
+                );
+            }
+            if u % 9 == 0 || (variant == "treatment" && u % 31 == 0) {
+                emit(
+                    &mut w,
+                    "upgraded",
+                    u,
+                    &format!("2026-02-02T{h:02}:00:00Z"),
+                    "{}".into(),
+                );
+            }
+        }
+        let f = std::fs::File::create(dir.path().join("dags/data/responses.csv")).expect("file");
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        writeln!(w, "token,submitted_at,nps,reason,comment,user_id").expect("write");
+        for i in 0..users {
+            writeln!(
+                w,
+                "r{i},2026-02-{:02} {:02}:{:02}:00,{},{},{},u{i}",
+                1 + i % 28,
+                i % 24,
+                i % 60,
+                i % 11,
+                ["Speed", "Docs", "Price"][(i % 3) as usize],
+                if i % 4 == 0 {
+                    "a comment, with a comma"
+                } else {
+                    ""
+                }
+            )
+            .expect("write");
+        }
+    }
+    std::fs::write(
+        dir.path().join("dags/analytics_bench.toml"),
+        r#"schedule = "@daily"
+start_date = "2026-02-05"
+[tasks.load]
+kind = "ingest"
+source = { path = "data/events.jsonl" }
+table = "events"
+[tasks.analyze]
+kind = "experiment"
+depends_on = ["load"]
+experiment = "bench_flag"
+events = { table = "events" }
+control = "control"
+split = { control = 0.5, treatment = 0.5 }
+[[tasks.analyze.metrics]]
+name = "upgraded"
+event = "upgraded"
+[[tasks.analyze.metrics]]
+name = "latency"
+type = "mean"
+event = "api_call"
+property = "ms"
+[[tasks.analyze.metrics]]
+name = "latency_per_call"
+type = "ratio"
+numerator = { event = "api_call", property = "ms" }
+denominator = { event = "api_call" }
+[tasks.survey]
+kind = "survey_sync"
+depends_on = ["analyze"]
+provider = "csv"
+form_id = "bench"
+path = "data/responses.csv"
+nps_field = "nps"
+metrics_window = "all"
+"#,
+    )
+    .expect("dag");
+    std::fs::write(
+        dir.path().join("weft.toml"),
+        "[connections.warehouse]\nurl = \"sqlite://warehouse.db?mode=rwc\"\n",
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .current_dir(dir.path())
+        .args(["dags", "test", "analytics_bench", "--date", "2026-02-05"])
+        .output()
+        .expect("weft dags test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "analytics benchmark failed: {text}");
+    let exp_ms = logged_number(&text, "[weft] analysed", " ms");
+    let sync_ms = logged_number(&text, "response(s) upserted", " ms;");
+    eprintln!("experiment: {exp_ms} ms; survey sync: {sync_ms} ms");
+    rows.push((
+        "experiment: 100,000 users, 3 metrics (conversion, mean, ratio) over 411k events, SQLite"
+            .into(),
+        format!("{:.2} s", exp_ms / 1000.0),
+        "< 10 s".into(),
+    ));
+    rows.push((
+        "survey_sync: CSV export of 100,000 responses into SQLite".into(),
+        format!("{:.0} responses/s", 100_000.0 / (sync_ms / 1000.0)),
+        ">= 20,000 responses/s".into(),
+    ));
+}
+
 fn rss_of_serve(rows: &mut Vec<(String, String, String)>) {
     let exe = env!("CARGO_BIN_EXE_weft");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -459,13 +606,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    // WEFT_BENCH_ONLY=ui|ingest measures one part and leaves BENCHMARKS.md alone.
+    // WEFT_BENCH_ONLY=ui|ingest|analytics measures one part and leaves BENCHMARKS.md alone.
     let only = std::env::var("WEFT_BENCH_ONLY").unwrap_or_default();
     if !only.is_empty() {
         match only.as_str() {
             "ui" => rt.block_on(bench_ui(&mut rows)),
             "ingest" => bench_ingest(&mut rows),
-            other => panic!("WEFT_BENCH_ONLY={other}: use ui or ingest"),
+            "analytics" => bench_analytics(&mut rows),
+            other => panic!("WEFT_BENCH_ONLY={other}: use ui, ingest or analytics"),
         }
         for (name, value, target) in &rows {
             println!("{name}: {value} (target {target})");
@@ -474,6 +622,7 @@ fn main() {
     }
     // First: the ingest child's peak RSS must not include other children.
     bench_ingest(&mut rows);
+    bench_analytics(&mut rows);
     bench_parse(&mut rows);
     rt.block_on(bench_runs(&mut rows));
     rt.block_on(bench_ui(&mut rows));

@@ -342,6 +342,7 @@ fn pct(x: f64) -> String {
 }
 
 pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome {
+    let started = std::time::Instant::now();
     let conn = match ctx.warehouses.get(&spec.connection).await {
         Ok(c) => c,
         Err(e) => return failure(e),
@@ -557,6 +558,18 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
     if let Err(e) = write_results(&conn, spec, &rows, srm_p, excluded, end).await {
         return failure(format!("could not write experiment_results: {e}"));
     }
+    let users: i64 = rows
+        .iter()
+        .filter(|r| spec.metrics.first().is_some_and(|m| m.name == r.metric))
+        .map(|r| r.users)
+        .sum();
+    ctx.log
+        .line(&format!(
+            "[weft] analysed {users} users, {} metric(s) in {} ms",
+            spec.metrics.len(),
+            started.elapsed().as_millis()
+        ))
+        .await;
     TryOutcome {
         success: true,
         exit_code: None,

@@ -483,11 +483,16 @@ async fn store_page(
     let txn = c.begin().await?;
     // The same token twice in one page: the last one wins (an upsert cannot touch a
     // row twice in one statement on Postgres).
-    let mut unique: Vec<&Response> = Vec::new();
+    let mut unique: Vec<&Response> = Vec::with_capacity(responses.len());
+    let mut at: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(responses.len());
     for r in responses {
-        match unique.iter().position(|u| u.token == r.token) {
-            Some(i) => unique[i] = r,
-            None => unique.push(r),
+        match at.get(r.token.as_str()) {
+            Some(&i) => unique[i] = r,
+            None => {
+                at.insert(&r.token, unique.len());
+                unique.push(r);
+            }
         }
     }
     for chunk in unique.chunks(500) {
@@ -893,6 +898,9 @@ async fn sync_zigpoll(
     Ok(synced)
 }
 
+/// Rows of a CSV export stored per transaction.
+const CSV_BATCH: usize = 5000;
+
 /// A CSV export: every row, upserted (reading a file is cheap and an edited export
 /// then updates its rows).
 async fn sync_csv(
@@ -929,7 +937,7 @@ async fn sync_csv(
             },
             Err(e) => bad.push(reject(&Json::Null, &source, e.to_string())),
         }
-        if ok.len() + bad.len() >= 1000 {
+        if ok.len() + bad.len() >= CSV_BATCH {
             let page = (std::mem::take(&mut ok), std::mem::take(&mut bad));
             synced.page(ctx, c, spec, label, page).await?;
         }
@@ -1147,6 +1155,7 @@ async fn write_metrics(
 }
 
 pub async fn run(ctx: &mut RunContext<'_>, spec: &SurveySpec) -> TryOutcome {
+    let started = std::time::Instant::now();
     let label = format!("{} form {}", spec.provider.name(), spec.form_id);
     let conn = match ctx.warehouses.get(&spec.connection).await {
         Ok(c) => c,
@@ -1201,10 +1210,11 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &SurveySpec) -> TryOutcome {
     }
     ctx.log
         .line(&format!(
-            "[weft] {label}: {} page(s), {} response(s) upserted, {} reject(s); high-water mark {}",
+            "[weft] {label}: {} page(s), {} response(s) upserted, {} reject(s) in {} ms; high-water mark {}",
             synced.pages,
             synced.responses,
             synced.rejects,
+            started.elapsed().as_millis(),
             new_mark.map_or("none".into(), rfc3339)
         ))
         .await;
