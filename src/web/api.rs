@@ -166,7 +166,9 @@ pub struct Cleared {
         task_logs,
         list_pools,
         health,
-        list_import_errors
+        list_import_errors,
+        get_experiment,
+        get_survey
     ),
     components(schemas(
         DagView,
@@ -179,7 +181,11 @@ pub struct Cleared {
         ImportErrorView,
         TriggerBody,
         ClearBody,
-        Cleared
+        Cleared,
+        ExperimentView,
+        ExperimentResultView,
+        SurveyView,
+        SurveyMetricsView
     ))
 )]
 struct ApiDoc;
@@ -198,6 +204,8 @@ pub fn router() -> Router<AppState> {
             "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear",
             post(clear_task),
         )
+        .route("/experiments/{experiment}", get(get_experiment))
+        .route("/surveys/{provider}/{form_id}", get(get_survey))
         .route(
             "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs",
             get(task_logs),
@@ -616,4 +624,178 @@ async fn list_import_errors(
             })
             .collect(),
     ))
+}
+
+/// The latest analysis of an experiment (the rows of `experiment_results` for its
+/// latest data interval).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentView {
+    pub experiment: String,
+    pub dag_id: String,
+    pub task_id: String,
+    pub control: String,
+    /// Empty until the task has written results.
+    pub results: Vec<ExperimentResultView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentResultView {
+    pub metric: String,
+    pub variant: String,
+    pub users: i64,
+    pub value: Option<f64>,
+    pub diff: Option<f64>,
+    pub diff_ci_low: Option<f64>,
+    pub diff_ci_high: Option<f64>,
+    pub rel_lift: Option<f64>,
+    pub rel_lift_ci_low: Option<f64>,
+    pub rel_lift_ci_high: Option<f64>,
+    pub p_value: Option<f64>,
+    pub srm_p_value: Option<f64>,
+    pub excluded_users: i64,
+    pub interval_end: String,
+    pub computed_at: String,
+}
+
+/// An experiment declared by a DAG, with its latest results.
+#[utoipa::path(get, path = "/api/v1/experiments/{experiment}", responses((status = 200, body = ExperimentView), (status = 404)))]
+async fn get_experiment(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(key): Path<String>,
+) -> ApiResult<ExperimentView> {
+    use super::insights;
+    read(&state, &viewer)?;
+    let d = insights::experiments(&state)
+        .into_iter()
+        .find(|d| d.spec.experiment == key)
+        .ok_or_else(|| Error::NotFound(format!("no experiment \"{key}\" in the DAGs")))?;
+    let results = match insights::warehouse(&state, &d.spec.connection).await {
+        Some(c) => insights::or_empty(
+            "experiment results",
+            crate::tasks::experiment::latest_results(&c, &key).await,
+        ),
+        None => Vec::new(),
+    };
+    Ok(Json(ExperimentView {
+        experiment: key,
+        dag_id: d.dag_id,
+        task_id: d.task_id,
+        control: d.spec.control,
+        results: results
+            .into_iter()
+            .map(|r| ExperimentResultView {
+                metric: r.metric,
+                variant: r.variant,
+                users: r.users,
+                value: r.value,
+                diff: r.diff,
+                diff_ci_low: r.diff_ci_low,
+                diff_ci_high: r.diff_ci_high,
+                rel_lift: r.rel_lift,
+                rel_lift_ci_low: r.rel_lift_ci_low,
+                rel_lift_ci_high: r.rel_lift_ci_high,
+                p_value: r.p_value,
+                srm_p_value: r.srm_p_value,
+                excluded_users: r.excluded_users,
+                interval_end: r.interval_end,
+                computed_at: r.computed_at,
+            })
+            .collect(),
+    }))
+}
+
+/// A synced survey form: what is stored and its latest metrics.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SurveyView {
+    pub provider: String,
+    pub form_id: String,
+    pub dag_id: String,
+    pub task_id: String,
+    pub responses: i64,
+    pub rejects: i64,
+    pub high_water: Option<String>,
+    pub last_sync: Option<String>,
+    /// The `survey_metrics` rows of the latest period, overall first.
+    pub metrics: Vec<SurveyMetricsView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SurveyMetricsView {
+    pub segment: String,
+    pub segment_value: String,
+    pub period_start: Option<String>,
+    pub period_end: String,
+    pub responses: i64,
+    pub promoters: i64,
+    pub passives: i64,
+    pub detractors: i64,
+    pub nps: Option<f64>,
+    pub nps_ci_low: Option<f64>,
+    pub nps_ci_high: Option<f64>,
+    pub csat: Option<f64>,
+    pub csat_responses: i64,
+    pub computed_at: String,
+}
+
+/// A survey form read by a `survey_sync` task.
+#[utoipa::path(get, path = "/api/v1/surveys/{provider}/{form_id}", responses((status = 200, body = SurveyView), (status = 404)))]
+async fn get_survey(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((provider, form_id)): Path<(String, String)>,
+) -> ApiResult<SurveyView> {
+    use super::insights;
+    use crate::tasks::survey;
+    read(&state, &viewer)?;
+    let d = insights::surveys(&state)
+        .into_iter()
+        .find(|d| d.spec.provider.name() == provider && d.spec.form_id == form_id)
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no survey_sync task reads {provider} form \"{form_id}\""
+            ))
+        })?;
+    let (st, metrics) = match insights::warehouse(&state, &d.spec.connection).await {
+        Some(c) => (
+            insights::or_empty(
+                "survey state",
+                survey::form_state(&c, &provider, &form_id).await,
+            ),
+            insights::or_empty(
+                "survey metrics",
+                survey::latest_metrics(&c, &provider, &form_id).await,
+            ),
+        ),
+        None => Default::default(),
+    };
+    Ok(Json(SurveyView {
+        provider,
+        form_id,
+        dag_id: d.dag_id,
+        task_id: d.task_id,
+        responses: st.0,
+        rejects: st.1,
+        high_water: st.2,
+        last_sync: st.3,
+        metrics: metrics
+            .into_iter()
+            .map(|m| SurveyMetricsView {
+                segment: m.segment,
+                segment_value: m.segment_value,
+                period_start: m.period_start,
+                period_end: m.period_end,
+                responses: m.responses,
+                promoters: m.promoters,
+                passives: m.passives,
+                detractors: m.detractors,
+                nps: m.nps,
+                nps_ci_low: m.nps_ci_low,
+                nps_ci_high: m.nps_ci_high,
+                csat: m.csat,
+                csat_responses: m.csat_responses,
+                computed_at: m.computed_at,
+            })
+            .collect(),
+    }))
 }

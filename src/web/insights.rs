@@ -25,13 +25,13 @@ use crate::stats;
 use crate::tasks::{experiment, survey};
 
 /// A task of the given kind, with its DAG and task ids.
-struct Declared<T> {
-    dag_id: String,
-    task_id: String,
-    spec: T,
+pub(super) struct Declared<T> {
+    pub dag_id: String,
+    pub task_id: String,
+    pub spec: T,
 }
 
-fn experiments(state: &AppState) -> Vec<Declared<ExperimentSpec>> {
+pub(super) fn experiments(state: &AppState) -> Vec<Declared<ExperimentSpec>> {
     let mut out: Vec<Declared<ExperimentSpec>> = Vec::new();
     let mut dags = state.registry.all();
     dags.sort_by(|a, b| a.0.dag_id.cmp(&b.0.dag_id));
@@ -51,7 +51,7 @@ fn experiments(state: &AppState) -> Vec<Declared<ExperimentSpec>> {
     out
 }
 
-fn surveys(state: &AppState) -> Vec<Declared<SurveySpec>> {
+pub(super) fn surveys(state: &AppState) -> Vec<Declared<SurveySpec>> {
     let mut out: Vec<Declared<SurveySpec>> = Vec::new();
     let mut dags = state.registry.all();
     dags.sort_by(|a, b| a.0.dag_id.cmp(&b.0.dag_id));
@@ -74,7 +74,7 @@ fn surveys(state: &AppState) -> Vec<Declared<SurveySpec>> {
 }
 
 /// The warehouse of a task, or None (logged) when it cannot be reached.
-async fn warehouse(state: &AppState, name: &str) -> Option<DatabaseConnection> {
+pub(super) async fn warehouse(state: &AppState, name: &str) -> Option<DatabaseConnection> {
     match state.warehouses.get(name).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -86,7 +86,7 @@ async fn warehouse(state: &AppState, name: &str) -> Option<DatabaseConnection> {
 
 /// A warehouse read whose failure means "nothing written yet" (the table is created by
 /// the first run); logged at debug level.
-fn or_empty<T: Default>(what: &str, r: std::result::Result<T, sea_orm::DbErr>) -> T {
+pub(super) fn or_empty<T: Default>(what: &str, r: std::result::Result<T, sea_orm::DbErr>) -> T {
     r.unwrap_or_else(|e| {
         tracing::debug!("{what}: {e}");
         T::default()

@@ -9,7 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod charts;
 pub mod error;
-mod insights;
+pub(crate) mod insights;
 mod metrics;
 pub mod pages;
 pub mod views;

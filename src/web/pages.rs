@@ -308,6 +308,31 @@ pub struct DagPage {
     pub runs: Vec<RunRow>,
     pub source: String,
     pub versions: Vec<VersionRow>,
+    /// Links to the experiment and survey pages of this DAG's tasks: (label, href).
+    pub insights: Vec<(String, String)>,
+}
+
+/// The experiment and survey pages a DAG's tasks feed.
+fn insight_links(dag: &Dag) -> Vec<(String, String)> {
+    use crate::dag::TaskKind;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for t in &dag.tasks {
+        let link = match &t.kind {
+            TaskKind::Experiment(s) => (
+                format!("experiment {}", s.experiment),
+                format!("/experiments/{}", enc(&s.experiment)),
+            ),
+            TaskKind::SurveySync(s) => (
+                format!("survey {} {}", s.provider.name(), s.form_id),
+                format!("/surveys/{}/{}", s.provider.name(), enc(&s.form_id)),
+            ),
+            _ => continue,
+        };
+        if !out.contains(&link) {
+            out.push(link);
+        }
+    }
+    out
 }
 
 pub async fn dag_page(
@@ -409,6 +434,7 @@ pub async fn dag_page(
         token,
         DagPage {
             layout,
+            insights: insight_links(&dag),
             grid_runs: recent
                 .iter()
                 .map(|r| Dot {

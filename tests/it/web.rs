@@ -802,5 +802,35 @@ async fn experiment_and_survey_pages_chart_what_the_tasks_wrote() {
         list.contains(">fb</a>") && list.contains("<td>4</td>"),
         "{list}"
     );
+
+    let dag = c.get("/dags/insights").await.body;
+    assert!(
+        dag.contains("href=\"/experiments/checkout%5Fv2\"")
+            && dag.contains("href=\"/surveys/csv/fb\""),
+        "the DAG page links to its results: {dag}"
+    );
+    // The same numbers from the JSON API.
+    let api = c.get("/api/v1/experiments/checkout_v2").await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.body);
+    let v: serde_json::Value = serde_json::from_str(&api.body).expect("json");
+    let rows = v["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r["srm_p_value"].as_f64().is_some_and(|p| p < 0.001))
+    );
+    let api = c.get("/api/v1/surveys/csv/fb").await;
+    let v: serde_json::Value = serde_json::from_str(&api.body).expect("json");
+    assert_eq!(v["responses"], 4);
+    assert_eq!(v["metrics"][0]["segment"], "all");
+    assert_eq!(v["metrics"][0]["promoters"], 2);
+    assert_eq!(v["metrics"][0]["nps"].as_f64(), Some(25.0));
+    let missing = c.get("/api/v1/surveys/typeform/fb").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        missing.body.contains("\"code\":\"not_found\""),
+        "{}",
+        missing.body
+    );
     env.stop().await;
 }
