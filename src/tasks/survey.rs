@@ -468,6 +468,21 @@ fn json_expr(pg: bool, v: Json) -> SimpleExpr {
     }
 }
 
+/// Columns of `survey_responses`: the key (provider, form_id, token), then the rest.
+const RESPONSE_COLUMNS: [&str; 11] = [
+    "provider",
+    "form_id",
+    "token",
+    "submitted_at",
+    "landed_at",
+    "user_id",
+    "hidden",
+    "nps_score",
+    "csat_score",
+    "answers",
+    "synced_at",
+];
+
 /// Stores one page in one transaction: responses upserted by token, their answers
 /// replaced, rejects recorded.
 async fn store_page(
@@ -497,22 +512,8 @@ async fn store_page(
     }
     for chunk in unique.chunks(500) {
         let mut ins = Query::insert();
-        ins.into_table(Alias::new("survey_responses")).columns(
-            [
-                "provider",
-                "form_id",
-                "token",
-                "submitted_at",
-                "landed_at",
-                "user_id",
-                "hidden",
-                "nps_score",
-                "csat_score",
-                "answers",
-                "synced_at",
-            ]
-            .map(Alias::new),
-        );
+        ins.into_table(Alias::new("survey_responses"))
+            .columns(RESPONSE_COLUMNS.map(Alias::new));
         for r in chunk {
             ins.values_panic([
                 Expr::value(provider),
@@ -529,20 +530,9 @@ async fn store_page(
             ]);
         }
         ins.on_conflict(
-            OnConflict::columns(["provider", "form_id", "token"].map(Alias::new))
-                .update_columns(
-                    [
-                        "submitted_at",
-                        "landed_at",
-                        "user_id",
-                        "hidden",
-                        "nps_score",
-                        "csat_score",
-                        "answers",
-                        "synced_at",
-                    ]
-                    .map(Alias::new),
-                )
+            // The key is the first three columns; a re-sync replaces the rest.
+            OnConflict::columns(RESPONSE_COLUMNS[..3].iter().map(|c| Alias::new(*c)))
+                .update_columns(RESPONSE_COLUMNS[3..].iter().map(|c| Alias::new(*c)))
                 .to_owned(),
         );
         txn.execute_raw(b.build(&ins)).await?;

@@ -1,24 +1,10 @@
 //! SVG charts of the experiment and survey pages, drawn on the server as markup (no
 //! script). Every text that comes from data (metric, variant, segment names) goes
-//! through `esc`; numbers are formatted here. Pure functions: tested without a server.
+//! through `esc` (`error::html_escape`); numbers are formatted here. Pure functions: tested without a server.
 
 use std::fmt::Write as _;
 
-/// Escapes text for HTML/SVG content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use super::error::html_escape as esc;
 
 /// A "nice" step for about `n` ticks over `span`.
 fn nice_step(span: f64, n: f64) -> f64 {

@@ -19,7 +19,7 @@ use super::auth::Viewer;
 use super::charts::{self, ForestRow, TrendPoint};
 use super::error::{Error, Result};
 use super::pages::{Layout, layout, page};
-use super::views::{dag_href, duration_ms, enc};
+use super::views::{dag_href, enc, lag};
 use crate::dag::{ExperimentSpec, SurveySpec, TaskKind};
 use crate::stats;
 use crate::tasks::{experiment, survey};
@@ -126,14 +126,6 @@ fn short_time(s: &str) -> String {
 fn db_time(s: &str) -> String {
     let t: String = s.chars().take(16).collect();
     format!("{} UTC", t.replace('T', " "))
-}
-
-fn lag_text(secs: f64) -> String {
-    if secs < 0.0 {
-        format!("-{}", duration_ms((-secs * 1000.0) as i64))
-    } else {
-        duration_ms((secs * 1000.0) as i64)
-    }
 }
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -389,15 +381,15 @@ pub async fn experiment_page(
         lines,
         forest: charts::forest(&forest_rows),
         exposures: charts::cumulative_lines(&days, &series),
-        turnaround_latest: lag_values.last().map_or("-".into(), |s| lag_text(*s)),
-        turnaround_median: median(&lag_values).map_or("-".into(), lag_text),
+        turnaround_latest: lag_values.last().map_or("-".into(), |s| lag(*s)),
+        turnaround_median: median(&lag_values).map_or("-".into(), lag),
         turnarounds: lags
             .iter()
             .rev()
             .take(10)
             .map(|(end, s)| TurnaroundLine {
                 interval_end: short_time(end),
-                lag: lag_text(*s),
+                lag: lag(*s),
             })
             .collect(),
     };

@@ -1052,17 +1052,10 @@ fn lag_rows(lags: HashMap<String, Vec<f64>>) -> Vec<LagRow> {
         .map(|(dag_id, v)| {
             let mut sorted = v.clone();
             sorted.sort_by(|a, b| a.total_cmp(b));
-            let show = |secs: f64| {
-                if secs < 0.0 {
-                    format!("-{}", duration_ms((-secs * 1000.0) as i64))
-                } else {
-                    duration_ms((secs * 1000.0) as i64)
-                }
-            };
             LagRow {
                 href: dag_href(&dag_id),
-                latest: show(*v.last().unwrap_or(&0.0)),
-                median: show(sorted[sorted.len() / 2]),
+                latest: views::lag(*v.last().unwrap_or(&0.0)),
+                median: views::lag(sorted[sorted.len() / 2]),
                 runs: v.len(),
                 dag_id,
             }

@@ -49,6 +49,15 @@ pub fn between(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> String {
     }
 }
 
+/// A lag in seconds, negative ones with a minus sign.
+pub fn lag(secs: f64) -> String {
+    if secs < 0.0 {
+        format!("-{}", duration_ms((-secs * 1000.0) as i64))
+    } else {
+        duration_ms((secs * 1000.0) as i64)
+    }
+}
+
 /// Percent-encodes a path segment (run ids contain `:` and `+`).
 pub fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()

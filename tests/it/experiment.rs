@@ -279,19 +279,7 @@ async fn defaults_scenario(t: &TestDb) {
     let state = env.wait_run(run.id, Duration::from_secs(60)).await;
     let log_of = |task: &'static str| {
         let db = env.db.clone();
-        async move {
-            let tis = weft::db::tasks::of_run(&db.conn, run.id)
-                .await
-                .expect("tis");
-            let ti = tis.iter().find(|t| t.task_id == task).expect("task");
-            let tr = weft::db::tasks::current_try(&db.conn, ti)
-                .await
-                .expect("try")
-                .expect("try");
-            weft::db::tasks::read_log(&db.conn, tr.id)
-                .await
-                .expect("log")
-        }
+        async move { crate::support::task_log(&db, run.id, task).await.2 }
     };
     assert_eq!(
         state,

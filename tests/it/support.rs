@@ -357,3 +357,22 @@ pub async fn float(db: &Db, sql: &str) -> f64 {
         .expect("row");
     row.try_get_by_index::<f64>(0).expect("float")
 }
+
+/// A task's state, error and the log of its current try.
+pub async fn task_log(db: &Db, run_pk: i64, task: &str) -> (TaskState, String, String) {
+    let tis = weft::db::tasks::of_run(&db.conn, run_pk)
+        .await
+        .expect("tis");
+    let ti = tis
+        .iter()
+        .find(|t| t.task_id == task)
+        .unwrap_or_else(|| panic!("no task {task}"));
+    let tr = weft::db::tasks::current_try(&db.conn, ti)
+        .await
+        .expect("try")
+        .expect("a try");
+    let log = weft::db::tasks::read_log(&db.conn, tr.id)
+        .await
+        .expect("log");
+    (ti.state, ti.error.clone().unwrap_or_default(), log)
+}

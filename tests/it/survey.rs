@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use weft::db::{Db, RunState, TaskState, tasks};
+use weft::db::{Db, RunState, TaskState};
 
 use crate::support::{Env, TestDb, backends, float, scalar, text};
 
@@ -153,14 +153,7 @@ async fn serve(p: Arc<Provider>) -> String {
 }
 
 async fn error_of(env: &Env, run: i64, task: &str) -> (TaskState, String, String) {
-    let tis = tasks::of_run(&env.db.conn, run).await.expect("tis");
-    let ti = tis.iter().find(|t| t.task_id == task).expect("task");
-    let tr = tasks::current_try(&env.db.conn, ti)
-        .await
-        .expect("try")
-        .expect("try");
-    let log = tasks::read_log(&env.db.conn, tr.id).await.expect("log");
-    (ti.state, ti.error.clone().unwrap_or_default(), log)
+    crate::support::task_log(&env.db, run, task).await
 }
 
 async fn run_dag(env: &Env, dag: &str) -> (i64, RunState) {
