@@ -1,6 +1,6 @@
 //! A real browser (headless Chromium through chromedriver) against `weft serve`: log
 //! in, trigger a DAG, watch the grid until the run finishes, open the failed task's
-//! log. Screenshots go to target/screenshots/. Skips with a reason when chromedriver is
+//! log, see a survey's NPS chart drawn. Screenshots go to target/screenshots/. Skips with a reason when chromedriver is
 //! missing, unless WEFT_REQUIRE_BROWSER=1 (CI).
 
 use std::net::TcpListener;
@@ -58,6 +58,17 @@ command = "echo report"
 depends_on = ["extract"]
 "#;
 
+const NPS: &str = r#"
+description = "survey from an export"
+schedule = "none"
+[tasks.sync]
+kind = "survey_sync"
+provider = "csv"
+form_id = "fb"
+path = "fb.csv"
+nps_field = "nps"
+"#;
+
 #[tokio::test]
 async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
     let required = std::env::var("WEFT_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
@@ -78,6 +89,12 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
     let web_port = free_port();
     std::fs::create_dir_all(dir.path().join("dags")).expect("mkdir");
     std::fs::write(dir.path().join("dags/demo.toml"), DEMO).expect("dag");
+    std::fs::write(dir.path().join("dags/nps.toml"), NPS).expect("dag");
+    std::fs::write(
+        dir.path().join("dags/fb.csv"),
+        "token,submitted_at,nps\na,2026-03-02 10:00:00,10\nb,2026-03-03 10:00:00,9\nc,2026-03-04 10:00:00,3\nd,2026-03-10 10:00:00,8\ne,2026-03-11 10:00:00,2\nf,2026-03-17 10:00:00,10\ng,2026-03-18 10:00:00,6\n",
+    )
+    .expect("csv");
     std::fs::write(
         dir.path().join("weft.toml"),
         format!("bind = \"127.0.0.1:{web_port}\"\nheartbeat_interval = \"500ms\"\n"),
@@ -228,6 +245,52 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
         assert!(text.contains("this task fails on purpose"), "log: {text}");
         assert!(text.contains("command exited with code 7"), "log: {text}");
         std::fs::write(shots.join("04-failed-log.png"), client.screenshot().await?).expect("png");
+
+        // A survey synced from a CSV export: the page draws the NPS trend with its band.
+        client.goto(&format!("{base}/dags/nps/trigger")).await?;
+        client
+            .find(Locator::Id("trigger-submit"))
+            .await?
+            .click()
+            .await?;
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("run-state"))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            client.goto(&format!("{base}/surveys/csv/fb")).await?;
+            if !client
+                .find_all(Locator::Css("#nps-trend polygon.band"))
+                .await?
+                .is_empty()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the survey page never showed the trend"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (_, _, w, band_h) = client
+            .find(Locator::Css("#nps-trend polygon.band"))
+            .await?
+            .rectangle()
+            .await?;
+        let (_, _, _, line_h) = client
+            .find(Locator::Css("#nps-trend polyline.line"))
+            .await?
+            .rectangle()
+            .await?;
+        assert!(
+            w > 50.0 && band_h > line_h + 10.0,
+            "the CI band is drawn around the line: {w} x {band_h} (line {line_h})"
+        );
+        let bars = client.find_all(Locator::Css("#scores rect")).await?;
+        assert_eq!(bars.len(), 11, "one bar per score 0-10");
+        std::fs::write(shots.join("05-survey.png"), client.screenshot().await?).expect("png");
         Ok::<(), fantoccini::error::CmdError>(())
     }
     .await;
