@@ -55,8 +55,7 @@ pub async fn get_json(
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| std::time::Duration::from_secs(std::cmp::min(s, 60)))
+                .and_then(|v| retry_after(v, chrono::Utc::now()))
                 .unwrap_or(delay);
             tokio::time::sleep(wait).await;
             delay *= 2;
@@ -76,4 +75,40 @@ pub async fn get_json(
             .map_err(|e| format!("GET {shown}: the body is not JSON: {e}"));
     }
     Err(format!("GET {shown}: gave up"))
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date; capped at
+/// 60 s so a confused server cannot park a task for hours.
+fn retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<std::time::Duration> {
+    let v = v.trim();
+    let secs = match v.parse::<u64>() {
+        Ok(s) => s,
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+            u64::try_from((at.with_timezone(&chrono::Utc) - now).num_seconds()).unwrap_or(0)
+        }
+    };
+    Some(std::time::Duration::from_secs(secs.min(60)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:50Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let s = |x: u64| Some(std::time::Duration::from_secs(x));
+        assert_eq!(retry_after("3", now), s(3));
+        assert_eq!(retry_after("3600", now), s(60), "capped");
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), s(10));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            s(0),
+            "in the past"
+        );
+        assert_eq!(retry_after("soon", now), None);
+    }
 }

@@ -142,6 +142,39 @@ async fn scenario(t: &TestDb) {
         .await,
         1
     );
+    // The readers the experiment page uses work on this backend too.
+    {
+        use weft::tasks::experiment;
+        let latest = experiment::latest_results(&wh.conn, "new_onboarding")
+            .await
+            .expect("results");
+        assert_eq!(latest.len(), 2);
+        assert_eq!(latest[1].variant, "treatment");
+        assert!((latest[1].rel_lift.expect("lift") - 0.18).abs() < 1e-9);
+        let lags = experiment::turnarounds(&wh.conn, "new_onboarding", 10)
+            .await
+            .expect("turnaround");
+        assert_eq!(lags.len(), 1, "one analysed interval");
+        let weft::dag::TaskKind::Experiment(spec) = &dag
+            .tasks
+            .iter()
+            .find(|t| t.task_id == "analyze")
+            .expect("task")
+            .kind
+        else {
+            panic!("not an experiment")
+        };
+        let daily = experiment::daily_exposures(&wh.conn, spec)
+            .await
+            .expect("exposures");
+        assert_eq!(
+            daily,
+            vec![
+                ("2026-01-01".to_string(), "control".to_string(), 5000),
+                ("2026-01-01".to_string(), "treatment".to_string(), 5000)
+            ]
+        );
+    }
     env.stop().await;
 }
 

@@ -289,6 +289,25 @@ page_size = 3
     assert!((se - want).abs() < 1e-9, "{se} vs {want}");
     assert!(log.contains("NPS +28.6"), "{log}");
 
+    // The readers the survey page uses work on this backend too.
+    {
+        use weft::tasks::survey;
+        let (responses, rejects, mark, last) = survey::form_state(&wh.conn, "typeform", "nps1")
+            .await
+            .expect("state");
+        assert_eq!((responses, rejects), (7, 1));
+        assert!(mark.is_some_and(|m| m.starts_with("2026-03-01")) && last.is_some());
+        let m = survey::latest_metrics(&wh.conn, "typeform", "nps1")
+            .await
+            .expect("metrics");
+        assert_eq!((m[0].segment.as_str(), m[0].responses), ("all", 7));
+        let daily = survey::daily_scores(&wh.conn, "typeform", "nps1", false)
+            .await
+            .expect("daily");
+        assert_eq!(daily.iter().map(|d| d.2).sum::<i64>(), 7);
+        assert!(daily.iter().all(|d| d.0 == "2026-03-01"), "{daily:?}");
+    }
+
     // 3. Two newer responses: the next sync asks from the high-water mark and gets only
     //    those (plus the boundary second), nothing is duplicated.
     {
