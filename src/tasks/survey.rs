@@ -809,7 +809,13 @@ async fn sync_typeform(
         synced
             .page(ctx, c, spec, &format!("{label} page {page}"), parsed)
             .await?;
-        if n < spec.page_size as usize || n == 0 {
+        // More pages when this one is full, or when the server says there are more
+        // (a server may cap the page below `page_size`); an empty page always ends.
+        let count = |k: &str| body.get(k).and_then(Json::as_u64).unwrap_or(0);
+        let more = n >= spec.page_size as usize
+            || count("total_items") > n as u64
+            || count("page_count") > 1;
+        if n == 0 || !more {
             break;
         }
         match last {
