@@ -700,6 +700,9 @@ async fn set_high_water(
     Ok(())
 }
 
+/// Rejects of one sync written to the task log.
+const LOGGED_REJECTS: u64 = 20;
+
 /// What a sync did.
 #[derive(Debug, Default)]
 struct Synced {
@@ -721,9 +724,16 @@ impl Synced {
         store_page(c, spec.provider.name(), &spec.form_id, &ok, &bad)
             .await
             .map_err(|e| format!("{label}: could not store responses: {e}"))?;
-        for r in &bad {
+        // The first rejects of a sync go to the log; all of them are in survey_rejects.
+        let shown = usize::try_from(LOGGED_REJECTS.saturating_sub(self.rejects)).unwrap_or(0);
+        for r in bad.iter().take(shown) {
             ctx.log
                 .line(&format!("[weft] reject ({}): {}", r.source, r.reason))
+                .await;
+        }
+        if bad.len() > shown && self.rejects + shown as u64 == LOGGED_REJECTS {
+            ctx.log
+                .line("[weft] further rejects are not logged; survey_rejects has them all")
                 .await;
         }
         self.pages += 1;

@@ -625,3 +625,28 @@ async fn the_minimal_form_reads_url_and_token_from_the_environment() {
     let nps = float(&wh, "SELECT nps FROM survey_metrics").await;
     assert!((nps - 100.0 / 3.0).abs() < 1e-9, "{nps}");
 }
+
+#[tokio::test]
+async fn a_flood_of_rejects_is_stored_whole_and_logged_in_part() {
+    let t = crate::support::sqlite_db().await;
+    let dag = "[tasks.sync]\nkind = \"survey_sync\"\nprovider = \"csv\"\nform_id = \"bad\"\npath = \"bad.csv\"\nnps_field = \"nps\"\n";
+    let env = Env::with_warehouse(&t, &[("bad_export", dag)]).await;
+    let mut csv = String::from("token,submitted_at,nps\ngood,2026-05-01 10:00:00,9\n");
+    for i in 0..30 {
+        csv.push_str(&format!("b{i},2026-05-01 10:00:00,{}\n", 11 + i));
+    }
+    std::fs::write(env.dags_dir().join("bad.csv"), csv).expect("csv");
+    let (run, state) = run_dag(&env, "bad_export").await;
+    let (_, err, log) = error_of(&env, run, "sync").await;
+    assert_eq!(state, RunState::Success, "{err}\n{log}");
+    assert_eq!(log.matches("[weft] reject (").count(), 20, "{log}");
+    assert!(log.contains("further rejects are not logged"), "{log}");
+    assert!(
+        log.contains("1 response(s) upserted, 30 reject(s)"),
+        "{log}"
+    );
+    let wh = warehouse(&env).await;
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM survey_rejects").await, 30);
+    env.stop().await;
+    t.cleanup().await;
+}
