@@ -44,20 +44,13 @@ pub fn forest(rows: &[ForestRow]) -> String {
         return String::new();
     }
     let (label_w, plot_w, row_h) = (220.0, 460.0, 30.0);
-    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
     let reach = rows
         .iter()
-        .flat_map(|r| {
-            [
-                finite(r.lo).abs(),
-                finite(r.hi).abs(),
-                finite(r.value).abs(),
-            ]
-        })
+        .flat_map(|r| [r.lo.abs(), r.hi.abs(), r.value.abs()])
         .fold(0.01f64, f64::max);
     let step = nice_step(2.0 * reach, 6.0);
     let lim = (reach / step).ceil() * step;
-    let x = |v: f64| label_w + (finite(v).clamp(-lim, lim) + lim) / (2.0 * lim) * plot_w;
+    let x = |v: f64| label_w + (v.clamp(-lim, lim) + lim) / (2.0 * lim) * plot_w;
     let height = 30.0 + rows.len() as f64 * row_h;
     let mut s = format!(
         r#"<svg class="chart forest" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="relative lift with 95% confidence intervals">"#,
