@@ -759,26 +759,36 @@ fn items_of<'a>(body: &'a Json, key: &str, shown: &str) -> Result<&'a [Json], St
     }
 }
 
-/// The API's base URL and credential, with `${NAME}` read from the environment.
-fn endpoint(spec: &SurveySpec) -> Result<(String, String), String> {
+/// The URL of an API path under the base URL, how it is shown in messages (no query
+/// string), and the credential; `${NAME}` in `base_url` and `token` reads the
+/// environment. Errors are prefixed with `label`.
+fn endpoint(
+    spec: &SurveySpec,
+    path: &str,
+    label: &str,
+) -> Result<(reqwest::Url, String, String), String> {
     let base = match &spec.base_url {
-        Some(b) => expand_env(b).map_err(|e| format!("base_url: {e}"))?,
+        Some(b) => expand_env(b).map_err(|e| format!("{label}: base_url: {e}"))?,
         None => spec.provider.default_base_url().to_string(),
     };
-    let base = base.trim().trim_end_matches('/').to_string();
+    let base = base.trim().trim_end_matches('/');
     if base.is_empty() {
-        return Err("base_url is empty".into());
+        return Err(format!("{label}: base_url is empty"));
     }
-    let token =
-        expand_env(spec.token.as_deref().unwrap_or_default()).map_err(|e| format!("token: {e}"))?;
+    let token = expand_env(spec.token.as_deref().unwrap_or_default())
+        .map_err(|e| format!("{label}: token: {e}"))?;
     if token.is_empty() {
-        return Err("token is empty".into());
+        return Err(format!("{label}: token is empty"));
     }
-    Ok((base, token))
+    let url = format!("{base}{path}");
+    let parsed =
+        reqwest::Url::parse(&url).map_err(|e| format!("{label}: bad url \"{url}\": {e}"))?;
+    let shown = format!("{}{}", parsed.origin().ascii_serialization(), parsed.path());
+    Ok((parsed, shown, token))
 }
 
-/// Typeform: newest first, paging backwards with `before=<last token>` until a short
-/// page; `since` is the high-water mark.
+/// Typeform: newest first, paging backwards with `before=<last token>` while there is
+/// more (see the loop); `since` is the high-water mark.
 async fn sync_typeform(
     ctx: &mut RunContext<'_>,
     c: &DatabaseConnection,
@@ -786,11 +796,8 @@ async fn sync_typeform(
     since: Option<DateTime<Utc>>,
     label: &str,
 ) -> Result<Synced, String> {
-    let (base, token) = endpoint(spec).map_err(|e| format!("{label}: {e}"))?;
-    let url = format!("{base}/forms/{}/responses", spec.form_id);
-    let first =
-        reqwest::Url::parse(&url).map_err(|e| format!("{label}: bad url \"{url}\": {e}"))?;
-    let shown = format!("{}{}", first.origin().ascii_serialization(), first.path());
+    let (first, shown, token) =
+        endpoint(spec, &format!("/forms/{}/responses", spec.form_id), label)?;
     let mut synced = Synced::default();
     let mut before: Option<String> = None;
     loop {
@@ -854,11 +861,7 @@ async fn sync_zigpoll(
     since: Option<DateTime<Utc>>,
     label: &str,
 ) -> Result<Synced, String> {
-    let (base, key) = endpoint(spec).map_err(|e| format!("{label}: {e}"))?;
-    let url = format!("{base}/responses");
-    let first =
-        reqwest::Url::parse(&url).map_err(|e| format!("{label}: bad url \"{url}\": {e}"))?;
-    let shown = format!("{}{}", first.origin().ascii_serialization(), first.path());
+    let (first, shown, key) = endpoint(spec, "/responses", label)?;
     let mut synced = Synced::default();
     let mut cursor: Option<String> = None;
     loop {
