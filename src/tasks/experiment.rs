@@ -649,8 +649,8 @@ async fn write_results(
 
 // ------------------------------------------------------------------ reading results back
 
-/// One stored row of `experiment_results`, as the experiment page shows it.
-#[derive(Debug, Clone, PartialEq)]
+/// One stored row of `experiment_results`, as the experiment page and the API show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredResult {
     pub metric: String,
     pub variant: String,

@@ -1303,8 +1303,8 @@ pub async fn daily_scores(
         .collect()
 }
 
-/// One stored row of `survey_metrics`.
-#[derive(Debug, Clone, PartialEq)]
+/// One stored row of `survey_metrics`, as the survey page and the API show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredMetrics {
     pub segment: String,
     pub segment_value: String,

@@ -21,6 +21,8 @@ use crate::db::entities::{dag_run, task_instance};
 use crate::db::runs::RunFilter;
 use crate::db::{Role, RunState, dags, runs, tasks};
 use crate::scheduler::commands;
+use crate::tasks::experiment::StoredResult;
+use crate::tasks::survey::StoredMetrics;
 
 /// An API error: the JSON form of [`Error`].
 #[derive(Debug)]
@@ -183,9 +185,9 @@ pub struct Cleared {
         ClearBody,
         Cleared,
         ExperimentView,
-        ExperimentResultView,
+        StoredResult,
         SurveyView,
-        SurveyMetricsView
+        StoredMetrics
     ))
 )]
 struct ApiDoc;
@@ -635,26 +637,7 @@ pub struct ExperimentView {
     pub task_id: String,
     pub control: String,
     /// Empty until the task has written results.
-    pub results: Vec<ExperimentResultView>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ExperimentResultView {
-    pub metric: String,
-    pub variant: String,
-    pub users: i64,
-    pub value: Option<f64>,
-    pub diff: Option<f64>,
-    pub diff_ci_low: Option<f64>,
-    pub diff_ci_high: Option<f64>,
-    pub rel_lift: Option<f64>,
-    pub rel_lift_ci_low: Option<f64>,
-    pub rel_lift_ci_high: Option<f64>,
-    pub p_value: Option<f64>,
-    pub srm_p_value: Option<f64>,
-    pub excluded_users: i64,
-    pub interval_end: String,
-    pub computed_at: String,
+    pub results: Vec<StoredResult>,
 }
 
 /// An experiment declared by a DAG, with its latest results.
@@ -682,26 +665,7 @@ async fn get_experiment(
         dag_id: d.dag_id,
         task_id: d.task_id,
         control: d.spec.control,
-        results: results
-            .into_iter()
-            .map(|r| ExperimentResultView {
-                metric: r.metric,
-                variant: r.variant,
-                users: r.users,
-                value: r.value,
-                diff: r.diff,
-                diff_ci_low: r.diff_ci_low,
-                diff_ci_high: r.diff_ci_high,
-                rel_lift: r.rel_lift,
-                rel_lift_ci_low: r.rel_lift_ci_low,
-                rel_lift_ci_high: r.rel_lift_ci_high,
-                p_value: r.p_value,
-                srm_p_value: r.srm_p_value,
-                excluded_users: r.excluded_users,
-                interval_end: r.interval_end,
-                computed_at: r.computed_at,
-            })
-            .collect(),
+        results,
     }))
 }
 
@@ -717,25 +681,7 @@ pub struct SurveyView {
     pub high_water: Option<String>,
     pub last_sync: Option<String>,
     /// The `survey_metrics` rows of the latest period, overall first.
-    pub metrics: Vec<SurveyMetricsView>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SurveyMetricsView {
-    pub segment: String,
-    pub segment_value: String,
-    pub period_start: Option<String>,
-    pub period_end: String,
-    pub responses: i64,
-    pub promoters: i64,
-    pub passives: i64,
-    pub detractors: i64,
-    pub nps: Option<f64>,
-    pub nps_ci_low: Option<f64>,
-    pub nps_ci_high: Option<f64>,
-    pub csat: Option<f64>,
-    pub csat_responses: i64,
-    pub computed_at: String,
+    pub metrics: Vec<StoredMetrics>,
 }
 
 /// A survey form read by a `survey_sync` task.
@@ -778,24 +724,6 @@ async fn get_survey(
         rejects: st.1,
         high_water: st.2,
         last_sync: st.3,
-        metrics: metrics
-            .into_iter()
-            .map(|m| SurveyMetricsView {
-                segment: m.segment,
-                segment_value: m.segment_value,
-                period_start: m.period_start,
-                period_end: m.period_end,
-                responses: m.responses,
-                promoters: m.promoters,
-                passives: m.passives,
-                detractors: m.detractors,
-                nps: m.nps,
-                nps_ci_low: m.nps_ci_low,
-                nps_ci_high: m.nps_ci_high,
-                csat: m.csat,
-                csat_responses: m.csat_responses,
-                computed_at: m.computed_at,
-            })
-            .collect(),
+        metrics,
     }))
 }
