@@ -7,9 +7,9 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 
-use super::{RunContext, failure};
+use super::{RunContext, failure, ph};
 use crate::dag::template::rfc3339;
-use crate::dag::{AnalysisRange, ExperimentSpec, Measure, Metric, MetricKind, RowSource};
+use crate::dag::{AnalysisRange, ExperimentSpec, Metric, MetricKind, RowSource};
 use crate::db::tasks::TryOutcome;
 use crate::stats::{self, Arm};
 
@@ -105,9 +105,9 @@ fn first_exposures(pg: bool, exposures: &str, experiment: &str, b: Bounds) -> St
     )
 }
 
-/// Per user: how many `event`s (or the sum of their `property`) within the window
-/// after first exposure.
-fn measure_sql(pg: bool, events: &str, m: &Measure, window: f64) -> String {
+/// `FROM <events> e WHERE ...`: the user's `event`s within the window after their
+/// first exposure.
+fn events_in_window(pg: bool, events: &str, event: &str, window: f64) -> String {
     let in_window = if pg {
         format!(
             "CAST(e.\"timestamp\" AS TIMESTAMPTZ) >= f.t0 AND CAST(e.\"timestamp\" AS TIMESTAMPTZ) < f.t0 + make_interval(secs => {window})"
@@ -118,21 +118,23 @@ fn measure_sql(pg: bool, events: &str, m: &Measure, window: f64) -> String {
             window / 86400.0
         )
     };
-    let what = match &m.property {
+    format!(
+        "FROM {} e WHERE e.user_id = f.user_id AND e.event = {} AND {in_window}",
+        q(events),
+        lit(event)
+    )
+}
+
+/// Per user: how many `event`s (or the sum of their `property`) within the window
+/// after first exposure.
+fn measure_sql(pg: bool, events: &str, event: &str, property: Option<&str>, window: f64) -> String {
+    let what = match property {
         None => "COUNT(*)".to_string(),
-        Some(p) => {
-            let v = if pg {
-                format!("CAST({} AS DOUBLE PRECISION)", prop(pg, "e.", p))
-            } else {
-                format!("CAST({} AS REAL)", prop(pg, "e.", p))
-            };
-            format!("SUM({v})")
-        }
+        Some(p) => format!("SUM(CAST({} AS DOUBLE PRECISION))", prop(pg, "e.", p)),
     };
     format!(
-        "COALESCE((SELECT {what} FROM {} e WHERE e.user_id = f.user_id AND e.event = {} AND {in_window}), 0.0)",
-        q(events),
-        lit(&m.event)
+        "COALESCE((SELECT {what} {}), 0.0)",
+        events_in_window(pg, events, event, window)
     )
 }
 
@@ -147,44 +149,40 @@ fn metric_sql(
     m: &Metric,
 ) -> String {
     let (v, w) = match &m.kind {
-        MetricKind::Conversion { event, window } => {
-            let count = measure_sql(
-                pg,
-                events,
-                &Measure {
-                    event: event.clone(),
-                    property: None,
-                },
-                window.as_secs_f64(),
-            );
-            (
-                format!("CASE WHEN {count} > 0 THEN 1.0 ELSE 0.0 END"),
-                "0.0".to_string(),
-            )
-        }
+        MetricKind::Conversion { event, window } => (
+            format!(
+                "CASE WHEN EXISTS (SELECT 1 {}) THEN 1.0 ELSE 0.0 END",
+                events_in_window(pg, events, event, window.as_secs_f64())
+            ),
+            "0.0".to_string(),
+        ),
         MetricKind::Mean {
             event,
             property,
             window,
         } => (
-            measure_sql(
-                pg,
-                events,
-                &Measure {
-                    event: event.clone(),
-                    property: Some(property.clone()),
-                },
-                window.as_secs_f64(),
-            ),
+            measure_sql(pg, events, event, Some(property), window.as_secs_f64()),
             "0.0".to_string(),
         ),
         MetricKind::Ratio {
-            numerator,
-            denominator,
+            numerator: n,
+            denominator: d,
             window,
         } => (
-            measure_sql(pg, events, numerator, window.as_secs_f64()),
-            measure_sql(pg, events, denominator, window.as_secs_f64()),
+            measure_sql(
+                pg,
+                events,
+                &n.event,
+                n.property.as_deref(),
+                window.as_secs_f64(),
+            ),
+            measure_sql(
+                pg,
+                events,
+                &d.event,
+                d.property.as_deref(),
+                window.as_secs_f64(),
+            ),
         ),
     };
     let dbl = "DOUBLE PRECISION";
@@ -595,11 +593,11 @@ async fn write_results(
     .await?;
     let txn = c.begin().await?;
     let end_s = rfc3339(end);
-    let del = if b == DbBackend::Postgres {
-        "DELETE FROM experiment_results WHERE experiment = $1 AND interval_end = $2"
-    } else {
-        "DELETE FROM experiment_results WHERE experiment = ? AND interval_end = ?"
-    };
+    let del = format!(
+        "DELETE FROM experiment_results WHERE experiment = {} AND interval_end = {}",
+        ph(b, 1),
+        ph(b, 2)
+    );
     txn.execute_raw(Statement::from_sql_and_values(
         b,
         del,
@@ -628,15 +626,7 @@ async fn write_results(
             end_s.clone().into(),
             now.clone().into(),
         ];
-        let placeholders: Vec<String> = (1..=values.len())
-            .map(|i| {
-                if b == DbBackend::Postgres {
-                    format!("${i}")
-                } else {
-                    "?".into()
-                }
-            })
-            .collect();
+        let placeholders: Vec<String> = (1..=values.len()).map(|i| ph(b, i)).collect();
         let sql = format!(
             "INSERT INTO experiment_results VALUES ({})",
             placeholders.join(", ")
@@ -667,14 +657,6 @@ pub struct StoredResult {
     pub excluded_users: i64,
     pub interval_end: String,
     pub computed_at: String,
-}
-
-fn ph(b: DbBackend, i: usize) -> String {
-    if b == DbBackend::Postgres {
-        format!("${i}")
-    } else {
-        "?".into()
-    }
 }
 
 /// The rows of the latest analysed interval of an experiment (empty when the table or

@@ -61,6 +61,15 @@ pub fn failure(message: impl Into<String>) -> TryOutcome {
     }
 }
 
+/// The `i`-th (from 1) bind placeholder of a warehouse statement on backend `b`.
+pub(crate) fn ph(b: sea_orm::DbBackend, i: usize) -> String {
+    if b == sea_orm::DbBackend::Postgres {
+        format!("${i}")
+    } else {
+        "?".into()
+    }
+}
+
 /// A successful try.
 pub fn success() -> TryOutcome {
     TryOutcome {

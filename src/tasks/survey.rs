@@ -25,7 +25,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Transac
 use serde_json::{Map, Value as Json};
 
 use super::fetch::{Auth, get_json};
-use super::{RunContext, failure};
+use super::{RunContext, failure, ph};
 use crate::config::expand_env;
 use crate::dag::template::rfc3339;
 use crate::dag::{MetricsWindow, SurveyProvider, SurveySpec};
@@ -622,14 +622,6 @@ async fn store_page(
         txn.execute_raw(b.build(&ins)).await?;
     }
     txn.commit().await
-}
-
-fn ph(b: DbBackend, i: usize) -> String {
-    if b == DbBackend::Postgres {
-        format!("${i}")
-    } else {
-        "?".into()
-    }
 }
 
 /// A time column compared as a time on both backends.
