@@ -383,6 +383,10 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     }
     eprintln!("  web UI:     http://{}", web);
     engine.run(shutdown_signal()).await;
+    if let Some(why) = engine.fault() {
+        eprintln!("weft stopped because the engine broke: {why}");
+        return Ok(1);
+    }
     eprintln!("weft stopped");
     Ok(0)
 }

@@ -77,6 +77,7 @@ pub struct Sink<'s> {
     pub lines: LineIndex<'s>,
     pub dag_id: Option<String>,
     pub diagnostics: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl<'s> Sink<'s> {
@@ -86,12 +87,26 @@ impl<'s> Sink<'s> {
             lines: LineIndex::new(src),
             dag_id: None,
             diagnostics: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
     pub fn error(&mut self, span: Range<usize>, task: Option<&str>, message: impl Into<String>) {
         let (line, column) = self.lines.position(span.start);
         self.diagnostics.push(Diagnostic {
+            file: self.file.clone(),
+            line,
+            column,
+            dag_id: self.dag_id.clone(),
+            task_id: task.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+
+    /// A problem that does not stop the DAG from loading; shown by `dags check`.
+    pub fn warn(&mut self, span: Range<usize>, task: Option<&str>, message: impl Into<String>) {
+        let (line, column) = self.lines.position(span.start);
+        self.warnings.push(Diagnostic {
             file: self.file.clone(),
             line,
             column,
@@ -128,7 +143,7 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
 /// caret under the column.
 pub fn render_with_source(d: &Diagnostic, src: &str) -> String {
     let lines = LineIndex::new(src);
-    let text = lines.line_text(d.line);
+    let (text, column) = excerpt(lines.line_text(d.line), d.column);
     let gutter = d.line.to_string().len();
     format!(
         "{d}\n{:gutter$} |\n{} | {}\n{:gutter$} | {}^\n",
@@ -136,8 +151,35 @@ pub fn render_with_source(d: &Diagnostic, src: &str) -> String {
         d.line,
         text,
         "",
-        " ".repeat(d.column.saturating_sub(1)),
+        " ".repeat(column.saturating_sub(1)),
     )
+}
+
+/// At most 120 characters of a line around a 1-based column (with `…` where cut), and
+/// the column within the excerpt; control characters are shown as `?`.
+fn excerpt(line: &str, column: usize) -> (String, usize) {
+    const WIDTH: usize = 120;
+    let chars: Vec<char> = line
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect();
+    if chars.len() <= WIDTH {
+        return (chars.into_iter().collect(), column);
+    }
+    let at = column.saturating_sub(1).min(chars.len());
+    let start = at.saturating_sub(WIDTH / 2);
+    let end = (start + WIDTH).min(chars.len());
+    let mut out = String::new();
+    let mut col = at - start + 1;
+    if start > 0 {
+        out.push('…');
+        col += 1;
+    }
+    out.extend(&chars[start..end]);
+    if end < chars.len() {
+        out.push('…');
+    }
+    (out, col)
 }
 
 #[cfg(test)]
@@ -151,6 +193,16 @@ mod tests {
         assert_eq!(idx.position(6), (2, 1));
         assert_eq!(idx.position(9), (2, 3));
         assert_eq!(idx.line_text(2), "bé = 2");
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_column() {
+        let line = "x".repeat(1000);
+        let (text, col) = excerpt(&line, 500);
+        assert!(text.chars().count() <= 122, "{}", text.len());
+        assert!(text.starts_with('…') && text.ends_with('…'));
+        assert_eq!(col, 62);
+        assert_eq!(excerpt("a\u{0}b", 2), ("a?b".to_string(), 2));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod bag;
 pub mod diag;
 pub mod models;
 mod parse;
+pub mod quote;
 pub mod schedule;
 pub mod template;
 
@@ -46,6 +47,9 @@ impl Default for ValidationContext {
     }
 }
 
+/// The longest exponential backoff when `max_retry_delay` is not set.
+pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The pool every task uses unless it names another.
 pub const DEFAULT_POOL: &str = "default_pool";
 
@@ -80,6 +84,8 @@ pub struct Dag {
     /// Other files the definition was read from (SQL files, models) with their
     /// modification times: a change to one is a change of the DAG.
     pub deps: Vec<(PathBuf, Option<std::time::SystemTime>)>,
+    /// Problems that do not stop the DAG from loading (`dags check` shows them).
+    pub warnings: Vec<diag::Diagnostic>,
 }
 
 impl Dag {
@@ -359,10 +365,9 @@ impl Task {
         }
         let exp = try_number.saturating_sub(1).min(30);
         let delay = self.retry_delay.saturating_mul(1u32 << exp);
-        match self.max_retry_delay {
-            Some(cap) => delay.min(cap),
-            None => delay,
-        }
+        // Like Airflow, exponential backoff never waits more than a day unless
+        // max_retry_delay says otherwise.
+        delay.min(self.max_retry_delay.unwrap_or(MAX_BACKOFF))
     }
 }
 

@@ -129,7 +129,7 @@ pub fn order(models: &[Model]) -> Result<Vec<usize>, Vec<String>> {
             }
         }
     }
-    for scc in petgraph::algo::tarjan_scc(&g) {
+    for scc in petgraph::algo::kosaraju_scc(&g) {
         if scc.len() < 2 {
             continue;
         }

@@ -1,13 +1,13 @@
 //! Reading one DAG file: the spanned TOML tree is walked key by key, every problem is
 //! collected into a [`Sink`], and a [`Dag`] comes out only when there are none.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use petgraph::graph::DiGraph;
 use sha2::{Digest, Sha256};
@@ -105,6 +105,19 @@ const TEST_TYPES: &[&str] = &[
 ];
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
+/// The most tasks one DAG may have. Bigger graphs are refused with a clear message
+/// rather than slowing every scheduler pass and page that shows them.
+pub const MAX_TASKS: usize = 10_000;
+/// The most `depends_on` entries of one DAG, all tasks together.
+pub const MAX_EDGES: usize = 100_000;
+/// The largest DAG file (and each SQL file it reads), in bytes.
+pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
+/// The longest duration any setting accepts (timeouts, retry delays, windows): a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Dates (start_date, end_date, experiment starts) lie within these years.
+pub const MIN_YEAR: i32 = 1970;
+pub const MAX_YEAR: i32 = 2999;
+
 /// Parses and validates one DAG file. `display` is the path shown in messages.
 pub fn parse_dag(
     display: &str,
@@ -113,6 +126,30 @@ pub fn parse_dag(
     ctx: &ValidationContext,
 ) -> Result<Dag, Vec<Diagnostic>> {
     let mut sink = Sink::new(display.to_string(), src);
+    if src.len() > MAX_FILE_BYTES {
+        sink.error(
+            0..0,
+            None,
+            format!(
+                "file is {} bytes; a DAG file may be at most {MAX_FILE_BYTES} bytes",
+                src.len()
+            ),
+        );
+        return Err(sink.diagnostics);
+    }
+    if src.contains('\0') {
+        let at = src.find('\0').unwrap_or(0);
+        sink.error(at..at, None, "file contains a NUL byte");
+        return Err(sink.diagnostics);
+    }
+    if let Some(at) = nesting_too_deep(src) {
+        sink.error(
+            at..at,
+            None,
+            format!("arrays or tables nested more than {MAX_NESTING} levels deep"),
+        );
+        return Err(sink.diagnostics);
+    }
     let (root, syntax_errors) = DeTable::parse_recoverable(src);
     if !syntax_errors.is_empty() {
         for e in syntax_errors {
@@ -194,6 +231,56 @@ struct Parser<'s, 'c> {
     deps: Vec<(std::path::PathBuf, String)>,
 }
 
+/// The deepest nesting of arrays and inline tables a DAG file may use.
+const MAX_NESTING: usize = 64;
+
+/// Where brackets first nest deeper than [`MAX_NESTING`], outside strings and comments;
+/// checked before parsing so the TOML parser never recurses that deep.
+fn nesting_too_deep(src: &str) -> Option<usize> {
+    let b = src.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            q @ (b'"' | b'\'') => {
+                let triple = b.get(i..i + 3) == Some(&[q, q, q][..]);
+                i += if triple { 3 } else { 1 };
+                while i < b.len() {
+                    if q == b'"' && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if triple {
+                        if b.get(i..i + 3) == Some(&[q, q, q][..]) {
+                            i += 2;
+                            break;
+                        }
+                    } else if b[i] == q || b[i] == b'\n' {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' if depth == 0 => {}
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Entries of a table in the order they appear in the file.
 fn entries<'t, 'i>(
     t: &'t DeTable<'i>,
@@ -214,9 +301,11 @@ fn url_or_template(url: &str) -> bool {
     template::is_templated(url) || url.starts_with("http://") || url.starts_with("https://")
 }
 
+/// Letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_` (so no id is
+/// `.`, `..` or reads as a command-line option such as `-rf`).
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 200
+    s.len() <= 200
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
@@ -225,7 +314,13 @@ fn is_identifier(s: &str) -> bool {
 pub(crate) fn parse_datetime_in(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     let s = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Ok(dt.with_timezone(&Utc));
+        let dt = dt.with_timezone(&Utc);
+        if !(MIN_YEAR..=MAX_YEAR).contains(&dt.year()) {
+            return Err(format!(
+                "\"{s}\" is out of range; dates must lie between the years {MIN_YEAR} and {MAX_YEAR}"
+            ));
+        }
+        return Ok(dt);
     }
     let naive = if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         d.and_hms_opt(0, 0, 0)
@@ -244,6 +339,11 @@ pub(crate) fn parse_datetime_in(s: &str, tz: Tz) -> Result<DateTime<Utc>, String
             "\"{s}\" is not a date or time; expected e.g. \"2026-01-01\" or \"2026-01-01T02:00:00\""
         )
     })?;
+    if !(MIN_YEAR..=MAX_YEAR).contains(&naive.year()) {
+        return Err(format!(
+            "\"{s}\" is out of range; dates must lie between the years {MIN_YEAR} and {MAX_YEAR}"
+        ));
+    }
     tz.from_local_datetime(&naive)
         .earliest()
         .or_else(|| {
@@ -273,6 +373,33 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
+    /// True when `path` (resolving links and `..`) lies inside the DAG file's folder.
+    fn is_inside_base(&self, path: &Path) -> bool {
+        let base = self.base.canonicalize().unwrap_or_else(|_| self.base.clone());
+        path.canonicalize().is_ok_and(|p| p.starts_with(&base))
+    }
+
+    /// `rel` resolved against the DAG file's folder; refused (with a diagnostic) when it
+    /// leads outside that folder, so a DAG can never read `/etc/passwd` into a log.
+    fn contained(
+        &mut self,
+        span: Range<usize>,
+        task: Option<&str>,
+        key: &str,
+        rel: &str,
+    ) -> Option<std::path::PathBuf> {
+        let full = self.base.join(rel);
+        if full.exists() && !self.is_inside_base(&full) {
+            self.err(
+                span,
+                task,
+                format!("\"{key}\" = \"{rel}\" is outside the DAG's folder; files a DAG reads must be inside the folder of its TOML file"),
+            );
+            return None;
+        }
+        Some(full)
+    }
+
     fn type_error(&mut self, v: &Value<'_>, task: Option<&str>, key: &str, want: &str) {
         let found = v.get_ref().type_str();
         self.err(
@@ -284,6 +411,14 @@ impl<'s> Parser<'s, '_> {
 
     fn string(&mut self, v: &Value<'_>, task: Option<&str>, key: &str) -> Option<String> {
         match v.get_ref() {
+            DeValue::String(s) if s.contains('\0') => {
+                self.err(
+                    v.span(),
+                    task,
+                    format!("\"{key}\" contains a NUL character"),
+                );
+                None
+            }
             DeValue::String(s) => Some(s.to_string()),
             _ => {
                 self.type_error(v, task, key, "a string");
@@ -352,6 +487,14 @@ impl<'s> Parser<'s, '_> {
                     v.span(),
                     task,
                     format!("\"{key}\" must be longer than zero"),
+                );
+                None
+            }
+            Ok(d) if d > MAX_DURATION => {
+                self.err(
+                    v.span(),
+                    task,
+                    format!("\"{key}\" is {s}; the longest duration weft accepts is 366 days"),
                 );
                 None
             }
@@ -464,7 +607,7 @@ impl<'s> Parser<'s, '_> {
                     self.err(
                         v.span(),
                         None,
-                        format!("dag_id \"{id}\" may only use letters, digits, '_', '-' and '.'"),
+                        format!("dag_id \"{id}\" may only use letters, digits, '_', '-' and '.', starting with a letter, digit or '_'"),
                     );
                     stem.clone()
                 }
@@ -595,6 +738,16 @@ impl<'s> Parser<'s, '_> {
         let mut task_spans: Vec<Range<usize>> = Vec::new();
         match lookup(root, "tasks") {
             Some(v) => match v.get_ref() {
+                DeValue::Table(t) if t.len() > MAX_TASKS => {
+                    self.err(
+                        v.span(),
+                        None,
+                        format!(
+                            "dag has {} tasks; a dag may have at most {MAX_TASKS} (split it into several dags)",
+                            t.len()
+                        ),
+                    );
+                }
                 DeValue::Table(t) => {
                     for (k, tv) in entries(t) {
                         let id = k.get_ref().to_string();
@@ -603,7 +756,7 @@ impl<'s> Parser<'s, '_> {
                                 k.span(),
                                 None,
                                 format!(
-                                    "task id \"{id}\" may only use letters, digits, '_' and '-'"
+                                    "task id \"{id}\" may only use letters, digits, '_' and '-', starting with a letter, digit or '_'"
                                 ),
                             );
                         }
@@ -634,11 +787,26 @@ impl<'s> Parser<'s, '_> {
             ),
         }
 
+        let edges: usize = dep_spans.iter().map(Vec::len).sum();
+        if edges > MAX_EDGES {
+            let span = lookup(root, "tasks").map_or(0..0, |v| v.span());
+            self.err(
+                span,
+                None,
+                format!("dag has {edges} dependencies (depends_on entries); a dag may have at most {MAX_EDGES}"),
+            );
+            return None;
+        }
         let topo_order = self.graph(&tasks, &dep_spans, &task_spans);
+        let index: HashMap<&str, usize> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.task_id.as_str(), i))
+            .collect();
         let mut downstream = vec![Vec::new(); tasks.len()];
         for (i, t) in tasks.iter().enumerate() {
             for d in &t.depends_on {
-                if let Some(j) = tasks.iter().position(|x| &x.task_id == d) {
+                if let Some(&j) = index.get(d.as_str()) {
                     downstream[j].push(i);
                 }
             }
@@ -685,6 +853,7 @@ impl<'s> Parser<'s, '_> {
             topo_order: topo_order?,
             downstream,
             deps,
+            warnings: std::mem::take(&mut self.sink.warnings),
         })
     }
 
@@ -1146,9 +1315,33 @@ impl<'s> Parser<'s, '_> {
 
     fn shell(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
         let command = self.required(t, id, "command", &key_span, "shell");
-        let cwd = lookup(t, "cwd")
-            .and_then(|v| self.string(v, Some(id), "cwd"))
-            .map(Into::into);
+        if let (Some((c, span)), Some(v)) = (&command, lookup(t, "command")) {
+            let _ = v;
+            if template::raw_params(c) {
+                self.sink.warn(
+                    span.clone(),
+                    Some(id),
+                    "a param is spliced into the command with `| raw`: its value runs as shell code; pass it through env instead",
+                );
+            }
+        }
+        let cwd: Option<std::path::PathBuf> = match lookup(t, "cwd") {
+            Some(v) => match self.string(v, Some(id), "cwd") {
+                Some(c) => {
+                    let dir = self.base.join(&c);
+                    if !dir.is_dir() {
+                        self.err(
+                            v.span(),
+                            Some(id),
+                            format!("cwd \"{c}\" is not a folder (paths are relative to the DAG file's folder)"),
+                        );
+                    }
+                    Some(c.into())
+                }
+                None => None,
+            },
+            None => None,
+        };
         Some(TaskKind::Shell {
             command: command?.0,
             cwd,
@@ -1223,10 +1416,16 @@ impl<'s> Parser<'s, '_> {
             (Some(_), None) => self.required(t, id, "sql", &key_span, "sql")?.0,
             (None, Some(f)) => {
                 let rel = self.string(f, Some(id), "file")?;
-                let base = Path::new(&self.sink.file)
-                    .parent()
-                    .unwrap_or(Path::new("."));
-                match std::fs::read_to_string(base.join(&rel)) {
+                let path = self.contained(f.span(), Some(id), "file", &rel)?;
+                match std::fs::read_to_string(&path) {
+                    Ok(s) if s.len() > MAX_FILE_BYTES => {
+                        self.err(
+                            f.span(),
+                            Some(id),
+                            format!("sql file \"{rel}\" is {} bytes; at most {MAX_FILE_BYTES} are allowed", s.len()),
+                        );
+                        return None;
+                    }
                     Ok(s) => {
                         let params: Vec<&str> =
                             self.param_names.iter().map(String::as_str).collect();
@@ -1504,6 +1703,17 @@ impl<'s> Parser<'s, '_> {
                 }
             };
             files.sort();
+            let before = files.len();
+            files.retain(|f| self.is_inside_base(f));
+            if files.len() < before {
+                self.err(
+                    mv.span(),
+                    task,
+                    format!("models pattern \"{pat}\" reaches outside the DAG's folder; model files must be inside it"),
+                );
+                ok = false;
+                continue;
+            }
             if files.is_empty() {
                 self.err(mv.span(), task, format!("no model file matches \"{pat}\" (paths are relative to the DAG file's folder)"));
                 ok = false;
@@ -2283,6 +2493,7 @@ impl<'s> Parser<'s, '_> {
         spans: &[Range<usize>],
     ) -> Option<Vec<usize>> {
         let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let mut g: DiGraph<usize, ()> = DiGraph::new();
         let nodes: Vec<_> = (0..tasks.len()).map(|i| g.add_node(i)).collect();
         let mut ok = true;
@@ -2303,7 +2514,7 @@ impl<'s> Parser<'s, '_> {
                     ok = false;
                     continue;
                 }
-                match ids.iter().position(|x| *x == name) {
+                match index.get(name).copied() {
                     Some(j) => {
                         g.add_edge(nodes[j], nodes[i], ());
                     }
@@ -2320,7 +2531,9 @@ impl<'s> Parser<'s, '_> {
                 }
             }
         }
-        for scc in petgraph::algo::tarjan_scc(&g) {
+        // Kosaraju's algorithm is iterative in petgraph (Tarjan's recurses once per
+        // task and overflows the stack on long chains).
+        for scc in petgraph::algo::kosaraju_scc(&g) {
             if scc.len() < 2 {
                 continue;
             }
@@ -2353,26 +2566,36 @@ impl<'s> Parser<'s, '_> {
 /// A cycle through `start` within `members`, following edges from a task to the tasks
 /// that depend on it; the path starts and ends at `start` (`a -> b -> c -> a`).
 fn cycle_path(start: usize, members: &BTreeSet<usize>, tasks: &[Task], ids: &[&str]) -> Vec<usize> {
-    let downs = |i: usize| -> Vec<usize> {
-        members
-            .iter()
-            .copied()
-            .filter(|j| tasks[*j].depends_on.iter().any(|d| d == ids[i]))
-            .collect()
-    };
-    let mut stack = vec![(start, vec![start])];
-    let mut visited = BTreeSet::new();
-    while let Some((node, path)) = stack.pop() {
-        for next in downs(node) {
-            if next == start {
-                let mut p = path.clone();
-                p.push(start);
-                return p;
+    // Edges inside the component, from a task to the tasks that depend on it.
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut downs: HashMap<usize, Vec<usize>> = HashMap::new();
+    for &j in members {
+        for d in &tasks[j].depends_on {
+            if let Some(&i) = index.get(d.as_str())
+                && members.contains(&i)
+            {
+                downs.entry(i).or_default().push(j);
             }
-            if visited.insert(next) {
-                let mut p = path.clone();
-                p.push(next);
-                stack.push((next, p));
+        }
+    }
+    // Breadth-first search with parent links: the path is rebuilt once at the end.
+    let mut parent: HashMap<usize, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        for &next in downs.get(&node).map_or(&[][..], Vec::as_slice) {
+            if next == start {
+                let mut path = vec![start, node];
+                let mut at = node;
+                while at != start {
+                    at = parent[&at];
+                    path.push(at);
+                }
+                path.reverse();
+                return path;
+            }
+            if next != start && !parent.contains_key(&next) {
+                parent.insert(next, node);
+                queue.push_back(next);
             }
         }
     }

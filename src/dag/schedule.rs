@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -112,6 +112,18 @@ impl Schedule {
                 e.to_string().to_lowercase()
             )
         })?;
+        // A schedule must fire at some point: `0 0 30 2 *` (February 30) never does.
+        // 28 years cover every combination of leap day and weekday.
+        let from = Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).single();
+        let fires = from.is_some_and(|f| {
+            cron.find_next_occurrence(&f, false)
+                .is_ok_and(|n| n.year() <= 2001 + 28)
+        });
+        if !fires {
+            return Err(format!(
+                "cron expression \"{trimmed}\" never fires (no such date exists); check the day-of-month and month fields"
+            ));
+        }
         Ok(Schedule::Cron {
             expr: trimmed.to_string(),
             cron: Box::new(cron),

@@ -7,9 +7,15 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use std::cell::RefCell;
+
 use chrono::{DateTime, SecondsFormat, Utc};
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::value::ValueKind;
+use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::Serialize;
+
+use super::quote::{self, Captured};
+pub use super::quote::Quoting;
 
 /// Variables every templated field may use (besides `params.<name>`).
 pub const VARIABLES: &[&str] = &[
@@ -39,12 +45,86 @@ fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        // Commands and SQL are not HTML: never escape.
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        env.set_keep_trailing_newline(true);
+        configure(&mut env);
         env
     })
+}
+
+/// How much work one render may do (minijinja "fuel"): enough for any real template,
+/// and a runaway loop stops with an error instead of holding a worker.
+const FUEL: u64 = 100_000;
+
+/// The largest text one render may produce.
+pub const MAX_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+
+thread_local! {
+    /// Values printed by `{{ ... }}` during the current render on this thread, when
+    /// the caller quotes them afterwards (renders are synchronous).
+    static CAPTURE: RefCell<Option<Vec<Captured>>> = const { RefCell::new(None) };
+}
+
+/// Settings every template environment of weft shares: strict undefined, no HTML
+/// escaping, fuel, the `raw` filter, and the formatter that leaves a marker for each
+/// value so [`quote::fill`] can quote it for its context.
+pub fn configure(env: &mut Environment<'_>) {
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Commands and SQL are not HTML: never HTML-escape.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_keep_trailing_newline(true);
+    env.set_fuel(Some(FUEL));
+    // `{{ x | raw }}` opts out of quoting: the value is spliced as written.
+    env.add_filter("raw", |v: Value| -> Value {
+        if v.is_safe() {
+            v
+        } else {
+            Value::from_safe_string(v.to_string())
+        }
+    });
+    env.set_formatter(|out, state, value| {
+        let captured = CAPTURE.with(|c| {
+            let mut c = c.borrow_mut();
+            let list = c.as_mut()?;
+            if value.is_safe() {
+                return None;
+            }
+            list.push(Captured {
+                text: value.to_string(),
+                bare_ok: matches!(value.kind(), ValueKind::Number | ValueKind::Bool),
+            });
+            Some(list.len() - 1)
+        });
+        match captured {
+            Some(i) => {
+                write!(out, "{}{i}{}", quote::OPEN, quote::CLOSE).map_err(|_| {
+                    minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed")
+                })
+            }
+            None => minijinja::escape_formatter(out, state, value),
+        }
+    });
+}
+
+/// Renders `text` with `env` and quotes every value for `quoting`.
+pub fn render_quoted<S: Serialize>(
+    env: &Environment<'_>,
+    text: &str,
+    ctx: S,
+    quoting: Quoting,
+) -> Result<String, minijinja::Error> {
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let rendered = env.render_str(text, ctx);
+    let values = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    let rendered = rendered?;
+    if rendered.len() > MAX_RENDERED_BYTES {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!(
+                "the rendered text is {} bytes; at most {MAX_RENDERED_BYTES} are allowed",
+                rendered.len()
+            ),
+        ));
+    }
+    Ok(quote::fill(&rendered, &values, quoting))
 }
 
 /// True when the text contains template syntax at all (fast path for plain strings).
@@ -72,6 +152,14 @@ pub fn check(text: &str, params: &[&str], extra: &[&str]) -> Vec<TemplateProblem
     let mut names: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
     names.sort();
     let mut problems = Vec::new();
+    for (at, name) in filters_used(text) {
+        if !filter_exists(&name) {
+            problems.push(TemplateProblem {
+                offset: Some(at),
+                message: format!("template uses unknown filter \"{name}\""),
+            });
+        }
+    }
     for name in names {
         let (head, rest) = match name.split_once('.') {
             Some((h, r)) => (h, Some(r)),
@@ -120,6 +208,96 @@ pub fn check(text: &str, params: &[&str], extra: &[&str]) -> Vec<TemplateProblem
         });
     }
     problems
+}
+
+/// The filters a template applies (`x | name`), with their offsets: found in the text
+/// of each `{{ }}` / `{% %}` block, outside string literals.
+fn filters_used(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find('{') {
+        let open = from + i;
+        let close = match text.get(open..open + 2) {
+            Some("{{") => "}}",
+            Some("{%") => "%}",
+            _ => {
+                from = open + 1;
+                continue;
+            }
+        };
+        let body_start = open + 2;
+        let Some(len) = text[body_start..].find(close) else {
+            break;
+        };
+        let body = &text[body_start..body_start + len];
+        let b = body.as_bytes();
+        let mut j = 0;
+        let mut quote: Option<u8> = None;
+        while j < b.len() {
+            let c = b[j];
+            match quote {
+                Some(_) if c == b'\\' => j += 1,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == b'"' || c == b'\'' => quote = Some(c),
+                None if c == b'|' => {
+                    let rest = &body[j + 1..];
+                    let trimmed = rest.trim_start();
+                    let name: String = trimmed
+                        .chars()
+                        .take_while(|ch| ch.is_alphanumeric() || *ch == '_')
+                        .collect();
+                    if !name.is_empty() {
+                        out.push((body_start + j + 1 + (rest.len() - trimmed.len()), name));
+                    }
+                }
+                None => {}
+            }
+            j += 1;
+        }
+        from = body_start + len + 2;
+    }
+    out
+}
+
+/// Whether the template environment knows a filter (asked once per name).
+fn filter_exists(name: &str) -> bool {
+    static KNOWN: OnceLock<std::sync::Mutex<BTreeMap<String, bool>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(k) = known.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+        return *k;
+    }
+    let probe = format!("{{{{ 1 | {name} }}}}");
+    let exists = match env().render_str(&probe, ()) {
+        Ok(_) => true,
+        Err(e) => e.kind() != minijinja::ErrorKind::UnknownFilter,
+    };
+    known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string(), exists);
+    exists
+}
+
+/// True when a template splices a param unquoted (`{{ params.x | raw }}`).
+pub fn raw_params(text: &str) -> bool {
+    let mut from = 0;
+    while let Some(i) = text[from..].find("{{") {
+        let start = from + i + 2;
+        let Some(len) = text[start..].find("}}") else {
+            break;
+        };
+        let body = &text[start..start + len];
+        if body.contains("params")
+            && filters_used(&format!("{{{{{body}}}}}"))
+                .iter()
+                .any(|(_, f)| f == "raw" || f == "safe")
+        {
+            return true;
+        }
+        from = start + len + 2;
+    }
+    false
 }
 
 /// The first occurrence of `word` as a whole identifier inside `{{ ... }}` or `{% %}`.
@@ -193,12 +371,19 @@ impl TemplateContext {
         }
     }
 
-    /// Renders a template; plain strings pass through untouched.
+    /// Renders a template as plain text (environment values, paths, URLs); plain
+    /// strings pass through untouched.
     pub fn render(&self, text: &str) -> Result<String, String> {
+        self.render_for(text, Quoting::Plain)
+    }
+
+    /// Renders a template whose values are quoted for where the text goes: a shell
+    /// command or an SQL statement (`| raw` opts a value out).
+    pub fn render_for(&self, text: &str, quoting: Quoting) -> Result<String, String> {
         if !is_templated(text) {
             return Ok(text.to_string());
         }
-        env().render_str(text, self).map_err(|e| {
+        render_quoted(env(), text, self, quoting).map_err(|e| {
             let mut msg = e.to_string();
             if let Some(d) = e.detail()
                 && !msg.contains(d)
@@ -268,6 +453,45 @@ mod tests {
         );
         assert!(check("echo {{ ds }} {{ params.country }}", &["country"], &[]).is_empty());
         assert!(check("echo {{ ds", &[], &[])[0].message.contains("syntax"));
+    }
+
+    #[test]
+    fn unknown_filters_are_reported_and_raw_params_spotted() {
+        let p = check("echo {{ ds | uper }} {{ ds | upper }} {{ 'a|b' }}", &[], &[]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].message.contains("unknown filter \"uper\""));
+        assert_eq!(p[0].offset, Some(13));
+        assert!(check("{{ ds | raw }}", &[], &[]).is_empty());
+        assert!(raw_params("echo {{ params.x | raw }}"));
+        assert!(!raw_params("echo {{ params.x }} {{ ds | raw }}"));
+    }
+
+    #[test]
+    fn shell_and_sql_rendering_quote_params() {
+        let tz: chrono_tz::Tz = "UTC".parse().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        let params = BTreeMap::from([("x".to_string(), serde_json::json!("$(touch f); 'q'"))]);
+        let ctx = TemplateContext::new("d", "r", "t", 1, t, t, tz, params);
+        assert_eq!(
+            ctx.render_for("echo {{ params.x }} {{ ds }}", Quoting::Shell)
+                .unwrap(),
+            r"echo '$(touch f); '\''q'\''' 2026-03-01"
+        );
+        assert_eq!(
+            ctx.render_for("echo {{ params.x | raw }}", Quoting::Shell)
+                .unwrap(),
+            "echo $(touch f); 'q'"
+        );
+        assert_eq!(
+            ctx.render_for("select '{{ ds }}', {{ params.x }}, {{ try_number }}", Quoting::Sql)
+                .unwrap(),
+            "select '2026-03-01', '$(touch f); ''q''', 1"
+        );
+        // A runaway loop runs out of fuel instead of holding a worker.
+        assert!(
+            ctx.render("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}")
+                .is_err()
+        );
     }
 
     #[test]

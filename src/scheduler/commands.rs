@@ -317,10 +317,12 @@ pub async fn finish_tries(
             let delay = task.map_or(std::time::Duration::from_secs(300), |t| {
                 t.retry_delay_after(u32::try_from(ti.try_number).unwrap_or(1))
             });
-            (
-                TaskState::UpForRetry,
-                Some(now + chrono::Duration::from_std(delay).unwrap_or_default()),
-            )
+            // Delays are bounded at validation; the arithmetic is checked all the same.
+            let at = chrono::Duration::from_std(delay)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(now + chrono::Duration::days(1));
+            (TaskState::UpForRetry, Some(at))
         } else {
             (TaskState::Failed, None)
         };
@@ -671,7 +673,9 @@ pub fn fire_callback(
     let cb = cb.clone();
     tokio::spawn(async move {
         let result = match &cb {
-            Callback::Command { command } => match ctx.render(command) {
+            Callback::Command { command } => match ctx
+                .render_for(command, crate::dag::template::Quoting::Shell)
+            {
                 Ok(cmd) => tokio::process::Command::new("sh")
                     .arg("-c")
                     .arg(&cmd)

@@ -77,7 +77,9 @@ pub struct FinishRequest {
 
 /// Records ends of tries in batches: whatever has arrived while the previous batch was
 /// being written goes into the next transaction. A failed write is retried before the
-/// tries are reported as unrecorded.
+/// tries are reported as unrecorded. A batch whose recording panics is recorded again
+/// one try at a time, and a try that panics alone is recorded as failed with the reason,
+/// so one bad item never stops the recording of the others.
 async fn run_finisher(
     db: Db,
     registry: Arc<Registry>,
@@ -93,13 +95,45 @@ async fn run_finisher(
             }
         }
         let items: Vec<commands::FinishItem> = batch.iter().map(|r| r.item.clone()).collect();
+        let results = match record_batch(&db, &registry, &clock, items.clone()).await {
+            Some(r) => r.map_err(|e| vec![e; items.len()]),
+            None => Err(Vec::new()),
+        };
+        let results: Vec<Result<commands::Finished, String>> = match results {
+            Ok(fins) => fins.into_iter().map(Ok).collect(),
+            Err(errors) if !errors.is_empty() => errors.into_iter().map(Err).collect(),
+            Err(_) => {
+                tracing::error!(
+                    "recording a batch of {} finished tries panicked; recording them one by one",
+                    items.len()
+                );
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(record_alone(&db, &registry, &clock, item).await);
+                }
+                out
+            }
+        };
+        for (req, r) in batch.into_iter().zip(results) {
+            let _ = req.reply.send(r);
+        }
+    }
+}
+
+/// Records finished tries in one transaction (retried up to 5 times), on a task of its
+/// own so that a panic is caught: `None` when it panicked.
+async fn record_batch(
+    db: &Db,
+    registry: &Arc<Registry>,
+    clock: &Arc<dyn Clock>,
+    items: Vec<commands::FinishItem>,
+) -> Option<Result<Vec<commands::Finished>, String>> {
+    let (db, registry, clock) = (db.clone(), registry.clone(), clock.clone());
+    let job = tokio::spawn(async move {
         let mut result = Err(String::new());
         for attempt in 0..5u32 {
             match commands::finish_tries(&db, &registry, &items, clock.now()).await {
-                Ok(r) => {
-                    result = Ok(r);
-                    break;
-                }
+                Ok(r) => return Ok(r),
                 Err(e) => {
                     tracing::error!(attempt, error = %e, "recording {} finished tries failed; retrying", items.len());
                     result = Err(e.to_string());
@@ -107,19 +141,43 @@ async fn run_finisher(
                 }
             }
         }
-        match result {
-            Ok(fins) => {
-                for (req, fin) in batch.into_iter().zip(fins) {
-                    let _ = req.reply.send(Ok(fin));
-                }
-            }
-            Err(e) => {
-                for req in batch {
-                    let _ = req.reply.send(Err(e.clone()));
-                }
-            }
+        result
+    });
+    match job.await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(error = %e, "recording finished tries panicked");
+            None
         }
     }
+}
+
+/// Records one try; if that panics too, records it as a failed try without retries,
+/// naming the reason, so that its run can finish.
+async fn record_alone(
+    db: &Db,
+    registry: &Arc<Registry>,
+    clock: &Arc<dyn Clock>,
+    item: commands::FinishItem,
+) -> Result<commands::Finished, String> {
+    let one = |r: Option<Result<Vec<commands::Finished>, String>>| {
+        r.map(|r| r.and_then(|mut v| v.pop().ok_or_else(|| "nothing was recorded".to_string())))
+    };
+    if let Some(r) = one(record_batch(db, registry, clock, vec![item.clone()]).await) {
+        return r;
+    }
+    let mut failed = item;
+    failed.ti.max_tries = failed.ti.try_number;
+    failed.outcome = crate::db::tasks::TryOutcome {
+        success: false,
+        exit_code: failed.outcome.exit_code,
+        error: Some(
+            "weft could not record this try's result (an internal error, logged by the server); the try is failed without retries"
+                .into(),
+        ),
+    };
+    one(record_batch(db, registry, clock, vec![failed]).await)
+        .unwrap_or_else(|| Err("recording this try panicked".into()))
 }
 
 /// A run reached a final state.
@@ -177,6 +235,10 @@ pub struct Shared {
     stopping: AtomicBool,
     last_sync: Mutex<Option<DateTime<Utc>>>,
     last_heartbeat: Mutex<Option<DateTime<Utc>>>,
+    /// Set when a long-lived part of the engine (the finisher) stopped: `/health` then
+    /// answers 503 and `serve` exits non-zero.
+    fault: Mutex<Option<String>>,
+    fault_notify: Notify,
 }
 
 /// A scheduler plus executor in one process.
@@ -220,7 +282,7 @@ impl Engine {
         let warehouses = Warehouses::new(config.connections.clone().into_iter().collect());
         let permits = Arc::new(Semaphore::new(config.parallelism as usize));
         let (finisher, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(run_finisher(
+        let finisher_job = tokio::spawn(run_finisher(
             db.clone(),
             registry.clone(),
             clock.clone(),
@@ -244,11 +306,45 @@ impl Engine {
             stopping: AtomicBool::new(false),
             last_sync: Mutex::new(None),
             last_heartbeat: Mutex::new(None),
+            fault: Mutex::new(None),
+            fault_notify: Notify::new(),
             config,
         };
-        Ok(Engine {
+        let engine = Engine {
             shared: Arc::new(shared),
-        })
+        };
+        // The finisher lives as long as the engine; if it ends, the engine is broken.
+        let weak = Arc::downgrade(&engine.shared);
+        tokio::spawn(async move {
+            let why = match finisher_job.await {
+                Ok(()) => "the finisher (which records ends of tries) stopped".to_string(),
+                Err(e) => format!("the finisher (which records ends of tries) died: {e}"),
+            };
+            if let Some(shared) = weak.upgrade() {
+                Engine { shared }.set_fault(why);
+            }
+        });
+        Ok(engine)
+    }
+
+    /// Why the engine cannot work any more, if it cannot.
+    pub fn fault(&self) -> Option<String> {
+        self.shared
+            .fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records that a long-lived part of the engine died; the loop then stops.
+    pub fn set_fault(&self, why: String) {
+        tracing::error!("{why}; the engine stops and /health answers 503");
+        self.shared
+            .fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+        self.shared.fault_notify.notify_one();
     }
 
     /// Wakes the loop (a run was created, a try finished).
@@ -272,10 +368,20 @@ impl Engine {
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            let wait = match self.tick().await {
-                Ok(w) => w,
-                Err(e) => {
+            if self.fault().is_some() {
+                break;
+            }
+            // Each pass runs on a task of its own: a panic fails that pass (logged), not
+            // the loop.
+            let e = self.clone();
+            let wait = match tokio::spawn(async move { e.tick().await }).await {
+                Ok(Ok(w)) => w,
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "scheduler pass failed; retrying in 1s");
+                    Duration::from_secs(1)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduler pass panicked; retrying in 1s");
                     Duration::from_secs(1)
                 }
             };
@@ -284,11 +390,15 @@ impl Engine {
                 _ = self.shared.wake.notified() => {
                     // A try finished: its downstream work is already scheduled, so go
                     // straight to claiming it.
-                    if let Err(e) = self.claim_and_spawn().await {
-                        tracing::error!(error = %e, "claiming work failed");
+                    let e = self.clone();
+                    match tokio::spawn(async move { e.claim_and_spawn().await }).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "claiming work failed"),
+                        Err(e) => tracing::error!(error = %e, "claiming work panicked"),
                     }
                     continue;
                 }
+                _ = self.shared.fault_notify.notified() => break,
                 _ = &mut shutdown => break,
             }
         }

@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use super::{RunContext, failure};
+use crate::dag::template::Quoting;
 use crate::db::tasks::{self, TryOutcome};
 use crate::executor::process::{self, Stop};
 
 pub async fn run(ctx: &mut RunContext<'_>, command: &str, cwd: Option<&Path>) -> TryOutcome {
-    let command = match ctx.render(command) {
+    let command = match ctx.tmpl.render_for(command, Quoting::Shell) {
         Ok(c) => c,
         Err(e) => return failure(e),
     };

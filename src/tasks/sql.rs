@@ -7,7 +7,7 @@ use super::{RunContext, failure};
 use crate::db::tasks::TryOutcome;
 
 pub async fn run(ctx: &mut RunContext<'_>, sql: &str, connection: &str) -> TryOutcome {
-    let sql = match ctx.render(sql) {
+    let sql = match ctx.tmpl.render_for(sql, crate::dag::template::Quoting::Sql) {
         Ok(s) => s,
         Err(e) => return failure(e),
     };

@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use minijinja::Environment;
+
+use crate::dag::template::Quoting;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 
 use super::{RunContext, failure};
@@ -26,16 +28,18 @@ fn lit(s: &str) -> String {
 /// `config(...)` as nothing.
 pub fn render_model(model: &Model, ctx: &TemplateContext) -> Result<String, String> {
     let mut env = Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.add_function("ref", |name: String| -> String { q(&name) });
+    crate::dag::template::configure(&mut env);
+    // Relation names are SQL already: marked safe so they are not quoted as values.
+    env.add_function("ref", |name: String| -> minijinja::Value {
+        minijinja::Value::from_safe_string(q(&name))
+    });
     env.add_function(
         "config",
         |_args: minijinja::value::Rest<minijinja::Value>,
          _kw: minijinja::value::Kwargs|
-         -> String { String::new() },
+         -> minijinja::Value { minijinja::Value::from_safe_string(String::new()) },
     );
-    env.render_str(&model.sql, ctx)
+    crate::dag::template::render_quoted(&env, &model.sql, ctx, Quoting::Sql)
         .map_err(|e| format!("model {}: template error: {e}", model.file))
 }
 

@@ -240,9 +240,13 @@ pub(crate) async fn health_body(s: &AppState) -> serde_json::Value {
         }
     };
     let age = heartbeat.map(|h| (Utc::now() - h).num_milliseconds() as f64 / 1000.0);
-    let healthy = db_ok && age.is_some_and(|a| a < s.config.heartbeat_timeout.as_secs_f64());
+    let fault = s.engine.as_ref().and_then(Engine::fault);
+    let healthy = db_ok
+        && fault.is_none()
+        && age.is_some_and(|a| a < s.config.heartbeat_timeout.as_secs_f64());
     serde_json::json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
+        "engine": match &fault { Some(_) => "stopped", None if s.engine.is_some() => "ok", None => "not in this process" },
         "database": if db_ok { "ok" } else { "unreachable" },
         "scheduler_heartbeat_age_seconds": age,
         "dags_loaded": s.registry.all().len(),
