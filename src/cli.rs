@@ -91,8 +91,34 @@ pub enum UsersCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Issue a new API token for a user (replaces the previous one); printed once.
-    Token { name: String },
+    /// Issue a named API token for a user (replaces a token of the same name); printed once.
+    Token {
+        name: String,
+        /// The token's name, to tell a user's tokens apart and revoke one.
+        #[arg(long = "token-name", default_value = "default")]
+        token_name: String,
+        /// What the token may do: read, or operate (trigger, clear, pause). Default:
+        /// operate for operators and admins, read for viewers.
+        #[arg(long, value_parser = ["read", "operate"])]
+        scope: Option<String>,
+        /// Lifetime, e.g. 90d; default: no expiry.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List API tokens (of one user, or all).
+    Tokens { name: Option<String> },
+    /// Revoke a user's API token by name.
+    Revoke {
+        name: String,
+        #[arg(long = "token-name", default_value = "default")]
+        token_name: String,
+    },
+    /// Disable a user: logins and tokens stop working, sessions end.
+    Disable { name: String },
+    /// Enable a disabled user.
+    Enable { name: String },
+    /// Delete a user with their sessions and tokens.
+    Delete { name: String },
     /// List users.
     List,
 }
@@ -1200,6 +1226,12 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
     Ok(if failed > 0 || interrupted { 1 } else { 0 })
 }
 
+async fn find_user(db: &crate::db::Db, name: &str) -> Result<crate::db::entities::user::Model> {
+    crate::db::users::find_by_name(&db.conn, name)
+        .await?
+        .ok_or_else(|| anyhow!("no user \"{name}\""))
+}
+
 async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
     let db = open_db(&cfg).await?;
     match c {
@@ -1228,17 +1260,89 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             crate::db::users::create(&db.conn, &name, &hash, role, Utc::now()).await?;
             println!("created {role} {name}");
         }
-        UsersCommand::Token { name } => {
-            let user = crate::db::users::find_by_name(&db.conn, &name)
-                .await?
-                .ok_or_else(|| anyhow!("no user \"{name}\""))?;
+        UsersCommand::Token {
+            name,
+            token_name,
+            scope,
+            expires_in,
+        } => {
+            let user = find_user(&db, &name).await?;
+            let scope = scope.unwrap_or_else(|| {
+                if user.role == crate::db::Role::Viewer { "read" } else { "operate" }.to_string()
+            });
+            if scope == "operate" && user.role == crate::db::Role::Viewer {
+                bail!("user \"{name}\" is a viewer; an operate token needs an operator or admin");
+            }
+            let now = Utc::now();
+            let expires_at = match expires_in {
+                Some(e) => {
+                    let d = humantime::parse_duration(&e)
+                        .map_err(|err| anyhow!("--expires-in {e}: {err}"))?;
+                    if d > std::time::Duration::from_secs(5 * 366 * 86400) || d.is_zero() {
+                        bail!("--expires-in {e}: give a lifetime between 1s and 5 years");
+                    }
+                    Some(now + chrono::Duration::from_std(d)?)
+                }
+                None => None,
+            };
             let (token, hash) = crate::web::auth::new_token();
-            crate::db::users::set_token_hash(&db.conn, user.id, Some(&hash)).await?;
+            crate::db::users::create_token(
+                &db.conn, user.id, &token_name, &hash, &scope, expires_at, now,
+            )
+            .await?;
             println!("{token}");
             eprintln!(
-                "API token for {name} ({}); it is shown only now. Send it as: Authorization: Bearer <token>",
-                user.role
+                "API token \"{token_name}\" for {name} (scope {scope}{}); it is shown only now. Send it as: Authorization: Bearer <token>",
+                expires_at.map(|e| format!(", expires {}", rfc3339(e))).unwrap_or_default()
             );
+        }
+        UsersCommand::Tokens { name } => {
+            let only = match &name {
+                Some(n) => Some(find_user(&db, n).await?.id),
+                None => None,
+            };
+            let names: std::collections::HashMap<i64, String> = crate::db::users::list(&db.conn)
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.username))
+                .collect();
+            let rows: Vec<Vec<String>> = crate::db::users::tokens(&db.conn, only)
+                .await?
+                .into_iter()
+                .map(|t| {
+                    vec![
+                        names.get(&t.user_id).cloned().unwrap_or_default(),
+                        t.name,
+                        t.scope,
+                        rfc3339(t.created_at),
+                        t.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+                        t.last_used_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+                    ]
+                })
+                .collect();
+            print_table(&["USER", "TOKEN", "SCOPE", "CREATED", "EXPIRES", "LAST USED"], &rows);
+        }
+        UsersCommand::Revoke { name, token_name } => {
+            let user = find_user(&db, &name).await?;
+            if !crate::db::users::revoke_token(&db.conn, user.id, &token_name).await? {
+                bail!("user \"{name}\" has no token named \"{token_name}\"");
+            }
+            println!("revoked token \"{token_name}\" of {name}");
+        }
+        UsersCommand::Disable { name } => {
+            let user = find_user(&db, &name).await?;
+            crate::db::users::set_disabled(&db.conn, user.id, true).await?;
+            println!("disabled {name}: logins and tokens refused, sessions ended");
+        }
+        UsersCommand::Enable { name } => {
+            let user = find_user(&db, &name).await?;
+            crate::db::users::set_disabled(&db.conn, user.id, false).await?;
+            println!("enabled {name}");
+        }
+        UsersCommand::Delete { name } => {
+            let user = find_user(&db, &name).await?;
+            crate::db::users::delete(&db.conn, user.id).await?;
+            println!("deleted {name} with their sessions and tokens");
         }
         UsersCommand::List => {
             let rows: Vec<Vec<String>> = crate::db::users::list(&db.conn)
@@ -1251,10 +1355,11 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
                         u.last_login_at
                             .map(rfc3339)
                             .unwrap_or_else(|| "never".into()),
+                        if u.disabled { "disabled" } else { "active" }.to_string(),
                     ]
                 })
                 .collect();
-            print_table(&["USER", "ROLE", "LAST LOGIN"], &rows);
+            print_table(&["USER", "ROLE", "LAST LOGIN", "STATUS"], &rows);
         }
     }
     Ok(0)

@@ -89,8 +89,15 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     pub connections: BTreeMap<String, Connection>,
     /// Anyone who can reach the web server may read pages and the read API; actions
-    /// always need a login. Set false to require a login for reading too.
-    pub public_read: bool,
+    /// always need a login. Default: true when the server binds a loopback address,
+    /// false otherwise.
+    pub public_read: Option<bool>,
+    /// Whether anonymous readers (with `public_read`) may read task logs too. Logs can
+    /// hold whatever a task printed, so the default is false.
+    pub public_logs: bool,
+    /// Environment variables of the server that tasks also get (besides PATH, HOME,
+    /// locale, TZ, USER, SHELL and TMPDIR). `WEFT_TASK_PASS_ENV=A,B` adds names.
+    pub task_pass_env: Vec<String>,
     /// Mark session cookies Secure even without `X-Forwarded-Proto: https`.
     pub secure_cookies: bool,
 }
@@ -118,10 +125,41 @@ impl Default for Config {
             default_pool_slots: 128,
             pools: BTreeMap::new(),
             connections,
-            public_read: true,
+            public_read: None,
+            public_logs: false,
+            task_pass_env: Vec::new(),
             secure_cookies: false,
         }
     }
+}
+
+/// The password of `scheme://user:password@host/...`, percent-decoded.
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split(['/', '?', '#']).next()?.rsplit_once('@')?.0;
+    let pw = userinfo.split_once(':')?.1;
+    (!pw.is_empty()).then(|| percent_encoding::percent_decode_str(pw).decode_utf8_lossy().into_owned())
+}
+
+/// True for `127.0.0.1:8080`, `localhost:80`, `[::1]:8080`.
+pub fn is_loopback_bind(bind: &str) -> bool {
+    let host = bind.rsplit_once(':').map_or(bind, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Replaces every secret in `text` with `***`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    out
 }
 
 /// Expands `${NAME}` from the environment; an unset variable is an error naming it.
@@ -211,6 +249,13 @@ impl Config {
             self.connections
                 .insert("warehouse".to_string(), Connection { url: v });
         }
+        if let Some(v) = var("WEFT_TASK_PASS_ENV") {
+            self.task_pass_env
+                .extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+        }
+        if let Some(v) = var("WEFT_PUBLIC_READ") {
+            self.public_read = Some(matches!(v.as_str(), "1" | "true" | "yes"));
+        }
         if self.parallelism == 0 {
             return Err(ConfigError::Env {
                 name: "parallelism".into(),
@@ -218,6 +263,38 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Whether anonymous visitors may read: as configured, else only when the server
+    /// listens on a loopback address (a server reachable from the network needs a
+    /// login unless told otherwise).
+    pub fn public_read(&self) -> bool {
+        self.public_read.unwrap_or_else(|| is_loopback_bind(&self.bind))
+    }
+
+    /// Values that must never show in logs, pages or API answers: the passwords in the
+    /// database and connection URLs, and the values of the variables those URLs read.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let urls = std::iter::once(&self.database_url).chain(self.connections.values().map(|c| &c.url));
+        for url in urls {
+            let mut rest = url.as_str();
+            while let Some(i) = rest.find("${") {
+                let after = &rest[i + 2..];
+                let Some(end) = after.find('}') else { break };
+                if let Ok(v) = std::env::var(&after[..end]) {
+                    out.push(v);
+                }
+                rest = &after[end + 1..];
+            }
+            if let Some(pw) = expand_env(url).ok().as_deref().and_then(url_password) {
+                out.push(pw);
+            }
+        }
+        out.retain(|s| s.len() >= 4);
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Pools with their slots, including the default pool.
@@ -258,6 +335,20 @@ mod tests {
         assert!(cfg.connections.contains_key("warehouse"));
         let err = Config::from_toml("paralelism = 4").unwrap_err();
         assert!(err.contains("paralelism"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_urls_and_binds_decide_public_reading() {
+        let mut c = Config::default();
+        c.database_url = "postgres://weft:s3cr%40t@db:5432/weft".into();
+        assert_eq!(c.secrets(), vec!["s3cr@t".to_string()]);
+        assert_eq!(redact("connect s3cr@t now", &c.secrets()), "connect *** now");
+        assert!(is_loopback_bind("127.0.0.1:8080") && is_loopback_bind("[::1]:80") && is_loopback_bind("localhost:1"));
+        assert!(!is_loopback_bind("0.0.0.0:8080") && !is_loopback_bind("10.1.2.3:80"));
+        c.bind = "0.0.0.0:8080".into();
+        assert!(!c.public_read());
+        c.public_read = Some(true);
+        assert!(c.public_read());
     }
 
     #[test]

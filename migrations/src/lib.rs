@@ -7,6 +7,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_settings;
+mod m0003_security;
+pub use m0003_security::TOKEN_SCOPES;
 
 /// The ordered list of migrations applied by `weft db migrate` and `weft serve`.
 #[derive(Debug)]
@@ -18,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_settings::Migration),
+            Box::new(m0003_security::Migration),
         ]
     }
 }

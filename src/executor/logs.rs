@@ -22,6 +22,8 @@ pub struct LogSink {
     written: usize,
     max_bytes: usize,
     truncated: bool,
+    /// Values replaced by `***` in every line (connection passwords).
+    secrets: std::sync::Arc<Vec<String>>,
 }
 
 impl LogSink {
@@ -35,7 +37,14 @@ impl LogSink {
             written: 0,
             max_bytes,
             truncated: false,
+            secrets: std::sync::Arc::new(Vec::new()),
         }
+    }
+
+    /// Redacts these values from every line.
+    pub fn with_secrets(mut self, secrets: std::sync::Arc<Vec<String>>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// Adds a line (a newline is appended).
@@ -43,6 +52,16 @@ impl LogSink {
         if self.truncated {
             return;
         }
+        // PostgreSQL text cannot hold NUL: shown as U+FFFD like other undecodable bytes.
+        let mut line: std::borrow::Cow<'_, str> = if line.contains('\0') {
+            line.replace('\0', "\u{FFFD}").into()
+        } else {
+            line.into()
+        };
+        if self.secrets.iter().any(|s| line.contains(s.as_str())) {
+            line = crate::config::redact(&line, &self.secrets).into();
+        }
+        let line = line.as_ref();
         let len = line.len() + 1;
         if self.written + self.buf.len() + len > self.max_bytes {
             self.buf.push_str(&format!(

@@ -35,8 +35,13 @@ pub async fn run_started(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(ti.id, cancel_tx);
-    let mut log = LogSink::new(db.clone(), try_id, shared.config.log_max_bytes);
-    let outcome = prepare_and_execute(&shared, &ti, &run, try_id, &mut log, cancel_rx).await;
+    let secrets = std::sync::Arc::new(shared.config.secrets());
+    let mut log = LogSink::new(db.clone(), try_id, shared.config.log_max_bytes)
+        .with_secrets(secrets.clone());
+    let mut outcome = prepare_and_execute(&shared, &ti, &run, try_id, &mut log, cancel_rx).await;
+    outcome.error = outcome
+        .error
+        .map(|e| crate::config::redact(&e, &secrets));
     shared
         .inflight
         .lock()
@@ -134,6 +139,7 @@ async fn prepare_and_execute(
         ti_id: ti.id,
         try_id,
         kill_grace: shared.config.kill_grace,
+        pass_env: &shared.config.task_pass_env,
         cancel,
         warehouses: &shared.warehouses,
         log,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -65,6 +64,136 @@ pub async fn kill_group(pgid: i32, grace: Duration) {
     signal_group(pgid, Signal::SIGKILL);
 }
 
+/// Like [`kill_group`] for a group whose leader is our child: the leader is reaped while
+/// waiting (a zombie leader would otherwise keep the group "alive" for the whole grace),
+/// so the wait ends as soon as every process of the group has exited.
+async fn kill_child_group(child: &mut tokio::process::Child, pgid: i32, grace: Duration) {
+    signal_group(pgid, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        let _ = child.try_wait();
+        if killpg(Pid::from_raw(pgid), None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal_group(pgid, Signal::SIGKILL);
+}
+
+/// The environment variables a task process starts from: what a program needs to run
+/// (`PATH`, `HOME`, locale, time zone, user, temp folder) plus the names listed in
+/// `pass_env`, and never the rest of the server's environment (which may hold
+/// `WEFT_DATABASE_URL` or cloud credentials). The DAG's `env` and weft's `WEFT_*`
+/// variables are added on top by the caller.
+pub fn base_env(pass_env: &[String]) -> Vec<(String, String)> {
+    const KEEP: &[&str] = &[
+        "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME",
+        "SHELL", "TMPDIR",
+    ];
+    let mut out: Vec<(String, String)> = KEEP
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    if !out.iter().any(|(k, _)| k == "PATH") {
+        out.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    for k in pass_env {
+        if KEEP.contains(&k.as_str()) {
+            continue;
+        }
+        if let Ok(v) = std::env::var(k) {
+            out.push((k.clone(), v));
+        }
+    }
+    out
+}
+
+/// The processes (other than this one) whose environment holds `marker` (`NAME=value`):
+/// descendants of a try that left its process group (`setsid`) still inherit it.
+fn marked_processes(marker: &str) -> Vec<i32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != me))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes())
+            })
+        })
+        .collect()
+}
+
+/// Kills every process that still carries the try's marker in its environment: the
+/// ones that escaped the process group with `setsid` or a double fork. (Linux, /proc;
+/// a process that also clears its environment escapes; run weft under systemd with
+/// `KillMode=control-group` for a hard guarantee.)
+pub async fn kill_marked(marker: String) -> usize {
+    tokio::task::spawn_blocking(move || {
+        let pids = marked_processes(&marker);
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        pids.len()
+    })
+    .await
+    .unwrap_or(0)
+}
+
+/// The longest line kept in memory; a longer one is logged in pieces of this size.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Reads a pipe as lines (bytes split at `\n`, at most [`MAX_LINE_BYTES`] each) and
+/// sends them as text, decoding invalid UTF-8 lossily. Reading never stops before the
+/// pipe closes, so a task is never blocked or killed (SIGPIPE) by its own output.
+async fn pump_lines(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    tx: mpsc::Sender<String>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut line: Vec<u8> = Vec::new();
+    let mut open = true;
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let (piece, ended) = match rest.iter().position(|b| *b == b'\n') {
+                Some(i) => (&rest[..i], Some(i + 1)),
+                None => (rest, None),
+            };
+            let room = MAX_LINE_BYTES - line.len();
+            let take = piece.len().min(room);
+            line.extend_from_slice(&piece[..take]);
+            let consumed = match ended {
+                Some(e) if take == piece.len() => e,
+                _ => take,
+            };
+            rest = &rest[consumed..];
+            if ended.is_some() && take == piece.len() || line.len() >= MAX_LINE_BYTES {
+                let text = String::from_utf8_lossy(&line).into_owned();
+                line.clear();
+                if open && tx.send(text).await.is_err() {
+                    // Nobody listens any more: keep draining so the writer never blocks.
+                    open = false;
+                }
+            }
+        }
+    }
+    if !line.is_empty() && open {
+        let _ = tx.send(String::from_utf8_lossy(&line).into_owned()).await;
+    }
+}
+
+/// The environment variable that marks every process of a try (its value is unique
+/// to the try): how leftovers are found when the try ends.
+pub const MARKER: &str = "WEFT_TRY_MARKER";
+
 /// Runs `sh -c command` in a new process group, streaming stdout and stderr lines to
 /// `log`. `on_spawn` receives the pid (= process group id) once it is known.
 #[allow(clippy::too_many_arguments)]
@@ -82,6 +211,7 @@ pub async fn run_shell(
     cmd.arg("-c")
         .arg(command)
         .current_dir(cwd)
+        .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -101,26 +231,10 @@ pub async fn run_shell(
     let (tx, mut rx) = mpsc::channel::<String>(256);
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        readers.push(tokio::spawn(async move {
-            let mut lines = BufReader::new(out).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if tx.send(l).await.is_err() {
-                    break;
-                }
-            }
-        }));
+        readers.push(tokio::spawn(pump_lines(out, tx.clone())));
     }
     if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        readers.push(tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if tx.send(l).await.is_err() {
-                    break;
-                }
-            }
-        }));
+        readers.push(tokio::spawn(pump_lines(err, tx.clone())));
     }
     drop(tx);
 
@@ -144,19 +258,26 @@ pub async fn run_shell(
             _ = flush_timer.tick() => log.flush().await,
             _ = &mut sleep, if stopped.is_none() => {
                 stopped = Some(Stop::Timeout(timeout.unwrap_or_default()));
-                kill_group(pid, kill_grace).await;
+                kill_child_group(&mut child, pid, kill_grace).await;
             }
             changed = cancel.changed(), if stopped.is_none() => {
                 if changed.is_ok() && cancel.borrow().is_some() {
                     stopped = Some(Stop::Cancelled);
-                    kill_group(pid, kill_grace).await;
+                    kill_child_group(&mut child, pid, kill_grace).await;
                 }
             }
         }
     };
-    if stopped.is_some() {
-        // The shell is gone; make sure nothing it started survives it.
-        signal_group(pid, Signal::SIGKILL);
+    // The shell is gone; nothing it started outlives the try: first its process group
+    // (`cmd &`, `nohup`), then whatever left the group but still carries the marker.
+    if killpg(Pid::from_raw(pid), None).is_ok() {
+        kill_group(pid, kill_grace.min(Duration::from_secs(1))).await;
+    }
+    if let Some((k, v)) = env.iter().find(|(k, _)| k == MARKER) {
+        let n = kill_marked(format!("{k}={v}")).await;
+        if n > 0 {
+            log.line(&format!("[weft] killed {n} process(es) the task left running outside its process group")).await;
+        }
     }
     // Drain what the readers still have. A background process that keeps the pipes
     // open must not hold the try hostage: give it a short grace, then move on.

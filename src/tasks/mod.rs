@@ -36,6 +36,8 @@ pub struct RunContext<'a> {
     pub ti_id: i64,
     pub try_id: i64,
     pub kill_grace: Duration,
+    /// Server environment variables tasks may see besides the minimal set.
+    pub pass_env: &'a [String],
     pub cancel: watch::Receiver<Option<String>>,
     pub warehouses: &'a Warehouses,
     pub log: &'a mut LogSink,

@@ -13,8 +13,13 @@ pub async fn run(ctx: &mut RunContext<'_>, command: &str, cwd: Option<&Path>) ->
         Ok(c) => c,
         Err(e) => return failure(e),
     };
-    let mut env = ctx.tmpl.env_vars();
+    let mut env = process::base_env(ctx.pass_env);
+    env.extend(ctx.tmpl.env_vars());
     env.push(("WEFT_TI_ID".to_string(), ctx.ti_id.to_string()));
+    env.push((
+        process::MARKER.to_string(),
+        format!("{}-{}", ctx.try_id, uuid::Uuid::new_v4().simple()),
+    ));
     for (k, v) in &ctx.task.env {
         match ctx.render(v) {
             Ok(v) => env.push((k.clone(), v)),

@@ -543,7 +543,7 @@ async fn task_logs(
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<LogView> {
-    read(&state, &viewer)?;
+    viewer.can_read_logs(&state).map_err(ApiError)?;
     let run = find_run(&state, &dag_id, &run_id).await?;
     let ti = tasks::of_run(&state.db.conn, run.id)
         .await?

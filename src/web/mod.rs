@@ -42,6 +42,8 @@ pub struct AppState {
     pub csrf: CsrfConfig,
     /// Warehouse connections, for the pages that read what tasks wrote there.
     pub warehouses: Arc<crate::tasks::Warehouses>,
+    /// Failed logins per account and client address.
+    pub login_guard: Arc<auth::LoginGuard>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -106,6 +108,7 @@ impl AppState {
             engine,
             key,
             csrf,
+            login_guard: Arc::new(auth::LoginGuard::default()),
         })
     }
 }
@@ -148,7 +151,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api::router())
         .fallback(not_found)
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), security_headers))
         .with_state(state)
 }
 
@@ -162,9 +165,53 @@ async fn not_found(req: Request) -> Response {
     }
 }
 
-async fn security_headers(req: Request, next: Next) -> Response {
+async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let https = state.config.secure_cookies
+        || req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
     let mut res = next.run(req).await;
+    // Answers axum makes itself (405, 413, 414, 415, 431, body rejections) have plain
+    // bodies; the API answers JSON, always.
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if api && !is_json && (res.status().is_client_error() || res.status().is_server_error()) {
+        let status = res.status();
+        let message = match status {
+            StatusCode::METHOD_NOT_ALLOWED => "method not allowed for this path".to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_string(),
+            StatusCode::URI_TOO_LONG => "URI too long".to_string(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request headers too large".to_string(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "send the body as application/json".to_string(),
+            s if s.is_server_error() => "internal error".to_string(),
+            s => s.canonical_reason().unwrap_or("bad request").to_lowercase(),
+        };
+        let code = status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_");
+        let headers = res.headers().clone();
+        res = (
+            status,
+            Json(serde_json::json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response();
+        for (k, v) in &headers {
+            if k == header::ALLOW || k == header::RETRY_AFTER || k == header::WWW_AUTHENTICATE {
+                res.headers_mut().insert(k, v.clone());
+            }
+        }
+    }
     let h = res.headers_mut();
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
@@ -211,7 +258,8 @@ pub async fn serve(state: AppState, addr: &str) -> std::io::Result<SocketAddr> {
     let local = listener.local_addr()?;
     let router = app(state);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
             tracing::error!(error = %e, "web server stopped");
         }
     });

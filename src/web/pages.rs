@@ -66,9 +66,7 @@ pub(super) async fn layout(
             .unwrap_or_default(),
         operator: viewer.has(Role::Operator),
         admin: viewer.has(Role::Admin),
-        csrf: token
-            .authenticity_token()
-            .map_err(|e| Error::Internal(format!("csrf token: {e}")))?,
+        csrf: super::auth::csrf_token(token, viewer)?,
         notice: notice
             .filter(|n| !n.is_empty())
             .map(|n| n.chars().take(300).collect()),
@@ -551,7 +549,7 @@ pub async fn trigger_post(
     Path(dag_id): Path<String>,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Result<Response> {
-    verify_csrf(&token, form.get("authenticity_token"))?;
+    super::auth::verify_csrf(&token, &viewer, form.get("authenticity_token"))?;
     viewer.require(Role::Operator)?;
     let (dag, vid) = known_dag(&state, &dag_id)?;
     let mut params = BTreeMap::new();
@@ -637,13 +635,6 @@ async fn trigger_error(
         error,
     };
     Ok((axum::http::StatusCode::BAD_REQUEST, page(token, t)).into_response())
-}
-
-pub fn verify_csrf(token: &CsrfToken, given: Option<&String>) -> Result<()> {
-    match given {
-        Some(t) if token.verify(t).is_ok() => Ok(()),
-        _ => Err(Error::Forbidden("the form expired or did not come from this site (CSRF check failed); reload the page and try again".into())),
-    }
 }
 
 // ---------------------------------------------------------------- run
@@ -922,6 +913,9 @@ pub async fn task_page(
     };
     let current = tries.iter().find(|t| t.try_number == selected);
     let log = match current {
+        Some(_) if viewer.can_read_logs(&state).is_err() => {
+            "(log in to read task logs: anonymous readers do not see them unless public_logs = true)".to_string()
+        }
         Some(t) => tasks::read_log(&state.db.conn, t.id).await?,
         None => String::new(),
     };
@@ -980,7 +974,7 @@ pub async fn raw_log(
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
     Query(q): Query<TryQuery>,
 ) -> Result<Response> {
-    viewer.can_read(&state)?;
+    viewer.can_read_logs(&state)?;
     let want = parse_try(&q)?;
     let ti = find_ti(&state, &dag_id, &run_id, &task_id).await?;
     let tries = tasks::tries_of(&state.db.conn, ti.id).await?;
@@ -1231,7 +1225,7 @@ pub async fn pools_post(
     token: CsrfToken,
     Form(f): Form<PoolForm>,
 ) -> Result<Response> {
-    verify_csrf(&token, Some(&f.authenticity_token))?;
+    super::auth::verify_csrf(&token, &viewer, Some(&f.authenticity_token))?;
     viewer.require(Role::Admin)?;
     let name = f.name.trim();
     if name.is_empty()
@@ -1299,7 +1293,7 @@ pub async fn users_post(
     token: CsrfToken,
     Form(f): Form<UserForm>,
 ) -> Result<Response> {
-    verify_csrf(&token, Some(&f.authenticity_token))?;
+    super::auth::verify_csrf(&token, &viewer, Some(&f.authenticity_token))?;
     viewer.require(Role::Admin)?;
     let username = f.username.trim().to_string();
     super::auth::check_username(&username).map_err(Error::BadRequest)?;
@@ -1363,9 +1357,7 @@ pub async fn login_page(
             role: String::new(),
             operator: false,
             admin: false,
-            csrf: token
-                .authenticity_token()
-                .map_err(|e| Error::Internal(e.to_string()))?,
+            csrf: super::auth::csrf_token(&token, &Viewer(None))?,
             notice: None,
             import_errors: 0,
             refresh: false,
@@ -1603,7 +1595,7 @@ pub async fn action_post(
     token: CsrfToken,
     Form(q): Form<ActionQuery>,
 ) -> Result<Response> {
-    verify_csrf(&token, q.authenticity_token.as_ref())?;
+    super::auth::verify_csrf(&token, &viewer, q.authenticity_token.as_ref())?;
     viewer.require(Role::Operator)?;
     let action = parse_action(&q)?;
     let now = Utc::now();

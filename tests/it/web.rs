@@ -187,6 +187,7 @@ async fn every_page_and_api_route_renders() {
     );
     let mut c = Client::new(router);
     let r = weft::web::views::enc(&run.run_id);
+    let is_log = |p: &str| p.contains("/log?") || p.ends_with("/logs");
     let pages = [
         "/dags".to_string(),
         "/dags?q=fin&tag=".into(),
@@ -218,6 +219,11 @@ async fn every_page_and_api_route_renders() {
     ];
     for p in &pages {
         let res = c.get(p).await;
+        if is_log(p) {
+            // Logs are not for anonymous readers (public_logs is off by default).
+            assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{p}: {}", res.body);
+            continue;
+        }
         assert_eq!(res.status, StatusCode::OK, "{p}: {}", res.body);
         // Security headers on everything.
         let csp = res
@@ -238,6 +244,13 @@ async fn every_page_and_api_route_renders() {
         grid.contains("id=\"grid\"") && grid.contains("class=\"cell s-success\""),
         "{grid}"
     );
+    let anonymous_task_page = c.get(&format!("/dags/fine/runs/{r}/tasks/a")).await.body;
+    assert!(anonymous_task_page.contains("log in to read task logs"), "{anonymous_task_page}");
+    c.login("vera", "correct horse").await;
+    for p in pages.iter().filter(|p| is_log(p)) {
+        let res = c.get(p).await;
+        assert_eq!(res.status, StatusCode::OK, "{p}: {}", res.body);
+    }
     let log = c
         .get(&format!("/dags/fine/runs/{r}/tasks/a/log"))
         .await
@@ -620,7 +633,7 @@ async fn trigger_form_and_api_check_params_and_tokens() {
         .await
         .expect("q")
         .expect("otto");
-    users::set_token_hash(&env.db.conn, otto.id, Some(&hash))
+    users::create_token(&env.db.conn, otto.id, "ci", &hash, "operate", None, Utc::now())
         .await
         .expect("token");
     api.bearer = Some(tok);
@@ -656,7 +669,7 @@ async fn trigger_form_and_api_check_params_and_tokens() {
         .await
         .expect("q")
         .expect("vera");
-    users::set_token_hash(&env.db.conn, vera.id, Some(&vhash))
+    users::create_token(&env.db.conn, vera.id, "ci", &vhash, "read", None, Utc::now())
         .await
         .expect("token");
     let mut v = Client::new(router.clone());
