@@ -216,7 +216,13 @@ pub struct BackfillArgs {
     /// Runs active at once (default: the DAG's max_active_runs).
     #[arg(long)]
     pub max_active_runs: Option<u32>,
+    /// Allow a range of more than 100,000 intervals.
+    #[arg(long)]
+    pub force: bool,
 }
+
+/// The most intervals a backfill creates without --force.
+const MAX_BACKFILL: usize = 100_000;
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -1075,8 +1081,21 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
         ValidationContext::clone(&cfg.validation_context()),
     );
     let vid = registry.add(&db, d.clone(), Utc::now()).await?;
-    let intervals = crate::scheduler::plan::intervals_between(&d.timetable(), from, to);
-    if intervals.is_empty() {
+    let timetable = d.timetable();
+    let Some(total) =
+        crate::scheduler::plan::count_intervals_between(&timetable, from, to, MAX_BACKFILL)
+            .or(a.force.then_some(0))
+    else {
+        bail!(
+            "--from {} --to {} covers more than {MAX_BACKFILL} intervals of \"{}\"; narrow the range, or pass --force to create them anyway (they are created as the backfill goes, never all at once)",
+            a.from,
+            a.to,
+            d.schedule.as_str()
+        );
+    };
+    let intervals = crate::scheduler::plan::intervals_between(&timetable, from, to);
+    let mut pending = intervals.peekable();
+    if pending.peek().is_none() {
         println!(
             "no intervals of {} start between {} and {}",
             d.schedule.as_str(),
@@ -1108,28 +1127,30 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
         })
         .await
     });
-    let total = intervals.len();
     let started_at = std::time::Instant::now();
+    // Runs still going are polled; finished ones are only counted.
     let mut tracked: Vec<i64> = Vec::new();
-    let mut pending = intervals.into_iter().peekable();
+    let mut done = 0usize;
+    let mut failed = 0usize;
+    let mut made = 0usize;
     let mut interrupted = false;
     let ctrl_c = shutdown_signal();
     tokio::pin!(ctrl_c);
     loop {
-        // Create runs while there is room.
-        let mut active = 0;
-        let mut done = 0;
-        let mut failed = 0;
-        for id in &tracked {
-            match runs::get_run(&db.conn, *id).await?.map(|r| r.state) {
+        let mut still = Vec::with_capacity(tracked.len());
+        for id in tracked.drain(..) {
+            match runs::get_run(&db.conn, id).await?.map(|r| r.state) {
                 Some(RunState::Success) => done += 1,
                 Some(RunState::Failed) => {
                     done += 1;
                     failed += 1
                 }
-                _ => active += 1,
+                _ => still.push(id),
             }
         }
+        tracked = still;
+        let mut active = tracked.len();
+        // Create runs while there is room.
         while !interrupted && active < max_active as usize {
             let Some(iv) = pending.next() else { break };
             match runs::run_at(&db.conn, &d.dag_id, iv.start).await? {
@@ -1147,9 +1168,11 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
                     .map_err(|e| anyhow!("{e}"))?;
                     tracked.push(existing.id);
                     active += 1;
+                    made += 1;
                 }
                 Some(existing) => {
                     tracked.push(existing.id);
+                    made += 1;
                     if !existing.state.is_finished() {
                         active += 1;
                     }
@@ -1169,12 +1192,15 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
                     if let Some(r) = commands::create_run(&db, &d, vid, &new, Utc::now()).await? {
                         tracked.push(r.id);
                         active += 1;
+                        made += 1;
                     }
                 }
             }
             engine.wake();
         }
         let finished_all = pending.peek().is_none() && active == 0;
+        // With --force past the limit the total is only known at the end.
+        let total = total.max(made + usize::from(pending.peek().is_some()));
         let eta = if done > 0 && !finished_all {
             let per = started_at.elapsed().as_secs_f64() / done as f64;
             format!(
@@ -1205,22 +1231,17 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
     }
     let _ = stop_tx.send(());
     let _ = handle.await;
-    let failed = {
-        let mut n = 0;
-        for id in &tracked {
-            if runs::get_run(&db.conn, *id)
-                .await?
-                .is_some_and(|r| r.state == RunState::Failed)
-            {
-                n += 1;
-            }
+    for id in &tracked {
+        if runs::get_run(&db.conn, *id)
+            .await?
+            .is_some_and(|r| r.state == RunState::Failed)
+        {
+            failed += 1;
         }
-        n
-    };
+    }
     println!(
-        "backfill of {}: {} run(s), {failed} failed{}",
+        "backfill of {}: {made} run(s), {failed} failed{}",
         d.dag_id,
-        tracked.len(),
         if interrupted { " (interrupted)" } else { "" }
     );
     Ok(if failed > 0 || interrupted { 1 } else { 0 })

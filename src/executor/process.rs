@@ -281,16 +281,22 @@ pub async fn run_shell(
     }
     // Drain what the readers still have. A background process that keeps the pipes
     // open must not hold the try hostage: give it a short grace, then move on.
-    let drain = async {
-        while let Some(l) = rx.recv().await {
-            log.line(&l).await;
+    // Only the wait for more output is bounded, never the writing of lines already
+    // read: cancelling a log write midway would lose lines and leave its database
+    // connection in the middle of a statement.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(l)) => log.line(&l).await,
+            Ok(None) => break,
+            Err(_) => {
+                while let Ok(l) = rx.try_recv() {
+                    log.line(&l).await;
+                }
+                log.line("[weft] output still open after the command exited (a background process?); stopped reading").await;
+                break;
+            }
         }
-    };
-    if tokio::time::timeout(Duration::from_millis(500), drain)
-        .await
-        .is_err()
-    {
-        log.line("[weft] output still open after the command exited (a background process?); stopped reading").await;
     }
     for r in readers {
         r.abort();

@@ -14,6 +14,11 @@ pub struct Plan {
     pub next_run_after: Option<DateTime<Utc>>,
 }
 
+/// The most runs one scheduler pass creates for one DAG: a catch-up from 1970 on a
+/// per-minute schedule proceeds in steps (the next pass follows at once) instead of
+/// creating runs without end in one transaction.
+pub const MAX_RUNS_PER_PASS: usize = 100;
+
 /// The interval after the latest scheduled run (or the first one), taking catchup into
 /// account: without catchup, scheduling jumps to the latest complete interval.
 fn next_candidate(
@@ -46,6 +51,7 @@ pub fn plan(
 ) -> Plan {
     let mut due = Vec::new();
     let mut next = next_candidate(tt, catchup, last, now);
+    let room = room.min(MAX_RUNS_PER_PASS);
     while let Some(iv) = next {
         if iv.end > now || due.len() >= room {
             break;
@@ -84,23 +90,32 @@ pub fn upcoming(tt: &Timetable<'_>, after: DateTime<Utc>, n: usize) -> Vec<Inter
     out
 }
 
-/// Every interval whose start (logical date) lies in `[from, to]`, for backfill.
-pub fn intervals_between(
-    tt: &Timetable<'_>,
+/// Every interval whose start (logical date) lies in `[from, to]`, for backfill,
+/// made one at a time as the caller asks (a range of millions costs no memory).
+pub fn intervals_between<'a>(
+    tt: &'a Timetable<'a>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Vec<Interval> {
-    let mut out = Vec::new();
+) -> impl Iterator<Item = Interval> + 'a {
     let mut next = tt
         .schedule
         .next_tick(from, tt.tz, true)
         .and_then(|s| tt.interval_starting(s));
-    while let Some(iv) = next {
-        if iv.start > to {
-            break;
-        }
-        out.push(iv);
+    std::iter::from_fn(move || {
+        let iv = next.filter(|iv| iv.start <= to)?;
         next = tt.interval_starting(iv.end);
-    }
-    out
+        Some(iv)
+    })
+}
+
+/// How many intervals start in `[from, to]`, or `None` when more than `limit` do
+/// (counting stops there, so an absurd range is refused fast).
+pub fn count_intervals_between(
+    tt: &Timetable<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: usize,
+) -> Option<usize> {
+    let n = intervals_between(tt, from, to).take(limit + 1).count();
+    (n <= limit).then_some(n)
 }

@@ -139,9 +139,25 @@ pub struct TriggerBody {
 }
 
 #[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
 pub struct ClearBody {
     #[serde(default)]
     pub downstream: bool,
+}
+
+/// An empty body means the defaults; anything else must be a JSON object of
+/// [`ClearBody`] (not `[]`, not broken UTF-8, not 10,000 nested arrays): a request
+/// that says something weft does not understand is refused, never half-obeyed.
+fn parse_clear_body(body: &[u8]) -> Result<ClearBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ClearBody::default());
+    }
+    let bad = |m: String| ApiError(Error::BadRequest(format!("bad request body: {m}")));
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if !v.is_object() {
+        return Err(bad("expected a JSON object such as {\"downstream\": true}".into()));
+    }
+    serde_json::from_value(v).map_err(|e| bad(e.to_string()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -515,10 +531,10 @@ async fn clear_task(
     viewer: Viewer,
     headers: HeaderMap,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
-    body: Option<Json<ClearBody>>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Cleared> {
     write(&viewer, &headers)?;
-    let downstream = body.map(|Json(b)| b.downstream).unwrap_or(false);
+    let downstream = parse_clear_body(&body)?.downstream;
     let cleared = commands::clear(
         &state.db,
         &state.registry,

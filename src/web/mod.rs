@@ -141,6 +141,7 @@ pub fn app(state: AppState) -> Router {
         .route("/import-errors", get(pages::import_errors))
         .route("/pools", get(pages::pools_page).post(pages::pools_post))
         .route("/users", get(pages::users_page).post(pages::users_post))
+        .route("/users/manage", post(pages::users_manage))
         .route("/login", get(pages::login_page).post(auth::login_post))
         .route("/logout", post(auth::logout_post))
         .route("/confirm", get(pages::confirm_page))

@@ -1252,7 +1252,25 @@ pub async fn pools_post(
 #[template(path = "users.html")]
 pub struct UsersPage {
     pub layout: Layout,
-    pub users: Vec<(String, String, Time, Option<Time>, bool)>,
+    pub users: Vec<UserRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub name: String,
+    pub role: String,
+    pub created: Time,
+    pub last_login: Option<Time>,
+    pub disabled: bool,
+    pub tokens: Vec<TokenRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub name: String,
+    pub scope: String,
+    pub expires: Option<Time>,
+    pub last_used: Option<Time>,
 }
 
 pub async fn users_page(
@@ -1263,20 +1281,87 @@ pub async fn users_page(
 ) -> Result<Response> {
     let layout = layout(&state, &viewer, &token, "Users".into(), "users", q.notice).await?;
     viewer.require(Role::Admin)?;
+    let mut tokens: BTreeMap<i64, Vec<TokenRow>> = BTreeMap::new();
+    for t in users::tokens(&state.db.conn, None).await? {
+        tokens.entry(t.user_id).or_default().push(TokenRow {
+            name: t.name,
+            scope: t.scope,
+            expires: views::opt_time(t.expires_at),
+            last_used: views::opt_time(t.last_used_at),
+        });
+    }
     let users = users::list(&state.db.conn)
         .await?
         .into_iter()
-        .map(|u| {
-            (
-                u.username,
-                u.role.to_string(),
-                time(u.created_at),
-                views::opt_time(u.last_login_at),
-                u.api_token_hash.is_some(),
-            )
+        .map(|u| UserRow {
+            tokens: tokens.remove(&u.id).unwrap_or_default(),
+            name: u.username,
+            role: u.role.to_string(),
+            created: time(u.created_at),
+            last_login: views::opt_time(u.last_login_at),
+            disabled: u.disabled,
         })
         .collect();
     Ok(page(token, UsersPage { layout, users }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ManageUserForm {
+    pub authenticity_token: String,
+    pub user: String,
+    /// disable, enable, delete, or revoke (with `token`).
+    pub op: String,
+    pub token: Option<String>,
+}
+
+/// Disables, enables or deletes a user, or revokes one of their API tokens (admin).
+pub async fn users_manage(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+    Form(f): Form<ManageUserForm>,
+) -> Result<Response> {
+    super::auth::verify_csrf(&token, &viewer, Some(&f.authenticity_token))?;
+    let me = viewer.require(Role::Admin)?;
+    let user = users::find_by_name(&state.db.conn, &f.user)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no user \"{}\"", f.user)))?;
+    if user.id == me.id && matches!(f.op.as_str(), "disable" | "delete") {
+        return Err(Error::BadRequest(
+            "you cannot disable or delete yourself; ask another admin".into(),
+        ));
+    }
+    let notice = match f.op.as_str() {
+        "disable" => {
+            users::set_disabled(&state.db.conn, user.id, true).await?;
+            format!("disabled {}: sessions ended, logins and tokens refused", user.username)
+        }
+        "enable" => {
+            users::set_disabled(&state.db.conn, user.id, false).await?;
+            format!("enabled {}", user.username)
+        }
+        "delete" => {
+            users::delete(&state.db.conn, user.id).await?;
+            format!("deleted {}", user.username)
+        }
+        "revoke" => {
+            let name = f.token.as_deref().unwrap_or_default();
+            if !users::revoke_token(&state.db.conn, user.id, name).await? {
+                return Err(Error::NotFound(format!(
+                    "user \"{}\" has no token \"{name}\"",
+                    user.username
+                )));
+            }
+            format!("revoked token \"{name}\" of {}", user.username)
+        }
+        other => {
+            return Err(Error::BadRequest(format!(
+                "unknown operation \"{other}\"; use disable, enable, delete or revoke"
+            )));
+        }
+    };
+    tracing::info!(admin = %me.username, user = %user.username, op = %f.op, "user changed");
+    Ok(Redirect::to(&format!("/users?notice={}", enc(&notice))).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod db;
 mod engine;
+mod hardening;
 mod experiment;
 mod ingest;
 mod schedule;

@@ -282,7 +282,8 @@ fn end_date_stops_scheduling_and_start_date_aligns_to_ticks() {
 fn daily_intervals_in_a_dst_zone_have_real_lengths() {
     let s = Schedule::parse("@daily").expect("valid");
     let t = tt(&s, "Europe/Berlin", utc(2026, 3, 27, 23, 0), None);
-    let ivs = intervals_between(&t, utc(2026, 3, 27, 23, 0), utc(2026, 3, 29, 23, 0));
+    let ivs: Vec<_> =
+        intervals_between(&t, utc(2026, 3, 27, 23, 0), utc(2026, 3, 29, 23, 0)).collect();
     let hours: Vec<i64> = ivs.iter().map(|i| (i.end - i.start).num_hours()).collect();
     // 2026-03-28 is 24 h long, 2026-03-29 (spring forward) 23 h, 2026-03-30 24 h.
     assert_eq!(hours, vec![24, 23, 24]);

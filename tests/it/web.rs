@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode, header};
 use chrono::Utc;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use weft::db::{Role, RunState, users};
+use weft::db::{Role, RunState, TaskState, users};
 use weft::web::{AppState, app, auth};
 
 use crate::support::{Env, sqlite_db};
@@ -845,5 +845,179 @@ async fn experiment_and_survey_pages_chart_what_the_tasks_wrote() {
         "{}",
         missing.body
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_on_the_server_and_csrf_tokens_belong_to_one_session() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router.clone());
+    let res = c.login("otto", "correct horse").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let stolen = c.cookies.clone();
+    let token = c.csrf("/dags").await;
+    assert!(token.ends_with(&format!(".{}", &token[token.len() - 16..])));
+    // The token of this session does not work in another session of the same user.
+    let mut other = Client::new(router.clone());
+    other.login("otto", "correct horse").await;
+    let csrf_cookie = other.cookies.get("weft_csrf").cloned();
+    let res = other
+        .post_form("/dags/fine/trigger", &[("authenticity_token", &token)])
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+    assert!(csrf_cookie.is_some());
+    // Logout, then the old cookie is worthless (it would be valid for 12 h if signed only).
+    let res = c.post_form("/logout", &[("authenticity_token", &token)]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let mut replay = Client::new(router.clone());
+    replay.cookies = stolen;
+    let page = replay.get("/dags").await.body;
+    assert!(!page.contains("otto"), "the session survived logout");
+    // Disabling a user ends their sessions and refuses their login.
+    let otto = users::find_by_name(&env.db.conn, "otto").await.expect("q").expect("otto");
+    users::set_disabled(&env.db.conn, otto.id, true).await.expect("disable");
+    assert!(!other.get("/dags").await.body.contains("otto"));
+    let res = other.login("otto", "correct horse").await;
+    assert!(
+        res.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).is_some_and(|l| l.contains("error=1")),
+        "a disabled user logged in"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_back_off_and_unknown_users_cost_as_much_as_known_ones() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router.clone());
+    let mut locked = false;
+    for _ in 0..8 {
+        let res = c.login("ada", "wrong password").await;
+        if res.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(res.headers.contains_key(header::RETRY_AFTER));
+            locked = true;
+            break;
+        }
+    }
+    assert!(locked, "no backoff after repeated failures");
+    // Even the right password waits while the account is locked.
+    let res = c.login("ada", "correct horse").await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+    // An unknown user is checked against a dummy hash: not answered in a fraction of the
+    // time of a known one (argon2 dominates both).
+    let mut d = Client::new(router.clone());
+    let t0 = std::time::Instant::now();
+    d.login("vera", "wrong password").await;
+    let known = t0.elapsed();
+    let t1 = std::time::Instant::now();
+    d.login("nobody-at-all", "wrong password").await;
+    let unknown = t1.elapsed();
+    assert!(unknown * 4 > known, "unknown {unknown:?} vs known {known:?}");
+    env.stop().await;
+}
+
+#[test]
+fn only_same_site_paths_are_followed_after_login() {
+    use weft::web::auth::safe_next;
+    for bad in ["//evil.example", "/\t/evil.example", "/\\evil.example", "https://evil.example", "/%09/x\n", "/\\/evil", "javascript:alert(1)"] {
+        assert_eq!(safe_next(Some(bad)), "/dags", "{bad:?}");
+    }
+    assert_eq!(safe_next(Some("/dags/x?tab=grid")), "/dags/x?tab=grid");
+}
+
+#[tokio::test]
+async fn api_tokens_have_scopes_and_expiry_and_errors_are_json() {
+    let (_t, env, router) = setup().await;
+    let ada = users::find_by_name(&env.db.conn, "ada").await.expect("q").expect("ada");
+    let (read_tok, read_hash) = auth::new_token();
+    users::create_token(&env.db.conn, ada.id, "reader", &read_hash, "read", None, Utc::now()).await.expect("t");
+    let (old_tok, old_hash) = auth::new_token();
+    users::create_token(&env.db.conn, ada.id, "old", &old_hash, "operate", Some(Utc::now() - chrono::Duration::hours(1)), Utc::now()).await.expect("t");
+    let (op_tok, op_hash) = auth::new_token();
+    users::create_token(&env.db.conn, ada.id, "ops", &op_hash, "operate", None, Utc::now()).await.expect("t");
+    let mut c = Client::new(router.clone());
+    c.bearer = Some(read_tok);
+    assert_eq!(c.get("/api/v1/dags").await.status, StatusCode::OK);
+    let res = c.post_json("/api/v1/dags/fine/pause", serde_json::json!({})).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "a read token acted: {}", res.body);
+    c.bearer = Some(old_tok);
+    let res = c.get("/api/v1/dags").await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "an expired token was accepted");
+    assert!(res.body.starts_with('{'), "{}", res.body);
+    c.bearer = Some(op_tok);
+    let run = env.trigger("fine").await;
+    env.wait_run(run.id, std::time::Duration::from_secs(30)).await;
+    let path = format!("/api/v1/dags/fine/runs/{}/tasks/a/clear", weft::web::views::enc(&run.run_id));
+    for bad in ["[]", "{\"downstream\": 1}", "{\"nope\": true}", "not json"] {
+        let res = c
+            .send(Request::post(&path).header(header::CONTENT_TYPE, "application/json"), Body::from(bad))
+            .await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{bad}: {}", res.body);
+    }
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let res = c.send(Request::post(&path), Body::from(deep)).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    let res = c.send(Request::post(&path), Body::from(vec![0xff, 0xfe, b'{'])).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    // Nothing was cleared by the bad bodies.
+    assert_eq!(env.states(run.id).await.get("a"), Some(&TaskState::Success));
+    let res = c.send(Request::post(&path), Body::empty()).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // Errors axum makes itself are JSON on the API too.
+    let res = c.send(Request::delete("/api/v1/dags"), Body::empty()).await;
+    assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
+    let v: serde_json::Value = serde_json::from_str(&res.body).expect("405 is JSON");
+    assert!(v["error"]["message"].is_string());
+    // Revoked tokens stop working.
+    assert!(users::revoke_token(&env.db.conn, ada.id, "ops").await.expect("revoke"));
+    assert_eq!(c.get("/api/v1/dags").await.status, StatusCode::UNAUTHORIZED);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn hsts_is_sent_when_cookies_are_secure() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router);
+    let res = c.send(Request::get("/dags").header("x-forwarded-proto", "https"), Body::empty()).await;
+    assert!(res.headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
+    let res = c.get("/dags").await;
+    assert!(!res.headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn admins_list_and_revoke_tokens_and_disable_or_delete_users_from_the_users_page() {
+    let (_t, env, router) = setup().await;
+    let vera = users::find_by_name(&env.db.conn, "vera").await.expect("q").expect("vera");
+    let (tok, hash) = auth::new_token();
+    users::create_token(&env.db.conn, vera.id, "laptop", &hash, "read", None, Utc::now()).await.expect("t");
+    let mut admin = Client::new(router.clone());
+    admin.login("ada", "correct horse").await;
+    let page = admin.get("/users").await.body;
+    assert!(page.contains("<code>laptop</code> (read"), "{page}");
+    let csrf = admin.csrf("/users").await;
+    let res = admin
+        .post_form("/users/manage", &[("authenticity_token", &csrf), ("user", "vera"), ("op", "revoke"), ("token", "laptop")])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let mut api = Client::new(router.clone());
+    api.bearer = Some(tok);
+    assert_eq!(api.get("/api/v1/dags").await.status, StatusCode::UNAUTHORIZED);
+    let res = admin
+        .post_form("/users/manage", &[("authenticity_token", &csrf), ("user", "ada"), ("op", "delete")])
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "an admin deleted themselves");
+    let res = admin
+        .post_form("/users/manage", &[("authenticity_token", &csrf), ("user", "vera"), ("op", "delete")])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert!(users::find_by_name(&env.db.conn, "vera").await.expect("q").is_none());
+    // An operator may not manage users.
+    let mut op = Client::new(router);
+    op.login("otto", "correct horse").await;
+    let csrf = op.csrf("/dags").await;
+    let res = op
+        .post_form("/users/manage", &[("authenticity_token", &csrf), ("user", "ada"), ("op", "disable")])
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
     env.stop().await;
 }
