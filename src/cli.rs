@@ -183,6 +183,32 @@ pub enum DagsCommand {
 pub enum DbCommand {
     /// Apply pending migrations.
     Migrate,
+    /// Delete finished runs older than a cutoff, with their task instances, tries and
+    /// logs, plus unused DAG versions, old worker rows and expired sessions.
+    Clean {
+        /// Age, e.g. 90d.
+        #[arg(long)]
+        older_than: String,
+        /// Count what would go, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Runs per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the invariants of the database (every running try has a live worker, no
+    /// finished run has unfinished tasks); exits 1 when something is wrong.
+    Check {
+        /// Repair what was found through the state machine.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the SQLite database to FILE while weft runs (for PostgreSQL use pg_dump).
+    Backup { file: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -304,12 +330,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Serve(a) => serve(cfg, a).await,
         Command::Dags(c) => dags(cfg, c).await,
-        Command::Db(DbCommand::Migrate) => {
-            let db = open_db(&cfg).await?;
-            println!("migrated {}", crate::db::redact_url(&cfg.database_url));
-            drop(db);
-            Ok(0)
-        }
+        Command::Db(c) => db_cmd(cfg, c).await,
         Command::Trigger(a) => trigger(cfg, a).await,
         Command::Backfill(a) => backfill(cfg, a).await,
         Command::Runs(a) => list_runs(cfg, a).await,
@@ -318,6 +339,154 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Users(c) => users_cmd(cfg, c).await,
         Command::Models(c) => models_cmd(cfg, c).await,
     }
+}
+
+async fn db_cmd(cfg: Config, c: DbCommand) -> Result<i32> {
+    use crate::db::maintenance;
+    match c {
+        DbCommand::Migrate => {
+            let db = open_db(&cfg).await?;
+            println!("migrated {}", crate::db::redact_url(&cfg.database_url));
+            drop(db);
+            Ok(0)
+        }
+        DbCommand::Clean {
+            older_than,
+            dry_run,
+            batch,
+            json,
+        } => {
+            let age = humantime::parse_duration(&older_than)
+                .map_err(|e| anyhow!("--older-than {older_than}: {e}"))?;
+            if age < Duration::from_secs(3600) {
+                bail!("--older-than {older_than}: give at least 1h");
+            }
+            if batch == 0 || batch > 100_000 {
+                bail!("--batch must be between 1 and 100000");
+            }
+            let cutoff = Utc::now() - chrono::Duration::from_std(age)?;
+            let db = open_db(&cfg).await?;
+            let report = if dry_run {
+                maintenance::clean_preview(&db.conn, cutoff).await?
+            } else {
+                maintenance::clean(&db.conn, cutoff, batch, Duration::from_millis(20)).await?
+            };
+            if json {
+                print_json(
+                    &serde_json::json!({"dry_run": dry_run, "cutoff": rfc3339(cutoff), "removed": report}),
+                )?;
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                println!(
+                    "{verb}: {} run(s), {} task instance(s), {} tr(ies), {} log chunk(s), {} dag version(s), {} worker row(s), {} expired session(s) (finished before {})",
+                    report.runs,
+                    report.task_instances,
+                    report.tries,
+                    report.log_chunks,
+                    report.dag_versions,
+                    report.workers,
+                    report.sessions,
+                    rfc3339(cutoff)
+                );
+            }
+            Ok(0)
+        }
+        DbCommand::Check { repair, json } => {
+            let db = open_db(&cfg).await?;
+            let now = Utc::now();
+            let problems = maintenance::check(&db.conn, now, cfg.heartbeat_timeout).await?;
+            let repaired = if repair && !problems.is_empty() {
+                let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+                commands::repair(&db, &registry, &problems, now)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?
+            } else {
+                0
+            };
+            if json {
+                print_json(&serde_json::json!({"problems": problems, "repaired": repaired}))?;
+            } else if problems.is_empty() {
+                println!("ok: no broken invariants");
+            } else {
+                for p in &problems {
+                    println!(
+                        "{}: dag {} run {}{}: {}",
+                        p.kind,
+                        p.dag_id,
+                        p.run_pk,
+                        p.task_id
+                            .as_deref()
+                            .map(|t| format!(" task {t}"))
+                            .unwrap_or_default(),
+                        p.detail
+                    );
+                }
+                if repair {
+                    println!("repaired {repaired} of {} problem(s)", problems.len());
+                } else {
+                    println!(
+                        "{} problem(s); run `weft db check --repair` to repair them",
+                        problems.len()
+                    );
+                }
+            }
+            Ok(
+                if problems.is_empty() || (repair && repaired == problems.len()) {
+                    0
+                } else {
+                    1
+                },
+            )
+        }
+        DbCommand::Backup { file } => {
+            if !cfg.database_url.starts_with("sqlite:") {
+                bail!(
+                    "weft db backup copies SQLite databases; for PostgreSQL use pg_dump (see the README)"
+                );
+            }
+            if file.exists() {
+                bail!(
+                    "{} exists already; weft db backup never overwrites a file",
+                    file.display()
+                );
+            }
+            let db = open_db(&cfg).await?;
+            let path = file.to_string_lossy().to_string();
+            maintenance::backup_sqlite(&db.conn, &path)
+                .await
+                .with_context(|| format!("cannot back up to {}", file.display()))?;
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "backed up {} to {} ({size} bytes)",
+                crate::db::redact_url(&cfg.database_url),
+                file.display()
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// The retention job of `serve`: every hour (the first pass a minute after start), old
+/// runs go in batches of 200 with a pause between them, so the scheduler's own writes
+/// are never held up for long.
+fn spawn_retention(db: Db, retention: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        loop {
+            let cutoff = Utc::now()
+                - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(90));
+            match crate::db::maintenance::clean(&db.conn, cutoff, 200, Duration::from_millis(200))
+                .await
+            {
+                Ok(r) if !r.is_empty() => tracing::info!(?r, "retention removed old history"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "retention pass failed; trying again in an hour")
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
 }
 
 async fn open_db(cfg: &Config) -> Result<Db> {
@@ -407,6 +576,13 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     let state =
         crate::web::AppState::new(db.clone(), cfg.clone(), registry, Some(engine.clone())).await?;
     let web = crate::web::serve(state, &cfg.bind).await?;
+    if let Some(r) = cfg.retention {
+        spawn_retention(db.clone(), r);
+        eprintln!(
+            "  retention:  finished runs older than {} are deleted",
+            humantime::format_duration(r)
+        );
+    }
     if crate::db::users::count(&db.conn).await? == 0 {
         eprintln!(
             "  no users yet: pages are readable; to act (trigger, clear, pause) create one with"
@@ -1289,7 +1465,12 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
         } => {
             let user = find_user(&db, &name).await?;
             let scope = scope.unwrap_or_else(|| {
-                if user.role == crate::db::Role::Viewer { "read" } else { "operate" }.to_string()
+                if user.role == crate::db::Role::Viewer {
+                    "read"
+                } else {
+                    "operate"
+                }
+                .to_string()
             });
             if scope == "operate" && user.role == crate::db::Role::Viewer {
                 bail!("user \"{name}\" is a viewer; an operate token needs an operator or admin");
@@ -1308,13 +1489,21 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             };
             let (token, hash) = crate::web::auth::new_token();
             crate::db::users::create_token(
-                &db.conn, user.id, &token_name, &hash, &scope, expires_at, now,
+                &db.conn,
+                user.id,
+                &token_name,
+                &hash,
+                &scope,
+                expires_at,
+                now,
             )
             .await?;
             println!("{token}");
             eprintln!(
                 "API token \"{token_name}\" for {name} (scope {scope}{}); it is shown only now. Send it as: Authorization: Bearer <token>",
-                expires_at.map(|e| format!(", expires {}", rfc3339(e))).unwrap_or_default()
+                expires_at
+                    .map(|e| format!(", expires {}", rfc3339(e)))
+                    .unwrap_or_default()
             );
         }
         UsersCommand::Tokens { name } => {
@@ -1337,11 +1526,16 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
                         t.scope,
                         rfc3339(t.created_at),
                         t.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
-                        t.last_used_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+                        t.last_used_at
+                            .map(rfc3339)
+                            .unwrap_or_else(|| "never".into()),
                     ]
                 })
                 .collect();
-            print_table(&["USER", "TOKEN", "SCOPE", "CREATED", "EXPIRES", "LAST USED"], &rows);
+            print_table(
+                &["USER", "TOKEN", "SCOPE", "CREATED", "EXPIRES", "LAST USED"],
+                &rows,
+            );
         }
         UsersCommand::Revoke { name, token_name } => {
             let user = find_user(&db, &name).await?;

@@ -29,6 +29,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("bad duration \"{s}\": {e}")))
 }
 
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
 /// A named warehouse connection.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +99,10 @@ pub struct Config {
     /// Whether anonymous readers (with `public_read`) may read task logs too. Logs can
     /// hold whatever a task printed, so the default is false.
     pub public_logs: bool,
+    /// Finished runs (with their tasks, tries and logs) older than this are deleted by
+    /// a background job, in small batches; unset keeps everything. E.g. "90d".
+    #[serde(deserialize_with = "opt_duration")]
+    pub retention: Option<Duration>,
     /// Environment variables of the server that tasks also get (besides PATH, HOME,
     /// locale, TZ, USER, SHELL and TMPDIR). `WEFT_TASK_PASS_ENV=A,B` adds names.
     pub task_pass_env: Vec<String>,
@@ -127,6 +135,7 @@ impl Default for Config {
             connections,
             public_read: None,
             public_logs: false,
+            retention: None,
             task_pass_env: Vec::new(),
             secure_cookies: false,
         }
@@ -138,7 +147,11 @@ fn url_password(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let userinfo = rest.split(['/', '?', '#']).next()?.rsplit_once('@')?.0;
     let pw = userinfo.split_once(':')?.1;
-    (!pw.is_empty()).then(|| percent_encoding::percent_decode_str(pw).decode_utf8_lossy().into_owned())
+    (!pw.is_empty()).then(|| {
+        percent_encoding::percent_decode_str(pw)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
 }
 
 /// True for `127.0.0.1:8080`, `localhost:80`, `[::1]:8080`.
@@ -250,8 +263,27 @@ impl Config {
                 .insert("warehouse".to_string(), Connection { url: v });
         }
         if let Some(v) = var("WEFT_TASK_PASS_ENV") {
-            self.task_pass_env
-                .extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+            self.task_pass_env.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
+        }
+        if let Some(v) = var("WEFT_RETENTION") {
+            let d = humantime::parse_duration(&v).map_err(|e| ConfigError::Env {
+                name: "WEFT_RETENTION".into(),
+                message: format!("bad duration \"{v}\": {e}"),
+            })?;
+            self.retention = Some(d);
+        }
+        if let Some(d) = self.retention
+            && d < Duration::from_secs(3600)
+        {
+            return Err(ConfigError::Env {
+                name: "retention".into(),
+                message: "must be at least 1h (it deletes finished runs older than this)".into(),
+            });
         }
         if let Some(v) = var("WEFT_PUBLIC_READ") {
             self.public_read = Some(matches!(v.as_str(), "1" | "true" | "yes"));
@@ -269,14 +301,16 @@ impl Config {
     /// listens on a loopback address (a server reachable from the network needs a
     /// login unless told otherwise).
     pub fn public_read(&self) -> bool {
-        self.public_read.unwrap_or_else(|| is_loopback_bind(&self.bind))
+        self.public_read
+            .unwrap_or_else(|| is_loopback_bind(&self.bind))
     }
 
     /// Values that must never show in logs, pages or API answers: the passwords in the
     /// database and connection URLs, and the values of the variables those URLs read.
     pub fn secrets(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let urls = std::iter::once(&self.database_url).chain(self.connections.values().map(|c| &c.url));
+        let urls =
+            std::iter::once(&self.database_url).chain(self.connections.values().map(|c| &c.url));
         for url in urls {
             let mut rest = url.as_str();
             while let Some(i) = rest.find("${") {
@@ -339,11 +373,20 @@ mod tests {
 
     #[test]
     fn secrets_come_from_urls_and_binds_decide_public_reading() {
-        let mut c = Config::default();
-        c.database_url = "postgres://weft:s3cr%40t@db:5432/weft".into();
+        let mut c = Config {
+            database_url: "postgres://weft:s3cr%40t@db:5432/weft".into(),
+            ..Default::default()
+        };
         assert_eq!(c.secrets(), vec!["s3cr@t".to_string()]);
-        assert_eq!(redact("connect s3cr@t now", &c.secrets()), "connect *** now");
-        assert!(is_loopback_bind("127.0.0.1:8080") && is_loopback_bind("[::1]:80") && is_loopback_bind("localhost:1"));
+        assert_eq!(
+            redact("connect s3cr@t now", &c.secrets()),
+            "connect *** now"
+        );
+        assert!(
+            is_loopback_bind("127.0.0.1:8080")
+                && is_loopback_bind("[::1]:80")
+                && is_loopback_bind("localhost:1")
+        );
         assert!(!is_loopback_bind("0.0.0.0:8080") && !is_loopback_bind("10.1.2.3:80"));
         c.bind = "0.0.0.0:8080".into();
         assert!(!c.public_read());

@@ -83,7 +83,9 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
-        m.drop_table(Table::drop().table("api_token").take()).await?;
-        m.drop_table(Table::drop().table("web_session").take()).await
+        m.drop_table(Table::drop().table("api_token").take())
+            .await?;
+        m.drop_table(Table::drop().table("web_session").take())
+            .await
     }
 }

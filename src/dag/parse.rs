@@ -375,7 +375,10 @@ impl<'s> Parser<'s, '_> {
 
     /// True when `path` (resolving links and `..`) lies inside the DAG file's folder.
     fn is_inside_base(&self, path: &Path) -> bool {
-        let base = self.base.canonicalize().unwrap_or_else(|_| self.base.clone());
+        let base = self
+            .base
+            .canonicalize()
+            .unwrap_or_else(|_| self.base.clone());
         path.canonicalize().is_ok_and(|p| p.starts_with(&base))
     }
 

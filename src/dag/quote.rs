@@ -81,7 +81,10 @@ fn splice(
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Sh {
     /// Unquoted; `paren` when opened by `$(` (closed by its `)`), with nested `(` depth.
-    Bare { paren: bool, depth: u32 },
+    Bare {
+        paren: bool,
+        depth: u32,
+    },
     Single,
     Double,
     Backtick,
@@ -356,35 +359,97 @@ mod tests {
     fn shell_values_are_quoted_for_their_context() {
         let evil = s("$(touch f); rm -rf / 'x' \"y\" `z`");
         let cases = [
-            (format!("echo {}", m(0)), "echo '$(touch f); rm -rf / '\\''x'\\'' \"y\" `z`'"),
-            (format!("echo '{}'", m(0)), "echo '$(touch f); rm -rf / '\\''x'\\'' \"y\" `z`'"),
-            (format!("echo \"{}\"", m(0)), "echo \"\\$(touch f); rm -rf / 'x' \\\"y\\\" \\`z\\`\""),
-            (format!("echo \"$(printf %s {})\"", m(0)), "echo \"$(printf %s '$(touch f); rm -rf / '\\''x'\\'' \"y\" `z`')\""),
+            (
+                format!("echo {}", m(0)),
+                "echo '$(touch f); rm -rf / '\\''x'\\'' \"y\" `z`'",
+            ),
+            (
+                format!("echo '{}'", m(0)),
+                "echo '$(touch f); rm -rf / '\\''x'\\'' \"y\" `z`'",
+            ),
+            (
+                format!("echo \"{}\"", m(0)),
+                "echo \"\\$(touch f); rm -rf / 'x' \\\"y\\\" \\`z\\`\"",
+            ),
+            (
+                format!("echo \"$(printf %s {})\"", m(0)),
+                "echo \"$(printf %s '$(touch f); rm -rf / '\\''x'\\'' \"y\" `z`')\"",
+            ),
         ];
         for (tmpl, want) in cases {
-            assert_eq!(fill(&tmpl, std::slice::from_ref(&evil), Quoting::Shell), want, "{tmpl}");
+            assert_eq!(
+                fill(&tmpl, std::slice::from_ref(&evil), Quoting::Shell),
+                want,
+                "{tmpl}"
+            );
         }
         // Safe words stay as they are, so `'{{ ds }}'` and `{{ ds }}` both work.
-        assert_eq!(fill(&format!("echo {} '{}'", m(0), m(0)), &[s("2026-01-01")], Quoting::Shell), "echo 2026-01-01 '2026-01-01'");
-        assert_eq!(fill(&format!("echo {}", m(0)), &[s("")], Quoting::Shell), "echo ''");
+        assert_eq!(
+            fill(
+                &format!("echo {} '{}'", m(0), m(0)),
+                &[s("2026-01-01")],
+                Quoting::Shell
+            ),
+            "echo 2026-01-01 '2026-01-01'"
+        );
+        assert_eq!(
+            fill(&format!("echo {}", m(0)), &[s("")], Quoting::Shell),
+            "echo ''"
+        );
         // A comment cannot be ended by a newline in a value.
-        assert_eq!(fill(&format!("true # {}", m(0)), &[s("a\nrm x")], Quoting::Shell), "true # 'a rm x'");
+        assert_eq!(
+            fill(&format!("true # {}", m(0)), &[s("a\nrm x")], Quoting::Shell),
+            "true # 'a rm x'"
+        );
     }
 
     #[test]
     fn sql_values_are_literals_or_escaped_inside_strings() {
-        let v = [s("x'; DROP TABLE t; --"), Captured { text: "42".into(), bare_ok: true }];
+        let v = [
+            s("x'; DROP TABLE t; --"),
+            Captured {
+                text: "42".into(),
+                bare_ok: true,
+            },
+        ];
         assert_eq!(
-            fill(&format!("SELECT {} , '{}', {} -- {}\nFROM \"{}\"", m(0), m(0), m(1), m(0), m(0)), &v, Quoting::Sql),
+            fill(
+                &format!(
+                    "SELECT {} , '{}', {} -- {}\nFROM \"{}\"",
+                    m(0),
+                    m(0),
+                    m(1),
+                    m(0),
+                    m(0)
+                ),
+                &v,
+                Quoting::Sql
+            ),
             "SELECT 'x''; DROP TABLE t; --' , 'x''; DROP TABLE t; --', 42 -- x'; DROP TABLE t; --\nFROM \"x'; DROP TABLE t; --\""
         );
-        assert_eq!(fill(&format!("SELECT $$ {} $$", m(0)), &[s("a $$ b")], Quoting::Sql), "SELECT $$ a  b $$");
-        assert_eq!(fill(&format!("/* {} */", m(0)), &[s("*/ drop")], Quoting::Sql), "/* * / drop */");
+        assert_eq!(
+            fill(
+                &format!("SELECT $$ {} $$", m(0)),
+                &[s("a $$ b")],
+                Quoting::Sql
+            ),
+            "SELECT $$ a  b $$"
+        );
+        assert_eq!(
+            fill(&format!("/* {} */", m(0)), &[s("*/ drop")], Quoting::Sql),
+            "/* * / drop */"
+        );
     }
 
     #[test]
     fn stray_markers_are_kept() {
-        assert_eq!(fill(&format!("a {OPEN}x"), &[], Quoting::Shell), format!("a {OPEN}x"));
-        assert_eq!(fill(&format!("a {}", m(5)), &[], Quoting::Plain), format!("a {}", m(5)));
+        assert_eq!(
+            fill(&format!("a {OPEN}x"), &[], Quoting::Shell),
+            format!("a {OPEN}x")
+        );
+        assert_eq!(
+            fill(&format!("a {}", m(5)), &[], Quoting::Plain),
+            format!("a {}", m(5))
+        );
     }
 }

@@ -14,8 +14,8 @@ use minijinja::value::ValueKind;
 use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
-use super::quote::{self, Captured};
 pub use super::quote::Quoting;
+use super::quote::{self, Captured};
 
 /// Variables every templated field may use (besides `params.<name>`).
 pub const VARIABLES: &[&str] = &[
@@ -94,11 +94,9 @@ pub fn configure(env: &mut Environment<'_>) {
             Some(list.len() - 1)
         });
         match captured {
-            Some(i) => {
-                write!(out, "{}{i}{}", quote::OPEN, quote::CLOSE).map_err(|_| {
-                    minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed")
-                })
-            }
+            Some(i) => write!(out, "{}{i}{}", quote::OPEN, quote::CLOSE).map_err(|_| {
+                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed")
+            }),
             None => minijinja::escape_formatter(out, state, value),
         }
     });
@@ -457,7 +455,11 @@ mod tests {
 
     #[test]
     fn unknown_filters_are_reported_and_raw_params_spotted() {
-        let p = check("echo {{ ds | uper }} {{ ds | upper }} {{ 'a|b' }}", &[], &[]);
+        let p = check(
+            "echo {{ ds | uper }} {{ ds | upper }} {{ 'a|b' }}",
+            &[],
+            &[],
+        );
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].message.contains("unknown filter \"uper\""));
         assert_eq!(p[0].offset, Some(13));
@@ -483,14 +485,19 @@ mod tests {
             "echo $(touch f); 'q'"
         );
         assert_eq!(
-            ctx.render_for("select '{{ ds }}', {{ params.x }}, {{ try_number }}", Quoting::Sql)
-                .unwrap(),
+            ctx.render_for(
+                "select '{{ ds }}', {{ params.x }}, {{ try_number }}",
+                Quoting::Sql
+            )
+            .unwrap(),
             "select '2026-03-01', '$(touch f); ''q''', 1"
         );
         // A runaway loop runs out of fuel instead of holding a worker.
         assert!(
-            ctx.render("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}")
-                .is_err()
+            ctx.render(
+                "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
+            )
+            .is_err()
         );
     }
 

@@ -3,6 +3,7 @@
 
 pub mod dags;
 pub mod entities;
+pub mod maintenance;
 pub mod runs;
 pub mod state;
 pub mod stats;

@@ -73,7 +73,9 @@ pub async fn find_by_token_hash<C: ConnectionTrait>(
         return Ok(None);
     };
     // At most one write a minute per token, so reads stay reads.
-    if t.last_used_at.is_none_or(|l| now - l > chrono::Duration::minutes(1)) {
+    if t.last_used_at
+        .is_none_or(|l| now - l > chrono::Duration::minutes(1))
+    {
         api_token::Entity::update_many()
             .col_expr(api_token::Column::LastUsedAt, Expr::value(now))
             .filter(api_token::Column::Id.eq(t.id))

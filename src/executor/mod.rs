@@ -36,12 +36,10 @@ pub async fn run_started(
         .unwrap_or_else(|e| e.into_inner())
         .insert(ti.id, cancel_tx);
     let secrets = std::sync::Arc::new(shared.config.secrets());
-    let mut log = LogSink::new(db.clone(), try_id, shared.config.log_max_bytes)
-        .with_secrets(secrets.clone());
+    let mut log =
+        LogSink::new(db.clone(), try_id, shared.config.log_max_bytes).with_secrets(secrets.clone());
     let mut outcome = prepare_and_execute(&shared, &ti, &run, try_id, &mut log, cancel_rx).await;
-    outcome.error = outcome
-        .error
-        .map(|e| crate::config::redact(&e, &secrets));
+    outcome.error = outcome.error.map(|e| crate::config::redact(&e, &secrets));
     shared
         .inflight
         .lock()

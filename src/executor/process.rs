@@ -87,8 +87,8 @@ async fn kill_child_group(child: &mut tokio::process::Child, pgid: i32, grace: D
 /// variables are added on top by the caller.
 pub fn base_env(pass_env: &[String]) -> Vec<(String, String)> {
     const KEEP: &[&str] = &[
-        "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME",
-        "SHELL", "TMPDIR",
+        "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "SHELL",
+        "TMPDIR",
     ];
     let mut out: Vec<(String, String)> = KEEP
         .iter()
@@ -119,9 +119,8 @@ fn marked_processes(marker: &str) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != me))
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes())
-            })
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
         })
         .collect()
 }
@@ -148,10 +147,7 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Reads a pipe as lines (bytes split at `\n`, at most [`MAX_LINE_BYTES`] each) and
 /// sends them as text, decoding invalid UTF-8 lossily. Reading never stops before the
 /// pipe closes, so a task is never blocked or killed (SIGPIPE) by its own output.
-async fn pump_lines(
-    mut r: impl tokio::io::AsyncRead + Unpin,
-    tx: mpsc::Sender<String>,
-) {
+async fn pump_lines(mut r: impl tokio::io::AsyncRead + Unpin, tx: mpsc::Sender<String>) {
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 16 * 1024];
     let mut line: Vec<u8> = Vec::new();
@@ -276,7 +272,10 @@ pub async fn run_shell(
     if let Some((k, v)) = env.iter().find(|(k, _)| k == MARKER) {
         let n = kill_marked(format!("{k}={v}")).await;
         if n > 0 {
-            log.line(&format!("[weft] killed {n} process(es) the task left running outside its process group")).await;
+            log.line(&format!(
+                "[weft] killed {n} process(es) the task left running outside its process group"
+            ))
+            .await;
         }
     }
     // Drain what the readers still have. A background process that keeps the pipes

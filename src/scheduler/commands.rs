@@ -673,32 +673,32 @@ pub fn fire_callback(
     let cb = cb.clone();
     tokio::spawn(async move {
         let result = match &cb {
-            Callback::Command { command } => match ctx
-                .render_for(command, crate::dag::template::Quoting::Shell)
-            {
-                Ok(cmd) => tokio::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(&cmd)
-                    .current_dir(&dir)
-                    .env_clear()
-                    .envs(crate::executor::process::base_env(&[]))
-                    .envs(ctx.env_vars())
-                    .process_group(0)
-                    .kill_on_drop(true)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .status()
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| {
-                        if s.success() {
-                            Ok(())
-                        } else {
-                            Err(format!("exited with {s}"))
-                        }
-                    }),
-                Err(e) => Err(e),
-            },
+            Callback::Command { command } => {
+                match ctx.render_for(command, crate::dag::template::Quoting::Shell) {
+                    Ok(cmd) => tokio::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(&cmd)
+                        .current_dir(&dir)
+                        .env_clear()
+                        .envs(crate::executor::process::base_env(&[]))
+                        .envs(ctx.env_vars())
+                        .process_group(0)
+                        .kill_on_drop(true)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .status()
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| {
+                            if s.success() {
+                                Ok(())
+                            } else {
+                                Err(format!("exited with {s}"))
+                            }
+                        }),
+                    Err(e) => Err(e),
+                }
+            }
             Callback::Http {
                 url,
                 method,
@@ -734,4 +734,81 @@ pub fn fire_callback(
             tracing::warn!(dag = %ctx.dag_id, task = %ctx.task_id, "callback failed: {e}");
         }
     });
+}
+
+/// Repairs what `weft db check` found, each through the transition that owns it:
+/// orphaned tries are rescued (failed, retried if they have tries left); unfinished
+/// task instances of a finished run are closed (`running -> failed`, the rest
+/// `-> skipped`); a run whose tasks all finished is evaluated so it finishes. Returns
+/// how many problems were repaired.
+pub async fn repair(
+    db: &Db,
+    reg: &Registry,
+    problems: &[crate::db::maintenance::Problem],
+    now: DateTime<Utc>,
+) -> CommandResult<usize> {
+    let mut repaired = 0;
+    for p in problems {
+        let Some(run) = runs::get_run(&db.conn, p.run_pk).await? else {
+            continue;
+        };
+        match p.kind {
+            "orphaned_try" => {
+                let Some(task_id) = &p.task_id else { continue };
+                let tis = tasks::of_run(&db.conn, run.id).await?;
+                if let Some(ti) = tis.iter().find(|t| &t.task_id == task_id) {
+                    rescue(
+                        db,
+                        reg,
+                        ti,
+                        "its worker is gone (repaired by weft db check)",
+                        now,
+                    )
+                    .await?;
+                    repaired += 1;
+                }
+            }
+            "unfinished_task_in_finished_run" => {
+                let Some(task_id) = &p.task_id else { continue };
+                let ids = std::slice::from_ref(task_id);
+                let txn = db.conn.begin().await?;
+                let mut n = tasks::transition_by_task(
+                    &txn,
+                    run.id,
+                    ids,
+                    &[TaskState::Running],
+                    TaskState::Failed,
+                    now,
+                )
+                .await?;
+                n += tasks::transition_by_task(
+                    &txn,
+                    run.id,
+                    ids,
+                    &[
+                        TaskState::Pending,
+                        TaskState::Scheduled,
+                        TaskState::Queued,
+                        TaskState::UpForRetry,
+                    ],
+                    TaskState::Skipped,
+                    now,
+                )
+                .await?;
+                txn.commit().await?;
+                repaired += usize::from(n > 0);
+            }
+            "finished_run_still_running" => {
+                if let Some(dag) = reg.version(db, run.dag_version_id).await? {
+                    let txn = db.conn.begin().await?;
+                    let run = runs::lock_run(&txn, run.id).await?.unwrap_or(run);
+                    let done = evaluate(&txn, &dag, &run, now).await?;
+                    txn.commit().await?;
+                    repaired += usize::from(done.is_some());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(repaired)
 }

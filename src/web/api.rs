@@ -155,7 +155,9 @@ fn parse_clear_body(body: &[u8]) -> Result<ClearBody, ApiError> {
     let bad = |m: String| ApiError(Error::BadRequest(format!("bad request body: {m}")));
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
     if !v.is_object() {
-        return Err(bad("expected a JSON object such as {\"downstream\": true}".into()));
+        return Err(bad(
+            "expected a JSON object such as {\"downstream\": true}".into()
+        ));
     }
     serde_json::from_value(v).map_err(|e| bad(e.to_string()))
 }

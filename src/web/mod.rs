@@ -152,7 +152,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api::router())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
 }
 
@@ -193,7 +196,11 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
             s if s.is_server_error() => "internal error".to_string(),
             s => s.canonical_reason().unwrap_or("bad request").to_lowercase(),
         };
-        let code = status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_");
+        let code = status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_lowercase()
+            .replace(' ', "_");
         let headers = res.headers().clone();
         res = (
             status,

@@ -1334,7 +1334,10 @@ pub async fn users_manage(
     let notice = match f.op.as_str() {
         "disable" => {
             users::set_disabled(&state.db.conn, user.id, true).await?;
-            format!("disabled {}: sessions ended, logins and tokens refused", user.username)
+            format!(
+                "disabled {}: sessions ended, logins and tokens refused",
+                user.username
+            )
         }
         "enable" => {
             users::set_disabled(&state.db.conn, user.id, false).await?;

@@ -48,7 +48,11 @@ async fn params_full_of_shell_syntax_are_data_not_code() {
     ] {
         let params = BTreeMap::from([("x".to_string(), serde_json::json!(evil))]);
         let run = env.trigger_with("inject", params).await;
-        assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Success, "{evil}");
+        assert_eq!(
+            env.wait_run(run.id, LIMIT).await,
+            RunState::Success,
+            "{evil}"
+        );
         assert!(!marker.exists(), "the param {evil:?} ran as code");
         // The value arrives intact in every quoting context.
         for task in ["bare", "single", "double", "subshell"] {
@@ -91,8 +95,14 @@ async fn tasks_get_a_minimal_environment_and_secrets_are_redacted() {
     let run = env.trigger("envs").await;
     assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Success);
     let (_, _, log) = task_log(&env.db, run.id, "show").await;
-    assert!(log.contains("db=none server=none passed=weft mine=mine path=set ds=20"), "{log}");
-    assert!(log.contains("pw=***") && !log.contains("s3cr3t-pa55"), "{log}");
+    assert!(
+        log.contains("db=none server=none passed=weft mine=mine path=set ds=20"),
+        "{log}"
+    );
+    assert!(
+        log.contains("pw=***") && !log.contains("s3cr3t-pa55"),
+        "{log}"
+    );
     env.stop().await;
 }
 
@@ -111,7 +121,11 @@ async fn output_that_is_not_text_neither_fails_the_task_nor_loses_the_log() {
         assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Success);
         let (state, _, log) = task_log(&env.db, run.id, "binary").await;
         assert_eq!(state, TaskState::Success);
-        assert!(log.contains("ok \u{FFFD}\u{FFFD} bytes"), "{}", &log[..200.min(log.len())]);
+        assert!(
+            log.contains("ok \u{FFFD}\u{FFFD} bytes"),
+            "{}",
+            &log[..200.min(log.len())]
+        );
         assert!(log.contains("nul \u{FFFD} here"));
         assert!(log.contains("after"), "the log stopped at the long line");
         // The 3 MB line was cut into pieces of at most 64 KiB.
@@ -171,12 +185,22 @@ kind = "shell"
 command = "sleep 30"
 timeout = "1s"
 "#;
-    let env = Env::start(&t, &[("slow", dag)], |c| c.kill_grace = Duration::from_secs(20), None).await;
+    let env = Env::start(
+        &t,
+        &[("slow", dag)],
+        |c| c.kill_grace = Duration::from_secs(20),
+        None,
+    )
+    .await;
     let started = std::time::Instant::now();
     let run = env.trigger("slow").await;
     assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Failed);
     // 1 s timeout; sleep dies on SIGTERM at once, so the 20 s grace is not waited.
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     env.stop().await;
 }
 
@@ -194,15 +218,27 @@ async fn an_absurd_retry_delay_is_refused_and_a_failing_task_never_stops_the_eng
         .flat_map(|(_, d)| d.iter().map(ToString::to_string))
         .collect();
     assert!(
-        errors.iter().any(|e| e.contains("absurd.toml:6:") && e.contains("366 days")),
+        errors
+            .iter()
+            .any(|e| e.contains("absurd.toml:6:") && e.contains("366 days")),
         "{errors:?}"
     );
     // The longest delay accepted, with exponential backoff, still records its retry.
     let t = sqlite_db().await;
     let dag = "schedule = \"none\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"false\"\nretries = 3\nretry_delay = \"366d\"\nretry_exponential_backoff = true\n[tasks.b]\nkind = \"shell\"\ncommand = \"true\"\n";
-    let env = Env::start(&t, &[("long", dag), ("ok", "schedule = \"none\"\n[tasks.x]\nkind = \"noop\"\n")], |_| {}, None).await;
+    let env = Env::start(
+        &t,
+        &[
+            ("long", dag),
+            ("ok", "schedule = \"none\"\n[tasks.x]\nkind = \"noop\"\n"),
+        ],
+        |_| {},
+        None,
+    )
+    .await;
     let run = env.trigger("long").await;
-    env.wait_task(run.id, "a", TaskState::UpForRetry, LIMIT).await;
+    env.wait_task(run.id, "a", TaskState::UpForRetry, LIMIT)
+        .await;
     let other = env.trigger("ok").await;
     assert_eq!(env.wait_run(other.id, LIMIT).await, RunState::Success);
     assert!(env.engine.fault().is_none());
@@ -230,7 +266,11 @@ fn huge_and_deep_dags_are_refused_with_a_message_not_a_crash() {
     std::fs::write(dir.path().join("long_ok.toml"), &ok).expect("write");
     std::fs::write(
         dir.path().join("deep.toml"),
-        format!("schedule = \"none\"\nx = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+        format!(
+            "schedule = \"none\"\nx = {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
     )
     .expect("write");
     // Runs on a thread with a small stack: nothing may recurse per task.
@@ -245,8 +285,19 @@ fn huge_and_deep_dags_are_refused_with_a_message_not_a_crash() {
         .errors()
         .flat_map(|(_, d)| d.iter().map(ToString::to_string))
         .collect();
-    assert!(errors.iter().any(|e| e.contains("25000 tasks") && e.contains("at most 10000")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("nested more than 64")), "{errors:?}");
-    let long = bag.dags().find(|d| d.dag_id == "long_ok").expect("a 10,000-task chain loads");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("25000 tasks") && e.contains("at most 10000")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("nested more than 64")),
+        "{errors:?}"
+    );
+    let long = bag
+        .dags()
+        .find(|d| d.dag_id == "long_ok")
+        .expect("a 10,000-task chain loads");
     assert_eq!(long.topo_order.len(), 10_000);
 }

@@ -245,7 +245,10 @@ async fn every_page_and_api_route_renders() {
         "{grid}"
     );
     let anonymous_task_page = c.get(&format!("/dags/fine/runs/{r}/tasks/a")).await.body;
-    assert!(anonymous_task_page.contains("log in to read task logs"), "{anonymous_task_page}");
+    assert!(
+        anonymous_task_page.contains("log in to read task logs"),
+        "{anonymous_task_page}"
+    );
     c.login("vera", "correct horse").await;
     for p in pages.iter().filter(|p| is_log(p)) {
         let res = c.get(p).await;
@@ -633,9 +636,17 @@ async fn trigger_form_and_api_check_params_and_tokens() {
         .await
         .expect("q")
         .expect("otto");
-    users::create_token(&env.db.conn, otto.id, "ci", &hash, "operate", None, Utc::now())
-        .await
-        .expect("token");
+    users::create_token(
+        &env.db.conn,
+        otto.id,
+        "ci",
+        &hash,
+        "operate",
+        None,
+        Utc::now(),
+    )
+    .await
+    .expect("token");
     api.bearer = Some(tok);
     let res = api
         .post_json(
@@ -669,9 +680,17 @@ async fn trigger_form_and_api_check_params_and_tokens() {
         .await
         .expect("q")
         .expect("vera");
-    users::create_token(&env.db.conn, vera.id, "ci", &vhash, "read", None, Utc::now())
-        .await
-        .expect("token");
+    users::create_token(
+        &env.db.conn,
+        vera.id,
+        "ci",
+        &vhash,
+        "read",
+        None,
+        Utc::now(),
+    )
+    .await
+    .expect("token");
     let mut v = Client::new(router.clone());
     v.bearer = Some(vtok);
     assert_eq!(v.get("/api/v1/dags").await.status, StatusCode::OK);
@@ -867,19 +886,29 @@ async fn logout_ends_the_session_on_the_server_and_csrf_tokens_belong_to_one_ses
     assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
     assert!(csrf_cookie.is_some());
     // Logout, then the old cookie is worthless (it would be valid for 12 h if signed only).
-    let res = c.post_form("/logout", &[("authenticity_token", &token)]).await;
+    let res = c
+        .post_form("/logout", &[("authenticity_token", &token)])
+        .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
     let mut replay = Client::new(router.clone());
     replay.cookies = stolen;
     let page = replay.get("/dags").await.body;
     assert!(!page.contains("otto"), "the session survived logout");
     // Disabling a user ends their sessions and refuses their login.
-    let otto = users::find_by_name(&env.db.conn, "otto").await.expect("q").expect("otto");
-    users::set_disabled(&env.db.conn, otto.id, true).await.expect("disable");
+    let otto = users::find_by_name(&env.db.conn, "otto")
+        .await
+        .expect("q")
+        .expect("otto");
+    users::set_disabled(&env.db.conn, otto.id, true)
+        .await
+        .expect("disable");
     assert!(!other.get("/dags").await.body.contains("otto"));
     let res = other.login("otto", "correct horse").await;
     assert!(
-        res.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).is_some_and(|l| l.contains("error=1")),
+        res.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|l| l.contains("error=1")),
         "a disabled user logged in"
     );
     env.stop().await;
@@ -911,14 +940,25 @@ async fn failed_logins_back_off_and_unknown_users_cost_as_much_as_known_ones() {
     let t1 = std::time::Instant::now();
     d.login("nobody-at-all", "wrong password").await;
     let unknown = t1.elapsed();
-    assert!(unknown * 4 > known, "unknown {unknown:?} vs known {known:?}");
+    assert!(
+        unknown * 4 > known,
+        "unknown {unknown:?} vs known {known:?}"
+    );
     env.stop().await;
 }
 
 #[test]
 fn only_same_site_paths_are_followed_after_login() {
     use weft::web::auth::safe_next;
-    for bad in ["//evil.example", "/\t/evil.example", "/\\evil.example", "https://evil.example", "/%09/x\n", "/\\/evil", "javascript:alert(1)"] {
+    for bad in [
+        "//evil.example",
+        "/\t/evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+        "/%09/x\n",
+        "/\\/evil",
+        "javascript:alert(1)",
+    ] {
         assert_eq!(safe_next(Some(bad)), "/dags", "{bad:?}");
     }
     assert_eq!(safe_next(Some("/dags/x?tab=grid")), "/dags/x?tab=grid");
@@ -927,36 +967,89 @@ fn only_same_site_paths_are_followed_after_login() {
 #[tokio::test]
 async fn api_tokens_have_scopes_and_expiry_and_errors_are_json() {
     let (_t, env, router) = setup().await;
-    let ada = users::find_by_name(&env.db.conn, "ada").await.expect("q").expect("ada");
+    let ada = users::find_by_name(&env.db.conn, "ada")
+        .await
+        .expect("q")
+        .expect("ada");
     let (read_tok, read_hash) = auth::new_token();
-    users::create_token(&env.db.conn, ada.id, "reader", &read_hash, "read", None, Utc::now()).await.expect("t");
+    users::create_token(
+        &env.db.conn,
+        ada.id,
+        "reader",
+        &read_hash,
+        "read",
+        None,
+        Utc::now(),
+    )
+    .await
+    .expect("t");
     let (old_tok, old_hash) = auth::new_token();
-    users::create_token(&env.db.conn, ada.id, "old", &old_hash, "operate", Some(Utc::now() - chrono::Duration::hours(1)), Utc::now()).await.expect("t");
+    users::create_token(
+        &env.db.conn,
+        ada.id,
+        "old",
+        &old_hash,
+        "operate",
+        Some(Utc::now() - chrono::Duration::hours(1)),
+        Utc::now(),
+    )
+    .await
+    .expect("t");
     let (op_tok, op_hash) = auth::new_token();
-    users::create_token(&env.db.conn, ada.id, "ops", &op_hash, "operate", None, Utc::now()).await.expect("t");
+    users::create_token(
+        &env.db.conn,
+        ada.id,
+        "ops",
+        &op_hash,
+        "operate",
+        None,
+        Utc::now(),
+    )
+    .await
+    .expect("t");
     let mut c = Client::new(router.clone());
     c.bearer = Some(read_tok);
     assert_eq!(c.get("/api/v1/dags").await.status, StatusCode::OK);
-    let res = c.post_json("/api/v1/dags/fine/pause", serde_json::json!({})).await;
-    assert_eq!(res.status, StatusCode::FORBIDDEN, "a read token acted: {}", res.body);
+    let res = c
+        .post_json("/api/v1/dags/fine/pause", serde_json::json!({}))
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::FORBIDDEN,
+        "a read token acted: {}",
+        res.body
+    );
     c.bearer = Some(old_tok);
     let res = c.get("/api/v1/dags").await;
-    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "an expired token was accepted");
+    assert_eq!(
+        res.status,
+        StatusCode::UNAUTHORIZED,
+        "an expired token was accepted"
+    );
     assert!(res.body.starts_with('{'), "{}", res.body);
     c.bearer = Some(op_tok);
     let run = env.trigger("fine").await;
-    env.wait_run(run.id, std::time::Duration::from_secs(30)).await;
-    let path = format!("/api/v1/dags/fine/runs/{}/tasks/a/clear", weft::web::views::enc(&run.run_id));
+    env.wait_run(run.id, std::time::Duration::from_secs(30))
+        .await;
+    let path = format!(
+        "/api/v1/dags/fine/runs/{}/tasks/a/clear",
+        weft::web::views::enc(&run.run_id)
+    );
     for bad in ["[]", "{\"downstream\": 1}", "{\"nope\": true}", "not json"] {
         let res = c
-            .send(Request::post(&path).header(header::CONTENT_TYPE, "application/json"), Body::from(bad))
+            .send(
+                Request::post(&path).header(header::CONTENT_TYPE, "application/json"),
+                Body::from(bad),
+            )
             .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{bad}: {}", res.body);
     }
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let res = c.send(Request::post(&path), Body::from(deep)).await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
-    let res = c.send(Request::post(&path), Body::from(vec![0xff, 0xfe, b'{'])).await;
+    let res = c
+        .send(Request::post(&path), Body::from(vec![0xff, 0xfe, b'{']))
+        .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
     // Nothing was cleared by the bad bodies.
     assert_eq!(env.states(run.id).await.get("a"), Some(&TaskState::Success));
@@ -968,7 +1061,11 @@ async fn api_tokens_have_scopes_and_expiry_and_errors_are_json() {
     let v: serde_json::Value = serde_json::from_str(&res.body).expect("405 is JSON");
     assert!(v["error"]["message"].is_string());
     // Revoked tokens stop working.
-    assert!(users::revoke_token(&env.db.conn, ada.id, "ops").await.expect("revoke"));
+    assert!(
+        users::revoke_token(&env.db.conn, ada.id, "ops")
+            .await
+            .expect("revoke")
+    );
     assert_eq!(c.get("/api/v1/dags").await.status, StatusCode::UNAUTHORIZED);
     env.stop().await;
 }
@@ -977,7 +1074,12 @@ async fn api_tokens_have_scopes_and_expiry_and_errors_are_json() {
 async fn hsts_is_sent_when_cookies_are_secure() {
     let (_t, env, router) = setup().await;
     let mut c = Client::new(router);
-    let res = c.send(Request::get("/dags").header("x-forwarded-proto", "https"), Body::empty()).await;
+    let res = c
+        .send(
+            Request::get("/dags").header("x-forwarded-proto", "https"),
+            Body::empty(),
+        )
+        .await;
     assert!(res.headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
     let res = c.get("/dags").await;
     assert!(!res.headers.contains_key(header::STRICT_TRANSPORT_SECURITY));
@@ -987,36 +1089,90 @@ async fn hsts_is_sent_when_cookies_are_secure() {
 #[tokio::test]
 async fn admins_list_and_revoke_tokens_and_disable_or_delete_users_from_the_users_page() {
     let (_t, env, router) = setup().await;
-    let vera = users::find_by_name(&env.db.conn, "vera").await.expect("q").expect("vera");
+    let vera = users::find_by_name(&env.db.conn, "vera")
+        .await
+        .expect("q")
+        .expect("vera");
     let (tok, hash) = auth::new_token();
-    users::create_token(&env.db.conn, vera.id, "laptop", &hash, "read", None, Utc::now()).await.expect("t");
+    users::create_token(
+        &env.db.conn,
+        vera.id,
+        "laptop",
+        &hash,
+        "read",
+        None,
+        Utc::now(),
+    )
+    .await
+    .expect("t");
     let mut admin = Client::new(router.clone());
     admin.login("ada", "correct horse").await;
     let page = admin.get("/users").await.body;
     assert!(page.contains("<code>laptop</code> (read"), "{page}");
     let csrf = admin.csrf("/users").await;
     let res = admin
-        .post_form("/users/manage", &[("authenticity_token", &csrf), ("user", "vera"), ("op", "revoke"), ("token", "laptop")])
+        .post_form(
+            "/users/manage",
+            &[
+                ("authenticity_token", &csrf),
+                ("user", "vera"),
+                ("op", "revoke"),
+                ("token", "laptop"),
+            ],
+        )
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
     let mut api = Client::new(router.clone());
     api.bearer = Some(tok);
-    assert_eq!(api.get("/api/v1/dags").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.get("/api/v1/dags").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let res = admin
-        .post_form("/users/manage", &[("authenticity_token", &csrf), ("user", "ada"), ("op", "delete")])
+        .post_form(
+            "/users/manage",
+            &[
+                ("authenticity_token", &csrf),
+                ("user", "ada"),
+                ("op", "delete"),
+            ],
+        )
         .await;
-    assert_eq!(res.status, StatusCode::BAD_REQUEST, "an admin deleted themselves");
+    assert_eq!(
+        res.status,
+        StatusCode::BAD_REQUEST,
+        "an admin deleted themselves"
+    );
     let res = admin
-        .post_form("/users/manage", &[("authenticity_token", &csrf), ("user", "vera"), ("op", "delete")])
+        .post_form(
+            "/users/manage",
+            &[
+                ("authenticity_token", &csrf),
+                ("user", "vera"),
+                ("op", "delete"),
+            ],
+        )
         .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
-    assert!(users::find_by_name(&env.db.conn, "vera").await.expect("q").is_none());
+    assert!(
+        users::find_by_name(&env.db.conn, "vera")
+            .await
+            .expect("q")
+            .is_none()
+    );
     // An operator may not manage users.
     let mut op = Client::new(router);
     op.login("otto", "correct horse").await;
     let csrf = op.csrf("/dags").await;
     let res = op
-        .post_form("/users/manage", &[("authenticity_token", &csrf), ("user", "ada"), ("op", "disable")])
+        .post_form(
+            "/users/manage",
+            &[
+                ("authenticity_token", &csrf),
+                ("user", "ada"),
+                ("op", "disable"),
+            ],
+        )
         .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     env.stop().await;
