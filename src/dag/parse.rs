@@ -560,6 +560,21 @@ impl<'s> Parser<'s, '_> {
         let mut out = BTreeMap::new();
         for (k, val) in entries(t) {
             let name = format!("{key}.{}", k.get_ref());
+            let valid_var = |n: &str| {
+                n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            if key == "env" && !valid_var(k.get_ref()) {
+                self.err(
+                    k.span(),
+                    task,
+                    format!(
+                        "environment variable name \"{}\" may only use letters, digits and '_', not starting with a digit",
+                        k.get_ref().escape_debug()
+                    ),
+                );
+                continue;
+            }
             if let Some(s) = self.string(val, task, &name) {
                 if templated {
                     self.check_template(val, &s, task, &[]);

@@ -30,6 +30,9 @@ pub const VARIABLES: &[&str] = &[
     "try_number",
 ];
 
+/// Functions minijinja provides to every template (they show up as names).
+const GLOBALS: &[&str] = &["range", "dict", "namespace", "debug"];
+
 /// Extra variables a callback may use.
 pub const CALLBACK_VARIABLES: &[&str] = &["state", "error"];
 
@@ -150,6 +153,9 @@ pub fn check(text: &str, params: &[&str], extra: &[&str]) -> Vec<TemplateProblem
     let mut names: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
     names.sort();
     let mut problems = Vec::new();
+    // A trial render with sample values finds what only running shows: unknown
+    // functions and tests, includes, runaway recursion or loops. (Errors that sample
+    // values may cause, such as type errors, are left to the real render.)
     for (at, name) in filters_used(text) {
         if !filter_exists(&name) {
             problems.push(TemplateProblem {
@@ -183,7 +189,7 @@ pub fn check(text: &str, params: &[&str], extra: &[&str]) -> Vec<TemplateProblem
             }
             continue;
         }
-        if VARIABLES.contains(&head) || extra.contains(&head) {
+        if VARIABLES.contains(&head) || extra.contains(&head) || GLOBALS.contains(&head) {
             continue;
         }
         let known = VARIABLES
@@ -203,6 +209,14 @@ pub fn check(text: &str, params: &[&str], extra: &[&str]) -> Vec<TemplateProblem
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+        });
+    }
+    if problems.is_empty()
+        && let Some(message) = trial_render(&tmpl, params, extra)
+    {
+        problems.push(TemplateProblem {
+            offset: None,
+            message,
         });
     }
     problems
@@ -256,6 +270,31 @@ fn filters_used(text: &str) -> Vec<(usize, String)> {
         from = body_start + len + 2;
     }
     out
+}
+
+fn trial_render(
+    tmpl: &minijinja::Template<'_, '_>,
+    params: &[&str],
+    extra: &[&str],
+) -> Option<String> {
+    use minijinja::ErrorKind as K;
+    let mut ctx: BTreeMap<&str, Value> = VARIABLES
+        .iter()
+        .chain(extra)
+        .map(|v| (*v, Value::from("2026-01-01")))
+        .collect();
+    ctx.insert("try_number", Value::from(1));
+    let p: BTreeMap<&str, Value> = params.iter().map(|p| (*p, Value::from("x"))).collect();
+    ctx.insert("params", Value::from_serialize(&p));
+    let e = tmpl.render(ctx).err()?;
+    let structural = matches!(
+        e.kind(),
+        K::UnknownFunction | K::UnknownTest | K::TemplateNotFound | K::OutOfFuel
+    ) || e.to_string().contains("recursion");
+    structural.then(|| {
+        let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+        format!("template error: {}{detail}", e.kind())
+    })
 }
 
 /// Whether the template environment knows a filter (asked once per name).

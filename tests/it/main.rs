@@ -7,6 +7,7 @@ mod cli;
 mod db;
 mod engine;
 mod experiment;
+mod fuzz;
 mod hardening;
 mod ingest;
 mod maintenance;
