@@ -354,7 +354,7 @@ async fn list_dags(State(state): State<AppState>, viewer: Viewer) -> ApiResult<V
 }
 
 /// One DAG.
-#[utoipa::path(get, path = "/api/v1/dags/{dag_id}", responses((status = 200, body = DagView), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}", params(("dag_id" = String, Path, description = "the DAG")), responses((status = 200, body = DagView), (status = 404)))]
 async fn get_dag(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -369,7 +369,7 @@ async fn get_dag(
 }
 
 /// Pause a DAG (operator).
-#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/pause", responses((status = 200, body = DagView), (status = 401), (status = 403)))]
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/pause", params(("dag_id" = String, Path, description = "the DAG")), responses((status = 200, body = DagView), (status = 401), (status = 403)))]
 async fn pause_dag(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -380,7 +380,7 @@ async fn pause_dag(
 }
 
 /// Unpause a DAG (operator).
-#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/unpause", responses((status = 200, body = DagView), (status = 401), (status = 403)))]
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/unpause", params(("dag_id" = String, Path, description = "the DAG")), responses((status = 200, body = DagView), (status = 401), (status = 403)))]
 async fn unpause_dag(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -421,7 +421,7 @@ fn parse_u64(
 }
 
 /// Runs of a DAG, newest first. Query: `state`, `limit` (max 500), `offset`.
-#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs", responses((status = 200, body = RunList), (status = 400)))]
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs", params(("dag_id" = String, Path, description = "the DAG")), responses((status = 200, body = RunList), (status = 400)))]
 async fn list_runs(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -458,7 +458,7 @@ async fn list_runs(
 }
 
 /// Trigger a manual run (operator).
-#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs", request_body = TriggerBody, responses((status = 201, body = RunView), (status = 400), (status = 401)))]
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs", params(("dag_id" = String, Path, description = "the DAG")), request_body = TriggerBody, responses((status = 201, body = RunView), (status = 400), (status = 401)))]
 async fn trigger_run(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -498,7 +498,7 @@ async fn trigger_run(
 }
 
 /// One run.
-#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}", responses((status = 200, body = RunView), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}", params(("dag_id" = String, Path, description = "the DAG"), ("run_id" = String, Path, description = "the run (run_id, e.g. manual__2026-01-01T00:00:00Z)")), responses((status = 200, body = RunView), (status = 404)))]
 async fn get_run(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -509,7 +509,7 @@ async fn get_run(
 }
 
 /// Task instances of a run.
-#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks", responses((status = 200, body = [TaskInstanceView]), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks", params(("dag_id" = String, Path, description = "the DAG"), ("run_id" = String, Path, description = "the run (run_id, e.g. manual__2026-01-01T00:00:00Z)")), responses((status = 200, body = [TaskInstanceView]), (status = 404)))]
 async fn list_tasks(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -527,7 +527,7 @@ async fn list_tasks(
 }
 
 /// Clear a task (and optionally its downstream) so it runs again (operator).
-#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear", request_body = ClearBody, responses((status = 200, body = Cleared), (status = 404)))]
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear", params(("dag_id" = String, Path, description = "the DAG"), ("run_id" = String, Path, description = "the run (run_id, e.g. manual__2026-01-01T00:00:00Z)"), ("task_id" = String, Path, description = "the task")), request_body = ClearBody, responses((status = 200, body = Cleared), (status = 404)))]
 async fn clear_task(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -554,7 +554,7 @@ async fn clear_task(
 }
 
 /// The log of a try (`try` query parameter; default the latest).
-#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs", responses((status = 200, body = LogView), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs", params(("dag_id" = String, Path, description = "the DAG"), ("run_id" = String, Path, description = "the run (run_id, e.g. manual__2026-01-01T00:00:00Z)"), ("task_id" = String, Path, description = "the task")), responses((status = 200, body = LogView), (status = 404)))]
 async fn task_logs(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -659,7 +659,7 @@ pub struct ExperimentView {
 }
 
 /// An experiment declared by a DAG, with its latest results.
-#[utoipa::path(get, path = "/api/v1/experiments/{experiment}", responses((status = 200, body = ExperimentView), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/experiments/{experiment}", params(("experiment" = String, Path, description = "the experiment key")), responses((status = 200, body = ExperimentView), (status = 404)))]
 async fn get_experiment(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -703,7 +703,7 @@ pub struct SurveyView {
 }
 
 /// A survey form read by a `survey_sync` task.
-#[utoipa::path(get, path = "/api/v1/surveys/{provider}/{form_id}", responses((status = 200, body = SurveyView), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/surveys/{provider}/{form_id}", params(("provider" = String, Path, description = "typeform, zigpoll or csv"), ("form_id" = String, Path, description = "the form")), responses((status = 200, body = SurveyView), (status = 404)))]
 async fn get_survey(
     State(state): State<AppState>,
     viewer: Viewer,
