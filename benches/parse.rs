@@ -597,6 +597,94 @@ fn rss_of_serve(rows: &mut Vec<(String, String, String)>) {
     ));
 }
 
+/// A simulated year of 20 hourly DAGs (3 tasks, one try and a 1 KB log each) with a
+/// 30-day retention applied once a simulated day: the database's size levels off at
+/// the retention window instead of growing with the year.
+async fn bench_retention(rows: &mut Vec<(String, String, String)>) {
+    use sea_orm::ConnectionTrait;
+    let dags: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("hourly_{i:02}"), chain(3, "shell")))
+        .collect();
+    let b = bed(&dags, 4).await;
+    let c = &b.db.conn;
+    let size = |c: &'_ sea_orm::DatabaseConnection| {
+        let c = c.clone();
+        async move {
+            c.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)").await.expect("checkpoint");
+            let q = |sql: &'static str| {
+                let c = c.clone();
+                async move {
+                    c.query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, sql))
+                        .await
+                        .expect("pragma")
+                        .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+                        .unwrap_or(0)
+                }
+            };
+            q("PRAGMA page_count").await * q("PRAGMA page_size").await
+        }
+    };
+    let start = chrono::Utc::now() - chrono::Duration::days(365);
+    let t = Instant::now();
+    let mut sizes = Vec::new();
+    for day in 0..365i64 {
+        let d0 = start + chrono::Duration::days(day);
+        let ts = |h: i64| (d0 + chrono::Duration::hours(h)).to_rfc3339();
+        let (from, to) = (ts(0), ts(24));
+        c.execute_unprepared(&format!(
+            "WITH RECURSIVE h(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM h WHERE i < 23) \
+             INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, data_interval_start, data_interval_end, dag_version_id, params, conf, created_at, started_at, ended_at) \
+             SELECT d.dag_id, 'scheduled__{day}_' || h.i, 'scheduled', 'success', '{from}', '{from}', '{to}', d.latest_version_id, '{{}}', '{{}}', '{from}', '{from}', '{to}' FROM dag d, h"
+        ))
+        .await
+        .expect("runs");
+        c.execute_unprepared(&format!(
+            "WITH RECURSIVE t(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM t WHERE j < 2) \
+             INSERT INTO task_instance (dag_run_id, dag_id, task_id, kind, state, try_number, max_tries, pool, pool_slots, priority, started_at, ended_at, duration_ms, updated_at) \
+             SELECT r.id, r.dag_id, 't' || t.j, 'shell', 'success', 1, 1, 'default_pool', 1, 0, r.started_at, r.ended_at, 1000, r.ended_at \
+             FROM dag_run r, t WHERE r.run_id LIKE 'scheduled__{day}\\_%' ESCAPE '\\'"
+        ))
+        .await
+        .expect("tis");
+        c.execute_unprepared(&format!(
+            "INSERT INTO task_try (task_instance_id, dag_run_id, dag_id, task_id, try_number, state, started_at, ended_at, duration_ms, hostname, worker_id) \
+             SELECT ti.id, ti.dag_run_id, ti.dag_id, ti.task_id, 1, 'success', ti.started_at, ti.ended_at, 1000, 'bench', 'bench' \
+             FROM task_instance ti WHERE ti.id > (SELECT COALESCE(MAX(task_instance_id), 0) FROM task_try)"
+        ))
+        .await
+        .expect("tries");
+        c.execute_unprepared(&format!(
+            "INSERT INTO task_log (task_try_id, seq, content, created_at) \
+             SELECT tt.id, 0, printf('%.1000c', 'x'), '{to}' FROM task_try tt WHERE tt.id > (SELECT COALESCE(MAX(task_try_id), 0) FROM task_log)"
+        ))
+        .await
+        .expect("logs");
+        let cutoff = d0 + chrono::Duration::days(1) - chrono::Duration::days(30);
+        weft::db::maintenance::clean(c, cutoff, 500, Duration::ZERO)
+            .await
+            .expect("clean");
+        if [29, 89, 179, 364].contains(&day) {
+            sizes.push((day + 1, size(c).await));
+        }
+    }
+    let runs: i64 = c
+        .query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, "SELECT COUNT(*) FROM dag_run"))
+        .await
+        .expect("count")
+        .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+        .unwrap_or(0);
+    eprintln!("retention: a simulated year in {:.1} s, {runs} runs kept", t.elapsed().as_secs_f64());
+    let mb = |b: i64| b as f64 / 1_048_576.0;
+    let text: Vec<String> = sizes.iter().map(|(d, s)| format!("day {d}: {:.1} MB", mb(*s))).collect();
+    let (first, last) = (sizes.first().map_or(0, |s| s.1), sizes.last().map_or(0, |s| s.1));
+    rows.push((
+        "DB size, 20 hourly DAGs for a simulated year, retention 30d (175,200 runs made)".into(),
+        text.join(", "),
+        format!("flat after day 30 (day 365 / day 30 = {:.2})", last as f64 / first.max(1) as f64),
+    ));
+    b.stop().await;
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -613,7 +701,8 @@ fn main() {
             "ui" => rt.block_on(bench_ui(&mut rows)),
             "ingest" => bench_ingest(&mut rows),
             "analytics" => bench_analytics(&mut rows),
-            other => panic!("WEFT_BENCH_ONLY={other}: use ui, ingest or analytics"),
+            "retention" => rt.block_on(bench_retention(&mut rows)),
+            other => panic!("WEFT_BENCH_ONLY={other}: use ui, ingest, analytics or retention"),
         }
         for (name, value, target) in &rows {
             println!("{name}: {value} (target {target})");
@@ -626,6 +715,7 @@ fn main() {
     bench_parse(&mut rows);
     rt.block_on(bench_runs(&mut rows));
     rt.block_on(bench_ui(&mut rows));
+    rt.block_on(bench_retention(&mut rows));
     rss_of_serve(&mut rows);
 
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
