@@ -610,15 +610,20 @@ async fn bench_retention(rows: &mut Vec<(String, String, String)>) {
     let size = |c: &'_ sea_orm::DatabaseConnection| {
         let c = c.clone();
         async move {
-            c.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)").await.expect("checkpoint");
+            c.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await
+                .expect("checkpoint");
             let q = |sql: &'static str| {
                 let c = c.clone();
                 async move {
-                    c.query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, sql))
-                        .await
-                        .expect("pragma")
-                        .and_then(|r| r.try_get_by_index::<i64>(0).ok())
-                        .unwrap_or(0)
+                    c.query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Sqlite,
+                        sql,
+                    ))
+                    .await
+                    .expect("pragma")
+                    .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+                    .unwrap_or(0)
                 }
             };
             q("PRAGMA page_count").await * q("PRAGMA page_size").await
@@ -668,19 +673,34 @@ async fn bench_retention(rows: &mut Vec<(String, String, String)>) {
         }
     }
     let runs: i64 = c
-        .query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, "SELECT COUNT(*) FROM dag_run"))
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT COUNT(*) FROM dag_run",
+        ))
         .await
         .expect("count")
         .and_then(|r| r.try_get_by_index::<i64>(0).ok())
         .unwrap_or(0);
-    eprintln!("retention: a simulated year in {:.1} s, {runs} runs kept", t.elapsed().as_secs_f64());
+    eprintln!(
+        "retention: a simulated year in {:.1} s, {runs} runs kept",
+        t.elapsed().as_secs_f64()
+    );
     let mb = |b: i64| b as f64 / 1_048_576.0;
-    let text: Vec<String> = sizes.iter().map(|(d, s)| format!("day {d}: {:.1} MB", mb(*s))).collect();
-    let (first, last) = (sizes.first().map_or(0, |s| s.1), sizes.last().map_or(0, |s| s.1));
+    let text: Vec<String> = sizes
+        .iter()
+        .map(|(d, s)| format!("day {d}: {:.1} MB", mb(*s)))
+        .collect();
+    let (first, last) = (
+        sizes.first().map_or(0, |s| s.1),
+        sizes.last().map_or(0, |s| s.1),
+    );
     rows.push((
         "DB size, 20 hourly DAGs for a simulated year, retention 30d (175,200 runs made)".into(),
         text.join(", "),
-        format!("flat after day 30 (day 365 / day 30 = {:.2})", last as f64 / first.max(1) as f64),
+        format!(
+            "flat after day 30 (day 365 / day 30 = {:.2})",
+            last as f64 / first.max(1) as f64
+        ),
     ));
     b.stop().await;
 }

@@ -528,6 +528,9 @@ impl Engine {
                         tracing::info!(dag = %dag.dag_id, run = %run.run_id, "created scheduled run");
                     }
                 }
+                if p.due.len() == plan::MAX_RUNS_PER_PASS {
+                    tracing::info!(dag = %dag.dag_id, "catching up: created {} runs in this pass; the next pass creates more", p.due.len());
+                }
                 if p.due.len() < room || p.due.is_empty() {
                     earliest(p.next_run_after);
                 }

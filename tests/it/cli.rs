@@ -338,3 +338,48 @@ depends_on = ["slow"]
         text(&o)
     );
 }
+
+#[test]
+fn an_absurd_backfill_is_refused_with_a_clear_message() {
+    let dir = project(&[(
+        "minutely",
+        "schedule = \"* * * * *\"\nstart_date = \"2026-01-01\"\n[tasks.a]\nkind = \"noop\"\n",
+    )]);
+    let o = run_in(
+        dir.path(),
+        &[
+            "backfill",
+            "minutely",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2027-01-01",
+        ],
+    );
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("more than 100000 intervals") && t.contains("--force"),
+        "{t}"
+    );
+    let o = run_in(
+        dir.path(),
+        &[
+            "backfill",
+            "minutely",
+            "--from",
+            "0001-01-01",
+            "--to",
+            "9999-01-01",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("out of range"), "{}", text(&o));
+    // Nothing was created.
+    let o = run_in(dir.path(), &["runs", "minutely", "--json"]);
+    assert!(
+        text(&o).trim_start().starts_with('[') && !text(&o).contains("backfill__"),
+        "{}",
+        text(&o)
+    );
+}

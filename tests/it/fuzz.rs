@@ -12,7 +12,12 @@ use weft::dag::template::{Quoting, TemplateContext, check};
 use weft::dag::{ValidationContext, parse_dag};
 
 fn parse(src: &str) {
-    let _ = parse_dag("fuzz.toml", Path::new("/nonexistent/fuzz.toml"), src, &ValidationContext::default());
+    let _ = parse_dag(
+        "fuzz.toml",
+        Path::new("/nonexistent/fuzz.toml"),
+        src,
+        &ValidationContext::default(),
+    );
 }
 
 /// Pieces DAG files are made of, so random files get past the TOML parser often.
@@ -20,9 +25,12 @@ fn dag_piece() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("schedule = \"none\"\n".to_string()),
         Just("schedule = \"*/5 * * * *\"\nstart_date = \"2026-01-01\"\n".to_string()),
-        "[a-z]{1,3}".prop_map(|t| format!("[tasks.{t}]\nkind = \"shell\"\ncommand = \"echo {{{{ ds }}}}\"\n")),
+        "[a-z]{1,3}".prop_map(|t| format!(
+            "[tasks.{t}]\nkind = \"shell\"\ncommand = \"echo {{{{ ds }}}}\"\n"
+        )),
         "[a-z]{1,3}".prop_map(|t| format!("[tasks.{t}]\nkind = \"noop\"\n")),
-        ("[a-z]{1,3}", "[a-z]{1,3}").prop_map(|(a, b)| format!("depends_on = [\"{a}\", \"{b}\"]\n")),
+        ("[a-z]{1,3}", "[a-z]{1,3}")
+            .prop_map(|(a, b)| format!("depends_on = [\"{a}\", \"{b}\"]\n")),
         "[0-9a-z ]{0,12}".prop_map(|d| format!("retry_delay = \"{d}\"\n")),
         "[0-9a-z ]{0,12}".prop_map(|d| format!("timeout = \"{d}\"\n")),
         any::<i64>().prop_map(|n| format!("retries = {n}\n")),
@@ -63,8 +71,20 @@ proptest! {
 }
 
 fn sample_context(x: serde_json::Value) -> TemplateContext {
-    let t = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("date");
-    TemplateContext::new("d", "r", "t", 1, t, t, chrono_tz::UTC, BTreeMap::from([("x".to_string(), x)]))
+    let t = chrono::Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("date");
+    TemplateContext::new(
+        "d",
+        "r",
+        "t",
+        1,
+        t,
+        t,
+        chrono_tz::UTC,
+        BTreeMap::from([("x".to_string(), x)]),
+    )
 }
 
 proptest! {

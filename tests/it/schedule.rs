@@ -307,3 +307,26 @@ fn upcoming_starts_with_the_interval_now_falls_in() {
     let ivs = upcoming(&t, utc(2025, 6, 10, 12, 0), 1);
     assert_eq!(ivs[0].start, utc(2026, 1, 1, 1, 30));
 }
+
+#[test]
+fn a_catch_up_from_1970_per_minute_proceeds_in_bounded_steps() {
+    let s = Schedule::parse("* * * * *").expect("valid");
+    let t = tt(&s, "UTC", utc(1970, 1, 1, 0, 0), None);
+    let p = plan(&t, true, None, utc(2026, 12, 1, 0, 0), 10_000);
+    assert_eq!(p.due.len(), weft::scheduler::plan::MAX_RUNS_PER_PASS);
+    assert_eq!(p.due[0].start, utc(1970, 1, 1, 0, 0));
+    // The next pass continues where this one stopped, at once.
+    assert_eq!(p.next_run_after, Some(utc(1970, 1, 1, 1, 41)));
+    // Counting a range stops at the limit instead of walking 30 million minutes.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        weft::scheduler::plan::count_intervals_between(
+            &t,
+            utc(1970, 1, 1, 0, 0),
+            utc(2999, 1, 1, 0, 0),
+            100_000
+        ),
+        None
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -1177,3 +1177,18 @@ async fn admins_list_and_revoke_tokens_and_disable_or_delete_users_from_the_user
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn health_tells_the_truth_when_the_engine_broke() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router);
+    // Give the scheduler a heartbeat first.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let ok = c.get("/health").await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    env.engine.set_fault("the finisher died: test".into());
+    let res = c.get("/health").await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.body.contains("\"engine\":\"stopped\""), "{}", res.body);
+    env.stop().await;
+}
