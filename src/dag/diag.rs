@@ -91,29 +91,27 @@ impl<'s> Sink<'s> {
         }
     }
 
-    pub fn error(&mut self, span: Range<usize>, task: Option<&str>, message: impl Into<String>) {
+    fn diagnostic(&self, span: Range<usize>, task: Option<&str>, message: String) -> Diagnostic {
         let (line, column) = self.lines.position(span.start);
-        self.diagnostics.push(Diagnostic {
+        Diagnostic {
             file: self.file.clone(),
             line,
             column,
             dag_id: self.dag_id.clone(),
             task_id: task.map(str::to_owned),
-            message: message.into(),
-        });
+            message,
+        }
+    }
+
+    pub fn error(&mut self, span: Range<usize>, task: Option<&str>, message: impl Into<String>) {
+        let d = self.diagnostic(span, task, message.into());
+        self.diagnostics.push(d);
     }
 
     /// A problem that does not stop the DAG from loading; shown by `dags check`.
     pub fn warn(&mut self, span: Range<usize>, task: Option<&str>, message: impl Into<String>) {
-        let (line, column) = self.lines.position(span.start);
-        self.warnings.push(Diagnostic {
-            file: self.file.clone(),
-            line,
-            column,
-            dag_id: self.dag_id.clone(),
-            task_id: task.map(str::to_owned),
-            message: message.into(),
-        });
+        let d = self.diagnostic(span, task, message.into());
+        self.warnings.push(d);
     }
 
     pub fn has_errors(&self) -> bool {

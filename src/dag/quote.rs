@@ -273,18 +273,11 @@ fn sql_contexts(text: &str) -> Vec<(usize, Sq)> {
                 }
                 _ => {}
             },
-            Sq::Str => {
-                if c == b'\'' {
-                    if b.get(i + 1) == Some(&b'\'') {
-                        i += 1;
-                    } else {
-                        state = Sq::Code;
-                    }
-                }
-            }
-            Sq::Ident => {
-                if c == b'"' {
-                    if b.get(i + 1) == Some(&b'"') {
+            Sq::Str | Sq::Ident => {
+                // A doubled quote is the quote itself; a single one closes.
+                let q = if state == Sq::Str { b'\'' } else { b'"' };
+                if c == q {
+                    if b.get(i + 1) == Some(&q) {
                         i += 1;
                     } else {
                         state = Sq::Code;

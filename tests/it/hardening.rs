@@ -13,6 +13,13 @@ use crate::support::{Env, backends, sqlite_db, task_log};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Every diagnostic of a bag, rendered.
+fn messages(bag: &DagBag) -> Vec<String> {
+    bag.errors()
+        .flat_map(|(_, d)| d.iter().map(ToString::to_string))
+        .collect()
+}
+
 const INJECT: &str = r#"
 schedule = "none"
 [params]
@@ -213,10 +220,7 @@ async fn an_absurd_retry_delay_is_refused_and_a_failing_task_never_stops_the_eng
     )
     .expect("write");
     let bag = DagBag::load_dir(dir.path(), &ValidationContext::default()).expect("load");
-    let errors: Vec<String> = bag
-        .errors()
-        .flat_map(|(_, d)| d.iter().map(ToString::to_string))
-        .collect();
+    let errors = messages(&bag);
     assert!(
         errors
             .iter()
@@ -281,10 +285,7 @@ fn huge_and_deep_dags_are_refused_with_a_message_not_a_crash() {
         .expect("thread")
         .join()
         .expect("no stack overflow");
-    let errors: Vec<String> = bag
-        .errors()
-        .flat_map(|(_, d)| d.iter().map(ToString::to_string))
-        .collect();
+    let errors = messages(&bag);
     assert!(
         errors
             .iter()
