@@ -634,12 +634,17 @@ async fn bench_retention(rows: &mut Vec<(String, String, String)>) {
     let mut sizes = Vec::new();
     for day in 0..365i64 {
         let d0 = start + chrono::Duration::days(day);
-        let ts = |h: i64| (d0 + chrono::Duration::hours(h)).to_rfc3339();
-        let (from, to) = (ts(0), ts(24));
+        let base = d0.format("%Y-%m-%d %H:%M:%S").to_string();
+        let to = (d0 + chrono::Duration::hours(24)).to_rfc3339();
+        // Hour h of the day, and its end, in the format the database stores.
+        let at = |plus: &str| {
+            format!("strftime('%Y-%m-%dT%H:%M:%S+00:00', '{base}', '+' || (h.i{plus}) || ' hours')")
+        };
+        let (start, end) = (at(""), at(" + 1"));
         c.execute_unprepared(&format!(
             "WITH RECURSIVE h(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM h WHERE i < 23) \
              INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, data_interval_start, data_interval_end, dag_version_id, params, conf, created_at, started_at, ended_at) \
-             SELECT d.dag_id, 'scheduled__{day}_' || h.i, 'scheduled', 'success', '{from}', '{from}', '{to}', d.latest_version_id, '{{}}', '{{}}', '{from}', '{from}', '{to}' FROM dag d, h"
+             SELECT d.dag_id, 'scheduled__{day}_' || h.i, 'scheduled', 'success', {start}, {start}, {end}, d.latest_version_id, '{{}}', '{{}}', {end}, {end}, {end} FROM dag d, h"
         ))
         .await
         .expect("runs");
@@ -651,11 +656,11 @@ async fn bench_retention(rows: &mut Vec<(String, String, String)>) {
         ))
         .await
         .expect("tis");
-        c.execute_unprepared(&format!(
+        c.execute_unprepared(
             "INSERT INTO task_try (task_instance_id, dag_run_id, dag_id, task_id, try_number, state, started_at, ended_at, duration_ms, hostname, worker_id) \
              SELECT ti.id, ti.dag_run_id, ti.dag_id, ti.task_id, 1, 'success', ti.started_at, ti.ended_at, 1000, 'bench', 'bench' \
-             FROM task_instance ti WHERE ti.id > (SELECT COALESCE(MAX(task_instance_id), 0) FROM task_try)"
-        ))
+             FROM task_instance ti WHERE ti.id > (SELECT COALESCE(MAX(task_instance_id), 0) FROM task_try)",
+        )
         .await
         .expect("tries");
         c.execute_unprepared(&format!(
