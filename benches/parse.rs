@@ -719,7 +719,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    // WEFT_BENCH_ONLY=ui|ingest|analytics measures one part and leaves BENCHMARKS.md alone.
+    // WEFT_BENCH_ONLY=ui|ingest|analytics|runs|retention measures one part and leaves BENCHMARKS.md alone.
     let only = std::env::var("WEFT_BENCH_ONLY").unwrap_or_default();
     if !only.is_empty() {
         match only.as_str() {
@@ -727,7 +727,10 @@ fn main() {
             "ingest" => bench_ingest(&mut rows),
             "analytics" => bench_analytics(&mut rows),
             "retention" => rt.block_on(bench_retention(&mut rows)),
-            other => panic!("WEFT_BENCH_ONLY={other}: use ui, ingest, analytics or retention"),
+            "runs" => rt.block_on(bench_runs(&mut rows)),
+            other => {
+                panic!("WEFT_BENCH_ONLY={other}: use ui, ingest, analytics, runs or retention")
+            }
         }
         for (name, value, target) in &rows {
             println!("{name}: {value} (target {target})");

@@ -1251,6 +1251,16 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
     if from > to {
         bail!("--from {} is after --to {}", a.from, a.to);
     }
+    if let Some(start) = d.start_date
+        && from < start
+    {
+        bail!(
+            "--from {} is before the start_date of \"{}\" ({}); backfill from the start_date on",
+            a.from,
+            d.dag_id,
+            start.with_timezone(&d.timezone).format("%Y-%m-%d %H:%M")
+        );
+    }
     let db = open_db(&cfg).await?;
     let registry = Registry::new(
         cfg.dags_folder.clone(),

@@ -7,26 +7,58 @@ use std::path::Path;
 
 use super::{Materialized, Model};
 
-/// Names in `ref("...")` calls, in order of appearance, without repeats.
+/// Names in `ref("...")` calls, in order of appearance, without repeats: read the way
+/// the template engine reads them (inside `{{ }}` or `{% %}`, with any spacing such as
+/// `ref ("a")`), never inside a template comment `{# #}` or an SQL comment.
 pub fn refs(sql: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut rest = sql;
-    while let Some(i) = rest.find("ref(") {
-        let before = rest[..i].chars().next_back();
-        rest = &rest[i + 4..];
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &sql[i..];
+        if rest.starts_with("{#") {
+            i += rest.find("#}").map_or(rest.len(), |e| e + 2);
+        } else if rest.starts_with("--") {
+            i += rest.find('\n').unwrap_or(rest.len());
+        } else if rest.starts_with("/*") {
+            i += rest.find("*/").map_or(rest.len(), |e| e + 2);
+        } else if rest.starts_with("{{") || rest.starts_with("{%") {
+            let close = if rest.starts_with("{{") { "}}" } else { "%}" };
+            let end = rest.find(close).unwrap_or(rest.len());
+            for name in refs_in_expression(&rest[2..end]) {
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+            i += (end + 2).min(rest.len());
+        } else {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    out
+}
+
+/// `ref ( "name" )` calls inside one template expression.
+fn refs_in_expression(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = expr[from..].find("ref") {
+        let start = from + at;
+        from = start + 3;
+        let before = expr[..start].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
             continue;
         }
-        let trimmed = rest.trim_start();
-        let Some(q) = trimmed.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+        let after = expr[from..].trim_start();
+        let Some(args) = after.strip_prefix('(') else {
             continue;
         };
-        let body = &trimmed[1..];
-        if let Some(end) = body.find(q) {
-            let name = body[..end].to_string();
-            if !out.contains(&name) {
-                out.push(name);
-            }
+        let args = args.trim_start();
+        let Some(q) = args.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        if let Some(end) = args[1..].find(q) {
+            out.push(args[1..=end].to_string());
         }
     }
     out
@@ -194,6 +226,16 @@ mod tests {
             vec!["a", "b"]
         );
         assert!(refs("select pref('x')").is_empty());
+        // Spacing the template engine accepts; comments of either language do not count.
+        assert_eq!(
+            refs("{{ ref ( 'a' ) }} {%set x = ref(\"b\")%}"),
+            vec!["a", "b"]
+        );
+        assert!(
+            refs("-- {{ ref('a') }}\n/* {{ ref('b') }} */ {# {{ ref('c') }} #} select 1")
+                .is_empty()
+        );
+        assert!(refs("select 'ref(\"x\")'").is_empty());
         assert_eq!(
             config("{{ config(materialized=\"view\", interval_column='ts') }} select 1"),
             vec![

@@ -49,11 +49,17 @@ const ALIASES: [&str; 7] = [
 ];
 
 fn parser() -> CronParser {
-    // Crontab semantics: no seconds or year fields, and day-of-month / day-of-week
-    // combine with OR when both are restricted (Vixie cron).
+    parser_with(false)
+}
+
+/// Crontab semantics: no seconds or year fields; day-of-month and day-of-week combine
+/// with OR when both are restricted, and with AND when either field begins with `*`
+/// (cronie and Vixie cron: `0 0 */2 * 1` is "odd-numbered days that are Mondays").
+fn parser_with(dom_and_dow: bool) -> CronParser {
     CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
+        .dom_and_dow(dom_and_dow)
         .build()
 }
 
@@ -106,7 +112,8 @@ impl Schedule {
                 ));
             }
         }
-        let cron = parser().parse(trimmed).map_err(|e| {
+        let and = fields[2].starts_with('*') || fields[4].starts_with('*');
+        let cron = parser_with(and).parse(trimmed).map_err(|e| {
             format!(
                 "cron expression \"{trimmed}\": {}",
                 e.to_string().to_lowercase()
@@ -260,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn weekday_seven_is_sunday_and_dom_dow_combine_with_or() {
+    fn weekday_seven_is_sunday_and_dom_dow_combine_like_cronie() {
         let s = Schedule::parse("0 0 * * 7").expect("valid");
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(); // Thursday
         let next = s.next_tick(t, Tz::UTC, false).expect("tick");
@@ -269,5 +276,20 @@ mod tests {
         let s = Schedule::parse("0 0 13 * 5").expect("valid");
         let next = s.next_tick(t, Tz::UTC, false).expect("tick");
         assert_eq!(next, Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap());
+        // A field starting with `*` makes it AND (cronie): odd days that are Mondays.
+        let s = Schedule::parse("0 0 */2 * 1").expect("valid");
+        let mut at = t;
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            at = s.next_tick(at, Tz::UTC, false).expect("tick");
+            got.push(at.date_naive().to_string());
+        }
+        assert_eq!(got, ["2026-01-05", "2026-01-19", "2026-02-09"]);
+        // And `*` in day-of-month with a weekday is just that weekday.
+        let s = Schedule::parse("0 0 * * 1").expect("valid");
+        assert_eq!(
+            s.next_tick(t, Tz::UTC, false).expect("tick"),
+            Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap()
+        );
     }
 }

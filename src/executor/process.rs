@@ -108,9 +108,9 @@ pub fn base_env(pass_env: &[String]) -> Vec<(String, String)> {
     out
 }
 
-/// The processes (other than this one) whose environment holds `marker` (`NAME=value`):
-/// descendants of a try that left its process group (`setsid`) still inherit it.
-fn marked_processes(marker: &str) -> Vec<i32> {
+/// The processes (other than this one) whose environment holds one of `markers`
+/// (`NAME=value`): descendants of a try that left its process group still inherit it.
+fn marked_processes(markers: &std::collections::HashSet<String>) -> Vec<i32> {
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -119,26 +119,59 @@ fn marked_processes(marker: &str) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != me))
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|kv| std::str::from_utf8(kv).is_ok_and(|kv| markers.contains(kv)))
+            })
         })
         .collect()
 }
 
-/// Kills every process that still carries the try's marker in its environment: the
-/// ones that escaped the process group with `setsid` or a double fork. (Linux, /proc;
-/// a process that also clears its environment escapes; run weft under systemd with
-/// `KillMode=control-group` for a hard guarantee.)
-pub async fn kill_marked(marker: String) -> usize {
-    tokio::task::spawn_blocking(move || {
-        let pids = marked_processes(&marker);
-        for pid in &pids {
-            let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+/// Kills, soon after, every process that still carries a try's marker in its
+/// environment: the ones that escaped the process group with `setsid` or a double
+/// fork. Markers go to one reaper thread that scans /proc once for every batch arriving
+/// within 50 ms, so a fan-out of a hundred tries costs a few scans, not a hundred, and
+/// no try waits for it. (Linux, /proc; a process that also clears its environment
+/// escapes; run weft under systemd with `KillMode=control-group` for a hard guarantee.)
+pub fn reap_marked(marker: String) {
+    type Sender = std::sync::Mutex<std::sync::mpsc::Sender<String>>;
+    static REAPER: std::sync::OnceLock<Sender> = std::sync::OnceLock::new();
+    let tx = REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let spawned = std::thread::Builder::new()
+            .name("weft-reaper".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut markers = std::collections::HashSet::from([first]);
+                    let until = std::time::Instant::now() + Duration::from_millis(50);
+                    while let Some(left) =
+                        until.checked_duration_since(std::time::Instant::now())
+                    {
+                        match rx.recv_timeout(left) {
+                            Ok(m) => {
+                                markers.insert(m);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let pids = marked_processes(&markers);
+                    for pid in &pids {
+                        let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+                    }
+                    if !pids.is_empty() {
+                        tracing::info!(
+                            ?pids,
+                            "killed processes that tries left running outside their process groups"
+                        );
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the reaper thread; setsid children of tasks will not be killed");
         }
-        pids.len()
-    })
-    .await
-    .unwrap_or(0)
+        std::sync::Mutex::new(tx)
+    });
+    let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(marker);
 }
 
 /// The longest line kept in memory; a longer one is logged in pieces of this size.
@@ -270,13 +303,7 @@ pub async fn run_shell(
         kill_group(pid, kill_grace.min(Duration::from_secs(1))).await;
     }
     if let Some((k, v)) = env.iter().find(|(k, _)| k == MARKER) {
-        let n = kill_marked(format!("{k}={v}")).await;
-        if n > 0 {
-            log.line(&format!(
-                "[weft] killed {n} process(es) the task left running outside its process group"
-            ))
-            .await;
-        }
+        reap_marked(format!("{k}={v}"));
     }
     // Drain what the readers still have. A background process that keeps the pipes
     // open must not hold the try hostage: give it a short grace, then move on.

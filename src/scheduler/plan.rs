@@ -34,7 +34,13 @@ fn next_candidate(
     if catchup {
         return next;
     }
-    match (next, tt.latest_complete(now)) {
+    // Without catchup only the latest interval is due: the latest complete one by now,
+    // or, when end_date has passed, the last one that starts by end_date.
+    let horizon = match tt.end_date.and_then(|e| tt.interval_containing(e)) {
+        Some(last) if last.end < now => last.end,
+        _ => now,
+    };
+    match (next, tt.latest_complete(horizon)) {
         (Some(n), Some(latest)) if n.start < latest.start => Some(latest),
         (None, Some(latest)) if last.is_none() => Some(latest),
         (n, _) => n,

@@ -18,7 +18,8 @@ pub enum StatsError {
 /// Two-sided p-value of a standard normal statistic.
 fn p_normal(z: f64) -> f64 {
     let n = Normal::standard();
-    2.0 * (1.0 - n.cdf(z.abs()))
+    // The survival function keeps tiny p-values (1 - cdf rounds them to 0).
+    2.0 * n.sf(z.abs())
 }
 
 /// An estimate with its standard error, p-value and 95 % interval.
@@ -140,10 +141,7 @@ pub fn welch(control: Arm, treatment: Arm) -> Result<Comparison, StatsError> {
         (control.n + treatment.n - 2) as f64
     };
     let (p_value, t_crit) = match StudentsT::new(0.0, 1.0, df) {
-        Ok(t) if se > 0.0 => (
-            Some(2.0 * (1.0 - t.cdf((diff / se).abs()))),
-            t.inverse_cdf(0.975),
-        ),
+        Ok(t) if se > 0.0 => (Some(2.0 * t.sf((diff / se).abs())), t.inverse_cdf(0.975)),
         Ok(t) => (None, t.inverse_cdf(0.975)),
         Err(_) => (None, Z95),
     };
@@ -244,7 +242,7 @@ pub fn srm(observed: &[u64], planned: &[f64]) -> Result<(f64, f64), StatsError> 
         .sum();
     let chi = ChiSquared::new((observed.len() - 1) as f64)
         .map_err(|e| StatsError::Invalid(e.to_string()))?;
-    Ok((stat, 1.0 - chi.cdf(stat)))
+    Ok((stat, chi.sf(stat)))
 }
 
 /// Net Promoter Score of 0-10 scores.
@@ -283,8 +281,9 @@ pub fn nps(scores: &[u8]) -> Result<Nps, StatsError> {
         detractors,
         nps,
         se,
-        ci_low: nps - Z95 * se,
-        ci_high: nps + Z95 * se,
+        // NPS lies in [-100, 100]; so does its interval.
+        ci_low: (nps - Z95 * se).max(-100.0),
+        ci_high: (nps + Z95 * se).min(100.0),
     })
 }
 
@@ -429,6 +428,26 @@ mod tests {
         assert!(nps(&[11]).is_err());
         assert!(close(csat(&[5, 4, 3, 1]).expect("ok"), 0.5, 1e-12));
         assert!(csat(&[0]).is_err());
+    }
+
+    #[test]
+    fn nps_intervals_stay_within_the_scale() {
+        let r = nps(&[10, 10, 10, 9, 6]).expect("nps");
+        assert!(close(r.nps, 60.0, 1e-9));
+        assert!(r.ci_high <= 100.0 && r.ci_low >= -100.0, "{r:?}");
+        let all = nps(&[10, 10]).expect("nps");
+        assert_eq!((all.ci_low, all.ci_high), (100.0, 100.0));
+    }
+
+    #[test]
+    fn tiny_p_values_stay_positive() {
+        // 6,000 / 4,000 against a 50/50 plan: chi-square 400, p = 5.3e-89 (scipy
+        // chi2.sf(400, 1)); 1 - cdf would read 0.
+        let (stat, p) = srm(&[6000, 4000], &[0.5, 0.5]).expect("srm");
+        assert!(close(stat, 400.0, 1e-9));
+        assert!(p > 0.0 && p < 1e-80, "{p}");
+        // z = 10: two-sided p = 1.52e-23 (scipy 2 * norm.sf(10)).
+        assert!(close(p_normal(10.0) / 1.523_970_604_832_105e-23, 1.0, 1e-6));
     }
 
     #[test]

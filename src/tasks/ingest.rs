@@ -273,26 +273,40 @@ fn read_file(
     };
     match format {
         EventFormat::Jsonl => {
+            // Lines are read as bytes: a line that is not UTF-8 is one reject, while an
+            // error of the reader itself (a truncated or corrupt .gz, a failing disk)
+            // fails the file at once — retrying a broken decoder never progresses.
             for (i, line) in BufReader::with_capacity(1 << 16, reader)
-                .lines()
+                .split(b'\n')
                 .enumerate()
             {
                 let n = i as u64 + 1;
-                let line = match line {
+                let bytes =
+                    line.map_err(|e| format!("{display}: cannot read past line {}: {e}", n - 1))?;
+                let line = match String::from_utf8(bytes) {
                     Ok(l) => l,
                     Err(e) => {
                         push(
                             Item::Reject(Reject {
                                 source: display.into(),
                                 line: n,
-                                reason: format!("unreadable line: {e}"),
-                                raw: String::new(),
+                                reason: format!("line is not UTF-8: {}", e.utf8_error()),
+                                raw: clip(&String::from_utf8_lossy(e.as_bytes())),
                             }),
                             &mut batch,
                         )?;
                         continue;
                     }
                 };
+                // A UTF-8 byte order mark may open the file, as CSV files may.
+                let line = if n == 1 {
+                    line.strip_prefix('\u{feff}')
+                        .map(str::to_string)
+                        .unwrap_or(line)
+                } else {
+                    line
+                };
+                let line = line.strip_suffix('\r').map(str::to_string).unwrap_or(line);
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -330,8 +344,31 @@ fn read_file(
                                 );
                             }
                         }
-                        if !props.is_empty() && !obj.contains_key("properties") {
-                            obj.insert("properties".into(), serde_json::Value::Object(props));
+                        if !props.is_empty() {
+                            // Extra columns join the JSON of a `properties` column (which
+                            // wins where both name the same key), or become it.
+                            let merged = match obj.get("properties") {
+                                None => Some(props),
+                                Some(serde_json::Value::String(text)) if text.trim().is_empty() => {
+                                    Some(props)
+                                }
+                                Some(serde_json::Value::String(text)) => {
+                                    match serde_json::from_str::<serde_json::Value>(text) {
+                                        Ok(serde_json::Value::Object(mut given)) => {
+                                            for (k, v) in props {
+                                                given.entry(k).or_insert(v);
+                                            }
+                                            Some(given)
+                                        }
+                                        // Not an object: event_from says so.
+                                        _ => None,
+                                    }
+                                }
+                                Some(_) => None,
+                            };
+                            if let Some(m) = merged {
+                                obj.insert("properties".into(), serde_json::Value::Object(m));
+                            }
                         }
                         match event_from(&obj) {
                             Ok(ev) => Item::Event(Box::new(ev), format!("{display}:{n}")),
@@ -342,6 +379,10 @@ fn read_file(
                                 raw: clip(&r.iter().collect::<Vec<_>>().join(",")),
                             }),
                         }
+                    }
+                    // The reader itself failed (a corrupt .gz): the file fails at once.
+                    Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
+                        return Err(format!("{display}: cannot read the file: {e}"));
                     }
                     Err(e) => {
                         let n = e.position().map_or(0, |p| p.line());
