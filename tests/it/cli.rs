@@ -383,3 +383,24 @@ fn an_absurd_backfill_is_refused_with_a_clear_message() {
         text(&o)
     );
 }
+
+#[test]
+fn a_backfill_before_the_start_date_is_refused() {
+    let dir = project(&[(
+        "daily",
+        "schedule = \"@daily\"\nstart_date = \"2026-03-01\"\n[tasks.a]\nkind = \"noop\"\n",
+    )]);
+    let o = run_in(
+        dir.path(),
+        &[
+            "backfill",
+            "daily",
+            "--from",
+            "2026-02-01",
+            "--to",
+            "2026-03-05",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("before the start_date"), "{}", text(&o));
+}

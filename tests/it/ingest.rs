@@ -361,3 +361,84 @@ async fn a_drop_zone_loads_each_file_once() {
     );
     env.stop().await;
 }
+
+const EDGE_DAG: &str = r#"
+schedule = "@daily"
+start_date = "2026-01-01"
+[tasks.gz]
+kind = "ingest"
+source = { path = "data/{{ ds }}/*.jsonl.gz" }
+table = "gz_events"
+[tasks.bom]
+kind = "ingest"
+source = { path = "data/{{ ds }}/bom.jsonl" }
+table = "bom_events"
+[tasks.csv]
+kind = "ingest"
+source = { path = "data/{{ ds }}/props.csv", format = "csv" }
+table = "csv_props"
+"#;
+
+#[tokio::test]
+async fn a_truncated_gzip_fails_at_once_a_bom_is_accepted_and_csv_columns_merge() {
+    let t = crate::support::sqlite_db().await;
+    let env = Env::with_warehouse(&t, &[("ingest_edges", EDGE_DAG)]).await;
+    let day = env.dags_dir().join("data/2026-01-02");
+    std::fs::create_dir_all(&day).expect("mkdir");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for i in 0..5000 {
+        writeln!(
+            gz,
+            r#"{{"message_id": "g{i}", "event": "e", "timestamp": "2026-01-02T10:00:00Z"}}"#
+        )
+        .expect("gz");
+    }
+    let whole = gz.finish().expect("gz");
+    std::fs::write(day.join("cut.jsonl.gz"), &whole[..whole.len() / 2]).expect("write");
+    std::fs::write(
+        day.join("bom.jsonl"),
+        "\u{feff}{\"message_id\": \"b1\", \"event\": \"e\", \"timestamp\": \"2026-01-02T10:00:00Z\"}\r\n",
+    )
+    .expect("write");
+    std::fs::write(
+        day.join("props.csv"),
+        "message_id,event,timestamp,properties,plan\nc1,e,2026-01-02T10:00:00Z,\"{\"\"a\"\": 1}\",pro\n",
+    )
+    .expect("write");
+    let started = std::time::Instant::now();
+    let (dag, vid) = env.registry.current("ingest_edges").expect("dag");
+    let run = commands::trigger(
+        &env.db,
+        &dag,
+        vid,
+        &Default::default(),
+        serde_json::Value::Null,
+        Some(utc(2026, 1, 2, 0, 0)),
+        Utc::now(),
+    )
+    .await
+    .expect("trigger");
+    env.engine.wake();
+    env.wait_run(run.id, Duration::from_secs(60)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the broken file was retried"
+    );
+    let s = env.states(run.id).await;
+    assert_eq!(s["gz"], TaskState::Failed);
+    let (_, error, _) = crate::support::task_log(&env.db, run.id, "gz").await;
+    assert!(
+        error.contains("cut.jsonl.gz") && error.contains("cannot read past line"),
+        "{error}"
+    );
+    assert_eq!(s["bom"], TaskState::Success);
+    assert_eq!(s["csv"], TaskState::Success);
+    let wh = Db::connect(&env.config.connections["warehouse"].url)
+        .await
+        .expect("warehouse");
+    assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM bom_events").await, 1);
+    let props = text(&wh, "SELECT CAST(properties AS TEXT) FROM csv_props").await;
+    let v: serde_json::Value = serde_json::from_str(&props).expect("json");
+    assert_eq!(v, serde_json::json!({"a": 1, "plan": "pro"}));
+    env.stop().await;
+}

@@ -330,3 +330,28 @@ fn a_catch_up_from_1970_per_minute_proceeds_in_bounded_steps() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+#[test]
+fn without_catchup_a_past_end_date_yields_only_the_last_interval() {
+    let s = Schedule::parse("@daily").expect("valid");
+    let t = tt(
+        &s,
+        "UTC",
+        utc(2026, 1, 1, 0, 0),
+        Some(utc(2026, 1, 10, 0, 0)),
+    );
+    let p = plan(&t, false, None, utc(2026, 6, 1, 0, 0), 100);
+    assert_eq!(
+        p.due,
+        vec![iv(utc(2026, 1, 10, 0, 0), utc(2026, 1, 11, 0, 0))]
+    );
+    // And nothing more once it exists.
+    let p = plan(
+        &t,
+        false,
+        Some(utc(2026, 1, 10, 0, 0)),
+        utc(2026, 6, 1, 0, 0),
+        100,
+    );
+    assert!(p.due.is_empty(), "{p:?}");
+}
