@@ -749,66 +749,90 @@ pub async fn repair(
 ) -> CommandResult<usize> {
     let mut repaired = 0;
     for p in problems {
-        let Some(run) = runs::get_run(&db.conn, p.run_pk).await? else {
-            continue;
-        };
-        match p.kind {
-            "orphaned_try" => {
-                let Some(task_id) = &p.task_id else { continue };
-                let tis = tasks::of_run(&db.conn, run.id).await?;
-                if let Some(ti) = tis.iter().find(|t| &t.task_id == task_id) {
-                    rescue(
-                        db,
-                        reg,
-                        ti,
-                        "its worker is gone (repaired by weft db check)",
-                        now,
-                    )
-                    .await?;
-                    repaired += 1;
-                }
-            }
-            "unfinished_task_in_finished_run" => {
-                let Some(task_id) = &p.task_id else { continue };
-                let ids = std::slice::from_ref(task_id);
-                let txn = db.conn.begin().await?;
-                let mut n = tasks::transition_by_task(
-                    &txn,
-                    run.id,
-                    ids,
-                    &[TaskState::Running],
-                    TaskState::Failed,
-                    now,
-                )
-                .await?;
-                n += tasks::transition_by_task(
-                    &txn,
-                    run.id,
-                    ids,
-                    &[
-                        TaskState::Pending,
-                        TaskState::Scheduled,
-                        TaskState::Queued,
-                        TaskState::UpForRetry,
-                    ],
-                    TaskState::Skipped,
-                    now,
-                )
-                .await?;
-                txn.commit().await?;
-                repaired += usize::from(n > 0);
-            }
-            "finished_run_still_running" => {
-                if let Some(dag) = reg.version(db, run.dag_version_id).await? {
-                    let txn = db.conn.begin().await?;
-                    let run = runs::lock_run(&txn, run.id).await?.unwrap_or(run);
-                    let done = evaluate(&txn, &dag, &run, now).await?;
-                    txn.commit().await?;
-                    repaired += usize::from(done.is_some());
-                }
-            }
-            _ => {}
+        // The engine may mend the same thing meanwhile (a rescue sweep): a problem that
+        // fails to repair is logged and left to the next check, not fatal for the rest.
+        match repair_one(db, reg, p, now).await {
+            Ok(true) => repaired += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(kind = p.kind, run = p.run_pk, error = %e, "could not repair"),
         }
     }
     Ok(repaired)
+}
+
+async fn repair_one(
+    db: &Db,
+    reg: &Registry,
+    p: &crate::db::maintenance::Problem,
+    now: DateTime<Utc>,
+) -> CommandResult<bool> {
+    let Some(run) = runs::get_run(&db.conn, p.run_pk).await? else {
+        return Ok(false);
+    };
+    match p.kind {
+        "orphaned_try" => {
+            let Some(task_id) = &p.task_id else {
+                return Ok(false);
+            };
+            let tis = tasks::of_run(&db.conn, run.id).await?;
+            let Some(ti) = tis.iter().find(|t| &t.task_id == task_id) else {
+                return Ok(false);
+            };
+            if !matches!(ti.state, TaskState::Running | TaskState::Queued) {
+                return Ok(false);
+            }
+            rescue(
+                db,
+                reg,
+                ti,
+                "its worker is gone (repaired by weft db check)",
+                now,
+            )
+            .await?;
+            Ok(true)
+        }
+        "unfinished_task_in_finished_run" => {
+            let Some(task_id) = &p.task_id else {
+                return Ok(false);
+            };
+            let ids = std::slice::from_ref(task_id);
+            let txn = db.conn.begin().await?;
+            let mut n = tasks::transition_by_task(
+                &txn,
+                run.id,
+                ids,
+                &[TaskState::Running],
+                TaskState::Failed,
+                now,
+            )
+            .await?;
+            n += tasks::transition_by_task(
+                &txn,
+                run.id,
+                ids,
+                &[
+                    TaskState::Pending,
+                    TaskState::Scheduled,
+                    TaskState::Queued,
+                    TaskState::UpForRetry,
+                ],
+                TaskState::Skipped,
+                now,
+            )
+            .await?;
+            txn.commit().await?;
+            Ok(n > 0)
+        }
+        "finished_run_still_running" => {
+            let Some(dag) = reg.version(db, run.dag_version_id).await? else {
+                return Ok(false);
+            };
+            let txn = db.conn.begin().await?;
+            let run = runs::lock_run(&txn, run.id).await?.unwrap_or(run);
+            let done = evaluate(&txn, &dag, &run, now).await?;
+            txn.commit().await?;
+            Ok(done.is_some())
+        }
+        _ => Ok(false),
+    }
 }

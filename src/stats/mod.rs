@@ -159,16 +159,46 @@ pub fn welch(control: Arm, treatment: Arm) -> Result<Comparison, StatsError> {
     })
 }
 
-/// Per-arm sums of a ratio metric: users, and the sums of each user's numerator `x`,
-/// denominator `y`, their squares and product.
+/// Per-arm sums of a ratio metric: users, the sums of each user's numerator `x` and
+/// denominator `y`, and the second moments *around the arm's means*
+/// (`sxx = sum((x - mean_x)^2)`, likewise `syy`, and `sxy` for the cross product).
+/// Centred sums keep their precision where `sum(x^2) - n mean^2` cancels to nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RatioSums {
     pub n: u64,
     pub x: f64,
     pub y: f64,
-    pub xx: f64,
-    pub yy: f64,
-    pub xy: f64,
+    pub sxx: f64,
+    pub syy: f64,
+    pub sxy: f64,
+}
+
+impl RatioSums {
+    /// The sums of per-user values, computed in two passes.
+    pub fn of(users: &[(f64, f64)]) -> RatioSums {
+        let n = users.len();
+        if n == 0 {
+            return RatioSums::default();
+        }
+        let (x, y) = users
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (u, v)| (a + u, b + v));
+        let (mx, my) = (x / n as f64, y / n as f64);
+        let (mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0);
+        for (u, v) in users {
+            sxx += (u - mx) * (u - mx);
+            syy += (v - my) * (v - my);
+            sxy += (u - mx) * (v - my);
+        }
+        RatioSums {
+            n: n as u64,
+            x,
+            y,
+            sxx,
+            syy,
+            sxy,
+        }
+    }
 }
 
 impl RatioSums {
@@ -191,9 +221,9 @@ impl RatioSums {
                 "{which}: the denominator is zero for every user"
             )));
         }
-        let vx = (self.xx - n * mx * mx) / (n - 1.0);
-        let vy = (self.yy - n * my * my) / (n - 1.0);
-        let cxy = (self.xy - n * mx * my) / (n - 1.0);
+        let vx = self.sxx / (n - 1.0);
+        let vy = self.syy / (n - 1.0);
+        let cxy = self.sxy / (n - 1.0);
         let r = mx / my;
         let var = ((vx - 2.0 * r * cxy + r * r * vy) / (my * my)).max(0.0);
         Ok(Arm {
@@ -210,6 +240,27 @@ pub fn ratio(control: RatioSums, treatment: RatioSums) -> Result<Comparison, Sta
     let a = control.arm("the control arm")?;
     let b = treatment.arm("the treatment arm")?;
     two_proportions(a, b)
+}
+
+/// Holm-Bonferroni adjusted p-values (the same order as `p`; `None` stays `None`):
+/// sort ascending, multiply the i-th smallest by (m - i), keep them monotone, cap at 1.
+/// Controls the family-wise error rate over every metric x variant comparison.
+pub fn holm(p: &[Option<f64>]) -> Vec<Option<f64>> {
+    let mut idx: Vec<usize> = (0..p.len()).filter(|i| p[*i].is_some()).collect();
+    idx.sort_by(|a, b| {
+        p[*a]
+            .partial_cmp(&p[*b])
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let m = idx.len();
+    let mut out = vec![None; p.len()];
+    let mut running: f64 = 0.0;
+    for (rank, i) in idx.into_iter().enumerate() {
+        let adj = (p[i].unwrap_or(1.0) * (m - rank) as f64).min(1.0);
+        running = running.max(adj);
+        out[i] = Some(running);
+    }
+    out
 }
 
 /// Sample-ratio mismatch: chi-square goodness of fit of observed counts against the
@@ -305,16 +356,7 @@ mod tests {
     use super::*;
 
     fn sums(users: &[(f64, f64)]) -> RatioSums {
-        users
-            .iter()
-            .fold(RatioSums::default(), |s, (x, y)| RatioSums {
-                n: s.n + 1,
-                x: s.x + x,
-                y: s.y + y,
-                xx: s.xx + x * x,
-                yy: s.yy + y * y,
-                xy: s.xy + x * y,
-            })
+        RatioSums::of(users)
     }
 
     #[test]
@@ -428,6 +470,31 @@ mod tests {
         assert!(nps(&[11]).is_err());
         assert!(close(csat(&[5, 4, 3, 1]).expect("ok"), 0.5, 1e-12));
         assert!(csat(&[0]).is_err());
+    }
+
+    #[test]
+    fn holm_matches_statsmodels() {
+        // statsmodels multipletests([0.01, 0.04, 0.03, 0.005], method="holm")[1]
+        let adj = holm(&[Some(0.01), Some(0.04), Some(0.03), None, Some(0.005)]);
+        let want = [0.03, 0.06, 0.06, f64::NAN, 0.02];
+        for (a, w) in adj.iter().zip(want) {
+            match a {
+                Some(a) => assert!(close(*a, w, 1e-12), "{adj:?}"),
+                None => assert!(w.is_nan()),
+            }
+        }
+    }
+
+    #[test]
+    fn variance_keeps_its_precision_for_large_values() {
+        // 1e8 +- 1: sum(x^2) - n mean^2 cancels to 0 in doubles; centred sums do not.
+        let a: Vec<(f64, f64)> = [1e8 - 1.0, 1e8, 1e8 + 1.0]
+            .iter()
+            .map(|x| (*x, 1.0))
+            .collect();
+        let s = RatioSums::of(&a);
+        assert!(close(s.sxx, 2.0, 1e-6), "{s:?}");
+        assert!(close(s.arm("a").unwrap().var, 1.0, 1e-6));
     }
 
     #[test]

@@ -64,12 +64,16 @@ fn exposures_relation(pg: bool, table: Option<&str>, events: &str) -> String {
     }
 }
 
-/// A time column compared as a time on both backends.
+/// A time column compared exactly on both backends: a timestamp on PostgreSQL
+/// (microseconds), integer milliseconds since the epoch on SQLite (which keeps
+/// milliseconds; `julianday` floats made `t0 + 7m` miss events exactly at the edge).
 fn t(pg: bool, expr: &str) -> String {
     if pg {
         format!("CAST({expr} AS TIMESTAMPTZ)")
     } else {
-        format!("julianday({expr})")
+        format!(
+            "(CAST(strftime('%s', {expr}) AS INTEGER) * 1000 + CAST(substr(strftime('%f', {expr}), 4) AS INTEGER))"
+        )
     }
 }
 
@@ -105,17 +109,28 @@ fn first_exposures(pg: bool, exposures: &str, experiment: &str, b: Bounds) -> St
     )
 }
 
-/// `FROM <events> e WHERE ...`: the user's `event`s within the window after their
-/// first exposure.
-fn events_in_window(pg: bool, events: &str, event: &str, window: f64) -> String {
+/// `FROM <events> e WHERE ...`: the user's `event`s in `[t0, t0 + window)` after
+/// their first exposure, compared exactly, and before the analysis end `end`: events
+/// after the data interval never count, so the same interval always gives the same
+/// result (a window still open at the interval end is cut there).
+fn events_in_window(
+    pg: bool,
+    events: &str,
+    event: &str,
+    window: std::time::Duration,
+    end: DateTime<Utc>,
+) -> String {
+    let e = t(pg, "e.\"timestamp\"");
+    let end = t(pg, &lit(&exact(end)));
     let in_window = if pg {
         format!(
-            "CAST(e.\"timestamp\" AS TIMESTAMPTZ) >= f.t0 AND CAST(e.\"timestamp\" AS TIMESTAMPTZ) < f.t0 + make_interval(secs => {window})"
+            "{e} >= f.t0 AND {e} < f.t0 + {} * INTERVAL '1 microsecond' AND {e} < {end}",
+            window.as_micros()
         )
     } else {
         format!(
-            "julianday(e.\"timestamp\") >= f.t0 AND julianday(e.\"timestamp\") < f.t0 + {}",
-            window / 86400.0
+            "{e} >= f.t0 AND {e} < f.t0 + {} AND {e} < {end}",
+            window.as_millis()
         )
     };
     format!(
@@ -125,16 +140,28 @@ fn events_in_window(pg: bool, events: &str, event: &str, window: f64) -> String 
     )
 }
 
+/// RFC 3339 with microseconds: times keep their precision on every path.
+fn exact(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// Per user: how many `event`s (or the sum of their `property`) within the window
 /// after first exposure.
-fn measure_sql(pg: bool, events: &str, event: &str, property: Option<&str>, window: f64) -> String {
+fn measure_sql(
+    pg: bool,
+    events: &str,
+    event: &str,
+    property: Option<&str>,
+    window: std::time::Duration,
+    end: DateTime<Utc>,
+) -> String {
     let what = match property {
         None => "COUNT(*)".to_string(),
         Some(p) => format!("SUM(CAST({} AS DOUBLE PRECISION))", prop(pg, "e.", p)),
     };
     format!(
         "COALESCE((SELECT {what} {}), 0.0)",
-        events_in_window(pg, events, event, window)
+        events_in_window(pg, events, event, window, end)
     )
 }
 
@@ -152,7 +179,7 @@ fn metric_sql(
         MetricKind::Conversion { event, window } => (
             format!(
                 "CASE WHEN EXISTS (SELECT 1 {}) THEN 1.0 ELSE 0.0 END",
-                events_in_window(pg, events, event, window.as_secs_f64())
+                events_in_window(pg, events, event, *window, b.end)
             ),
             "0.0".to_string(),
         ),
@@ -161,7 +188,7 @@ fn metric_sql(
             property,
             window,
         } => (
-            measure_sql(pg, events, event, Some(property), window.as_secs_f64()),
+            measure_sql(pg, events, event, Some(property), *window, b.end),
             "0.0".to_string(),
         ),
         MetricKind::Ratio {
@@ -169,27 +196,18 @@ fn metric_sql(
             denominator: d,
             window,
         } => (
-            measure_sql(
-                pg,
-                events,
-                &n.event,
-                n.property.as_deref(),
-                window.as_secs_f64(),
-            ),
-            measure_sql(
-                pg,
-                events,
-                &d.event,
-                d.property.as_deref(),
-                window.as_secs_f64(),
-            ),
+            measure_sql(pg, events, &n.event, n.property.as_deref(), *window, b.end),
+            measure_sql(pg, events, &d.event, d.property.as_deref(), *window, b.end),
         ),
     };
     let dbl = "DOUBLE PRECISION";
+    // Second moments are summed around each variant's mean (two passes, the means from a
+    // window function): `sum(v^2) - n mean^2` loses every digit at 1e8 +- 1.
     format!(
-        "WITH {}, u AS (SELECT f.variant, CAST({v} AS {dbl}) AS v, CAST({w} AS {dbl}) AS w FROM f WHERE f.nv = 1) \
-         SELECT variant, COUNT(*) AS users, CAST(SUM(v) AS {dbl}), CAST(SUM(w) AS {dbl}), CAST(SUM(v * v) AS {dbl}), \
-         CAST(SUM(w * w) AS {dbl}), CAST(SUM(v * w) AS {dbl}) FROM u GROUP BY variant",
+        "WITH {}, u AS (SELECT f.variant, CAST({v} AS {dbl}) AS v, CAST({w} AS {dbl}) AS w FROM f WHERE f.nv = 1), \
+         c AS (SELECT variant, v, w, v - AVG(v) OVER (PARTITION BY variant) AS dv, w - AVG(w) OVER (PARTITION BY variant) AS dw FROM u) \
+         SELECT variant, COUNT(*) AS users, CAST(SUM(v) AS {dbl}), CAST(SUM(w) AS {dbl}), CAST(SUM(dv * dv) AS {dbl}), \
+         CAST(SUM(dw * dw) AS {dbl}), CAST(SUM(dv * dw) AS {dbl}) FROM c GROUP BY variant",
         first_exposures(pg, exposures, experiment, b)
     )
 }
@@ -219,9 +237,9 @@ async fn sums(c: &DatabaseConnection, sql: String) -> Result<VariantSums, sea_or
                     n: u64::try_from(n).unwrap_or(0),
                     x: f(2)?,
                     y: f(3)?,
-                    xx: f(4)?,
-                    yy: f(5)?,
-                    xy: f(6)?,
+                    sxx: f(4)?,
+                    syy: f(5)?,
+                    sxy: f(6)?,
                 },
             ))
         })
@@ -234,18 +252,22 @@ async fn load_exposures(
     ctx: &RunContext<'_>,
     experiment: &str,
     path: &str,
+    csv_format: bool,
 ) -> Result<(), String> {
     let pg = c.get_database_backend() == DbBackend::Postgres;
     let ts = if pg { "TIMESTAMPTZ" } else { "TEXT" };
-    c.execute_unprepared(&format!("CREATE TABLE IF NOT EXISTS weft_exposures (experiment TEXT NOT NULL, user_id TEXT NOT NULL, variant TEXT NOT NULL, \"timestamp\" {ts} NOT NULL)"))
-        .await
-        .map_err(|e| e.to_string())?;
+    super::ensure_tables(
+        c,
+        &[format!("CREATE TABLE IF NOT EXISTS weft_exposures (experiment TEXT NOT NULL, user_id TEXT NOT NULL, variant TEXT NOT NULL, \"timestamp\" {ts} NOT NULL)")],
+        &[],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let full = ctx.base_dir().join(path);
     let text =
         std::fs::read_to_string(&full).map_err(|e| format!("cannot read exposures {path}: {e}"))?;
     let mut rows = Vec::new();
-    let is_csv = path.ends_with(".csv");
-    if is_csv {
+    if csv_format {
         let mut rdr = csv::Reader::from_reader(text.as_bytes());
         let headers = rdr.headers().map_err(|e| format!("{path}: {e}"))?.clone();
         for (i, rec) in rdr.records().enumerate() {
@@ -314,7 +336,7 @@ async fn load_exposures(
         } else {
             "INSERT INTO weft_exposures VALUES (?, ?, ?, ?)"
         };
-        let ts_value: Value = if pg { t.into() } else { rfc3339(t).into() };
+        let ts_value: Value = if pg { t.into() } else { exact(t).into() };
         txn.execute_raw(Statement::from_sql_and_values(
             b,
             sql,
@@ -331,8 +353,66 @@ struct ResultRow {
     metric: String,
     variant: String,
     users: i64,
-    value: f64,
+    /// `None` where it cannot be computed (a ratio whose denominator sums to 0).
+    value: Option<f64>,
     cmp: Option<stats::Comparison>,
+    /// Holm-adjusted p-value over every comparison of the analysis.
+    p_adjusted: Option<f64>,
+    /// Why the statistics of this row are missing, when they are.
+    reason: Option<String>,
+}
+
+/// The first exposed user whose `property` of `event` is present but not a number:
+/// `(user, value)`. Such values are never coerced (`"5 EUR"` is not 5).
+#[allow(clippy::too_many_arguments)]
+async fn non_numeric(
+    c: &DatabaseConnection,
+    pg: bool,
+    exposures: &str,
+    events: &str,
+    experiment: &str,
+    b: Bounds,
+    event: &str,
+    property: &str,
+) -> Result<Option<(String, String)>, sea_orm::DbErr> {
+    let key = if pg {
+        lit(property)
+    } else {
+        lit(&format!("$.\"{property}\""))
+    };
+    let (value, bad) = if pg {
+        (
+            format!("CAST(e.properties -> {key} AS TEXT)"),
+            format!("jsonb_typeof(CAST(e.properties -> {key} AS JSONB)) NOT IN ('number', 'null')"),
+        )
+    } else {
+        (
+            format!("CAST(json_extract(e.properties, {key}) AS TEXT)"),
+            format!("json_type(e.properties, {key}) NOT IN ('integer', 'real', 'null')"),
+        )
+    };
+    let sql = format!(
+        "WITH {} SELECT e.user_id, {value} FROM {} e JOIN f ON f.user_id = e.user_id \
+         WHERE f.nv = 1 AND e.event = {} AND {bad} LIMIT 1",
+        first_exposures(pg, exposures, experiment, b),
+        q(events),
+        lit(event)
+    );
+    let row = c
+        .query_one_raw(Statement::from_string(c.get_database_backend(), sql))
+        .await?;
+    Ok(row.map(|r| {
+        (
+            r.try_get_by_index::<Option<String>>(0)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            r.try_get_by_index::<Option<String>>(1)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        )
+    }))
 }
 
 fn pct(x: f64) -> String {
@@ -362,12 +442,17 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
     let exposures = match &spec.exposures {
         None => exposures_relation(pg, None, &spec.events),
         Some(RowSource::Table(t)) => exposures_relation(pg, Some(t), &spec.events),
-        Some(RowSource::File { path, .. }) => {
+        Some(RowSource::File { path, format }) => {
             let path = match ctx.render(path) {
                 Ok(p) => p,
                 Err(e) => return failure(e),
             };
-            if let Err(e) = load_exposures(&conn, ctx, &spec.experiment, &path).await {
+            // `format` decides; without one, the extension does.
+            let csv_format = match format {
+                Some(f) => *f == crate::dag::EventFormat::Csv,
+                None => path.ends_with(".csv"),
+            };
+            if let Err(e) = load_exposures(&conn, ctx, &spec.experiment, &path, csv_format).await {
                 return failure(e);
             }
             q("weft_exposures")
@@ -397,7 +482,72 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
     };
     let mut rows: Vec<ResultRow> = Vec::new();
     let mut srm_p: Option<f64> = None;
+    let mut data_errors: Vec<String> = Vec::new();
     for m in &spec.metrics {
+        let numeric: Vec<(&str, &str)> = match &m.kind {
+            MetricKind::Conversion { .. } => Vec::new(),
+            MetricKind::Mean {
+                event, property, ..
+            } => vec![(event, property)],
+            MetricKind::Ratio {
+                numerator: n,
+                denominator: d,
+                ..
+            } => [n, d]
+                .into_iter()
+                .filter_map(|x| x.property.as_deref().map(|p| (x.event.as_str(), p)))
+                .collect(),
+        };
+        let mut bad_value = None;
+        for (event, property) in numeric {
+            match non_numeric(
+                &conn,
+                pg,
+                &exposures,
+                &spec.events,
+                &spec.experiment,
+                bounds,
+                event,
+                property,
+            )
+            .await
+            {
+                Ok(Some((user, value))) => {
+                    bad_value = Some(format!(
+                        "user \"{user}\" has {property} = {value} in a \"{event}\" event, which is not a number"
+                    ));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return failure(format!(
+                        "experiment {}, metric {}: {e}",
+                        spec.experiment, m.name
+                    ));
+                }
+            }
+        }
+        if let Some(reason) = bad_value {
+            ctx.log
+                .line(&format!(
+                    "[weft] {}: {reason}; its results are not computed",
+                    m.name
+                ))
+                .await;
+            data_errors.push(format!("metric {}: {reason}", m.name));
+            for (variant, _) in &spec.split {
+                rows.push(ResultRow {
+                    metric: m.name.clone(),
+                    variant: variant.clone(),
+                    users: 0,
+                    value: None,
+                    cmp: None,
+                    p_adjusted: None,
+                    reason: Some(reason.clone()),
+                });
+            }
+            continue;
+        }
         let data = match sums(
             &conn,
             metric_sql(pg, &exposures, &spec.events, &spec.experiment, bounds, m),
@@ -420,18 +570,17 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
         };
         // Conversion and mean metrics: the mean and (population) variance of `x`.
         let arm = |s: stats::RatioSums| -> Arm {
-            let mean = s.x / s.n as f64;
             Arm {
                 n: s.n,
-                mean,
-                var: (s.xx / s.n as f64 - mean * mean).max(0.0),
+                mean: s.x / s.n as f64,
+                var: (s.sxx / s.n as f64).max(0.0),
             }
         };
-        let value = |s: stats::RatioSums| -> f64 {
+        let value = |s: stats::RatioSums| -> Option<f64> {
             match &m.kind {
-                MetricKind::Ratio { .. } if s.y != 0.0 => s.x / s.y,
-                MetricKind::Ratio { .. } => 0.0,
-                _ => s.x / s.n as f64,
+                MetricKind::Ratio { .. } if s.y != 0.0 => Some(s.x / s.y),
+                MetricKind::Ratio { .. } => None,
+                _ => Some(s.x / s.n as f64),
             }
         };
         if srm_p.is_none() {
@@ -445,7 +594,24 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
                 })
                 .collect();
             let shares: Vec<f64> = spec.split.iter().map(|(_, s)| *s).collect();
-            srm_p = stats::srm(&counts, &shares).ok().map(|(_, p)| p);
+            // Traffic in a variant the split does not list (say a 60% holdout) is a
+            // mismatch by definition: its planned share is 0.
+            let unlisted: Vec<String> = data
+                .iter()
+                .filter(|(v, n, _)| *n > 0 && !spec.split.iter().any(|(s, _)| s == v))
+                .map(|(v, n, _)| format!("{v} ({n} users)"))
+                .collect();
+            if unlisted.is_empty() {
+                srm_p = stats::srm(&counts, &shares).ok().map(|(_, p)| p);
+            } else {
+                ctx.log
+                    .line(&format!(
+                        "[weft] WARNING: exposures in variants the split does not list: {}; the sample ratio cannot be as planned (srm p = 0)",
+                        unlisted.join(", ")
+                    ))
+                    .await;
+                srm_p = Some(0.0);
+            }
         }
         let Some(control) = sums_of(&spec.control) else {
             return failure(format!(
@@ -461,6 +627,8 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
             users: control.n as i64,
             value: value(control),
             cmp: None,
+            p_adjusted: None,
+            reason: None,
         });
         for (variant, _) in spec.split.iter().filter(|(v, _)| *v != spec.control) {
             let Some(t) = sums_of(variant) else {
@@ -488,28 +656,47 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
                 }
                 MetricKind::Ratio { .. } => stats::ratio(control, t),
             };
-            match cmp {
-                Ok(c) => rows.push(ResultRow {
-                    metric: m.name.clone(),
-                    variant: variant.clone(),
-                    users: t.n as i64,
-                    value: value(t),
-                    cmp: Some(c),
-                }),
+            // What cannot be computed (one user in an arm, a denominator that is 0 for
+            // everyone) is a row with no statistics and the reason, never a NaN and
+            // never the end of the other metrics.
+            let (cmp, reason) = match cmp {
+                Ok(c) => (Some(c), None),
                 Err(e) => {
-                    return failure(format!(
-                        "experiment {}, metric {}: {e}",
-                        spec.experiment, m.name
-                    ));
+                    ctx.log
+                        .line(&format!("[weft] {} {variant}: not computed: {e}", m.name))
+                        .await;
+                    (None, Some(e.to_string()))
                 }
-            }
+            };
+            rows.push(ResultRow {
+                metric: m.name.clone(),
+                variant: variant.clone(),
+                users: t.n as i64,
+                value: value(t),
+                cmp,
+                p_adjusted: None,
+                reason,
+            });
         }
     }
+    // Several metrics x variants: Holm's adjustment over every comparison.
+    let raw: Vec<Option<f64>> = rows
+        .iter()
+        .map(|r| r.cmp.and_then(|c| c.diff.p_value))
+        .collect();
+    for (r, adj) in rows.iter_mut().zip(stats::holm(&raw)) {
+        r.p_adjusted = adj;
+    }
+    let shown = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"));
     for r in &rows {
         let line = match &r.cmp {
+            None if r.reason.is_some() => continue,
             None => format!(
-                "[weft] {} {} (control): {} users, value {:.4}",
-                r.metric, r.variant, r.users, r.value
+                "[weft] {} {} (control): {} users, value {}",
+                r.metric,
+                r.variant,
+                r.users,
+                shown(r.value)
             ),
             Some(c) => {
                 let lift = c
@@ -529,14 +716,15 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
                     .map(|p| format!("{p:.4}"))
                     .unwrap_or_else(|| "n/a (no variance)".into());
                 format!(
-                    "[weft] {} {}: {} users, value {:.4}, diff {:.4} [{:.4}, {:.4}]{lift}, p = {p}",
+                    "[weft] {} {}: {} users, value {}, diff {:.4} [{:.4}, {:.4}]{lift}, p = {p} (Holm-adjusted {})",
                     r.metric,
                     r.variant,
                     r.users,
-                    r.value,
+                    shown(r.value),
                     c.diff.value,
                     c.diff.ci_low,
-                    c.diff.ci_high
+                    c.diff.ci_high,
+                    shown(r.p_adjusted)
                 )
             }
         };
@@ -568,6 +756,13 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
             started.elapsed().as_millis()
         ))
         .await;
+    if !data_errors.is_empty() {
+        return failure(format!(
+            "experiment {}: {} (the other metrics were written)",
+            spec.experiment,
+            data_errors.join("; ")
+        ));
+    }
     TryOutcome {
         success: true,
         exit_code: None,
@@ -584,11 +779,19 @@ async fn write_results(
     end: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
-    c.execute_unprepared(
-        "CREATE TABLE IF NOT EXISTS experiment_results (experiment TEXT NOT NULL, metric TEXT NOT NULL, variant TEXT NOT NULL, users BIGINT NOT NULL, \
+    super::ensure_tables(
+        c,
+        &["CREATE TABLE IF NOT EXISTS experiment_results (experiment TEXT NOT NULL, metric TEXT NOT NULL, variant TEXT NOT NULL, users BIGINT NOT NULL, \
          value DOUBLE PRECISION, diff DOUBLE PRECISION, diff_ci_low DOUBLE PRECISION, diff_ci_high DOUBLE PRECISION, rel_lift DOUBLE PRECISION, \
          rel_lift_ci_low DOUBLE PRECISION, rel_lift_ci_high DOUBLE PRECISION, p_value DOUBLE PRECISION, srm_p_value DOUBLE PRECISION, \
-         excluded_users BIGINT NOT NULL, interval_end TEXT NOT NULL, computed_at TEXT NOT NULL)",
+         excluded_users BIGINT NOT NULL, interval_end TEXT NOT NULL, computed_at TEXT NOT NULL, \
+         p_value_adjusted DOUBLE PRECISION, reason TEXT)"
+            .to_string()],
+        // Tables made before these columns existed get them.
+        &[
+            ("experiment_results", "p_value_adjusted DOUBLE PRECISION"),
+            ("experiment_results", "reason TEXT"),
+        ],
     )
     .await?;
     let txn = c.begin().await?;
@@ -613,7 +816,7 @@ async fn write_results(
             r.metric.clone().into(),
             r.variant.clone().into(),
             r.users.into(),
-            Some(r.value).into(),
+            r.value.into(),
             d.map(|x| x.value).into(),
             d.map(|x| x.ci_low).into(),
             d.map(|x| x.ci_high).into(),
@@ -625,10 +828,14 @@ async fn write_results(
             excluded.into(),
             end_s.clone().into(),
             now.clone().into(),
+            r.p_adjusted.into(),
+            r.reason.clone().into(),
         ];
         let placeholders: Vec<String> = (1..=values.len()).map(|i| ph(b, i)).collect();
         let sql = format!(
-            "INSERT INTO experiment_results VALUES ({})",
+            "INSERT INTO experiment_results (experiment, metric, variant, users, value, diff, diff_ci_low, diff_ci_high, \
+             rel_lift, rel_lift_ci_low, rel_lift_ci_high, p_value, srm_p_value, excluded_users, interval_end, computed_at, \
+             p_value_adjusted, reason) VALUES ({})",
             placeholders.join(", ")
         );
         txn.execute_raw(Statement::from_sql_and_values(b, sql, values))
@@ -657,6 +864,10 @@ pub struct StoredResult {
     pub excluded_users: i64,
     pub interval_end: String,
     pub computed_at: String,
+    /// Holm-adjusted p-value over every metric x variant comparison of the analysis.
+    pub p_value_adjusted: Option<f64>,
+    /// Why the statistics are missing, when they are.
+    pub reason: Option<String>,
 }
 
 /// The rows of the latest analysed interval of an experiment (empty when the table or
@@ -668,7 +879,7 @@ pub async fn latest_results(
     let b = c.get_database_backend();
     let sql = format!(
         "SELECT metric, variant, users, value, diff, diff_ci_low, diff_ci_high, rel_lift, rel_lift_ci_low, rel_lift_ci_high, \
-         p_value, srm_p_value, excluded_users, interval_end, computed_at FROM experiment_results \
+         p_value, srm_p_value, excluded_users, interval_end, computed_at, p_value_adjusted, reason FROM experiment_results \
          WHERE experiment = {p1} AND interval_end = (SELECT MAX(interval_end) FROM experiment_results WHERE experiment = {p2}) \
          ORDER BY metric, variant",
         p1 = ph(b, 1),
@@ -700,6 +911,8 @@ pub async fn latest_results(
                 excluded_users: r.try_get_by_index(12)?,
                 interval_end: r.try_get_by_index(13)?,
                 computed_at: r.try_get_by_index(14)?,
+                p_value_adjusted: f(15)?,
+                reason: r.try_get_by_index(16)?,
             })
         })
         .collect()

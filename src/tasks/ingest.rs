@@ -488,7 +488,10 @@ fn q(name: &str) -> String {
 }
 
 /// Creates the target and rejects tables when missing.
-async fn ensure_tables(c: &impl ConnectionTrait, table: &str) -> Result<(), sea_orm::DbErr> {
+async fn ensure_tables(
+    c: &(impl ConnectionTrait + sea_orm::TransactionTrait),
+    table: &str,
+) -> Result<(), sea_orm::DbErr> {
     let pg = c.get_database_backend() == DbBackend::Postgres;
     let (ts, json) = if pg {
         ("TIMESTAMPTZ", "JSONB")
@@ -497,27 +500,25 @@ async fn ensure_tables(c: &impl ConnectionTrait, table: &str) -> Result<(), sea_
     };
     let t = q(table);
     let r = q(&format!("{table}_rejects"));
-    c.execute_unprepared(&format!(
-        "CREATE TABLE IF NOT EXISTS {t} (message_id TEXT PRIMARY KEY, type TEXT NOT NULL, event TEXT, user_id TEXT, anonymous_id TEXT, \
+    let creates = [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t} (message_id TEXT PRIMARY KEY, type TEXT NOT NULL, event TEXT, user_id TEXT, anonymous_id TEXT, \
          \"timestamp\" {ts} NOT NULL, original_timestamp {ts} NOT NULL, sent_at {ts}, received_at {ts}, properties {json} NOT NULL, context {json} NOT NULL, \
          interval_start {ts} NOT NULL, interval_end {ts} NOT NULL, source TEXT NOT NULL, loaded_at {ts} NOT NULL)"
-    ))
-    .await?;
-    c.execute_unprepared(&format!(
-        "CREATE INDEX IF NOT EXISTS {} ON {t} (interval_start)",
-        q(&format!("{table}_interval_idx"))
-    ))
-    .await?;
-    c.execute_unprepared(&format!(
-        "CREATE TABLE IF NOT EXISTS {} (file TEXT PRIMARY KEY, interval_start {ts} NOT NULL, loaded_at {ts} NOT NULL)",
-        q(&format!("{table}_files"))
-    ))
-    .await?;
-    c.execute_unprepared(&format!(
-        "CREATE TABLE IF NOT EXISTS {r} (source TEXT NOT NULL, line BIGINT NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL, interval_start {ts} NOT NULL, loaded_at {ts} NOT NULL)"
-    ))
-    .await?;
-    Ok(())
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {t} (interval_start)",
+            q(&format!("{table}_interval_idx"))
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (file TEXT PRIMARY KEY, interval_start {ts} NOT NULL, loaded_at {ts} NOT NULL)",
+            q(&format!("{table}_files"))
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {r} (source TEXT NOT NULL, line BIGINT NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL, interval_start {ts} NOT NULL, loaded_at {ts} NOT NULL)"
+        ),
+    ];
+    super::ensure_tables(c, &creates, &[]).await
 }
 
 fn v_opt(s: &Option<String>) -> SimpleExpr {

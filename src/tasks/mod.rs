@@ -63,6 +63,51 @@ pub fn failure(message: impl Into<String>) -> TryOutcome {
     }
 }
 
+/// Creates warehouse tables so that concurrent tries, in this process or another, never
+/// race: on PostgreSQL the statements run in one transaction under an advisory lock
+/// (`CREATE TABLE IF NOT EXISTS` is not safe there when two sessions run it at once);
+/// SQLite serialises writers anyway. `alters` are `ADD COLUMN` clauses for tables made
+/// before a column existed (`IF NOT EXISTS` on PostgreSQL; on SQLite an error means the
+/// column is there).
+pub(crate) async fn ensure_tables<C>(
+    c: &C,
+    creates: &[String],
+    alters: &[(&str, &str)],
+) -> Result<(), sea_orm::DbErr>
+where
+    C: sea_orm::ConnectionTrait + sea_orm::TransactionTrait,
+{
+    use sea_orm::{ConnectionTrait, TransactionSession};
+    if c.get_database_backend() == sea_orm::DbBackend::Postgres {
+        let txn = c.begin().await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7426001)")
+            .await?;
+        for sql in creates {
+            txn.execute_unprepared(sql).await?;
+        }
+        for (table, column) in alters {
+            txn.execute_unprepared(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"
+            ))
+            .await?;
+        }
+        txn.commit().await
+    } else {
+        for sql in creates {
+            c.execute_unprepared(sql).await?;
+        }
+        for (table, column) in alters {
+            if let Err(e) = c
+                .execute_unprepared(&format!("ALTER TABLE {table} ADD COLUMN {column}"))
+                .await
+            {
+                tracing::trace!("{table} already has {column}: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `i`-th (from 1) bind placeholder of a warehouse statement on backend `b`.
 pub(crate) fn ph(b: sea_orm::DbBackend, i: usize) -> String {
     if b == sea_orm::DbBackend::Postgres {

@@ -421,14 +421,16 @@ fn reject(item: &Json, source: &str, reason: String) -> Reject {
     }
 }
 
-async fn ensure_tables(c: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
+async fn ensure_tables(
+    c: &(impl ConnectionTrait + sea_orm::TransactionTrait),
+) -> Result<(), sea_orm::DbErr> {
     let pg = c.get_database_backend() == DbBackend::Postgres;
     let (ts, json, boolean) = if pg {
         ("TIMESTAMPTZ", "JSONB", "BOOLEAN")
     } else {
         ("TEXT", "TEXT", "INTEGER")
     };
-    for sql in [
+    let creates = [
         format!(
             "CREATE TABLE IF NOT EXISTS survey_responses (provider TEXT NOT NULL, form_id TEXT NOT NULL, token TEXT NOT NULL, \
              submitted_at {ts} NOT NULL, landed_at {ts}, user_id TEXT, hidden {json} NOT NULL, nps_score INTEGER, csat_score INTEGER, \
@@ -454,10 +456,8 @@ async fn ensure_tables(c: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
              detractors BIGINT NOT NULL, nps DOUBLE PRECISION, nps_se DOUBLE PRECISION, nps_ci_low DOUBLE PRECISION, nps_ci_high DOUBLE PRECISION, \
              csat_responses BIGINT NOT NULL, csat DOUBLE PRECISION, computed_at {ts} NOT NULL)"
         ),
-    ] {
-        c.execute_unprepared(&sql).await?;
-    }
-    Ok(())
+    ];
+    super::ensure_tables(c, &creates, &[]).await
 }
 
 fn json_expr(pg: bool, v: Json) -> SimpleExpr {

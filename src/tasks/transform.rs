@@ -202,9 +202,12 @@ async fn record_results(
     results: &[TestResult],
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
-    c.execute_unprepared(
-        "CREATE TABLE IF NOT EXISTS weft_test_results (dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, test TEXT NOT NULL, \
-         model TEXT NOT NULL, status TEXT NOT NULL, failures BIGINT NOT NULL, sample TEXT NOT NULL, checked_at TEXT NOT NULL)",
+    super::ensure_tables(
+        c,
+        &["CREATE TABLE IF NOT EXISTS weft_test_results (dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, test TEXT NOT NULL, \
+         model TEXT NOT NULL, status TEXT NOT NULL, failures BIGINT NOT NULL, sample TEXT NOT NULL, checked_at TEXT NOT NULL)"
+            .to_string()],
+        &[],
     )
     .await?;
     let now = crate::dag::template::rfc3339(Utc::now());

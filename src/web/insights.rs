@@ -219,7 +219,10 @@ pub struct ResultLine {
     pub diff: String,
     pub lift: String,
     pub p_value: String,
+    pub p_adjusted: String,
     pub significant: bool,
+    /// Why the statistics are missing, when they are.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone)]
@@ -325,7 +328,14 @@ pub async fn experiment_page(
                 } else {
                     p_text(r.p_value)
                 },
-                significant: r.p_value.is_some_and(|p| p < 0.05),
+                p_adjusted: if control {
+                    "-".into()
+                } else {
+                    p_text(r.p_value_adjusted)
+                },
+                // Significance is read from the adjusted p-value (several comparisons).
+                significant: r.p_value_adjusted.is_some_and(|p| p < 0.05),
+                reason: r.reason.clone().unwrap_or_default(),
             }
         })
         .collect();

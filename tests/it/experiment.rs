@@ -350,3 +350,244 @@ async fn exposures_default_to_flag_events_and_ratio_metrics_use_the_delta_method
         t.cleanup().await;
     }
 }
+
+const EDGES: &str = r#"
+schedule = "@daily"
+start_date = "2026-01-01"
+[tasks.load]
+kind = "ingest"
+source = { path = "edge_events.jsonl" }
+table = "events"
+[tasks.precise]
+kind = "experiment"
+depends_on = ["load"]
+experiment = "precise"
+exposures = { path = "exposures.txt", format = "csv" }
+events = { table = "events" }
+control = "control"
+split = { control = 0.5, treatment = 0.5 }
+[[tasks.precise.metrics]]
+name = "bought"
+type = "conversion"
+event = "buy"
+window = "7m"
+[[tasks.precise.metrics]]
+name = "paid"
+type = "mean"
+event = "pay"
+property = "amount"
+window = "1d"
+[tasks.solo]
+kind = "experiment"
+depends_on = ["load"]
+experiment = "solo"
+exposures = { path = "exposures.txt", format = "csv" }
+events = { table = "events" }
+control = "control"
+split = { control = 0.5, treatment = 0.5 }
+[[tasks.solo.metrics]]
+name = "paid"
+type = "mean"
+event = "pay"
+property = "amount"
+window = "1d"
+[[tasks.solo.metrics]]
+name = "bought"
+type = "conversion"
+event = "buy"
+window = "1d"
+[tasks.bad]
+kind = "experiment"
+depends_on = ["load"]
+experiment = "bad"
+exposures = { path = "exposures.txt", format = "csv" }
+events = { table = "events" }
+control = "control"
+split = { control = 0.5, treatment = 0.5 }
+[[tasks.bad.metrics]]
+name = "tipped"
+type = "mean"
+event = "tip"
+property = "eur"
+window = "1d"
+[[tasks.bad.metrics]]
+name = "bought"
+type = "conversion"
+event = "buy"
+window = "1d"
+"#;
+
+fn edge_fixtures(dir: &std::path::Path) {
+    let t0 = "2026-01-01T10:00:00.500Z";
+    let mut exp = String::from("experiment,user_id,variant,timestamp\n");
+    let mut ev = String::new();
+    let mut id = 0;
+    let mut event = |ev: &mut String, user: &str, name: &str, ts: &str, props: &str| {
+        id += 1;
+        writeln!(ev, r#"{{"message_id": "m{id}", "event": "{name}", "user_id": "{user}", "timestamp": "{ts}", "properties": {{{props}}}}}"#).expect("w");
+    };
+    for i in 0..20 {
+        for (v, arm) in [("control", "c"), ("treatment", "t")] {
+            let u = format!("{arm}{i}");
+            writeln!(exp, "precise,{u},{v},{t0}").expect("w");
+            // Control buys exactly at t0 + 7m (outside [t0, t0 + 7m)); treatment 1 ms before.
+            let at = if v == "control" {
+                "2026-01-01T10:07:00.500Z"
+            } else {
+                "2026-01-01T10:07:00.499Z"
+            };
+            event(&mut ev, &u, "buy", at, "");
+            // Amounts around 1e8: one-pass variance loses every digit here.
+            let amount = 1e8 + f64::from(i % 3) - 1.0 + if v == "treatment" { 0.5 } else { 0.0 };
+            event(
+                &mut ev,
+                &u,
+                "pay",
+                "2026-01-01T12:00:00Z",
+                &format!("\"amount\": {amount}"),
+            );
+            // After the interval's end: never counted.
+            event(
+                &mut ev,
+                &u,
+                "pay",
+                "2026-01-02T00:00:01Z",
+                "\"amount\": 1e12",
+            );
+        }
+    }
+    // A control user who bought 0.4 s before the exposure (which has milliseconds).
+    writeln!(exp, "precise,early,control,{t0}").expect("w");
+    event(&mut ev, "early", "buy", "2026-01-01T10:00:00.100Z", "");
+    event(
+        &mut ev,
+        "early",
+        "pay",
+        "2026-01-01T12:00:00Z",
+        "\"amount\": 1e8",
+    );
+    // Traffic in a variant the split does not list.
+    for i in 0..5 {
+        writeln!(exp, "precise,h{i},holdout,{t0}").expect("w");
+    }
+    // solo: five control users, one treatment user.
+    for i in 0..5 {
+        writeln!(exp, "solo,c{i},control,{t0}").expect("w");
+    }
+    writeln!(exp, "solo,t0,treatment,{t0}").expect("w");
+    // bad: a tip that is not a number.
+    for i in 0..4 {
+        writeln!(exp, "bad,c{i},control,{t0}").expect("w");
+        writeln!(exp, "bad,t{i},treatment,{t0}").expect("w");
+        event(
+            &mut ev,
+            &format!("c{i}"),
+            "tip",
+            "2026-01-01T11:00:00Z",
+            "\"eur\": 2",
+        );
+    }
+    event(
+        &mut ev,
+        "t3",
+        "tip",
+        "2026-01-01T11:00:00Z",
+        "\"eur\": \"5 EUR\"",
+    );
+    std::fs::write(dir.join("exposures.txt"), exp).expect("exposures");
+    std::fs::write(dir.join("edge_events.jsonl"), ev).expect("events");
+}
+
+#[tokio::test]
+async fn experiment_edges_are_exact_and_never_lose_the_other_metrics() {
+    for t in backends().await {
+        let env = Env::with_warehouse(&t, &[("edges", EDGES)]).await;
+        edge_fixtures(&env.dags_dir());
+        let (dag, vid) = env.registry.current("edges").expect("dag");
+        let run = commands::trigger(
+            &env.db,
+            &dag,
+            vid,
+            &Default::default(),
+            serde_json::Value::Null,
+            Some(utc(2026, 1, 1, 0, 0)),
+            Utc::now(),
+        )
+        .await
+        .expect("trigger");
+        env.engine.wake();
+        assert_eq!(
+            env.wait_run(run.id, Duration::from_secs(60)).await,
+            RunState::Failed
+        );
+        let s = env.states(run.id).await;
+        assert_eq!(
+            s["precise"],
+            weft::db::TaskState::Success,
+            "{}",
+            crate::support::task_log(&env.db, run.id, "precise").await.1
+        );
+        assert_eq!(
+            s["solo"],
+            weft::db::TaskState::Success,
+            "{}",
+            crate::support::task_log(&env.db, run.id, "solo").await.1
+        );
+        assert_eq!(s["bad"], weft::db::TaskState::Failed, "{s:?}");
+        let wh = Db::connect(&env.config.connections["warehouse"].url)
+            .await
+            .expect("wh");
+        let val = |exp: &str, metric: &str, variant: &str, col: &str| {
+            format!(
+                "SELECT {col} FROM experiment_results WHERE experiment = '{exp}' AND metric = '{metric}' AND variant = '{variant}'"
+            )
+        };
+        // [t0, t0 + 7m) compared exactly, exposures with their milliseconds.
+        assert_eq!(
+            float(&wh, &val("precise", "bought", "control", "value")).await,
+            0.0
+        );
+        assert_eq!(
+            float(&wh, &val("precise", "bought", "treatment", "value")).await,
+            1.0
+        );
+        // Means near 1e8 keep their variance: Welch's t on these values (21 control,
+        // 20 treatment users) is 1.953 with 38.78 df, p = 0.05806 (computed apart from
+        // 1e8, where no precision is lost).
+        let p = float(&wh, &val("precise", "paid", "treatment", "p_value")).await;
+        assert!((p - 0.05806).abs() < 5e-5, "p = {p}");
+        let mean = float(&wh, &val("precise", "paid", "control", "value")).await;
+        assert!(
+            (mean - 1e8).abs() < 1.0,
+            "events after the interval counted: {mean}"
+        );
+        // The holdout makes the sample ratio a mismatch; Holm's p is written beside the raw one.
+        assert_eq!(
+            float(&wh, &val("precise", "bought", "control", "srm_p_value")).await,
+            0.0
+        );
+        let adj = float(
+            &wh,
+            &val("precise", "paid", "treatment", "p_value_adjusted"),
+        )
+        .await;
+        assert!(adj >= p && adj <= 1.0, "{adj} vs {p}");
+        // One user in an arm: that row has no statistics and says why; the other metric is written.
+        assert_eq!(
+            scalar(&wh, "SELECT COUNT(*) FROM experiment_results WHERE experiment = 'solo' AND metric = 'paid' AND variant = 'treatment' AND p_value IS NULL AND reason LIKE '%at least two users%'").await,
+            1,
+            "{}",
+            crate::support::text(&wh, "SELECT metric || '/' || variant || '/' || CAST(users AS TEXT) || '/' || COALESCE(reason, '-') || '/' || COALESCE(CAST(p_value AS TEXT), 'null') FROM experiment_results WHERE experiment = 'solo' AND metric = 'paid' AND variant = 'treatment'").await
+        );
+        assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM experiment_results WHERE experiment = 'solo' AND metric = 'bought' AND variant = 'treatment' AND value = 1.0 AND reason IS NULL").await, 1);
+        // A non-numeric value is named, never coerced; the other metric of the task is written.
+        let (_, error, _) = crate::support::task_log(&env.db, run.id, "bad").await;
+        assert!(
+            error.contains("t3") && error.contains("5 EUR") && error.contains("not a number"),
+            "{error}"
+        );
+        assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM experiment_results WHERE experiment = 'bad' AND metric = 'bought'").await, 2);
+        env.stop().await;
+        t.cleanup().await;
+    }
+}
