@@ -1009,12 +1009,15 @@ async fn score_counts(
             time_param(b, 4)
         ));
     }
+    // A user listed twice in the segments table counts once (with the smallest value),
+    // never twice.
     let (sel, join) = match (seg, &spec.segments) {
         (Some(col), Some(s)) => (
-            format!("COALESCE(CAST(u.\"{col}\" AS TEXT), '(unknown)')"),
+            "COALESCE(u.v, '(unknown)')".to_string(),
             format!(
-                " LEFT JOIN \"{}\" u ON CAST(u.\"{}\" AS TEXT) = r.user_id",
-                s.table, s.key
+                " LEFT JOIN (SELECT CAST(\"{key}\" AS TEXT) AS k, MIN(CAST(\"{col}\" AS TEXT)) AS v FROM \"{table}\" GROUP BY CAST(\"{key}\" AS TEXT)) u ON u.k = r.user_id",
+                key = s.key,
+                table = s.table
             ),
         ),
         _ => ("'all'".to_string(), String::new()),
@@ -1261,18 +1264,25 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &SurveySpec) -> TryOutcome {
 
 // ------------------------------------------------------------------ reading back
 
-/// Responses of a form by day and score: (day `YYYY-MM-DD`, score, responses); the
-/// score is `None` for responses without one.
-pub async fn daily_scores(
+/// Responses of a form by quarter hour and score: (start of the quarter hour, score,
+/// responses); the score is `None` for responses without one. Quarter hours (every time
+/// zone's offset is a multiple of 15 minutes) let callers bucket by day or week in any
+/// zone.
+pub async fn scores_by_quarter_hour(
     c: &DatabaseConnection,
     provider: &str,
     form: &str,
     csat: bool,
-) -> Result<Vec<(String, Option<i64>, i64)>, sea_orm::DbErr> {
+) -> Result<Vec<(DateTime<Utc>, Option<i64>, i64)>, sea_orm::DbErr> {
     let b = c.get_database_backend();
     let col = if csat { "csat_score" } else { "nps_score" };
+    let quarter = if b == DbBackend::Postgres {
+        "CAST(FLOOR(EXTRACT(EPOCH FROM submitted_at) / 900) AS BIGINT)"
+    } else {
+        "CAST(strftime('%s', submitted_at) AS INTEGER) / 900"
+    };
     let sql = format!(
-        "SELECT SUBSTR(CAST(submitted_at AS TEXT), 1, 10) AS day, CAST({col} AS BIGINT) AS s, COUNT(*) FROM survey_responses \
+        "SELECT {quarter} AS q, CAST({col} AS BIGINT) AS s, COUNT(*) FROM survey_responses \
          WHERE provider = {} AND form_id = {} GROUP BY 1, 2 ORDER BY 1",
         ph(b, 1),
         ph(b, 2)
@@ -1285,12 +1295,23 @@ pub async fn daily_scores(
         ))
         .await?;
     rows.into_iter()
-        .map(|r| {
-            Ok((
-                r.try_get_by_index::<Option<String>>(0)?.unwrap_or_default(),
-                r.try_get_by_index::<Option<i64>>(1)?,
-                r.try_get_by_index::<i64>(2)?,
-            ))
+        .filter_map(|r| {
+            let q = match r.try_get_by_index::<Option<i64>>(0) {
+                Ok(q) => q?,
+                Err(e) => return Some(Err(e)),
+            };
+            let at = DateTime::from_timestamp(q.checked_mul(900)?, 0)?;
+            Some(Ok((
+                at,
+                match r.try_get_by_index::<Option<i64>>(1) {
+                    Ok(s) => s,
+                    Err(e) => return Some(Err(e)),
+                },
+                match r.try_get_by_index::<i64>(2) {
+                    Ok(n) => n,
+                    Err(e) => return Some(Err(e)),
+                },
+            )))
         })
         .collect()
 }

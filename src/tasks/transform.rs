@@ -158,7 +158,55 @@ fn test_sql(t: &DataTest, rel: &str) -> (String, String) {
     }
 }
 
+/// `accepted_values`, compared with the column's type: the distinct values are read as
+/// text and a value is accepted when it equals an accepted one as text or, both being
+/// numbers, as a number (a REAL `1.0` is the accepted `"1"`).
+async fn accepted_values_test(
+    c: &impl ConnectionTrait,
+    t: &DataTest,
+    rel: &str,
+    column: &str,
+    accepted: &[String],
+) -> Result<TestResult, String> {
+    let b = c.get_database_backend();
+    let sql = format!(
+        "SELECT DISTINCT CAST({c} AS TEXT) FROM {r} WHERE {c} IS NOT NULL LIMIT 100001",
+        c = q(column),
+        r = q(rel)
+    );
+    let numbers: Vec<f64> = accepted
+        .iter()
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .collect();
+    let mut bad = Vec::new();
+    for r in c
+        .query_all_raw(Statement::from_string(b, sql))
+        .await
+        .map_err(|e| format!("test {}: {e}", t.name))?
+    {
+        let Ok(Some(v)) = r.try_get_by_index::<Option<String>>(0) else {
+            continue;
+        };
+        let as_number = v.trim().parse::<f64>().ok();
+        let ok = accepted.contains(&v) || as_number.is_some_and(|x| numbers.contains(&x));
+        if !ok {
+            bad.push(v);
+        }
+    }
+    let failures = i64::try_from(bad.len()).unwrap_or(i64::MAX);
+    bad.truncate(10);
+    Ok(TestResult {
+        name: t.name.clone(),
+        model: t.model.clone(),
+        failures,
+        sample: bad,
+    })
+}
+
 async fn run_test(c: &impl ConnectionTrait, t: &DataTest, rel: &str) -> Result<TestResult, String> {
+    if let Check::AcceptedValues(column, vals) = &t.check {
+        return accepted_values_test(c, t, rel, column, vals).await;
+    }
     let b = c.get_database_backend();
     let (count_sql, sample_sql) = test_sql(t, rel);
     let row = c

@@ -507,47 +507,75 @@ pub struct SurveyPage {
     pub metrics: Vec<MetricsLine>,
 }
 
-/// The Monday of a `YYYY-MM-DD` day's week.
-fn week_of(day: &str) -> Option<NaiveDate> {
-    let d = NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
-    Some(d - chrono::Days::new(u64::from(d.weekday().num_days_from_monday())))
-}
-
-/// Weekly responses and NPS (with CI) from per-day score counts.
-fn weekly(daily: &[(String, Option<i64>, i64)]) -> Vec<TrendPoint> {
-    let mut weeks: BTreeMap<NaiveDate, (i64, Vec<u8>)> = BTreeMap::new();
-    for (day, score, n) in daily {
-        let Some(w) = week_of(day) else { continue };
-        let e = weeks.entry(w).or_default();
-        e.0 += n;
+/// Responses and NPS (with CI) per period of the DAG that syncs the form: its
+/// schedule's data intervals in its time zone (the periods `survey_metrics` is computed
+/// for), or weeks from Monday in its time zone for a manual-only DAG. Periods without a
+/// response keep their place on the axis.
+fn periodic(
+    scores: &[(DateTime<Utc>, Option<i64>, i64)],
+    dag: &crate::dag::Dag,
+) -> Vec<TrendPoint> {
+    let tz = dag.timezone;
+    let tt = dag.timetable();
+    let cron = !dag.schedule.is_none();
+    // The period containing `t` and the one after it.
+    let period = |t: DateTime<Utc>| -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        if cron {
+            let iv = tt.interval_containing(t)?;
+            return Some((iv.start, iv.end));
+        }
+        let local = t.with_timezone(&tz).date_naive();
+        let monday = local - chrono::Days::new(u64::from(local.weekday().num_days_from_monday()));
+        let at = |d: NaiveDate| {
+            d.and_hms_opt(0, 0, 0)
+                .and_then(|n| n.and_local_timezone(tz).earliest())
+                .map(|x| x.with_timezone(&Utc))
+        };
+        Some((at(monday)?, at(monday + chrono::Days::new(7))?))
+    };
+    let mut periods: BTreeMap<DateTime<Utc>, (DateTime<Utc>, i64, Vec<u8>)> = BTreeMap::new();
+    for (at, score, n) in scores {
+        let Some((start, end)) = period(*at) else {
+            continue;
+        };
+        let e = periods.entry(start).or_insert((end, 0, Vec::new()));
+        e.1 += n;
         if let Some(s) = score.and_then(|s| u8::try_from(s).ok()) {
-            e.1.extend(std::iter::repeat_n(s, usize::try_from(*n).unwrap_or(0)));
+            e.2.extend(std::iter::repeat_n(s, usize::try_from(*n).unwrap_or(0)));
         }
     }
-    // Weeks without a response still take their place on the axis.
     let (Some(first), Some(last)) = (
-        weeks.keys().next().copied(),
-        weeks.keys().next_back().copied(),
+        periods.keys().next().copied(),
+        periods.keys().next_back().copied(),
     ) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    let mut w = first;
-    while w <= last && out.len() < 520 {
-        let (responses, scores) = weeks.remove(&w).unwrap_or_default();
+    let mut start = first;
+    while start <= last && out.len() < 520 {
+        let (end, responses, scores) = match periods.remove(&start) {
+            Some(p) => p,
+            None => match period(start) {
+                Some((_, end)) => (end, 0, Vec::new()),
+                None => break,
+            },
+        };
         out.push(TrendPoint {
-            label: w.format("%b %d").to_string(),
+            label: start.with_timezone(&tz).format("%b %d").to_string(),
             responses,
             nps: stats::nps(&scores)
                 .ok()
-                .map(|n| (n.nps, n.ci_low.max(-100.0), n.ci_high.min(100.0))),
+                .map(|n| (n.nps, n.ci_low, n.ci_high)),
         });
-        w = w + chrono::Days::new(7);
+        if end <= start {
+            break;
+        }
+        start = end;
     }
     out
 }
 
-fn counts(daily: &[(String, Option<i64>, i64)], lo: i64, hi: i64) -> Vec<i64> {
+fn counts(daily: &[(DateTime<Utc>, Option<i64>, i64)], lo: i64, hi: i64) -> Vec<i64> {
     let mut c = vec![0i64; (hi - lo + 1) as usize];
     for (_, s, n) in daily {
         if let Some(s) = s
@@ -590,12 +618,12 @@ pub async fn survey_page(
             or_empty("survey state", survey::form_state(&c, p, &form_id).await),
             or_empty(
                 "survey scores",
-                survey::daily_scores(&c, p, &form_id, false).await,
+                survey::scores_by_quarter_hour(&c, p, &form_id, false).await,
             ),
             if spec.csat_field.is_some() {
                 or_empty(
                     "survey csat",
-                    survey::daily_scores(&c, p, &form_id, true).await,
+                    survey::scores_by_quarter_hour(&c, p, &form_id, true).await,
                 )
             } else {
                 Vec::new()
@@ -630,7 +658,10 @@ pub async fn survey_page(
         high_water: st.2.map_or("none".into(), |s| db_time(&s)),
         last_sync: st.3.map_or("never".into(), |s| db_time(&s)),
         nps_field: spec.nps_field.clone().unwrap_or_default(),
-        trend: charts::nps_trend(&weekly(&nps_daily)),
+        trend: charts::nps_trend(&match state.registry.current(&d.dag_id) {
+            Some((dag, _)) => periodic(&nps_daily, &dag),
+            None => Vec::new(),
+        }),
         distribution: if nps_counts.iter().any(|c| *c > 0) {
             charts::score_bars(0, &nps_counts, |s| match s {
                 0..=6 => "detractor",
@@ -678,15 +709,35 @@ pub async fn survey_page(
 mod tests {
     use super::*;
 
+    fn dag(schedule: &str, tz: &str) -> crate::dag::Dag {
+        let src = format!(
+            "schedule = \"{schedule}\"\ntimezone = \"{tz}\"\nstart_date = \"2026-01-01\"\n[tasks.a]\nkind = \"noop\"\n"
+        );
+        crate::dag::parse_dag(
+            "s.toml",
+            std::path::Path::new("s.toml"),
+            &src,
+            &Default::default(),
+        )
+        .expect("dag")
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
     #[test]
-    fn weeks_start_on_monday_and_gaps_are_kept() {
-        let daily = vec![
-            ("2026-09-01".to_string(), Some(10), 2), // Tuesday
-            ("2026-09-06".to_string(), Some(0), 1),  // Sunday, same week
-            ("2026-09-06".to_string(), None, 1),
-            ("2026-09-15".to_string(), Some(9), 1), // two weeks later
+    fn periods_are_the_dags_intervals_in_its_zone_and_gaps_are_kept() {
+        let scores = vec![
+            (at("2026-09-01T10:00:00Z"), Some(10), 2), // Tuesday
+            (at("2026-09-06T12:00:00Z"), Some(0), 1),  // Sunday, same week
+            (at("2026-09-06T12:00:00Z"), None, 1),
+            (at("2026-09-15T10:00:00Z"), Some(9), 1), // two weeks later
         ];
-        let w = weekly(&daily);
+        // A manual-only DAG: weeks from Monday.
+        let w = periodic(&scores, &dag("none", "UTC"));
         assert_eq!(w.len(), 3);
         assert_eq!(w[0].label, "Aug 31");
         assert_eq!(w[0].responses, 4);
@@ -695,5 +746,18 @@ mod tests {
         assert!(lo >= -100.0 && hi <= 100.0);
         assert_eq!((w[1].responses, w[1].nps), (0, None));
         assert_eq!(w[2].nps.map(|n| n.0), Some(100.0));
+        // Sunday 23:30 UTC is already Monday in Berlin: a week later there.
+        let late = vec![(at("2026-09-06T23:30:00Z"), Some(10), 1)];
+        assert_eq!(
+            periodic(&late, &dag("none", "Europe/Berlin"))[0].label,
+            "Sep 07"
+        );
+        assert_eq!(periodic(&late, &dag("none", "UTC"))[0].label, "Aug 31");
+        // A daily DAG in New York: the interval that holds 03:00 UTC is the day before.
+        let ny = periodic(
+            &[(at("2026-09-02T03:00:00Z"), Some(9), 1)],
+            &dag("0 0 * * *", "America/New_York"),
+        );
+        assert_eq!(ny[0].label, "Sep 01");
     }
 }

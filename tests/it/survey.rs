@@ -308,11 +308,16 @@ page_size = 3
             .await
             .expect("metrics");
         assert_eq!((m[0].segment.as_str(), m[0].responses), ("all", 7));
-        let daily = survey::daily_scores(&wh.conn, "typeform", "nps1", false)
+        let quarters = survey::scores_by_quarter_hour(&wh.conn, "typeform", "nps1", false)
             .await
-            .expect("daily");
-        assert_eq!(daily.iter().map(|d| d.2).sum::<i64>(), 7);
-        assert!(daily.iter().all(|d| d.0 == "2026-03-01"), "{daily:?}");
+            .expect("quarters");
+        assert_eq!(quarters.iter().map(|d| d.2).sum::<i64>(), 7);
+        assert!(
+            quarters
+                .iter()
+                .all(|d| d.0.date_naive().to_string() == "2026-03-01"),
+            "{quarters:?}"
+        );
     }
 
     // 3. Two newer responses: the next sync asks from the high-water mark and gets only
