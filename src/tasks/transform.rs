@@ -307,6 +307,7 @@ async fn build(
     block: bool,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    tz: chrono_tz::Tz,
 ) -> Result<Vec<TestResult>, String> {
     let err = |e: sea_orm::DbErr| format!("model {}: {e}", m.file);
     let b = c.get_database_backend();
@@ -353,24 +354,38 @@ async fn build(
                 return Ok(Vec::new());
             }
             let txn = c.begin().await.map_err(err)?;
-            // The column may hold a timestamp, a date, or their text: compare as times.
-            let (del, values): (String, [Value; 2]) = if b == DbBackend::Postgres {
+            // The column may hold a timestamp, a date, or their text. A timestamp is an
+            // instant, compared with the interval's instants; a date (`YYYY-MM-DD`, as
+            // `'{{ ds }}'` writes it) is a day of the DAG's time zone, compared with the
+            // interval's local dates — so New York's 2026-01-01 is the interval
+            // [05:00Z, 05:00Z next day), not midnight UTC.
+            let (d0, d1) = (
+                start.with_timezone(&tz).date_naive().to_string(),
+                end.with_timezone(&tz).date_naive().to_string(),
+            );
+            let as_text = format!("CAST({} AS TEXT)", q(col));
+            let is_date = format!("LENGTH({as_text}) = 10");
+            let (del, values): (String, Vec<Value>) = if b == DbBackend::Postgres {
                 (
                     format!(
-                        "DELETE FROM {} WHERE CAST({c} AS TIMESTAMPTZ) >= $1 AND CAST({c} AS TIMESTAMPTZ) < $2",
+                        "DELETE FROM {} WHERE ({is_date} AND {as_text} >= $1 AND {as_text} < $2) \
+                         OR (NOT {is_date} AND CAST({c} AS TIMESTAMPTZ) >= $3 AND CAST({c} AS TIMESTAMPTZ) < $4)",
                         q(&m.name),
                         c = q(col)
                     ),
-                    [Value::from(start), Value::from(end)],
+                    vec![d0.into(), d1.into(), Value::from(start), Value::from(end)],
                 )
             } else {
                 (
                     format!(
-                        "DELETE FROM {} WHERE julianday({c}) >= julianday(?) AND julianday({c}) < julianday(?)",
+                        "DELETE FROM {} WHERE ({is_date} AND {as_text} >= ? AND {as_text} < ?) \
+                         OR (NOT {is_date} AND julianday({c}) >= julianday(?) AND julianday({c}) < julianday(?))",
                         q(&m.name),
                         c = q(col)
                     ),
-                    [
+                    vec![
+                        d0.into(),
+                        d1.into(),
                         Value::from(crate::dag::template::rfc3339(start)),
                         Value::from(crate::dag::template::rfc3339(end)),
                     ],
@@ -418,6 +433,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &TransformSpec) -> TryOutcome {
             spec.tests_block,
             start,
             end,
+            ctx.dag.timezone,
         )
         .await
         {

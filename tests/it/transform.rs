@@ -250,3 +250,94 @@ async fn tests_block_keeps_the_previous_table() {
     );
     env.stop().await;
 }
+
+/// An incremental model keyed by a local date (`'{{ ds }}'`): re-running a day replaces
+/// exactly that day, in any time zone, on both backends.
+#[tokio::test]
+async fn incremental_dates_are_days_of_the_dags_time_zone() {
+    for t in backends().await {
+        for tz in ["UTC", "Europe/Berlin", "America/New_York"] {
+            let dag = format!(
+                "schedule = \"@daily\"\ntimezone = \"{tz}\"\nstart_date = \"2026-01-01\"\n[tasks.m]\nkind = \"transform\"\nmodels = \"inc/*.sql\"\n"
+            );
+            // The model file must exist before the DAG that reads it is loaded.
+            let env = Env::with_warehouse(
+                &t,
+                &[("inc", "schedule = \"none\"\n[tasks.m]\nkind = \"noop\"\n")],
+            )
+            .await;
+            std::fs::create_dir_all(env.dags_dir().join("inc")).expect("mkdir");
+            let table = format!("per_day_{}", tz.replace('/', "_").to_lowercase());
+            std::fs::write(
+                env.dags_dir().join(format!("inc/{table}.sql")),
+                "{{ config(materialized=\"incremental\", interval_column=\"day\") }}\nselect '{{ ds }}' as day, 1 as n",
+            )
+            .expect("model");
+            std::fs::write(env.dags_dir().join("inc.toml"), &dag).expect("dag");
+            let report = env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+            assert!(report.errors.is_empty(), "{:?}", report.errors);
+            let (dag, vid) = env.registry.current("inc").expect("dag");
+            let tzv: chrono_tz::Tz = tz.parse().expect("tz");
+            let mut runs = Vec::new();
+            for day in 1..=4 {
+                use chrono::TimeZone;
+                let local = tzv
+                    .with_ymd_and_hms(2026, 1, day, 0, 0, 0)
+                    .single()
+                    .expect("time");
+                let run = commands::trigger(
+                    &env.db,
+                    &dag,
+                    vid,
+                    &Default::default(),
+                    serde_json::Value::Null,
+                    Some(local.with_timezone(&Utc)),
+                    Utc::now(),
+                )
+                .await
+                .expect("trigger");
+                env.engine.wake();
+                env.wait_run(run.id, Duration::from_secs(60)).await;
+                runs.push(run);
+            }
+            // Re-run day 2 twice.
+            for _ in 0..2 {
+                commands::clear(
+                    &env.db,
+                    &env.registry,
+                    "inc",
+                    &runs[1].run_id,
+                    &["m".into()],
+                    false,
+                    Utc::now(),
+                )
+                .await
+                .expect("clear");
+                env.engine.wake();
+                env.wait_run(runs[1].id, Duration::from_secs(60)).await;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                while env.states(runs[1].id).await.get("m") != Some(&TaskState::Success)
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            let wh = Db::connect(&env.config.connections["warehouse"].url)
+                .await
+                .expect("wh");
+            for day in ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"] {
+                assert_eq!(
+                    scalar(
+                        &wh,
+                        &format!("SELECT COUNT(*) FROM {table} WHERE CAST(day AS TEXT) = '{day}'")
+                    )
+                    .await,
+                    1,
+                    "{tz} {day}"
+                );
+            }
+            env.stop().await;
+        }
+        t.cleanup().await;
+    }
+}
