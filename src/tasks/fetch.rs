@@ -69,10 +69,14 @@ pub async fn get_json(
             };
             return Err(format!("GET {shown}: HTTP {status}{hint}"));
         }
-        return resp
-            .json::<serde_json::Value>()
+        // A body cut off midway (the connection dropped, a short Content-Length) fails
+        // the try at once, saying so; it is never read as the end of the data.
+        let bytes = resp
+            .bytes()
             .await
-            .map_err(|e| format!("GET {shown}: the body is not JSON: {e}"));
+            .map_err(|e| format!("GET {shown}: the body was cut off or could not be read: {e}"))?;
+        return serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| format!("GET {shown}: the body is not JSON ({} bytes): {e}", bytes.len()));
     }
     Err(format!("GET {shown}: gave up"))
 }
