@@ -17,8 +17,13 @@ use croner::parser::{CronParser, Seconds, Year};
 pub enum Schedule {
     /// Only manual triggers and backfills.
     None,
-    /// A crontab expression (as written) and its parsed form.
-    Cron { expr: String, cron: Box<Cron> },
+    /// A crontab expression (as written) and its parsed form. `fixed` when neither the
+    /// minute nor the hour field begins with `*` (cronie's "fixed-time" jobs).
+    Cron {
+        expr: String,
+        cron: Box<Cron>,
+        fixed: bool,
+    },
 }
 
 impl fmt::Debug for Schedule {
@@ -84,6 +89,8 @@ impl Schedule {
             return Ok(Schedule::Cron {
                 expr: trimmed.to_string(),
                 cron: Box::new(cron),
+                // @hourly is `0 * * * *`: a wildcard hour; the others fix both.
+                fixed: lower != "@hourly",
             });
         }
         let fields: Vec<&str> = trimmed.split_whitespace().collect();
@@ -134,6 +141,7 @@ impl Schedule {
         Ok(Schedule::Cron {
             expr: trimmed.to_string(),
             cron: Box::new(cron),
+            fixed: !fields[0].starts_with('*') && !fields[1].starts_with('*'),
         })
     }
 
@@ -158,25 +166,137 @@ impl Schedule {
     }
 
     /// The first tick strictly after `t` (or at `t` when `inclusive`), in `tz`.
+    ///
+    /// Ticks follow cronie's rules for daylight-saving changes. The expression is
+    /// matched against wall-clock times of `tz`; each matching wall time becomes the
+    /// instants it names. A *fixed-time* schedule (minute and hour not starting with
+    /// `*`) fires once for a wall time repeated by fall-back (its first occurrence) and
+    /// once, at the first instant after the gap, for a wall time skipped by
+    /// spring-forward. A *wildcard* schedule fires at every instant whose wall time
+    /// matches — in both passes of a repeated hour — and a skipped wall time does not
+    /// exist.
     pub fn next_tick(&self, t: DateTime<Utc>, tz: Tz, inclusive: bool) -> Option<DateTime<Utc>> {
-        match self {
-            Schedule::None => None,
-            Schedule::Cron { cron, .. } => cron
-                .find_next_occurrence(&t.with_timezone(&tz), inclusive)
-                .ok()
-                .map(|d| d.with_timezone(&Utc)),
+        let Schedule::Cron { cron, fixed, .. } = self else {
+            return None;
+        };
+        let wall = t.with_timezone(&tz).naive_local();
+        // Fast path: with no change of UTC offset anywhere between `t` and the candidate
+        // (give or take 3 hours), wall time and instants map one to one.
+        if let Ok(w) = cron.find_next_occurrence(&Utc.from_utc_datetime(&wall), inclusive)
+            && let Some(i) = tz.from_local_datetime(&w.naive_utc()).single()
+        {
+            let i = i.with_timezone(&Utc);
+            if steady(
+                tz,
+                t - chrono::Duration::hours(3),
+                i + chrono::Duration::hours(3),
+            ) {
+                return Some(i);
+            }
         }
+        // Wall times up to 3 hours before `t`'s can map to instants after `t` (the second
+        // pass of a repeated hour); candidates are walked from there.
+        let mut cursor = wall - chrono::Duration::hours(3);
+        let mut best: Option<DateTime<Utc>> = None;
+        for _ in 0..10_000 {
+            let Ok(w) = cron.find_next_occurrence(&Utc.from_utc_datetime(&cursor), false) else {
+                break;
+            };
+            let w = w.naive_utc();
+            for i in instants(w, tz, *fixed) {
+                if (i > t || (inclusive && i == t)) && best.is_none_or(|b| i < b) {
+                    best = Some(i);
+                }
+            }
+            // Past 3 hours after `t`'s wall time every later candidate is later still.
+            if best.is_some() && w > wall + chrono::Duration::hours(3) {
+                break;
+            }
+            cursor = w;
+            if best.is_some_and(|b| w.and_utc() > b + chrono::Duration::hours(14)) {
+                break;
+            }
+        }
+        best
     }
 
-    /// The last tick strictly before `t` (or at `t` when `inclusive`), in `tz`.
+    /// The last tick strictly before `t` (or at `t` when `inclusive`), in `tz`: the
+    /// same ticks as [`Schedule::next_tick`], walked backwards.
     pub fn prev_tick(&self, t: DateTime<Utc>, tz: Tz, inclusive: bool) -> Option<DateTime<Utc>> {
-        match self {
-            Schedule::None => None,
-            Schedule::Cron { cron, .. } => cron
-                .find_previous_occurrence(&t.with_timezone(&tz), inclusive)
-                .ok()
-                .map(|d| d.with_timezone(&Utc)),
+        let Schedule::Cron { cron, fixed, .. } = self else {
+            return None;
+        };
+        let wall = t.with_timezone(&tz).naive_local();
+        if let Ok(w) = cron.find_previous_occurrence(&Utc.from_utc_datetime(&wall), inclusive)
+            && let Some(i) = tz.from_local_datetime(&w.naive_utc()).single()
+        {
+            let i = i.with_timezone(&Utc);
+            if steady(
+                tz,
+                i - chrono::Duration::hours(3),
+                t + chrono::Duration::hours(3),
+            ) {
+                return Some(i);
+            }
         }
+        let mut cursor = wall + chrono::Duration::hours(3);
+        let mut best: Option<DateTime<Utc>> = None;
+        for _ in 0..10_000 {
+            let Ok(w) = cron.find_previous_occurrence(&Utc.from_utc_datetime(&cursor), false)
+            else {
+                break;
+            };
+            let w = w.naive_utc();
+            for i in instants(w, tz, *fixed) {
+                if (i < t || (inclusive && i == t)) && best.is_none_or(|b| i > b) {
+                    best = Some(i);
+                }
+            }
+            if best.is_some() && w < wall - chrono::Duration::hours(3) {
+                break;
+            }
+            cursor = w;
+        }
+        best
+    }
+}
+
+/// True when `tz` keeps one UTC offset over `[a, b]` (checked at both ends and at every
+/// 6 hours between: zones change offset at most twice a year, months apart).
+fn steady(tz: Tz, a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
+    use chrono::Offset;
+    let off = |t: DateTime<Utc>| tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+    let first = off(a);
+    let mut at = a;
+    while at < b {
+        if off(at) != first {
+            return false;
+        }
+        at += chrono::Duration::hours(6);
+    }
+    off(b) == first
+}
+
+/// The instants a matching wall time `w` of `tz` names: one; both passes of a repeated
+/// wall time (a fixed-time schedule keeps the first only); for a wall time skipped by
+/// spring-forward, none — or, for a fixed-time schedule, the first instant after the
+/// gap.
+fn instants(w: chrono::NaiveDateTime, tz: Tz, fixed: bool) -> Vec<DateTime<Utc>> {
+    use chrono::LocalResult;
+    match tz.from_local_datetime(&w) {
+        LocalResult::Single(i) => vec![i.with_timezone(&Utc)],
+        LocalResult::Ambiguous(a, _) if fixed => vec![a.with_timezone(&Utc)],
+        LocalResult::Ambiguous(a, b) => vec![a.with_timezone(&Utc), b.with_timezone(&Utc)],
+        LocalResult::None if fixed => {
+            // The first wall time after `w` that exists: the end of the gap (gaps are
+            // at most a few hours; minutes suffice since offsets are whole minutes).
+            (1..=24 * 60)
+                .map(|m| w + chrono::Duration::minutes(m))
+                .find_map(|x| tz.from_local_datetime(&x).earliest())
+                .map(|i| vec![i.with_timezone(&Utc)])
+                .unwrap_or_default()
+        }
+        LocalResult::None => Vec::new(),
     }
 }
 

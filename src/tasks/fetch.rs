@@ -75,8 +75,12 @@ pub async fn get_json(
             .bytes()
             .await
             .map_err(|e| format!("GET {shown}: the body was cut off or could not be read: {e}"))?;
-        return serde_json::from_slice::<serde_json::Value>(&bytes)
-            .map_err(|e| format!("GET {shown}: the body is not JSON ({} bytes): {e}", bytes.len()));
+        return serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
+            format!(
+                "GET {shown}: the body is not JSON ({} bytes): {e}",
+                bytes.len()
+            )
+        });
     }
     Err(format!("GET {shown}: gave up"))
 }

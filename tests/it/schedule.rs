@@ -355,3 +355,192 @@ fn without_catchup_a_past_end_date_yields_only_the_last_interval() {
     );
     assert!(p.due.is_empty(), "{p:?}");
 }
+
+/// Consecutive ticks after `from`, as `YYYY-MM-DDTHH:MMZ`.
+fn tick_texts(expr: &str, tz: &str, from: &str, n: usize) -> Vec<String> {
+    let s = Schedule::parse(expr).expect("valid");
+    let tz: Tz = tz.parse().expect("tz");
+    let mut at: DateTime<Utc> = from.parse().expect("time");
+    let mut out = Vec::new();
+    for _ in 0..n {
+        at = s.next_tick(at, tz, false).expect("tick");
+        out.push(at.format("%Y-%m-%dT%H:%MZ").to_string());
+    }
+    out
+}
+
+/// cronie's daylight-saving rules, zone by zone, for both transitions of 2026 and 2027:
+/// fixed-time schedules (minute and hour without a leading `*`) fire once for a
+/// repeated wall time (its first pass) and once at the end of a gap for a skipped one;
+/// wildcard schedules fire at every real instant that matches and skip what does not
+/// exist. Each tick is also found backwards by prev_tick.
+#[test]
+fn daylight_saving_follows_cronie() {
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        // New York, fall back 2026-11-01 02:00 EDT -> 01:00 EST.
+        (
+            "0 1,2,3 * * *",
+            "America/New_York",
+            "2026-11-01T04:00:00Z",
+            &[
+                "2026-11-01T05:00Z",
+                "2026-11-01T07:00Z",
+                "2026-11-01T08:00Z",
+                "2026-11-02T06:00Z",
+            ],
+        ),
+        (
+            "*/30 1 * * *",
+            "America/New_York",
+            "2026-11-01T04:00:00Z",
+            &[
+                "2026-11-01T05:00Z",
+                "2026-11-01T05:30Z",
+                "2026-11-01T06:00Z",
+                "2026-11-01T06:30Z",
+                "2026-11-02T06:00Z",
+            ],
+        ),
+        (
+            "@hourly",
+            "America/New_York",
+            "2026-11-01T04:30:00Z",
+            &[
+                "2026-11-01T05:00Z",
+                "2026-11-01T06:00Z",
+                "2026-11-01T07:00Z",
+            ],
+        ),
+        // New York, spring forward 2026-03-08 02:00 EST -> 03:00 EDT.
+        (
+            "30 2 * * *",
+            "America/New_York",
+            "2026-03-07T12:00:00Z",
+            &["2026-03-08T07:00Z", "2026-03-09T06:30Z"],
+        ),
+        (
+            "*/20 1-3 * * *",
+            "America/New_York",
+            "2026-03-08T05:50:00Z",
+            &[
+                "2026-03-08T06:00Z",
+                "2026-03-08T06:20Z",
+                "2026-03-08T06:40Z",
+                "2026-03-08T07:00Z",
+                "2026-03-08T07:20Z",
+                "2026-03-08T07:40Z",
+                "2026-03-09T05:00Z",
+            ],
+        ),
+        // New York 2027: spring 2027-03-14, fall 2027-11-07.
+        (
+            "30 2 * * *",
+            "America/New_York",
+            "2027-03-13T12:00:00Z",
+            &["2027-03-14T07:00Z", "2027-03-15T06:30Z"],
+        ),
+        (
+            "30 1 * * *",
+            "America/New_York",
+            "2027-11-06T12:00:00Z",
+            &["2027-11-07T05:30Z", "2027-11-08T06:30Z"],
+        ),
+        // Berlin: spring 2026-03-29 02:00 CET -> 03:00 CEST, fall 2026-10-25 03:00 -> 02:00.
+        (
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-03-28T12:00:00Z",
+            &["2026-03-29T01:00Z", "2026-03-30T00:30Z"],
+        ),
+        (
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-10-24T12:00:00Z",
+            &["2026-10-25T00:30Z", "2026-10-26T01:30Z"],
+        ),
+        (
+            "0 * * * *",
+            "Europe/Berlin",
+            "2026-10-24T23:30:00Z",
+            &[
+                "2026-10-25T00:00Z",
+                "2026-10-25T01:00Z",
+                "2026-10-25T02:00Z",
+            ],
+        ),
+        (
+            "15 2 * * *",
+            "Europe/Berlin",
+            "2027-03-27T12:00:00Z",
+            &["2027-03-28T01:00Z", "2027-03-29T00:15Z"],
+        ),
+        (
+            "15 2 * * *",
+            "Europe/Berlin",
+            "2027-10-30T12:00:00Z",
+            &["2027-10-31T00:15Z", "2027-11-01T01:15Z"],
+        ),
+        // Lord Howe: 30-minute shifts. Back 2026-04-05 02:00 (+11) -> 01:30 (+10:30),
+        // forward 2026-10-04 02:00 (+10:30) -> 02:30 (+11).
+        (
+            "45 1 * * *",
+            "Australia/Lord_Howe",
+            "2026-04-04T12:00:00Z",
+            &["2026-04-04T14:45Z", "2026-04-05T15:15Z"],
+        ),
+        (
+            "*/15 1 * * *",
+            "Australia/Lord_Howe",
+            "2026-04-04T13:55:00Z",
+            &[
+                "2026-04-04T14:00Z",
+                "2026-04-04T14:15Z",
+                "2026-04-04T14:30Z",
+                "2026-04-04T14:45Z",
+                "2026-04-04T15:00Z",
+                "2026-04-04T15:15Z",
+                "2026-04-05T14:30Z",
+            ],
+        ),
+        (
+            "15 2 * * *",
+            "Australia/Lord_Howe",
+            "2026-10-03T12:00:00Z",
+            &["2026-10-03T15:30Z", "2026-10-04T15:15Z"],
+        ),
+        (
+            "*/15 2 * * *",
+            "Australia/Lord_Howe",
+            "2026-10-03T15:00:00Z",
+            &[
+                "2026-10-03T15:30Z",
+                "2026-10-03T15:45Z",
+                "2026-10-04T15:00Z",
+            ],
+        ),
+        // Kolkata: no daylight saving, half-hour offset.
+        (
+            "30 2 * * *",
+            "Asia/Kolkata",
+            "2026-11-01T00:00:00Z",
+            &["2026-11-01T21:00Z", "2026-11-02T21:00Z"],
+        ),
+    ];
+    for (expr, tz, from, want) in cases {
+        let got = tick_texts(expr, tz, from, want.len());
+        assert_eq!(&got, want, "{expr} in {tz} after {from}");
+        // Backwards: from just after the last tick, prev_tick walks the same ticks.
+        let s = Schedule::parse(expr).expect("valid");
+        let zone: Tz = tz.parse().expect("tz");
+        let mut at: DateTime<Utc> = format!("{}:00Z", &want[want.len() - 1][..16])
+            .parse()
+            .expect("t");
+        let mut back = vec![at.format("%Y-%m-%dT%H:%MZ").to_string()];
+        for _ in 1..want.len() {
+            at = s.prev_tick(at, zone, false).expect("prev");
+            back.push(at.format("%Y-%m-%dT%H:%MZ").to_string());
+        }
+        back.reverse();
+        assert_eq!(&back, want, "backwards: {expr} in {tz}");
+    }
+}
