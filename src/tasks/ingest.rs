@@ -500,11 +500,22 @@ async fn ensure_tables(
     };
     let t = q(table);
     let r = q(&format!("{table}_rejects"));
-    let creates = [
-        format!(
-            "CREATE TABLE IF NOT EXISTS {t} (message_id TEXT PRIMARY KEY, type TEXT NOT NULL, event TEXT, user_id TEXT, anonymous_id TEXT, \
+    let st = q(&format!("{table}_staged"));
+    let cols = format!(
+        "type TEXT NOT NULL, event TEXT, user_id TEXT, anonymous_id TEXT, \
          \"timestamp\" {ts} NOT NULL, original_timestamp {ts} NOT NULL, sent_at {ts}, received_at {ts}, properties {json} NOT NULL, context {json} NOT NULL, \
-         interval_start {ts} NOT NULL, interval_end {ts} NOT NULL, source TEXT NOT NULL, loaded_at {ts} NOT NULL)"
+         interval_start {ts} NOT NULL, interval_end {ts} NOT NULL, source TEXT NOT NULL, loaded_at {ts} NOT NULL"
+    );
+    let creates = [
+        format!("CREATE TABLE IF NOT EXISTS {t} (message_id TEXT PRIMARY KEY, {cols})"),
+        // Every interval's events as its files hold them; the table is, per message id,
+        // the one of the earliest interval (see `load`).
+        format!(
+            "CREATE TABLE IF NOT EXISTS {st} (message_id TEXT NOT NULL, {cols}, PRIMARY KEY (message_id, interval_start))"
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {st} (interval_start)",
+            q(&format!("{table}_staged_interval_idx"))
         ),
         format!(
             "CREATE INDEX IF NOT EXISTS {} ON {t} (interval_start)",
@@ -525,7 +536,9 @@ fn v_opt(s: &Option<String>) -> SimpleExpr {
     Expr::value(Value::String(s.clone()))
 }
 
-/// Inserts events, skipping message ids already present. Returns how many were new.
+/// Inserts an interval's events into the staging table (one row per message id and
+/// interval) and into the table, where a message id already there stays unless this
+/// interval is earlier than the one that put it there.
 async fn insert_events(
     c: &impl ConnectionTrait,
     table: &str,
@@ -533,9 +546,52 @@ async fn insert_events(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<u64, sea_orm::DbErr> {
+) -> Result<(), sea_orm::DbErr> {
+    insert_rows(c, &format!("{table}_staged"), None, events, start, end, now).await?;
+    // PostgreSQL refuses to update one row twice in a statement: the first event of a
+    // message id in the batch goes in (as the staging table keeps the first too).
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<(Event, String)> = events
+        .iter()
+        .filter(|(e, _)| seen.insert(e.message_id.as_str()))
+        .cloned()
+        .collect();
+    insert_rows(c, table, Some(table), &firsts, start, end, now).await
+}
+
+/// The columns of an events table, in order.
+const EVENT_COLUMNS: [&str; 15] = [
+    "message_id",
+    "type",
+    "event",
+    "user_id",
+    "anonymous_id",
+    "timestamp",
+    "original_timestamp",
+    "sent_at",
+    "received_at",
+    "properties",
+    "context",
+    "interval_start",
+    "interval_end",
+    "source",
+    "loaded_at",
+];
+
+/// One multi-row INSERT. Into the staging table (`earliest_wins` None) a repeated
+/// message id of the same interval is skipped; into the table (`Some(name)`) a message
+/// id already present is replaced only by an earlier interval's event.
+async fn insert_rows(
+    c: &impl ConnectionTrait,
+    table: &str,
+    earliest_wins: Option<&str>,
+    events: &[(Event, String)],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
     if events.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     // JSONB on Postgres takes a JSON value; SQLite stores the text as it is.
     let pg = c.get_database_backend() == DbBackend::Postgres;
@@ -547,26 +603,8 @@ async fn insert_events(
         }
     };
     let mut ins = Query::insert();
-    ins.into_table(Alias::new(table)).columns(
-        [
-            "message_id",
-            "type",
-            "event",
-            "user_id",
-            "anonymous_id",
-            "timestamp",
-            "original_timestamp",
-            "sent_at",
-            "received_at",
-            "properties",
-            "context",
-            "interval_start",
-            "interval_end",
-            "source",
-            "loaded_at",
-        ]
-        .map(Alias::new),
-    );
+    ins.into_table(Alias::new(table))
+        .columns(EVENT_COLUMNS.map(Alias::new));
     for (e, source) in events {
         ins.values_panic([
             Expr::value(e.message_id.clone()),
@@ -586,13 +624,27 @@ async fn insert_events(
             Expr::value(now),
         ]);
     }
-    ins.on_conflict(
-        OnConflict::column(Alias::new("message_id"))
-            .do_nothing()
-            .to_owned(),
-    );
+    match earliest_wins {
+        None => ins.on_conflict(
+            OnConflict::columns([Alias::new("message_id"), Alias::new("interval_start")])
+                .do_nothing()
+                .to_owned(),
+        ),
+        Some(name) => ins.on_conflict(
+            OnConflict::column(Alias::new("message_id"))
+                .update_columns(EVENT_COLUMNS[1..].iter().map(|c| Alias::new(*c)))
+                .action_and_where(
+                    Expr::col((Alias::new(name), Alias::new("interval_start"))).gt(Expr::col((
+                        Alias::new("excluded"),
+                        Alias::new("interval_start"),
+                    ))),
+                )
+                .to_owned(),
+        ),
+    };
     let stmt = c.get_database_backend().build(&ins);
-    Ok(c.execute_raw(stmt).await?.rows_affected())
+    c.execute_raw(stmt).await?;
+    Ok(())
 }
 
 async fn insert_rejects(
@@ -665,19 +717,115 @@ async fn write_ledger(
     Ok(())
 }
 
-async fn delete_interval(
+/// The temporary table of message ids whose owner must be found again.
+fn affected(b: DbBackend) -> &'static str {
+    if b == DbBackend::Postgres {
+        "pg_temp.weft_ingest_affected"
+    } else {
+        "temp.weft_ingest_affected"
+    }
+}
+
+/// Removes an interval's contribution: its staged events, its rejects, and its rows of
+/// the table — remembering those message ids, since another interval's files may hold
+/// them too (see [`rederive`]).
+async fn clear_interval(
     c: &impl ConnectionTrait,
     table: &str,
     start: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
-    for t in [table.to_string(), format!("{table}_rejects")] {
-        let mut del = Query::delete();
-        del.from_table(Alias::new(t)).and_where(ExprTrait::eq(
-            Expr::col(Alias::new("interval_start")),
-            start,
-        ));
-        let stmt = c.get_database_backend().build(&del);
-        c.execute_raw(stmt).await?;
+    let b = c.get_database_backend();
+    let aff = affected(b);
+    let p = if b == DbBackend::Postgres { "$1" } else { "?" };
+    c.execute_unprepared(&format!("DROP TABLE IF EXISTS {aff}"))
+        .await?;
+    c.execute_unprepared("CREATE TEMP TABLE weft_ingest_affected (message_id TEXT PRIMARY KEY)")
+        .await?;
+    let t = q(table);
+    for sql in [
+        format!("INSERT INTO {aff} SELECT message_id FROM {t} WHERE interval_start = {p}"),
+        format!("DELETE FROM {t} WHERE interval_start = {p}"),
+        format!(
+            "DELETE FROM {} WHERE interval_start = {p}",
+            q(&format!("{table}_staged"))
+        ),
+        format!(
+            "DELETE FROM {} WHERE interval_start = {p}",
+            q(&format!("{table}_rejects"))
+        ),
+    ] {
+        c.execute_raw(sea_orm::Statement::from_sql_and_values(
+            b,
+            sql,
+            [Value::from(start)],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Gives each message id the interval cleared lost back to the earliest other interval
+/// whose files hold it. With [`insert_rows`] this keeps the rule: the table holds, per
+/// message id, the event of the earliest interval whose current files contain it — so
+/// re-runs in any order give the table that running every interval once would.
+async fn rederive(c: &impl ConnectionTrait, table: &str) -> Result<(), sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let aff = affected(b);
+    let (t, st) = (q(table), q(&format!("{table}_staged")));
+    let cols = EVENT_COLUMNS
+        .iter()
+        .map(|c| format!("s.{}", q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    c.execute_unprepared(&format!(
+        "INSERT INTO {t} SELECT {cols} FROM {st} s WHERE s.message_id IN (SELECT message_id FROM {aff}) \
+         AND NOT EXISTS (SELECT 1 FROM {t} x WHERE x.message_id = s.message_id) \
+         AND s.interval_start = (SELECT MIN(s2.interval_start) FROM {st} s2 WHERE s2.message_id = s.message_id)"
+    ))
+    .await?;
+    c.execute_unprepared(&format!("DROP TABLE IF EXISTS {aff}"))
+        .await?;
+    Ok(())
+}
+
+/// Rows of the table that an interval owns.
+async fn owned_by(
+    c: &impl ConnectionTrait,
+    table: &str,
+    start: DateTime<Utc>,
+) -> Result<u64, sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let p = if b == DbBackend::Postgres { "$1" } else { "?" };
+    let row = c
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            b,
+            format!(
+                "SELECT COUNT(*) FROM {} WHERE interval_start = {p}",
+                q(table)
+            ),
+            [Value::from(start)],
+        ))
+        .await?;
+    Ok(row
+        .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+/// Tables made before the staging table existed: their rows become its first content,
+/// so earlier intervals keep their claims.
+async fn seed_staged(c: &impl ConnectionTrait, table: &str) -> Result<(), sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let (t, st) = (q(table), q(&format!("{table}_staged")));
+    let any = |sql: String| async move {
+        c.query_one_raw(sea_orm::Statement::from_string(b, sql))
+            .await
+            .map(|r| r.is_some())
+    };
+    if !any(format!("SELECT 1 FROM {st} LIMIT 1")).await?
+        && any(format!("SELECT 1 FROM {t} LIMIT 1")).await?
+    {
+        c.execute_unprepared(&format!("INSERT INTO {st} SELECT * FROM {t}"))
+            .await?;
     }
     Ok(())
 }
@@ -930,12 +1078,15 @@ async fn load(
     ensure_tables(conn, &spec.table)
         .await
         .map_err(|e| e.to_string())?;
+    seed_staged(conn, &spec.table)
+        .await
+        .map_err(|e| e.to_string())?;
     let now = Utc::now();
     let base = ctx.base_dir();
     let mut counts = Counts::default();
     let mut rejects: Vec<Reject> = Vec::new();
     let txn = conn.begin().await.map_err(|e| e.to_string())?;
-    delete_interval(&txn, &spec.table, start)
+    clear_interval(&txn, &spec.table, start)
         .await
         .map_err(|e| e.to_string())?;
     for feed in feeds {
@@ -989,11 +1140,10 @@ async fn load(
                     Item::Reject(r) => rejects.push(r),
                 }
             }
-            let inserted = insert_events(&txn, &spec.table, &events, start, end, now)
+            insert_events(&txn, &spec.table, &events, start, end, now)
                 .await
                 .map_err(|e| e.to_string())?;
-            counts.loaded += inserted;
-            counts.duplicates += events.len() as u64 - inserted;
+            counts.duplicates += events.len() as u64;
         }
         reader.await.map_err(|e| e.to_string())??;
         ctx.log.line(&format!("[weft] {display}: done")).await;
@@ -1025,7 +1175,10 @@ async fn load(
         // Too many bad lines: load nothing of the interval, keep the rejects to look at.
         txn.rollback().await.map_err(|e| e.to_string())?;
         let txn = conn.begin().await.map_err(|e| e.to_string())?;
-        delete_interval(&txn, &spec.table, start)
+        clear_interval(&txn, &spec.table, start)
+            .await
+            .map_err(|e| e.to_string())?;
+        rederive(&txn, &spec.table)
             .await
             .map_err(|e| e.to_string())?;
         insert_rejects(&txn, &spec.table, &rejects, start, now)
@@ -1044,6 +1197,14 @@ async fn load(
         counts.duplicates = 0;
         return Ok((counts, Some(msg)));
     }
+    rederive(&txn, &spec.table)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Loaded: the rows this interval owns now; the rest of its events were duplicates.
+    counts.loaded = owned_by(&txn, &spec.table, start)
+        .await
+        .map_err(|e| e.to_string())?;
+    counts.duplicates = counts.duplicates.saturating_sub(counts.loaded);
     insert_rejects(&txn, &spec.table, &rejects, start, now)
         .await
         .map_err(|e| e.to_string())?;

@@ -299,6 +299,7 @@ fn describe(r: &TestResult) -> String {
 
 /// Builds one model. A table is built as `<name>__weft_new`; with `tests_block` its
 /// tests run there first, and only a passing table is swapped in.
+#[allow(clippy::too_many_arguments)]
 async fn build(
     c: &DatabaseConnection,
     m: &Model,

@@ -83,7 +83,12 @@ async fn scenario(t: &TestDb) {
 
     let run = run_once(&env, utc(2026, 1, 2, 0, 0)).await;
     let s = env.states(run.id).await;
-    assert_eq!(s["load"], TaskState::Success, "{s:?}");
+    assert_eq!(
+        s["load"],
+        TaskState::Success,
+        "{s:?} {}",
+        crate::support::task_log(&env.db, run.id, "load").await.1
+    );
     // strict has the default max_reject_ratio 0: two bad lines fail it, nothing loads.
     assert_eq!(s["strict"], TaskState::Failed);
     assert_eq!(
@@ -441,4 +446,141 @@ async fn a_truncated_gzip_fails_at_once_a_bom_is_accepted_and_csv_columns_merge(
     let v: serde_json::Value = serde_json::from_str(&props).expect("json");
     assert_eq!(v, serde_json::json!({"a": 1, "plan": "pro"}));
     env.stop().await;
+}
+
+const ORDER_DAG: &str = r#"
+schedule = "@daily"
+start_date = "2026-01-01"
+[tasks.a]
+kind = "ingest"
+source = { path = "days/{{ ds }}.jsonl" }
+table = "order_a"
+[tasks.b]
+kind = "ingest"
+source = { path = "days/{{ ds }}.jsonl" }
+table = "order_b"
+"#;
+
+fn line(id: &str, day: &str) -> String {
+    format!(
+        "{{\"message_id\": \"{id}\", \"event\": \"e\", \"timestamp\": \"{day}T10:00:00Z\", \"properties\": {{\"from\": \"{day}\"}}}}\n"
+    )
+}
+
+/// Re-runs in any order give the table that running each interval once on the current
+/// files gives: a message id belongs to the earliest interval whose files hold it.
+#[tokio::test]
+async fn re_runs_are_order_independent() {
+    for t in backends().await {
+        let env = Env::with_warehouse(&t, &[("order", ORDER_DAG)]).await;
+        let days = env.dags_dir().join("days");
+        std::fs::create_dir_all(&days).expect("mkdir");
+        let d1 = ["m1", "m2", "m3", "m4"]
+            .map(|m| line(m, "2026-01-02"))
+            .concat();
+        let d2 = ["m4", "m5"].map(|m| line(m, "2026-01-03")).concat();
+        std::fs::write(days.join("2026-01-02.jsonl"), &d1).expect("w");
+        std::fs::write(days.join("2026-01-03.jsonl"), &d2).expect("w");
+        let (dag, vid) = env.registry.current("order").expect("dag");
+        let trigger = |day: u32| {
+            let (dag, env) = (dag.clone(), &env);
+            async move {
+                let run = commands::trigger(
+                    &env.db,
+                    &dag,
+                    vid,
+                    &Default::default(),
+                    serde_json::Value::Null,
+                    Some(utc(2026, 1, day, 0, 0)),
+                    Utc::now(),
+                )
+                .await
+                .expect("trigger");
+                env.engine.wake();
+                env.wait_run(run.id, Duration::from_secs(60)).await;
+                run
+            }
+        };
+        let rerun = |run_id: String, task: &'static str| {
+            let env = &env;
+            async move {
+                commands::clear(
+                    &env.db,
+                    &env.registry,
+                    "order",
+                    &run_id,
+                    &[task.into()],
+                    false,
+                    Utc::now(),
+                )
+                .await
+                .expect("clear");
+                env.engine.wake();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let run = weft::db::runs::find_run(&env.db.conn, "order", &run_id)
+                    .await
+                    .expect("q")
+                    .expect("run");
+                env.wait_run(run.id, Duration::from_secs(60)).await;
+            }
+        };
+        // Table a: day 1, day 2, then day 1's file loses m4 and day 1 is re-run.
+        let r1 = trigger(2).await;
+        let r2 = trigger(3).await;
+        std::fs::write(
+            days.join("2026-01-02.jsonl"),
+            ["m1", "m2", "m3"].map(|m| line(m, "2026-01-02")).concat(),
+        )
+        .expect("w");
+        rerun(r1.run_id.clone(), "a").await;
+        // Table b was loaded by the same runs; re-run it in the other order on the
+        // current files: day 2 first, then day 1.
+        rerun(r2.run_id.clone(), "b").await;
+        rerun(r1.run_id.clone(), "b").await;
+        let wh = Db::connect(&env.config.connections["warehouse"].url)
+            .await
+            .expect("wh");
+        let rows = |table: &str| {
+            let wh = &wh;
+            let sql = format!(
+                "SELECT message_id || '@' || SUBSTR(CAST(interval_start AS TEXT), 1, 10) FROM {table} ORDER BY message_id"
+            );
+            async move {
+                use sea_orm::ConnectionTrait;
+                wh.conn
+                    .query_all_raw(sea_orm::Statement::from_string(
+                        wh.conn.get_database_backend(),
+                        sql,
+                    ))
+                    .await
+                    .expect("rows")
+                    .into_iter()
+                    .map(|r| r.try_get_by_index::<String>(0).expect("text"))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let a = rows("order_a").await;
+        assert_eq!(
+            a,
+            [
+                "m1@2026-01-02",
+                "m2@2026-01-02",
+                "m3@2026-01-02",
+                "m4@2026-01-03",
+                "m5@2026-01-03"
+            ],
+            "m4 lives on in day 2's file"
+        );
+        assert_eq!(
+            rows("order_b").await,
+            a,
+            "the order of re-runs does not matter"
+        );
+        // Day 1's file gets m4 back: it is day 1's again (the earliest interval holding it).
+        std::fs::write(days.join("2026-01-02.jsonl"), &d1).expect("w");
+        rerun(r1.run_id.clone(), "a").await;
+        assert_eq!(rows("order_a").await[3], "m4@2026-01-02");
+        env.stop().await;
+        t.cleanup().await;
+    }
 }
