@@ -533,7 +533,9 @@ pub struct ExperimentSpec {
     pub range: AnalysisRange,
     /// Exposures before this time are left out (the experiment's start).
     pub start: Option<chrono::DateTime<chrono::Utc>>,
-    pub events: String,
+    /// The events: a warehouse table, or a JSONL/CSV file of user_id, event, timestamp
+    /// (and properties) loaded into `weft_experiment_events` for the analysis.
+    pub events: RowSource,
     pub control: String,
     /// Planned share of each variant.
     pub split: Vec<(String, f64)>,

@@ -1934,12 +1934,7 @@ impl<'s> Parser<'s, '_> {
             }
             None => Some(None),
         };
-        let events = need(self, "events")
-            .and_then(|v| self.row_source(v, id, "events", false))
-            .and_then(|s| match s {
-                super::RowSource::Table(t) => Some(t),
-                super::RowSource::File { .. } => None,
-            });
+        let events = need(self, "events").and_then(|v| self.row_source(v, id, "events", true));
         let control = need(self, "control").and_then(|v| self.string(v, task, "control"));
         let split = match need(self, "split") {
             Some(v) => match v.get_ref() {

@@ -53,13 +53,13 @@ fn exposures_relation(pg: bool, table: Option<&str>, events: &str) -> String {
         Some(t) => q(t),
         None => format!(
             "(SELECT user_id, COALESCE({}, {}, {}) AS experiment, COALESCE({}, {}) AS variant, \"timestamp\" \
-             FROM {} WHERE event IN ('$exposure', '$feature_flag_called'))",
+             FROM {} x WHERE event IN ('$exposure', '$feature_flag_called'))",
             prop(pg, "", "flag"),
             prop(pg, "", "experiment"),
             prop(pg, "", "$feature_flag"),
             prop(pg, "", "variant"),
             prop(pg, "", "$feature_flag_response"),
-            q(events)
+            events
         ),
     }
 }
@@ -134,8 +134,7 @@ fn events_in_window(
         )
     };
     format!(
-        "FROM {} e WHERE e.user_id = f.user_id AND e.event = {} AND {in_window}",
-        q(events),
+        "FROM {events} e WHERE e.user_id = f.user_id AND e.event = {} AND {in_window}",
         lit(event)
     )
 }
@@ -244,6 +243,155 @@ async fn sums(c: &DatabaseConnection, sql: String) -> Result<VariantSums, sea_or
             ))
         })
         .collect()
+}
+
+/// The events relation of an experiment as SQL: its table, or its rows of
+/// `weft_experiment_events` when they come from a file.
+fn events_relation(spec: &ExperimentSpec) -> String {
+    match &spec.events {
+        RowSource::Table(t) => q(t),
+        RowSource::File { .. } => format!(
+            "(SELECT user_id, event, \"timestamp\", properties FROM weft_experiment_events WHERE experiment = {})",
+            lit(&spec.experiment)
+        ),
+    }
+}
+
+/// Loads an experiment's events from a JSONL or CSV file into
+/// `weft_experiment_events` (replacing the experiment's rows). Each row needs
+/// `user_id`, `event` and an RFC 3339 `timestamp`; `properties` is a JSON object (in
+/// CSV, a `properties` column and/or every other column).
+async fn load_events(
+    c: &DatabaseConnection,
+    ctx: &RunContext<'_>,
+    experiment: &str,
+    path: &str,
+    csv_format: bool,
+) -> Result<usize, String> {
+    let pg = c.get_database_backend() == DbBackend::Postgres;
+    let (ts, json) = if pg {
+        ("TIMESTAMPTZ", "JSONB")
+    } else {
+        ("TEXT", "TEXT")
+    };
+    super::ensure_tables(
+        c,
+        &[format!("CREATE TABLE IF NOT EXISTS weft_experiment_events (experiment TEXT NOT NULL, user_id TEXT NOT NULL, event TEXT NOT NULL, \"timestamp\" {ts} NOT NULL, properties {json} NOT NULL)")],
+        &[],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let full = ctx.base_dir().join(path);
+    let text =
+        std::fs::read_to_string(&full).map_err(|e| format!("cannot read events {path}: {e}"))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut rows: Vec<(usize, serde_json::Map<String, serde_json::Value>)> = Vec::new();
+    if csv_format {
+        let mut rdr = csv::Reader::from_reader(text.as_bytes());
+        let headers = rdr.headers().map_err(|e| format!("{path}: {e}"))?.clone();
+        for (i, rec) in rdr.records().enumerate() {
+            let rec = rec.map_err(|e| format!("{path}: {e}"))?;
+            let mut obj = serde_json::Map::new();
+            let mut props = serde_json::Map::new();
+            for (h, v) in headers.iter().zip(rec.iter()) {
+                match h {
+                    "user_id" | "event" | "timestamp" => {
+                        obj.insert(h.into(), v.into());
+                    }
+                    "properties" if !v.trim().is_empty() => {
+                        let parsed: serde_json::Value = serde_json::from_str(v)
+                            .map_err(|e| format!("{path}:{}: properties: {e}", i + 2))?;
+                        if let serde_json::Value::Object(o) = parsed {
+                            for (k, x) in o {
+                                props.insert(k, x);
+                            }
+                        }
+                    }
+                    "properties" => {}
+                    _ if !v.is_empty() => {
+                        props.entry(h.to_string()).or_insert_with(|| v.into());
+                    }
+                    _ => {}
+                }
+            }
+            obj.insert("properties".into(), serde_json::Value::Object(props));
+            rows.push((i + 2, obj));
+        }
+    } else {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(o)) => rows.push((i + 1, o)),
+                Ok(_) => return Err(format!("{path}:{}: not a JSON object", i + 1)),
+                Err(e) => return Err(format!("{path}:{}: bad JSON: {e}", i + 1)),
+            }
+        }
+    }
+    let b = c.get_database_backend();
+    let txn = c.begin().await.map_err(|e| e.to_string())?;
+    txn.execute_unprepared(&format!(
+        "DELETE FROM weft_experiment_events WHERE experiment = {}",
+        lit(experiment)
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let n = rows.len();
+    for (line, obj) in rows {
+        let text_of = |k: &str| {
+            obj.get(k).and_then(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .or_else(|| (!x.is_null()).then(|| x.to_string()))
+            })
+        };
+        let (Some(user), Some(event), Some(ts_text)) =
+            (text_of("user_id"), text_of("event"), text_of("timestamp"))
+        else {
+            return Err(format!(
+                "{path}:{line}: an event needs user_id, event and timestamp"
+            ));
+        };
+        let t = DateTime::parse_from_rfc3339(&ts_text)
+            .map_err(|_| format!("{path}:{line}: timestamp \"{ts_text}\" is not an RFC 3339 time"))?
+            .with_timezone(&Utc);
+        let props = match obj.get("properties") {
+            None | Some(serde_json::Value::Null) => serde_json::json!({}),
+            Some(serde_json::Value::Object(o)) => serde_json::Value::Object(o.clone()),
+            Some(_) => return Err(format!("{path}:{line}: properties must be a JSON object")),
+        };
+        let ts_value: Value = if pg { t.into() } else { exact(t).into() };
+        let props_value: Value = if pg {
+            props.into()
+        } else {
+            props.to_string().into()
+        };
+        let sql = format!(
+            "INSERT INTO weft_experiment_events VALUES ({}, {}, {}, {}, {})",
+            ph(b, 1),
+            ph(b, 2),
+            ph(b, 3),
+            ph(b, 4),
+            ph(b, 5)
+        );
+        txn.execute_raw(Statement::from_sql_and_values(
+            b,
+            sql,
+            [
+                experiment.into(),
+                user.into(),
+                event.into(),
+                ts_value,
+                props_value,
+            ],
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    txn.commit().await.map_err(|e| e.to_string())?;
+    Ok(n)
 }
 
 /// Loads exposure rows from a file into `weft_exposures` (replacing the experiment's).
@@ -380,39 +528,64 @@ async fn non_numeric(
     } else {
         lit(&format!("$.\"{property}\""))
     };
-    let (value, bad) = if pg {
+    // Numbers are fine, and so is text that is exactly a number (CSV files carry every
+    // value as text); booleans, objects, arrays and other text are not.
+    let (value, kind) = if pg {
         (
-            format!("CAST(e.properties -> {key} AS TEXT)"),
-            format!("jsonb_typeof(CAST(e.properties -> {key} AS JSONB)) NOT IN ('number', 'null')"),
+            format!("CAST(e.properties ->> {key} AS TEXT)"),
+            format!("jsonb_typeof(CAST(e.properties -> {key} AS JSONB))"),
         )
     } else {
         (
             format!("CAST(json_extract(e.properties, {key}) AS TEXT)"),
-            format!("json_type(e.properties, {key}) NOT IN ('integer', 'real', 'null')"),
+            format!("json_type(e.properties, {key})"),
         )
     };
-    let sql = format!(
-        "WITH {} SELECT e.user_id, {value} FROM {} e JOIN f ON f.user_id = e.user_id \
-         WHERE f.nv = 1 AND e.event = {} AND {bad} LIMIT 1",
+    let (number, text) = if pg {
+        ("'number'", "'string'")
+    } else {
+        ("'integer', 'real'", "'text'")
+    };
+    let from = format!(
+        "WITH {} SELECT e.user_id, {value} FROM {events} e JOIN f ON f.user_id = e.user_id \
+         WHERE f.nv = 1 AND e.event = {}",
         first_exposures(pg, exposures, experiment, b),
-        q(events),
         lit(event)
     );
-    let row = c
-        .query_one_raw(Statement::from_string(c.get_database_backend(), sql))
-        .await?;
-    Ok(row.map(|r| {
-        (
-            r.try_get_by_index::<Option<String>>(0)
-                .ok()
-                .flatten()
-                .unwrap_or_default(),
-            r.try_get_by_index::<Option<String>>(1)
-                .ok()
-                .flatten()
-                .unwrap_or_default(),
+    let b2 = c.get_database_backend();
+    let first = |sql: String| async move {
+        Ok::<_, sea_orm::DbErr>(
+            c.query_all_raw(Statement::from_string(b2, sql))
+                .await?
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.try_get_by_index::<Option<String>>(0)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default(),
+                        r.try_get_by_index::<Option<String>>(1)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect::<Vec<_>>(),
         )
-    }))
+    };
+    if let Some(bad) = first(format!(
+        "{from} AND {kind} NOT IN ({number}, {text}, 'null') LIMIT 1"
+    ))
+    .await?
+    .into_iter()
+    .next()
+    {
+        return Ok(Some(bad));
+    }
+    let texts = first(format!("{from} AND {kind} = {text} LIMIT 100000")).await?;
+    Ok(texts
+        .into_iter()
+        .find(|(_, v)| v.trim().parse::<f64>().map_or(true, |x| !x.is_finite())))
 }
 
 fn pct(x: f64) -> String {
@@ -439,9 +612,28 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
         first_from: (spec.range == AnalysisRange::Interval && interval_start < end)
             .then_some(interval_start),
     };
+    if let RowSource::File { path, format } = &spec.events {
+        let path = match ctx.render(path) {
+            Ok(p) => p,
+            Err(e) => return failure(e),
+        };
+        let csv_format = match format {
+            Some(f) => *f == crate::dag::EventFormat::Csv,
+            None => path.ends_with(".csv"),
+        };
+        match load_events(&conn, ctx, &spec.experiment, &path, csv_format).await {
+            Ok(n) => {
+                ctx.log
+                    .line(&format!("[weft] {n} events from {path}"))
+                    .await
+            }
+            Err(e) => return failure(e),
+        }
+    }
+    let events = events_relation(spec);
     let exposures = match &spec.exposures {
-        None => exposures_relation(pg, None, &spec.events),
-        Some(RowSource::Table(t)) => exposures_relation(pg, Some(t), &spec.events),
+        None => exposures_relation(pg, None, &events),
+        Some(RowSource::Table(t)) => exposures_relation(pg, Some(t), &events),
         Some(RowSource::File { path, format }) => {
             let path = match ctx.render(path) {
                 Ok(p) => p,
@@ -460,13 +652,16 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
     };
     // The per-user lookups need an index on the events table (made once; ignored when
     // the events relation is a view).
-    let index = format!(
-        "CREATE INDEX IF NOT EXISTS {} ON {} (user_id, event)",
-        q(&format!("{}_weft_user_event", spec.events)),
-        q(&spec.events)
-    );
+    let (index_on, index_name) = match &spec.events {
+        RowSource::Table(t) => (q(t), q(&format!("{t}_weft_user_event"))),
+        RowSource::File { .. } => (
+            "weft_experiment_events".to_string(),
+            "weft_experiment_events_user_event".to_string(),
+        ),
+    };
+    let index = format!("CREATE INDEX IF NOT EXISTS {index_name} ON {index_on} (user_id, event)");
     if let Err(e) = conn.execute_unprepared(&index).await {
-        tracing::debug!("no index on {}: {e}", spec.events);
+        tracing::debug!("no index on {index_on}: {e}");
     }
     let excluded = match conn
         .query_one_raw(Statement::from_string(
@@ -504,7 +699,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
                 &conn,
                 pg,
                 &exposures,
-                &spec.events,
+                &events,
                 &spec.experiment,
                 bounds,
                 event,
@@ -550,7 +745,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
         }
         let data = match sums(
             &conn,
-            metric_sql(pg, &exposures, &spec.events, &spec.experiment, bounds, m),
+            metric_sql(pg, &exposures, &events, &spec.experiment, bounds, m),
         )
         .await
         {
@@ -952,8 +1147,8 @@ pub async fn turnarounds(
 /// The relation an experiment's exposures are read from (see `exposures_relation`).
 pub fn exposures_source(spec: &ExperimentSpec, pg: bool) -> String {
     match &spec.exposures {
-        None => exposures_relation(pg, None, &spec.events),
-        Some(RowSource::Table(t)) => exposures_relation(pg, Some(t), &spec.events),
+        None => exposures_relation(pg, None, &events_relation(spec)),
+        Some(RowSource::Table(t)) => exposures_relation(pg, Some(t), &events_relation(spec)),
         Some(RowSource::File { .. }) => q("weft_exposures"),
     }
 }

@@ -591,3 +591,80 @@ async fn experiment_edges_are_exact_and_never_lose_the_other_metrics() {
         t.cleanup().await;
     }
 }
+
+const EVENTS_FILE: &str = r#"
+schedule = "@daily"
+start_date = "2026-01-01"
+[tasks.analyze]
+kind = "experiment"
+experiment = "from_files"
+exposures = { path = "exp.jsonl", format = "jsonl" }
+events = { path = "events.csv", format = "csv" }
+control = "control"
+split = { control = 0.5, treatment = 0.5 }
+[[tasks.analyze.metrics]]
+name = "bought"
+type = "conversion"
+event = "buy"
+window = "1d"
+[[tasks.analyze.metrics]]
+name = "spent"
+type = "mean"
+event = "buy"
+property = "amount"
+window = "1d"
+"#;
+
+#[tokio::test]
+async fn experiment_events_can_come_from_a_file() {
+    for t in backends().await {
+        let env = Env::with_warehouse(&t, &[("files", EVENTS_FILE)]).await;
+        let mut exp = String::new();
+        let mut ev = String::from("user_id,event,timestamp,amount\n");
+        for i in 0..10 {
+            let v = if i % 2 == 0 { "control" } else { "treatment" };
+            writeln!(exp, r#"{{"user_id": "u{i}", "experiment": "from_files", "variant": "{v}", "timestamp": "2026-01-01T09:00:00Z"}}"#).expect("w");
+            // Every treatment user buys for 10; control users 0, 2 buy for 4.
+            if v == "treatment" {
+                writeln!(ev, "u{i},buy,2026-01-01T12:00:00Z,10").expect("w");
+            } else if i < 4 {
+                writeln!(ev, "u{i},buy,2026-01-01T12:00:00Z,4").expect("w");
+            }
+        }
+        std::fs::write(env.dags_dir().join("exp.jsonl"), exp).expect("w");
+        std::fs::write(env.dags_dir().join("events.csv"), ev).expect("w");
+        let (dag, vid) = env.registry.current("files").expect("dag");
+        let run = commands::trigger(
+            &env.db,
+            &dag,
+            vid,
+            &Default::default(),
+            serde_json::Value::Null,
+            Some(utc(2026, 1, 1, 0, 0)),
+            Utc::now(),
+        )
+        .await
+        .expect("trigger");
+        env.engine.wake();
+        assert_eq!(
+            env.wait_run(run.id, Duration::from_secs(60)).await,
+            RunState::Success,
+            "{}",
+            crate::support::task_log(&env.db, run.id, "analyze").await.1
+        );
+        let wh = Db::connect(&env.config.connections["warehouse"].url)
+            .await
+            .expect("wh");
+        let v = |metric: &str, variant: &str| {
+            format!(
+                "SELECT value FROM experiment_results WHERE metric = '{metric}' AND variant = '{variant}'"
+            )
+        };
+        assert_eq!(float(&wh, &v("bought", "control")).await, 0.4);
+        assert_eq!(float(&wh, &v("bought", "treatment")).await, 1.0);
+        assert_eq!(float(&wh, &v("spent", "control")).await, 1.6);
+        assert_eq!(float(&wh, &v("spent", "treatment")).await, 10.0);
+        env.stop().await;
+        t.cleanup().await;
+    }
+}
