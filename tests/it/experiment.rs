@@ -613,6 +613,12 @@ type = "mean"
 event = "buy"
 property = "amount"
 window = "1d"
+[[tasks.analyze.metrics]]
+name = "per_visit"
+type = "ratio"
+numerator = { event = "buy", property = "amount" }
+denominator = { event = "visit" }
+window = "1d"
 "#;
 
 #[tokio::test]
@@ -664,6 +670,11 @@ async fn experiment_events_can_come_from_a_file() {
         assert_eq!(float(&wh, &v("bought", "treatment")).await, 1.0);
         assert_eq!(float(&wh, &v("spent", "control")).await, 1.6);
         assert_eq!(float(&wh, &v("spent", "treatment")).await, 10.0);
+        // No one visited: the ratio's denominator is 0 for everyone. The row says so,
+        // with NULL statistics, and the other metrics were written all the same.
+        let reason = crate::support::text(&wh, "SELECT reason FROM experiment_results WHERE metric = 'per_visit' AND variant = 'treatment'").await;
+        assert!(reason.contains("denominator is zero"), "{reason}");
+        assert_eq!(scalar(&wh, "SELECT COUNT(*) FROM experiment_results WHERE metric = 'per_visit' AND p_value IS NULL AND value IS NULL").await, 2);
         env.stop().await;
         t.cleanup().await;
     }

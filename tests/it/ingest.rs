@@ -584,3 +584,60 @@ async fn re_runs_are_order_independent() {
         t.cleanup().await;
     }
 }
+
+/// A server that promises 10,000 bytes of JSON and hangs up after a few.
+async fn cut_off_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n{\"data\": [{\"message_id\": \"m1\"")
+                .await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    format!("http://{addr}/events")
+}
+
+#[tokio::test]
+async fn a_body_cut_off_midway_fails_the_try_and_a_corrupt_csv_gz_too() {
+    let t = crate::support::sqlite_db().await;
+    let url = cut_off_server().await;
+    let dag = format!(
+        "schedule = \"@daily\"\nstart_date = \"2026-01-01\"\n[tasks.pull]\nkind = \"ingest\"\nsource = {{ url = \"{url}\", items = \"data\" }}\ntable = \"cut_events\"\n[tasks.csv]\nkind = \"ingest\"\nsource = {{ path = \"data/{{{{ ds }}}}/*.csv.gz\", format = \"csv\" }}\ntable = \"cut_csv\"\n"
+    );
+    let env = Env::start(&t, &[("ingest_test", &dag)], |_| {}, None).await;
+    let day = env.dags_dir().join("data/2026-01-02");
+    std::fs::create_dir_all(&day).expect("mkdir");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    writeln!(gz, "message_id,event,timestamp").expect("gz");
+    for i in 0..5000 {
+        writeln!(gz, "c{i},e,2026-01-02T10:00:00Z").expect("gz");
+    }
+    let whole = gz.finish().expect("gz");
+    std::fs::write(day.join("cut.csv.gz"), &whole[..whole.len() / 2]).expect("write");
+    let run = run_once(&env, utc(2026, 1, 2, 0, 0)).await;
+    let s = env.states(run.id).await;
+    assert_eq!(s["pull"], TaskState::Failed);
+    let (_, err, _) = crate::support::task_log(&env.db, run.id, "pull").await;
+    assert!(
+        err.contains("cut off") || err.contains("could not be read"),
+        "{err}"
+    );
+    assert_eq!(s["csv"], TaskState::Failed);
+    let (_, err, _) = crate::support::task_log(&env.db, run.id, "csv").await;
+    assert!(
+        err.contains("cut.csv.gz") && err.contains("cannot read"),
+        "{err}"
+    );
+    env.stop().await;
+}

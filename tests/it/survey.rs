@@ -465,7 +465,7 @@ kind = "sql"
 sql = """
 DROP TABLE IF EXISTS app_users;
 CREATE TABLE app_users (user_id TEXT, plan TEXT);
-INSERT INTO app_users VALUES ('u1', 'pro'), ('u2', 'pro'), ('u3', 'free');
+INSERT INTO app_users VALUES ('u1', 'pro'), ('u2', 'pro'), ('u3', 'free'), ('u3', 'free');
 """
 [tasks.sync]
 kind = "survey_sync"
@@ -515,7 +515,8 @@ segments = { table = "app_users", columns = ["plan"] }
             .await,
             "slow, buggy"
         );
-        // Overall 2 promoters + 1 detractor of 3; by plan: pro 2/2 promoters, free 1 detractor.
+        // Overall 2 promoters + 1 detractor of 3; by plan: pro 2/2 promoters, free 1
+        // detractor (u3 is listed twice in app_users and still counts once).
         assert_eq!(
             scalar(
                 &wh,

@@ -341,3 +341,46 @@ async fn incremental_dates_are_days_of_the_dags_time_zone() {
         t.cleanup().await;
     }
 }
+
+/// accepted_values compares numbers as numbers: a REAL column holding 1.0 passes
+/// `values = ["1", "2"]` on both backends; a value outside the list still fails.
+#[tokio::test]
+async fn accepted_values_compare_with_the_column_type() {
+    for t in backends().await {
+        let env = Env::with_warehouse(
+            &t,
+            &[("acc", "schedule = \"none\"\n[tasks.m]\nkind = \"noop\"\n")],
+        )
+        .await;
+        std::fs::create_dir_all(env.dags_dir().join("acc")).expect("mkdir");
+        std::fs::write(
+            env.dags_dir().join("acc/scores.sql"),
+            "select CAST(1.0 AS REAL) as score union all select CAST(2.0 AS REAL) union all select CAST(2.5 AS REAL)",
+        )
+        .expect("model");
+        std::fs::write(
+            env.dags_dir().join("acc.toml"),
+            "schedule = \"none\"\n[tasks.m]\nkind = \"transform\"\nmodels = \"acc/*.sql\"\n[[tasks.m.tests]]\nmodel = \"scores\"\ntype = \"accepted_values\"\ncolumn = \"score\"\nvalues = [\"1\", \"2\", \"3\"]\n",
+        )
+        .expect("dag");
+        let report = env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let run = env.trigger("acc").await;
+        env.wait_run(run.id, Duration::from_secs(60)).await;
+        let wh = Db::connect(&env.config.connections["warehouse"].url)
+            .await
+            .expect("wh");
+        // Only 2.5 is outside the list: 1.0 and 2.0 are the accepted "1" and "2".
+        assert_eq!(
+            scalar(&wh, "SELECT failures FROM weft_test_results").await,
+            1
+        );
+        let sample = crate::support::text(&wh, "SELECT sample FROM weft_test_results").await;
+        assert!(
+            sample.contains("2.5") && !sample.contains("\"1"),
+            "{sample}"
+        );
+        env.stop().await;
+        t.cleanup().await;
+    }
+}
