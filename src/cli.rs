@@ -583,10 +583,21 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
             humantime::format_duration(r)
         );
     }
-    if crate::db::users::count(&db.conn).await? == 0 {
+    if cfg.public_read() {
+        eprintln!("  reading:    open to anyone who can reach the server (task logs need a login)");
+    } else {
         eprintln!(
-            "  no users yet: pages are readable; to act (trigger, clear, pause) create one with"
+            "  reading:    needs a login ({} is not a loopback address; set public_read = true to open it)",
+            cfg.bind
         );
+    }
+    if crate::db::users::count(&db.conn).await? == 0 {
+        let what = if cfg.public_read() {
+            "to act (trigger, clear, pause)"
+        } else {
+            "to read or act"
+        };
+        eprintln!("  no users yet: {what} create one with");
         eprintln!("              weft users create NAME --role admin");
     }
     eprintln!("  web UI:     http://{}", web);

@@ -71,9 +71,9 @@ fn t(pg: bool, expr: &str) -> String {
     if pg {
         format!("CAST({expr} AS TIMESTAMPTZ)")
     } else {
-        format!(
-            "(CAST(strftime('%s', {expr}) AS INTEGER) * 1000 + CAST(substr(strftime('%f', {expr}), 4) AS INTEGER))"
-        )
+        // Seconds with milliseconds, scaled and rounded: exact integers (doubles hold
+        // every millisecond count of the next 280,000 years exactly).
+        format!("CAST(ROUND(unixepoch({expr}, 'subsec') * 1000) AS INTEGER)")
     }
 }
 

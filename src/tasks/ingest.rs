@@ -537,8 +537,8 @@ fn v_opt(s: &Option<String>) -> SimpleExpr {
 }
 
 /// Inserts an interval's events into the staging table (one row per message id and
-/// interval) and into the table, where a message id already there stays unless this
-/// interval is earlier than the one that put it there.
+/// interval; a repeated message id of the same interval is skipped). The table is
+/// filled from the stage at the end of the load (see [`promote`]).
 async fn insert_events(
     c: &impl ConnectionTrait,
     table: &str,
@@ -547,16 +547,36 @@ async fn insert_events(
     end: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
-    insert_rows(c, &format!("{table}_staged"), None, events, start, end, now).await?;
-    // PostgreSQL refuses to update one row twice in a statement: the first event of a
-    // message id in the batch goes in (as the staging table keeps the first too).
-    let mut seen = std::collections::HashSet::new();
-    let firsts: Vec<(Event, String)> = events
+    insert_rows(c, &format!("{table}_staged"), events, start, end, now).await
+}
+
+/// Copies an interval's staged events into the table in one statement: a message id
+/// already there is replaced only by an earlier interval's event.
+async fn promote(
+    c: &impl ConnectionTrait,
+    table: &str,
+    start: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let b = c.get_database_backend();
+    let p = if b == DbBackend::Postgres { "$1" } else { "?" };
+    let t = q(table);
+    let cols = EVENT_COLUMNS.map(q).join(", ");
+    let set = EVENT_COLUMNS[1..]
         .iter()
-        .filter(|(e, _)| seen.insert(e.message_id.as_str()))
-        .cloned()
-        .collect();
-    insert_rows(c, table, Some(table), &firsts, start, end, now).await
+        .map(|c| format!("{} = excluded.{}", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    c.execute_raw(sea_orm::Statement::from_sql_and_values(
+        b,
+        format!(
+            "INSERT INTO {t} ({cols}) SELECT {cols} FROM {} WHERE interval_start = {p} \
+             ON CONFLICT (message_id) DO UPDATE SET {set} WHERE {t}.interval_start > excluded.interval_start",
+            q(&format!("{table}_staged"))
+        ),
+        [Value::from(start)],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// The columns of an events table, in order.
@@ -578,13 +598,11 @@ const EVENT_COLUMNS: [&str; 15] = [
     "loaded_at",
 ];
 
-/// One multi-row INSERT. Into the staging table (`earliest_wins` None) a repeated
-/// message id of the same interval is skipped; into the table (`Some(name)`) a message
-/// id already present is replaced only by an earlier interval's event.
+/// One multi-row INSERT into a staging table; a repeated message id of the same
+/// interval is skipped.
 async fn insert_rows(
     c: &impl ConnectionTrait,
     table: &str,
-    earliest_wins: Option<&str>,
     events: &[(Event, String)],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -624,24 +642,11 @@ async fn insert_rows(
             Expr::value(now),
         ]);
     }
-    match earliest_wins {
-        None => ins.on_conflict(
-            OnConflict::columns([Alias::new("message_id"), Alias::new("interval_start")])
-                .do_nothing()
-                .to_owned(),
-        ),
-        Some(name) => ins.on_conflict(
-            OnConflict::column(Alias::new("message_id"))
-                .update_columns(EVENT_COLUMNS[1..].iter().map(|c| Alias::new(*c)))
-                .action_and_where(
-                    Expr::col((Alias::new(name), Alias::new("interval_start"))).gt(Expr::col((
-                        Alias::new("excluded"),
-                        Alias::new("interval_start"),
-                    ))),
-                )
-                .to_owned(),
-        ),
-    };
+    ins.on_conflict(
+        OnConflict::columns([Alias::new("message_id"), Alias::new("interval_start")])
+            .do_nothing()
+            .to_owned(),
+    );
     let stmt = c.get_database_backend().build(&ins);
     c.execute_raw(stmt).await?;
     Ok(())
@@ -1197,6 +1202,9 @@ async fn load(
         counts.duplicates = 0;
         return Ok((counts, Some(msg)));
     }
+    promote(&txn, &spec.table, start)
+        .await
+        .map_err(|e| e.to_string())?;
     rederive(&txn, &spec.table)
         .await
         .map_err(|e| e.to_string())?;
