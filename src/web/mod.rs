@@ -169,6 +169,11 @@ async fn not_found(req: Request) -> Response {
     }
 }
 
+/// The longest request URI served (longer: 414).
+const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most request header bytes served (more: 431).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let api = req.uri().path().starts_with("/api/");
     let https = state.config.secure_cookies
@@ -177,7 +182,45 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let mut res = next.run(req).await;
+    // Limits below hyper's own (whose 414/431 answers carry no body): an API client
+    // gets them as JSON like every other error.
+    let uri_len = req.uri().to_string().len();
+    let header_len: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let too_big = if uri_len > MAX_URI_BYTES {
+        Some((
+            StatusCode::URI_TOO_LONG,
+            format!("the URI is {uri_len} bytes; at most {MAX_URI_BYTES} are accepted"),
+        ))
+    } else if header_len > MAX_HEADER_BYTES {
+        Some((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request headers are {header_len} bytes; at most {MAX_HEADER_BYTES} are accepted"
+            ),
+        ))
+    } else {
+        None
+    };
+    let mut res = match too_big {
+        Some((status, message)) if api => {
+            let code = status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_lowercase()
+                .replace(' ', "_");
+            (
+                status,
+                Json(serde_json::json!({"error": {"code": code, "message": message}})),
+            )
+                .into_response()
+        }
+        Some((status, message)) => (status, message).into_response(),
+        None => next.run(req).await,
+    };
     // Answers axum makes itself (405, 413, 414, 415, 431, body rejections) have plain
     // bodies; the API answers JSON, always.
     let is_json = res

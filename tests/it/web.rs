@@ -1192,3 +1192,31 @@ async fn health_tells_the_truth_when_the_engine_broke() {
     assert!(res.body.contains("\"engine\":\"stopped\""), "{}", res.body);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn oversized_uris_and_headers_get_json_errors_on_the_api() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router);
+    let long = format!("/api/v1/dags?q={}", "x".repeat(10_000));
+    let res = c.get(&long).await;
+    assert_eq!(res.status, StatusCode::URI_TOO_LONG);
+    let v: serde_json::Value = serde_json::from_str(&res.body).expect("414 is JSON");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("URI"))
+    );
+    let res = c
+        .send(
+            Request::get("/api/v1/dags").header("x-big", "y".repeat(70_000)),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&res.body).is_ok(),
+        "{}",
+        res.body
+    );
+    env.stop().await;
+}
