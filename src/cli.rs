@@ -255,7 +255,8 @@ pub struct RunsArgs {
     pub dag_id: Option<String>,
     #[arg(long)]
     pub state: Option<String>,
-    #[arg(long, default_value_t = 20)]
+    /// Runs to show, 1 to 100,000.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub limit: u64,
     #[arg(long)]
     pub json: bool,
@@ -294,6 +295,21 @@ pub struct LogsArgs {
 
 /// Parses args, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
+    // `weft runs | head -1`: a reader that goes away is not an error. Rust's printing
+    // macros panic on EPIPE; this ends the process quietly instead.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
         .unwrap_or_else(|_| "weft=info,warn".into());
@@ -642,7 +658,9 @@ struct DagListItem<'a> {
     dag_id: &'a str,
     file: String,
     schedule: &'a str,
-    description: String,
+    /// The schedule in plain English.
+    schedule_description: String,
+    description: Option<&'a str>,
     timezone: &'a str,
     tasks: usize,
     tags: &'a [String],
@@ -661,7 +679,8 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
                     dag_id: &d.dag_id,
                     file: bag::display_path(&d.file),
                     schedule: d.schedule.as_str(),
-                    description: d.schedule.describe(),
+                    schedule_description: d.schedule.describe(),
+                    description: d.description.as_deref(),
                     timezone: d.timezone.name(),
                     tasks: d.tasks.len(),
                     tags: &d.tags,
@@ -1461,6 +1480,12 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             let role =
                 crate::db::Role::parse(&role).ok_or_else(|| anyhow!("unknown role {role}"))?;
             crate::web::auth::check_username(&name).map_err(|e| anyhow!(e))?;
+            use std::io::IsTerminal;
+            if !password_stdin && !std::io::stdin().is_terminal() {
+                bail!(
+                    "no terminal to ask for the password on; pipe it in with --password-stdin (echo 'secret' | weft users create {name} --role {role} --password-stdin)"
+                );
+            }
             let password = if password_stdin {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;

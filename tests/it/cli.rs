@@ -404,3 +404,52 @@ fn a_backfill_before_the_start_date_is_refused() {
     assert!(!o.status.success());
     assert!(text(&o).contains("before the start_date"), "{}", text(&o));
 }
+
+#[test]
+fn a_closed_pipe_limit_zero_and_no_terminal_are_handled() {
+    let dir = project(&[(
+        "d",
+        "schedule = \"none\"\ndescription = \"the d dag\"\n[tasks.a]\nkind = \"noop\"\n",
+    )]);
+    // A reader that goes away (`weft runs | head -1`): exit quietly, no panic.
+    for _ in 0..5 {
+        let mut child = weft()
+            .current_dir(dir.path())
+            .args(["dags", "list"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{err}"
+        );
+        assert_ne!(out.status.code(), Some(101), "{err}");
+    }
+    let o = run_in(dir.path(), &["runs", "--limit", "0"]);
+    assert!(
+        !o.status.success() && text(&o).contains("--limit"),
+        "{}",
+        text(&o)
+    );
+    // users create without a terminal says how to pass the password.
+    let o = weft()
+        .current_dir(dir.path())
+        .args(["users", "create", "ada", "--role", "admin"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(
+        !o.status.success() && text(&o).contains("--password-stdin"),
+        "{}",
+        text(&o)
+    );
+    // dags list --json: the description is the DAG's, the schedule's wording apart.
+    let o = run_in(dir.path(), &["dags", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v[0]["description"], "the d dag");
+    assert_eq!(v[0]["schedule_description"], "manual only");
+}
