@@ -68,11 +68,25 @@ pub async fn run_started(
     };
     match finished {
         Ok(f) => {
+            if f.recorded && f.state != crate::db::TaskState::Success {
+                tracing::warn!(
+                    dag = %ti.dag_id,
+                    run = %run.run_id,
+                    task = %ti.task_id,
+                    try_number = ti.try_number,
+                    state = %f.state,
+                    "try failed: {}",
+                    outcome.error.as_deref().unwrap_or("(no message)")
+                );
+            }
             if let (Some(dag), Some(run)) = (&f.dag, &f.run) {
                 if f.recorded {
                     fire_callbacks(dag, run, &ti, &f, &outcome);
                 }
                 if let Some(state) = f.run_finished {
+                    if state == crate::db::RunState::Failed {
+                        tracing::warn!(dag = %dag.dag_id, run = %run.run_id, "run failed");
+                    }
                     let _ = shared.run_events.send(crate::scheduler::RunEvent {
                         dag_id: dag.dag_id.clone(),
                         run_pk: run.id,

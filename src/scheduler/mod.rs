@@ -239,6 +239,8 @@ pub struct Shared {
     /// answers 503 and `serve` exits non-zero.
     fault: Mutex<Option<String>>,
     fault_notify: Notify,
+    /// The import errors last logged, by file: logged again only when they change.
+    logged_errors: Mutex<HashMap<String, String>>,
 }
 
 /// A scheduler plus executor in one process.
@@ -308,6 +310,7 @@ impl Engine {
             last_heartbeat: Mutex::new(None),
             fault: Mutex::new(None),
             fault_notify: Notify::new(),
+            logged_errors: Mutex::new(HashMap::new()),
             config,
         };
         let engine = Engine {
@@ -472,9 +475,16 @@ impl Engine {
         let now = s.clock.now();
         if s.options.watch_folder && Self::due(&s.last_sync, now, s.config.dag_poll_interval) {
             let report = s.registry.sync(&s.db, now).await?;
+            // Each broken file is logged once per change of its problems, not every poll.
+            let mut seen = s.logged_errors.lock().unwrap_or_else(|e| e.into_inner());
             for (file, msg) in &report.errors {
-                tracing::warn!(file = %file, "dag file has errors; the last good version (if any) keeps running:\n{msg}");
+                if seen.get(file) != Some(msg) {
+                    tracing::warn!(file = %file, "dag file has errors; the last good version (if any) keeps running:\n{msg}");
+                    seen.insert(file.clone(), msg.clone());
+                }
             }
+            seen.retain(|file, _| report.errors.iter().any(|(f, _)| f == file));
+            drop(seen);
             for d in &report.new_versions {
                 tracing::info!(dag = %d, "loaded a new version of the dag");
             }
