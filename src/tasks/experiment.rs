@@ -245,6 +245,14 @@ async fn sums(c: &DatabaseConnection, sql: String) -> Result<VariantSums, sea_or
         .collect()
 }
 
+/// Whether a rows file is CSV: its `format` decides; without one, the extension does.
+fn is_csv(path: &str, format: Option<crate::dag::EventFormat>) -> bool {
+    match format {
+        Some(f) => f == crate::dag::EventFormat::Csv,
+        None => path.ends_with(".csv"),
+    }
+}
+
 /// The events relation of an experiment as SQL: its table, or its rows of
 /// `weft_experiment_events` when they come from a file.
 fn events_relation(spec: &ExperimentSpec) -> String {
@@ -617,11 +625,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
             Ok(p) => p,
             Err(e) => return failure(e),
         };
-        let csv_format = match format {
-            Some(f) => *f == crate::dag::EventFormat::Csv,
-            None => path.ends_with(".csv"),
-        };
-        match load_events(&conn, ctx, &spec.experiment, &path, csv_format).await {
+        match load_events(&conn, ctx, &spec.experiment, &path, is_csv(&path, *format)).await {
             Ok(n) => {
                 ctx.log
                     .line(&format!("[weft] {n} events from {path}"))
@@ -639,12 +643,9 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
                 Ok(p) => p,
                 Err(e) => return failure(e),
             };
-            // `format` decides; without one, the extension does.
-            let csv_format = match format {
-                Some(f) => *f == crate::dag::EventFormat::Csv,
-                None => path.ends_with(".csv"),
-            };
-            if let Err(e) = load_exposures(&conn, ctx, &spec.experiment, &path, csv_format).await {
+            if let Err(e) =
+                load_exposures(&conn, ctx, &spec.experiment, &path, is_csv(&path, *format)).await
+            {
                 return failure(e);
             }
             q("weft_exposures")
