@@ -592,6 +592,7 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     let state =
         crate::web::AppState::new(db.clone(), cfg.clone(), registry, Some(engine.clone())).await?;
     let web = crate::web::serve(state, &cfg.bind).await?;
+    engine.set_base_url(format!("http://{web}"));
     if let Some(r) = cfg.retention {
         spawn_retention(db.clone(), r);
         eprintln!(

@@ -28,6 +28,7 @@ pub const VARIABLES: &[&str] = &[
     "dag_id",
     "task_id",
     "try_number",
+    "base_url",
 ];
 
 /// Functions minijinja provides to every template (they show up as names).
@@ -365,6 +366,9 @@ pub struct TemplateContext {
     pub dag_id: String,
     pub task_id: String,
     pub try_number: i32,
+    /// Where this weft's web server answers (`http://127.0.0.1:8080`), so tasks can
+    /// call its API or `/health` whatever the bind address. Also `WEFT_BASE_URL`.
+    pub base_url: String,
     pub params: BTreeMap<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
@@ -402,10 +406,17 @@ impl TemplateContext {
             dag_id: dag_id.to_string(),
             task_id: task_id.to_string(),
             try_number,
+            base_url: String::new(),
             params,
             state: None,
             error: None,
         }
+    }
+
+    /// The same context with `base_url` set.
+    pub fn with_base_url(mut self, base_url: String) -> Self {
+        self.base_url = base_url;
+        self
     }
 
     /// Renders a template as plain text (environment values, paths, URLs); plain
@@ -450,6 +461,7 @@ impl TemplateContext {
             ("WEFT_DAG_ID".into(), self.dag_id.clone()),
             ("WEFT_TASK_ID".into(), self.task_id.clone()),
             ("WEFT_TRY_NUMBER".into(), self.try_number.to_string()),
+            ("WEFT_BASE_URL".into(), self.base_url.clone()),
         ];
         for (k, val) in &self.params {
             let s = match val {

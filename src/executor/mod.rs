@@ -81,7 +81,7 @@ pub async fn run_started(
             }
             if let (Some(dag), Some(run)) = (&f.dag, &f.run) {
                 if f.recorded {
-                    fire_callbacks(dag, run, &ti, &f, &outcome);
+                    fire_callbacks(dag, run, &ti, &f, &outcome, shared.base_url());
                 }
                 if let Some(state) = f.run_finished {
                     if state == crate::db::RunState::Failed {
@@ -137,7 +137,7 @@ async fn prepare_and_execute(
             ti.task_id
         ));
     };
-    let tmpl = template_context(&dag, run, ti);
+    let tmpl = template_context(&dag, run, ti).with_base_url(shared.base_url());
     log.line(&format!(
         "[weft] {} {} try {} of {} on {} (worker {})",
         dag.dag_id, ti.task_id, ti.try_number, ti.max_tries, shared.hostname, shared.worker_id
@@ -185,11 +185,12 @@ fn fire_callbacks(
     ti: &task_instance::Model,
     f: &commands::Finished,
     outcome: &TryOutcome,
+    base_url: String,
 ) {
     let Some(task) = dag.task(&ti.task_id) else {
         return;
     };
-    let mut ctx = template_context(dag, run, ti);
+    let mut ctx = template_context(dag, run, ti).with_base_url(base_url);
     ctx.state = Some(f.state.as_str().to_string());
     ctx.error = outcome.error.clone();
     let cb = match f.state {

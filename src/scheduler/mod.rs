@@ -241,6 +241,19 @@ pub struct Shared {
     fault_notify: Notify,
     /// The import errors last logged, by file: logged again only when they change.
     logged_errors: Mutex<HashMap<String, String>>,
+    /// Where the web server answers, once `serve` has bound it.
+    base_url: std::sync::OnceLock<String>,
+}
+
+impl Shared {
+    /// Where this weft's web server answers: the address `serve` bound, else the
+    /// configured `bind` (for `dags test` and backfills, which serve nothing).
+    pub fn base_url(&self) -> String {
+        self.base_url
+            .get()
+            .cloned()
+            .unwrap_or_else(|| format!("http://{}", self.config.bind))
+    }
 }
 
 /// A scheduler plus executor in one process.
@@ -311,6 +324,7 @@ impl Engine {
             fault: Mutex::new(None),
             fault_notify: Notify::new(),
             logged_errors: Mutex::new(HashMap::new()),
+            base_url: std::sync::OnceLock::new(),
             config,
         };
         let engine = Engine {
@@ -328,6 +342,12 @@ impl Engine {
             }
         });
         Ok(engine)
+    }
+
+    /// Records the address the web server answers on (tasks see it as `base_url` and
+    /// `WEFT_BASE_URL`).
+    pub fn set_base_url(&self, url: String) {
+        let _ = self.shared.base_url.set(url);
     }
 
     /// Why the engine cannot work any more, if it cannot.
