@@ -76,7 +76,7 @@ schedule = "none"
 [tasks.show]
 kind = "shell"
 env = { MINE = "mine" }
-command = "echo db=${WEFT_DATABASE_URL:-none} server=${CARGO_MANIFEST_DIR:-none} passed=${CARGO_PKG_NAME:-none} mine=$MINE path=${PATH:+set} ds=$WEFT_DS; echo pw=s3cr3t-pa55"
+command = "echo db=${WEFT_DATABASE_URL:-none} server=${CARGO_MANIFEST_DIR:-none} passed=${CARGO_PKG_NAME:-none} mine=$MINE path=${PATH:+set} ds=$WEFT_DS; echo pw=s3cr3t-pa55; echo base=$WEFT_BASE_URL"
 "#;
 
 #[tokio::test]
@@ -107,7 +107,9 @@ async fn tasks_get_a_minimal_environment_and_secrets_are_redacted() {
         "{log}"
     );
     assert!(
-        log.contains("pw=***") && !log.contains("s3cr3t-pa55"),
+        log.contains("pw=***")
+            && !log.contains("s3cr3t-pa55")
+            && log.contains("base=http://127.0.0.1:8080"),
         "{log}"
     );
     env.stop().await;
