@@ -234,8 +234,15 @@ pub async fn transition<C: ConnectionTrait>(
         dag_run::Entity::update_many().col_expr(dag_run::Column::State, Expr::value(to.as_str()));
     match to {
         RunState::Running => {
+            // A run's first start is never overwritten (a reopened run keeps it).
             q = q
-                .col_expr(dag_run::Column::StartedAt, Expr::value(now))
+                .col_expr(
+                    dag_run::Column::StartedAt,
+                    Expr::from(sea_orm::sea_query::Func::coalesce([
+                        sea_orm::sea_query::SimpleExpr::from(Expr::col(dag_run::Column::StartedAt)),
+                        sea_orm::sea_query::SimpleExpr::from(Expr::value(now)),
+                    ])),
+                )
                 .col_expr(
                     dag_run::Column::EndedAt,
                     Expr::value(Option::<DateTime<Utc>>::None),

@@ -145,6 +145,20 @@ pub async fn reset_for_clear<C: ConnectionTrait>(
             task_instance::Column::EndedAt,
             Expr::value(Option::<DateTime<Utc>>::None),
         )
+        // A cleared task instance has no current timing: its earlier tries keep theirs
+        // in the try history.
+        .col_expr(
+            task_instance::Column::StartedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            task_instance::Column::DurationMs,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(
+            task_instance::Column::ExitCode,
+            Expr::value(Option::<i32>::None),
+        )
         .col_expr(
             task_instance::Column::NextRetryAt,
             Expr::value(Option::<DateTime<Utc>>::None),

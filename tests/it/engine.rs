@@ -559,3 +559,73 @@ on_failure = { command = "echo '{{ task_id }} {{ state }} {{ error }}' > task_fa
     assert_eq!(read("run_failed.txt").await.trim(), "run failed");
     env.stop().await;
 }
+
+/// Marking a task success reopens its run without rewriting the run's first start;
+/// clearing leaves no stale timing on the task instance (its tries keep theirs).
+#[tokio::test]
+async fn marks_and_clears_keep_history_honest() {
+    let t = sqlite_db().await;
+    let dag = "schedule = \"none\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"sleep 0.3; exit 1\"\n";
+    let env = Env::start(&t, &[("hist", dag)], |_| {}, None).await;
+    let run = env.trigger("hist").await;
+    assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Failed);
+    let first = weft::db::runs::get_run(&env.db.conn, run.id)
+        .await
+        .expect("q")
+        .expect("run");
+    let started = first.started_at.expect("started");
+    commands::mark_task(
+        &env.db,
+        &env.registry,
+        "hist",
+        &run.run_id,
+        "a",
+        TaskState::Success,
+        Utc::now(),
+    )
+    .await
+    .expect("mark");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let after = loop {
+        let r = weft::db::runs::get_run(&env.db.conn, run.id)
+            .await
+            .expect("q")
+            .expect("run");
+        if r.state == RunState::Success || tokio::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(after.state, RunState::Success);
+    assert_eq!(
+        after.started_at,
+        Some(started),
+        "the run's first start was rewritten"
+    );
+    assert!(after.ended_at.is_some_and(|e| e > started));
+    // Clear the task with the DAG paused, so it stays cleared: no old start or duration.
+    commands::set_paused(&env.db, "hist", true)
+        .await
+        .expect("pause");
+    commands::clear(
+        &env.db,
+        &env.registry,
+        "hist",
+        &run.run_id,
+        &["a".into()],
+        false,
+        Utc::now(),
+    )
+    .await
+    .expect("clear");
+    let ti = tasks::of_run(&env.db.conn, run.id)
+        .await
+        .expect("tis")
+        .remove(0);
+    assert_eq!(
+        (ti.started_at, ti.ended_at, ti.duration_ms),
+        (None, None, None),
+        "{ti:?}"
+    );
+    env.stop().await;
+}
