@@ -96,6 +96,25 @@ pub async fn transition_by_task<C: ConnectionTrait>(
     Ok(res.rows_affected)
 }
 
+/// Sets the error text of the named task instances of a run.
+pub async fn set_error_by_task<C: ConnectionTrait>(
+    c: &C,
+    run_pk: i64,
+    task_ids: &[String],
+    error: &str,
+) -> DbResult<()> {
+    if task_ids.is_empty() {
+        return Ok(());
+    }
+    task_instance::Entity::update_many()
+        .col_expr(task_instance::Column::Error, Expr::value(error))
+        .filter(task_instance::Column::DagRunId.eq(run_pk))
+        .filter(task_instance::Column::TaskId.is_in(task_ids.iter().cloned()))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
 /// Stamps `ended_at` on a task instance that an operator marked.
 pub async fn mark_ended<C: ConnectionTrait>(
     c: &C,

@@ -583,6 +583,7 @@ pub async fn mark_run(
     dag_id: &str,
     run_id: &str,
     state: RunState,
+    by: &str,
     now: DateTime<Utc>,
 ) -> CommandResult<()> {
     let (run, _dag) = run_and_dag(db, reg, dag_id, run_id).await?;
@@ -612,15 +613,11 @@ pub async fn mark_run(
         }
         RunState::Failed => {
             let active = [TaskState::Queued, TaskState::Running];
-            tasks::transition_by_task(
-                &txn,
-                run.id,
-                &ids(&|s| s.is_active()),
-                &active,
-                TaskState::Failed,
-                now,
-            )
-            .await?;
+            let stopped = ids(&|s| s.is_active());
+            tasks::transition_by_task(&txn, run.id, &stopped, &active, TaskState::Failed, now)
+                .await?;
+            // "Cancel run": the stopped tasks say who stopped them.
+            tasks::set_error_by_task(&txn, run.id, &stopped, &format!("cancelled by {by}")).await?;
             let waiting = [
                 TaskState::Pending,
                 TaskState::Scheduled,

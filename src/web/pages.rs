@@ -1726,11 +1726,20 @@ pub async fn action_post(
             format!("marked {task} {s}")
         }
         Action::MarkRun { dag, run, state: s } => {
-            commands::mark_run(&state.db, &state.registry, dag, run, *s, now).await?;
+            let by = viewer
+                .0
+                .as_ref()
+                .map_or("an operator", |u| u.username.as_str());
+            commands::mark_run(&state.db, &state.registry, dag, run, *s, by, now).await?;
             format!("marked run {s}")
         }
     };
     if let Some(e) = &state.engine {
+        // Processes of tries that were marked or cancelled stop now, not at the next
+        // heartbeat.
+        if let Err(err) = e.stop_unwanted_tries().await {
+            tracing::warn!(error = %err, "could not stop marked tries at once");
+        }
         e.wake();
     }
     Ok(Redirect::to(&format!("{back}?notice={}", enc(&notice))).into_response())

@@ -1220,3 +1220,79 @@ async fn oversized_uris_and_headers_get_json_errors_on_the_api() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn cancelling_a_run_stops_its_process_at_once_and_says_who() {
+    let t = sqlite_db().await;
+    let env = Env::start(
+        &t,
+        &[(
+            "slow",
+            "schedule = \"none\"\n[tasks.nap]\nkind = \"shell\"\ncommand = \"sleep 60\"\n",
+        )],
+        |_| {},
+        None,
+    )
+    .await;
+    let hash = auth::hash_password("correct horse").expect("hash");
+    users::create(&env.db.conn, "otto", &hash, Role::Operator, Utc::now())
+        .await
+        .expect("user");
+    let state = AppState::new(
+        env.db.clone(),
+        env.config.clone(),
+        env.registry.clone(),
+        Some(env.engine.clone()),
+    )
+    .await
+    .expect("state");
+    let mut op = Client::new(app(state));
+    op.login("otto", "correct horse").await;
+    let run = env.trigger("slow").await;
+    env.wait_task(
+        run.id,
+        "nap",
+        TaskState::Running,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    let csrf = op.csrf("/dags").await;
+    let started = std::time::Instant::now();
+    let res = op
+        .post_form(
+            "/actions",
+            &[
+                ("action", "mark_run"),
+                ("dag", "slow"),
+                ("run", &run.run_id),
+                ("state", "failed"),
+                ("authenticity_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let ti = weft::db::tasks::of_run(&env.db.conn, run.id)
+        .await
+        .expect("tis")
+        .remove(0);
+    assert_eq!(ti.state, TaskState::Failed);
+    assert_eq!(ti.error.as_deref(), Some("cancelled by otto"));
+    // The shell is stopped at once (SIGTERM), not at the next heartbeat.
+    let pid = ti.pid.expect("pid");
+    while weft::executor::process::pid_alive(pid)
+        && started.elapsed() < std::time::Duration::from_secs(10)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !weft::executor::process::pid_alive(pid)
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    env.stop().await;
+}
