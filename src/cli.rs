@@ -565,6 +565,9 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     if let Some(b) = a.bind {
         cfg.bind = b;
     }
+    // The port first: a server that cannot listen says so before it announces itself,
+    // registers a worker, or creates a database.
+    let listener = crate::web::bind(&cfg.bind).await?;
     let db = open_db(&cfg).await?;
     let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
     let report = registry.sync(&db, Utc::now()).await?;
@@ -591,7 +594,7 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     engine.shared.registry.sync(&db, Utc::now()).await?;
     let state =
         crate::web::AppState::new(db.clone(), cfg.clone(), registry, Some(engine.clone())).await?;
-    let web = crate::web::serve(state, &cfg.bind).await?;
+    let web = crate::web::serve_on(listener, state)?;
     engine.set_base_url(format!("http://{web}"));
     if let Some(r) = cfg.retention {
         spawn_retention(db.clone(), r);

@@ -303,9 +303,18 @@ async fn js() -> Response {
 
 /// Binds `addr` and serves in the background; returns the bound address.
 pub async fn serve(state: AppState, addr: &str) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    serve_on(bind(addr).await?, state)
+}
+
+/// Binds `addr` (first, so a busy port is reported before anything else happens).
+pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Serves on a bound listener in the background; returns its address.
+pub fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<SocketAddr> {
     let local = listener.local_addr()?;
     let router = app(state);
     tokio::spawn(async move {

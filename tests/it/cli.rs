@@ -453,3 +453,21 @@ fn a_closed_pipe_limit_zero_and_no_terminal_are_handled() {
     assert_eq!(v[0]["description"], "the d dag");
     assert_eq!(v[0]["schedule_description"], "manual only");
 }
+
+#[test]
+fn serve_on_a_busy_port_fails_before_announcing_or_creating_anything() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let dir = project(&[("d", "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n")]);
+    let o = run_in(dir.path(), &["serve", "--bind", &addr]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("cannot listen on") && !t.contains("serving"),
+        "{t}"
+    );
+    assert!(
+        !dir.path().join("weft.db").exists(),
+        "a database was created"
+    );
+}
