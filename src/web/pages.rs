@@ -839,6 +839,17 @@ pub struct TaskPage {
     pub error: String,
     pub exit_code: String,
     pub hostname: String,
+    /// For a task that never ran (upstream_failed, skipped): its upstream tasks that
+    /// failed or were skipped, the reason it did not run.
+    pub blocked_by: Vec<UpstreamRow>,
+}
+
+/// An upstream task instance shown on a task's page.
+#[derive(Debug, Clone)]
+pub struct UpstreamRow {
+    pub task_id: String,
+    pub href: String,
+    pub state: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -846,6 +857,52 @@ pub struct TryQuery {
     #[serde(rename = "try")]
     pub try_number: Option<String>,
     pub notice: Option<String>,
+}
+
+/// The upstream tasks (of the run's DAG version) that failed, were skipped or could not
+/// run: why `ti` did not run.
+async fn upstream_blockers(
+    state: &AppState,
+    ti: &task_instance::Model,
+    dag_id: &str,
+    run_id: &str,
+) -> Result<Vec<UpstreamRow>> {
+    let Some(run) = runs::get_run(&state.db.conn, ti.dag_run_id).await? else {
+        return Ok(Vec::new());
+    };
+    let Some(dag) = state
+        .registry
+        .version(&state.db, run.dag_version_id)
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(task) = dag.task(&ti.task_id) else {
+        return Ok(Vec::new());
+    };
+    let states: BTreeMap<String, TaskState> = tasks::states_of_run(&state.db.conn, run.id)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(task
+        .depends_on
+        .iter()
+        .filter_map(|up| {
+            let s = *states.get(up)?;
+            matches!(
+                s,
+                TaskState::Failed
+                    | TaskState::UpstreamFailed
+                    | TaskState::Skipped
+                    | TaskState::Removed
+            )
+            .then(|| UpstreamRow {
+                task_id: up.clone(),
+                href: task_href(dag_id, run_id, up),
+                state: s.to_string(),
+            })
+        })
+        .collect())
 }
 
 async fn find_ti(
@@ -922,6 +979,12 @@ pub async fn task_page(
     let follow = current.is_some_and(|t| t.state == crate::db::TryState::Running);
     layout.refresh = false;
     let base = task_href(&dag_id, &run_id, &task_id);
+    let blocked_by =
+        if tries.is_empty() && matches!(ti.state, TaskState::UpstreamFailed | TaskState::Skipped) {
+            upstream_blockers(&state, &ti, &dag_id, &run_id).await?
+        } else {
+            Vec::new()
+        };
     Ok(page(
         token,
         TaskPage {
@@ -954,6 +1017,7 @@ pub async fn task_page(
             log,
             raw_href: format!("{base}/log?try={selected}"),
             follow,
+            blocked_by,
             error: current.and_then(|t| t.error.clone()).unwrap_or_default(),
             exit_code: current
                 .and_then(|t| t.exit_code)

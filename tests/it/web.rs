@@ -1296,3 +1296,44 @@ async fn cancelling_a_run_stops_its_process_at_once_and_says_who() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn an_upstream_failed_task_says_which_upstream_failed() {
+    let t = sqlite_db().await;
+    let env = Env::start(
+        &t,
+        &[("chain", "schedule = \"none\"\n[tasks.extract]\nkind = \"shell\"\ncommand = \"exit 3\"\n[tasks.load]\nkind = \"noop\"\ndepends_on = [\"extract\"]\n")],
+        |_| {},
+        None,
+    )
+    .await;
+    let state = AppState::new(
+        env.db.clone(),
+        env.config.clone(),
+        env.registry.clone(),
+        Some(env.engine.clone()),
+    )
+    .await
+    .expect("state");
+    let mut c = Client::new(app(state));
+    let run = env.trigger("chain").await;
+    assert_eq!(
+        env.wait_run(run.id, std::time::Duration::from_secs(30))
+            .await,
+        RunState::Failed
+    );
+    let r = weft::web::views::enc(&run.run_id);
+    let page = c
+        .get(&format!("/dags/chain/runs/{r}/tasks/load"))
+        .await
+        .body;
+    assert!(
+        page.contains("id=\"blocked-by\"") && !page.contains("has not run yet"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("href=\"/dags/chain/runs/{r}/tasks/extract\"")),
+        "{page}"
+    );
+    env.stop().await;
+}
