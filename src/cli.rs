@@ -974,6 +974,9 @@ async fn trigger(cfg: Config, a: TriggerArgs) -> Result<i32> {
 
 async fn list_runs(cfg: Config, a: RunsArgs) -> Result<i32> {
     let db = open_db(&cfg).await?;
+    if let Some(d) = &a.dag_id {
+        known_dag(&db, d).await?;
+    }
     let states = match &a.state {
         Some(s) => vec![RunState::parse(s).ok_or_else(|| {
             anyhow!(
@@ -1040,6 +1043,17 @@ async fn list_runs(cfg: Config, a: RunsArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Fails with "no DAG named ..." (and a suggestion) when the database knows no such
+/// DAG, rather than answering with an empty list.
+async fn known_dag(db: &Db, dag_id: &str) -> Result<()> {
+    let dags = crate::db::dags::list_dags(&db.conn).await?;
+    if dags.iter().any(|d| d.dag_id == dag_id) {
+        return Ok(());
+    }
+    let hint = crate::dag::diag::did_you_mean(dag_id, dags.iter().map(|d| d.dag_id.as_str()));
+    bail!("no DAG named \"{dag_id}\"{hint} (see `weft dags list`)")
+}
+
 async fn find_run(
     db: &Db,
     dag_id: &str,
@@ -1048,6 +1062,7 @@ async fn find_run(
     if let Some(r) = runs::find_run(&db.conn, dag_id, run_id).await? {
         return Ok(r);
     }
+    known_dag(db, dag_id).await?;
     let recent = runs::list_runs(
         &db.conn,
         &RunFilter {

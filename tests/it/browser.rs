@@ -26,7 +26,7 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn find(bin: &str) -> Option<PathBuf> {
+pub(crate) fn find(bin: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(bin))

@@ -471,3 +471,25 @@ fn serve_on_a_busy_port_fails_before_announcing_or_creating_anything() {
         "a database was created"
     );
 }
+
+#[test]
+fn unknown_dags_are_named_with_a_suggestion() {
+    let dir = project(&[(
+        "daily_sales",
+        "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n",
+    )]);
+    let o = run_in(dir.path(), &["trigger", "daily_sales"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for args in [
+        vec!["runs", "daily_sale"],
+        vec!["tasks", "list", "daily_sale", "x"],
+    ] {
+        let o = run_in(dir.path(), &args);
+        assert!(!o.status.success(), "{args:?}");
+        let t = text(&o);
+        assert!(
+            t.contains("no DAG named \"daily_sale\"") && t.contains("did you mean \"daily_sales\""),
+            "{t}"
+        );
+    }
+}
