@@ -176,6 +176,10 @@ pub enum DagsCommand {
         /// Params as k=v.
         #[arg(long = "param")]
         params: Vec<String>,
+        /// The warehouse every connection uses (default: temporary SQLite files, so a
+        /// test never writes the real warehouse).
+        #[arg(long)]
+        warehouse: Option<String>,
     },
 }
 
@@ -864,7 +868,8 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
             dag_id,
             date,
             params,
-        } => dags_test(cfg, &dag_id, date, params).await,
+            warehouse,
+        } => dags_test(cfg, &dag_id, date, params, warehouse).await,
     }
 }
 
@@ -1186,14 +1191,44 @@ async fn dags_test(
     dag_id: &str,
     date: Option<String>,
     params: Vec<String>,
+    warehouse: Option<String>,
 ) -> Result<i32> {
     let d = load_dag(&cfg, dag_id)?;
     let dir = tempfile_dir()?;
+    let result = dags_test_in(cfg, &d, &dir, date, params, warehouse).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn dags_test_in(
+    cfg: Config,
+    d: &Arc<Dag>,
+    dir: &std::path::Path,
+    date: Option<String>,
+    params: Vec<String>,
+    warehouse: Option<String>,
+) -> Result<i32> {
     let url = format!("sqlite://{}?mode=rwc", dir.join("weft-test.db").display());
     let db = Db::connect(&url).await?;
     db.migrate().await?;
     let mut cfg = cfg;
     cfg.database_url = url;
+    // Every connection goes to a temporary warehouse (or the one given): a test never
+    // writes the tables the real runs and the pages read.
+    let shown = match &warehouse {
+        Some(w) => crate::db::redact_url(w),
+        None => format!("temporary SQLite files in {}", dir.display()),
+    };
+    for (name, conn) in cfg.connections.iter_mut() {
+        conn.url = match &warehouse {
+            Some(w) => w.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                dir.join(format!("warehouse-{name}.db")).display()
+            ),
+        };
+    }
+    println!("dags test: warehouse {shown} (--warehouse URL to choose another)");
     let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
     let vid = registry.add(&db, d.clone(), Utc::now()).await?;
     let logical = match date {

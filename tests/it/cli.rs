@@ -493,3 +493,29 @@ fn unknown_dags_are_named_with_a_suggestion() {
         );
     }
 }
+
+#[test]
+fn dags_test_never_writes_the_real_warehouse() {
+    let dir = project(&[(
+        "w",
+        "schedule = \"none\"\n[tasks.t]\nkind = \"sql\"\nsql = \"CREATE TABLE IF NOT EXISTS touched (x INTEGER); INSERT INTO touched VALUES (1);\"\n",
+    )]);
+    let o = run_in(dir.path(), &["dags", "test", "w"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let first = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(first.contains("warehouse temporary"), "{first}");
+    assert!(
+        !dir.path().join("warehouse.db").exists(),
+        "dags test wrote the real warehouse"
+    );
+    // --warehouse chooses one.
+    let chosen = dir.path().join("chosen.db");
+    let url = format!("sqlite://{}?mode=rwc", chosen.display());
+    let o = run_in(dir.path(), &["dags", "test", "w", "--warehouse", &url]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(chosen.exists());
+}
