@@ -183,6 +183,8 @@ pub struct Cleared {
         get_run,
         list_tasks,
         clear_task,
+        mark_task,
+        cancel_run,
         task_logs,
         list_pools,
         health,
@@ -202,6 +204,7 @@ pub struct Cleared {
         TriggerBody,
         ClearBody,
         Cleared,
+        MarkBody,
         ExperimentView,
         StoredResult,
         SurveyView,
@@ -224,6 +227,11 @@ pub fn router() -> Router<AppState> {
             "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear",
             post(clear_task),
         )
+        .route(
+            "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/mark",
+            post(mark_task),
+        )
+        .route("/dags/{dag_id}/runs/{run_id}/cancel", post(cancel_run))
         .route("/experiments/{experiment}", get(get_experiment))
         .route("/surveys/{provider}/{form_id}", get(get_survey))
         .route(
@@ -551,6 +559,99 @@ async fn clear_task(
         e.wake();
     }
     Ok(Json(Cleared { cleared }))
+}
+
+/// What to mark a task instance.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarkBody {
+    /// `success` or `failed`.
+    pub state: String,
+}
+
+/// Mark a task instance success or failed (operator); a running try is stopped.
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/mark", params(("dag_id" = String, Path, description = "the DAG"), ("run_id" = String, Path, description = "the run (run_id, e.g. manual__2026-01-01T00:00:00Z)"), ("task_id" = String, Path, description = "the task")), request_body = MarkBody, responses((status = 200, body = TaskInstanceView), (status = 400), (status = 404)))]
+async fn mark_task(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    body: Result<Json<MarkBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<TaskInstanceView> {
+    write(&viewer, &headers)?;
+    let Json(body) = body.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad request body: {}",
+            e.body_text()
+        )))
+    })?;
+    let to = match body.state.as_str() {
+        "success" => crate::db::TaskState::Success,
+        "failed" => crate::db::TaskState::Failed,
+        other => {
+            return Err(ApiError(Error::BadRequest(format!(
+                "a task can be marked success or failed, not \"{other}\""
+            ))));
+        }
+    };
+    commands::mark_task(
+        &state.db,
+        &state.registry,
+        &dag_id,
+        &run_id,
+        &task_id,
+        to,
+        Utc::now(),
+    )
+    .await?;
+    stop_marked(&state).await;
+    let run = find_run(&state, &dag_id, &run_id).await?;
+    let ti = tasks::of_run(&state.db.conn, run.id)
+        .await?
+        .into_iter()
+        .find(|t| t.task_id == task_id)
+        .ok_or_else(|| {
+            ApiError(Error::NotFound(format!(
+                "run \"{run_id}\" has no task \"{task_id}\""
+            )))
+        })?;
+    Ok(Json(ti_view(&ti)))
+}
+
+/// Cancel a run (operator): it is marked failed, its running tries are stopped at once
+/// and its waiting tasks skipped; the stopped tasks say who cancelled them.
+#[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs/{run_id}/cancel", params(("dag_id" = String, Path, description = "the DAG"), ("run_id" = String, Path, description = "the run (run_id, e.g. manual__2026-01-01T00:00:00Z)")), responses((status = 200, body = RunView), (status = 400), (status = 404)))]
+async fn cancel_run(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path((dag_id, run_id)): Path<(String, String)>,
+) -> ApiResult<RunView> {
+    let user = write(&viewer, &headers)?.username.clone();
+    commands::mark_run(
+        &state.db,
+        &state.registry,
+        &dag_id,
+        &run_id,
+        crate::db::RunState::Failed,
+        &user,
+        Utc::now(),
+    )
+    .await?;
+    stop_marked(&state).await;
+    let run = find_run(&state, &dag_id, &run_id).await?;
+    Ok(Json(run_view(&run)))
+}
+
+/// Stops, in this process, the tries that are no longer this worker's (marked or
+/// cancelled), and wakes the engine.
+async fn stop_marked(state: &AppState) {
+    if let Some(e) = &state.engine {
+        if let Err(err) = e.stop_unwanted_tries().await {
+            tracing::warn!(error = %err, "could not stop marked tries at once");
+        }
+        e.wake();
+    }
 }
 
 /// The log of a try (`try` query parameter; default the latest).

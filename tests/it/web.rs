@@ -1337,3 +1337,90 @@ async fn an_upstream_failed_task_says_which_upstream_failed() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_api_marks_tasks_and_cancels_runs() {
+    let t = sqlite_db().await;
+    let env = Env::start(
+        &t,
+        &[("slow", "schedule = \"none\"\n[tasks.nap]\nkind = \"shell\"\ncommand = \"sleep 60\"\n[tasks.after]\nkind = \"noop\"\ndepends_on = [\"nap\"]\n")],
+        |_| {},
+        None,
+    )
+    .await;
+    let hash = auth::hash_password("correct horse").expect("hash");
+    let otto = users::create(&env.db.conn, "otto", &hash, Role::Operator, Utc::now())
+        .await
+        .expect("user");
+    let (tok, th) = auth::new_token();
+    users::create_token(
+        &env.db.conn,
+        otto.id,
+        "ci",
+        &th,
+        "operate",
+        None,
+        Utc::now(),
+    )
+    .await
+    .expect("token");
+    let state = AppState::new(
+        env.db.clone(),
+        env.config.clone(),
+        env.registry.clone(),
+        Some(env.engine.clone()),
+    )
+    .await
+    .expect("state");
+    let mut api = Client::new(app(state));
+    api.bearer = Some(tok);
+    let run = env.trigger("slow").await;
+    env.wait_task(
+        run.id,
+        "nap",
+        TaskState::Running,
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    let r = weft::web::views::enc(&run.run_id);
+    let res = api
+        .post_json(
+            &format!("/api/v1/dags/slow/runs/{r}/tasks/nap/mark"),
+            serde_json::json!({"state": "running"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    let res = api
+        .post_json(
+            &format!("/api/v1/dags/slow/runs/{r}/cancel"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let v: serde_json::Value = serde_json::from_str(&res.body).expect("json");
+    assert_eq!(v["state"], "failed");
+    let states = env.states(run.id).await;
+    assert_eq!(
+        (states["nap"], states["after"]),
+        (TaskState::Failed, TaskState::Skipped)
+    );
+    let ti = weft::db::tasks::of_run(&env.db.conn, run.id)
+        .await
+        .expect("tis")
+        .into_iter()
+        .find(|t| t.task_id == "nap")
+        .expect("nap");
+    assert_eq!(ti.error.as_deref(), Some("cancelled by otto"));
+    // Marking the stopped task success lets the run finish green.
+    let res = api
+        .post_json(
+            &format!("/api/v1/dags/slow/runs/{r}/tasks/nap/mark"),
+            serde_json::json!({"state": "success"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let doc: serde_json::Value =
+        serde_json::from_str(&api.get("/api/v1/openapi.json").await.body).expect("json");
+    assert!(doc["paths"]["/api/v1/dags/{dag_id}/runs/{run_id}/cancel"]["post"].is_object());
+    env.stop().await;
+}
