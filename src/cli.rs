@@ -1245,7 +1245,7 @@ async fn dags_test_in(
     let mut events = engine.subscribe();
     let run = commands::trigger(
         &db,
-        &d,
+        d,
         vid,
         &parse_kv(&params)?,
         serde_json::Value::Null,
