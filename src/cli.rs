@@ -1309,7 +1309,6 @@ async fn dags_test_in(
         }
     }
     println!("\nrun {}: {}", run.run_id, run.state);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(if run.state == RunState::Success { 0 } else { 1 })
 }
 
