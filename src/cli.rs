@@ -18,7 +18,7 @@ use crate::dag::diag::render_with_source;
 use crate::dag::template::rfc3339;
 use crate::dag::{Dag, ValidationContext};
 use crate::db::runs::{self, RunFilter};
-use crate::db::{Db, RunState, tasks};
+use crate::db::{Db, RunState, TaskState, tasks};
 use crate::scheduler::{Engine, EngineOptions, Registry, SystemClock, commands, plan};
 
 #[derive(Debug, Parser)]
@@ -284,6 +284,15 @@ pub enum TasksCommand {
         run_id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Mark a task instance success or failed (a running try is stopped by its worker;
+    /// the run is evaluated again).
+    Mark {
+        dag_id: String,
+        run_id: String,
+        task_id: String,
+        #[arg(long, value_parser = ["success", "failed"])]
+        state: String,
     },
 }
 
@@ -1084,6 +1093,34 @@ async fn find_run(
 async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
     let db = open_db(&cfg).await?;
     match c {
+        TasksCommand::Mark {
+            dag_id,
+            run_id,
+            task_id,
+            state,
+        } => {
+            find_run(&db, &dag_id, &run_id).await?;
+            let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+            registry.sync(&db, Utc::now()).await?;
+            let to = if state == "success" {
+                TaskState::Success
+            } else {
+                TaskState::Failed
+            };
+            match commands::mark_task(&db, &registry, &dag_id, &run_id, &task_id, to, Utc::now())
+                .await
+            {
+                Ok(()) => {
+                    println!("marked {task_id} {state}");
+                    Ok(0)
+                }
+                Err(commands::CommandError::Db(e)) => Err(e.into()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(2)
+                }
+            }
+        }
         TasksCommand::Clear {
             dag_id,
             run_id,

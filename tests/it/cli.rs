@@ -519,3 +519,31 @@ fn dags_test_never_writes_the_real_warehouse() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(chosen.exists());
 }
+
+#[test]
+fn tasks_mark_marks_and_the_run_finishes() {
+    let dir = project(&[(
+        "m",
+        "schedule = \"none\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"exit 1\"\n",
+    )]);
+    let o = run_in(dir.path(), &["dags", "test", "m"]);
+    assert!(!o.status.success());
+    // Without a server a manual run stays queued: enough to mark its task.
+    let o = run_in(dir.path(), &["trigger", "m", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let run_id = v["run_id"].as_str().expect("run_id").to_string();
+    let o = run_in(
+        dir.path(),
+        &["tasks", "mark", "m", &run_id, "a", "--state", "success"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_in(dir.path(), &["tasks", "list", "m", &run_id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v[0]["state"], "success");
+    let o = run_in(
+        dir.path(),
+        &["tasks", "mark", "m", &run_id, "a", "--state", "running"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
