@@ -304,6 +304,27 @@ pub struct LogsArgs {
     /// Try number (default: the latest).
     #[arg(long = "try")]
     pub try_number: Option<i32>,
+    /// Keep printing what the try writes until it ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+/// A mistake in what was asked (an unknown DAG, run or task, a malformed argument):
+/// the command exits 2, like clap's own usage errors; failures exit 1.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Fails with a usage error (exit 2).
+macro_rules! usage {
+    ($($t:tt)*) => { return Err(anyhow::Error::new(Usage(format!($($t)*)))) };
 }
 
 /// Parses args, runs the command, and returns the process exit code.
@@ -345,7 +366,11 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            1
+            if e.downcast_ref::<Usage>().is_some() {
+                2
+            } else {
+                1
+            }
         }
     }
 }
@@ -569,7 +594,9 @@ fn parse_kv(params: &[String]) -> Result<BTreeMap<String, serde_json::Value>> {
                         serde_json::Value::String(v.to_string()),
                     )
                 })
-                .ok_or_else(|| anyhow!("--param \"{p}\" must look like name=value"))
+                .ok_or_else(|| {
+                    anyhow::Error::new(Usage(format!("--param \"{p}\" must look like name=value")))
+                })
         })
         .collect()
 }
@@ -1065,7 +1092,7 @@ async fn known_dag(db: &Db, dag_id: &str) -> Result<()> {
         return Ok(());
     }
     let hint = crate::dag::diag::did_you_mean(dag_id, dags.iter().map(|d| d.dag_id.as_str()));
-    bail!("no DAG named \"{dag_id}\"{hint} (see `weft dags list`)")
+    usage!("no DAG named \"{dag_id}\"{hint} (see `weft dags list`)")
 }
 
 async fn find_run(
@@ -1087,7 +1114,7 @@ async fn find_run(
     )
     .await?;
     let hint = crate::dag::diag::did_you_mean(run_id, recent.iter().map(|r| r.run_id.as_str()));
-    bail!("dag \"{dag_id}\" has no run \"{run_id}\"{hint} (see `weft runs {dag_id}`)")
+    usage!("dag \"{dag_id}\" has no run \"{run_id}\"{hint} (see `weft runs {dag_id}`)")
 }
 
 async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
@@ -1196,7 +1223,7 @@ async fn logs(cfg: Config, a: LogsArgs) -> Result<i32> {
     let Some(ti) = tis.iter().find(|t| t.task_id == a.task_id) else {
         let hint =
             crate::dag::diag::did_you_mean(&a.task_id, tis.iter().map(|t| t.task_id.as_str()));
-        bail!("run \"{}\" has no task \"{}\"{hint}", a.run_id, a.task_id);
+        usage!("run \"{}\" has no task \"{}\"{hint}", a.run_id, a.task_id);
     };
     let tries = tasks::tries_of(&db.conn, ti.id).await?;
     if tries.is_empty() {
@@ -1217,8 +1244,30 @@ async fn logs(cfg: Config, a: LogsArgs) -> Result<i32> {
         None => tries.last().ok_or_else(|| anyhow!("no tries"))?,
     };
     let text = tasks::read_log(&db.conn, t.id).await?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    if a.follow {
+        // Print what arrives until the try ends (the log is stored in chunks, at least
+        // once a second while the task writes).
+        let mut shown = text.len();
+        loop {
+            let ended = tasks::tries_of(&db.conn, ti.id)
+                .await?
+                .into_iter()
+                .find(|x| x.id == t.id)
+                .is_none_or(|x| x.state != crate::db::TryState::Running);
+            let text = tasks::read_log(&db.conn, t.id).await?;
+            if text.len() > shown {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&text.as_bytes()[shown..])?;
+                out.flush()?;
+                shown = text.len();
+            }
+            if ended {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
     Ok(0)
 }
 
