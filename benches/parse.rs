@@ -14,6 +14,12 @@ use weft::dag::{DagBag, ValidationContext};
 use weft::db::Db;
 use weft::scheduler::{Engine, EngineOptions, Registry, SystemClock, commands};
 
+/// A SQLite warehouse in the benchmark's folder (`dags test` uses a temporary one
+/// unless told).
+fn warehouse_url(dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("warehouse.db").display())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -376,7 +382,13 @@ fn bench_ingest(rows: &mut Vec<(String, String, String)>) {
     let t = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
         .current_dir(dir.path())
-        .args(["dags", "test", "ingest_bench"])
+        .args([
+            "dags",
+            "test",
+            "ingest_bench",
+            "--warehouse",
+            &warehouse_url(dir.path()),
+        ])
         .output()
         .expect("weft dags test");
     let secs = t.elapsed().as_secs_f64();
@@ -539,7 +551,15 @@ metrics_window = "all"
     .expect("config");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
         .current_dir(dir.path())
-        .args(["dags", "test", "analytics_bench", "--date", "2026-02-05"])
+        .args([
+            "dags",
+            "test",
+            "analytics_bench",
+            "--date",
+            "2026-02-05",
+            "--warehouse",
+            &warehouse_url(dir.path()),
+        ])
         .output()
         .expect("weft dags test");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -543,6 +543,30 @@ fn spawn_retention(db: Db, retention: Duration) {
     });
 }
 
+/// Opens the database of record for a command that only reads: it is never created or
+/// migrated; a missing one is an error naming the path looked at.
+async fn open_db_existing(cfg: &Config) -> Result<Db> {
+    if let Some(file) = cfg.sqlite_file()
+        && !file.exists()
+    {
+        bail!(
+            "no weft database at {} (weft's home is {}); run the command where `weft serve` runs, or point at it with WEFT_HOME, --config or WEFT_DATABASE_URL",
+            file.display(),
+            cfg.home.display()
+        );
+    }
+    let db = Db::connect(&cfg.database_url).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            crate::db::redact_url(&cfg.database_url)
+        )
+    })?;
+    if db.needs_migration().await? {
+        bail!("the database needs migrating to this version of weft: run `weft db migrate`");
+    }
+    Ok(db)
+}
+
 async fn open_db(cfg: &Config) -> Result<Db> {
     let db = Db::connect(&cfg.database_url).await.with_context(|| {
         format!(
@@ -1014,7 +1038,7 @@ async fn trigger(cfg: Config, a: TriggerArgs) -> Result<i32> {
 }
 
 async fn list_runs(cfg: Config, a: RunsArgs) -> Result<i32> {
-    let db = open_db(&cfg).await?;
+    let db = open_db_existing(&cfg).await?;
     if let Some(d) = &a.dag_id {
         known_dag(&db, d).await?;
     }
@@ -1118,7 +1142,7 @@ async fn find_run(
 }
 
 async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
-    let db = open_db(&cfg).await?;
+    let db = open_db_existing(&cfg).await?;
     match c {
         TasksCommand::Mark {
             dag_id,
@@ -1217,7 +1241,7 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
 }
 
 async fn logs(cfg: Config, a: LogsArgs) -> Result<i32> {
-    let db = open_db(&cfg).await?;
+    let db = open_db_existing(&cfg).await?;
     let run = find_run(&db, &a.dag_id, &a.run_id).await?;
     let tis = tasks::of_run(&db.conn, run.id).await?;
     let Some(ti) = tis.iter().find(|t| t.task_id == a.task_id) else {

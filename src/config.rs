@@ -108,6 +108,11 @@ pub struct Config {
     pub task_pass_env: Vec<String>,
     /// Mark session cookies Secure even without `X-Forwarded-Proto: https`.
     pub secure_cookies: bool,
+    /// Where relative paths (the SQLite database, the DAG folder, SQLite warehouses)
+    /// resolve: `WEFT_HOME`, else the folder of the `weft.toml` found walking up from
+    /// the current folder, else the current folder. Not a file setting.
+    #[serde(skip)]
+    pub home: PathBuf,
 }
 
 impl Default for Config {
@@ -138,6 +143,7 @@ impl Default for Config {
             retention: None,
             task_pass_env: Vec::new(),
             secure_cookies: false,
+            home: PathBuf::from("."),
         }
     }
 }
@@ -175,6 +181,29 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// The file of a `sqlite://path?...` or `sqlite:path` URL (not `:memory:`).
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:")).then_some(path)
+}
+
+/// A SQLite URL whose relative file is resolved against `home`; other URLs unchanged.
+fn resolve_sqlite(url: &str, home: &Path) -> String {
+    match sqlite_path(url) {
+        Some(p) if Path::new(p).is_relative() => {
+            let query = url
+                .split_once('?')
+                .map(|(_, q)| format!("?{q}"))
+                .unwrap_or_default();
+            format!("sqlite://{}{query}", home.join(p).display())
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Expands `${NAME}` from the environment; an unset variable is an error naming it.
 pub fn expand_env(s: &str) -> Result<String, String> {
     let mut out = String::new();
@@ -197,13 +226,27 @@ pub fn expand_env(s: &str) -> Result<String, String> {
 }
 
 impl Config {
-    /// Loads `path` (or `./weft.toml` when present), then applies env overrides.
+    /// Loads `path` (or `WEFT_CONFIG`, or the `weft.toml` of weft's home), applies env
+    /// overrides, and resolves relative paths against the home (see [`Config::home`]).
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let default_path = Path::new("weft.toml");
-        let path = path
+        let explicit = path
             .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("WEFT_CONFIG").map(PathBuf::from))
-            .or_else(|| default_path.exists().then(|| default_path.to_path_buf()));
+            .or_else(|| std::env::var_os("WEFT_CONFIG").map(PathBuf::from));
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let home = match std::env::var_os("WEFT_HOME").filter(|h| !h.is_empty()) {
+            Some(h) => cwd.join(h),
+            None => match &explicit {
+                Some(p) => cwd.join(p).parent().map_or(cwd.clone(), Path::to_path_buf),
+                None => cwd
+                    .ancestors()
+                    .find(|d| d.join("weft.toml").is_file())
+                    .map_or(cwd.clone(), Path::to_path_buf),
+            },
+        };
+        let path = explicit.or_else(|| {
+            let p = home.join("weft.toml");
+            p.is_file().then_some(p)
+        });
         let mut cfg = match &path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -218,7 +261,25 @@ impl Config {
             None => Config::default(),
         };
         cfg.apply_env()?;
+        cfg.home = home;
+        cfg.resolve_paths();
         Ok(cfg)
+    }
+
+    /// Relative paths become paths under `home`, whatever the shell's folder.
+    fn resolve_paths(&mut self) {
+        if self.dags_folder.is_relative() {
+            self.dags_folder = self.home.join(&self.dags_folder);
+        }
+        self.database_url = resolve_sqlite(&self.database_url, &self.home);
+        for c in self.connections.values_mut() {
+            c.url = resolve_sqlite(&c.url, &self.home);
+        }
+    }
+
+    /// The SQLite file of the database of record, when it is one.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        sqlite_path(&self.database_url).map(PathBuf::from)
     }
 
     pub fn from_toml(text: &str) -> Result<Config, String> {

@@ -68,6 +68,13 @@ impl Db {
         })
     }
 
+    /// True when migrations are pending (read-only commands refuse such a database).
+    pub async fn needs_migration(&self) -> DbResult<bool> {
+        Ok(!Migrator::get_pending_migrations(&self.conn)
+            .await?
+            .is_empty())
+    }
+
     /// Applies pending migrations. Several processes may start at once (a server and a
     /// CLI command): migrations run under a lock (an advisory lock on Postgres, a file
     /// lock beside the SQLite file), and a database that is up to date is not touched.

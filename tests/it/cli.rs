@@ -547,3 +547,52 @@ fn tasks_mark_marks_and_the_run_finishes() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+#[test]
+fn weft_has_one_home_and_read_only_commands_create_nothing() {
+    let dir = project(&[("h", "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n")]);
+    let o = run_in(dir.path(), &["trigger", "h"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // From a subfolder, weft finds its home (the folder of weft.toml) and its database.
+    let sub = dir.path().join("dags");
+    let o = run_in(&sub, &["runs", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("manual__"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !sub.join("weft.db").exists(),
+        "a database was created in the subfolder"
+    );
+    // Outside any project, a read-only command creates nothing and says where it looked.
+    let elsewhere = tempfile::tempdir().expect("tmp");
+    for args in [
+        vec!["runs"],
+        vec!["tasks", "list", "h", "x"],
+        vec!["logs", "h", "x", "a"],
+    ] {
+        let o = run_in(elsewhere.path(), &args);
+        assert!(!o.status.success(), "{args:?}");
+        let t = text(&o);
+        assert!(
+            t.contains("no weft database at") && t.contains("weft.db"),
+            "{t}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(elsewhere.path()).expect("dir").collect();
+    assert!(left.is_empty(), "files were created: {left:?}");
+    // WEFT_HOME points anywhere.
+    let o = weft()
+        .current_dir(elsewhere.path())
+        .env("WEFT_HOME", dir.path())
+        .args(["runs", "--json"])
+        .output()
+        .expect("run");
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("manual__"),
+        "{}",
+        text(&o)
+    );
+}

@@ -587,7 +587,10 @@ async fn the_minimal_form_reads_url_and_token_from_the_environment() {
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
             let mut c = crate::cli::weft();
-            c.current_dir(&path).args(["dags", "test", "nps"]);
+            // dags test writes a temporary warehouse unless told which one to use.
+            let wh = format!("sqlite://{}?mode=rwc", path.join("warehouse.db").display());
+            c.current_dir(&path)
+                .args(["dags", "test", "nps", "--warehouse", &wh]);
             for (k, v) in vars {
                 c.env(k, v);
             }
