@@ -77,7 +77,7 @@ impl Db {
 
     /// Applies pending migrations. Several processes may start at once (a server and a
     /// CLI command): migrations run under a lock (an advisory lock on Postgres, a file
-    /// lock beside the SQLite file), and a database that is up to date is not touched.
+    /// lock in the temporary folder for SQLite), and a database that is up to date is not touched.
     pub async fn migrate(&self) -> DbResult<()> {
         if Migrator::get_pending_migrations(&self.conn)
             .await?
@@ -101,7 +101,21 @@ impl Db {
             let _ = lock_conn.close().await;
             res?;
         } else {
-            let lock = self.sqlite_path().map(|p| format!("{p}.migrate-lock"));
+            // The lock lives in the temporary folder (keyed by the database's path), so
+            // nothing is left beside the database.
+            let lock = self.sqlite_path().map(|p| {
+                let abs = std::fs::canonicalize(&p)
+                    .map(|a| a.display().to_string())
+                    .unwrap_or(p);
+                let key = format!(
+                    "{:x}",
+                    <sha2::Sha256 as sha2::Digest>::digest(abs.as_bytes())
+                );
+                std::env::temp_dir()
+                    .join(format!("weft-migrate-{}.lock", &key[..16]))
+                    .display()
+                    .to_string()
+            });
             let guard = match lock {
                 Some(path) => Some(
                     tokio::task::spawn_blocking(move || lock_file(&path))

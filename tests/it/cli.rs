@@ -596,3 +596,12 @@ fn weft_has_one_home_and_read_only_commands_create_nothing() {
         text(&o)
     );
 }
+
+#[test]
+fn migrating_leaves_no_lock_file_beside_the_database() {
+    let dir = project(&[("l", "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n")]);
+    let o = run_in(dir.path(), &["db", "migrate"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(dir.path().join("weft.db").exists());
+    assert!(!dir.path().join("weft.db.migrate-lock").exists());
+}
