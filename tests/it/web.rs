@@ -1221,21 +1221,12 @@ async fn oversized_uris_and_headers_get_json_errors_on_the_api() {
     env.stop().await;
 }
 
-#[tokio::test]
-async fn cancelling_a_run_stops_its_process_at_once_and_says_who() {
+/// An engine on `dags` with operator "otto" (password "correct horse"), and the app.
+async fn app_with(dags: &[(&str, &str)]) -> (crate::support::TestDb, Env, Router, i64) {
     let t = sqlite_db().await;
-    let env = Env::start(
-        &t,
-        &[(
-            "slow",
-            "schedule = \"none\"\n[tasks.nap]\nkind = \"shell\"\ncommand = \"sleep 60\"\n",
-        )],
-        |_| {},
-        None,
-    )
-    .await;
+    let env = Env::start(&t, dags, |_| {}, None).await;
     let hash = auth::hash_password("correct horse").expect("hash");
-    users::create(&env.db.conn, "otto", &hash, Role::Operator, Utc::now())
+    let otto = users::create(&env.db.conn, "otto", &hash, Role::Operator, Utc::now())
         .await
         .expect("user");
     let state = AppState::new(
@@ -1246,7 +1237,17 @@ async fn cancelling_a_run_stops_its_process_at_once_and_says_who() {
     )
     .await
     .expect("state");
-    let mut op = Client::new(app(state));
+    (t, env, app(state), otto.id)
+}
+
+#[tokio::test]
+async fn cancelling_a_run_stops_its_process_at_once_and_says_who() {
+    let (_t, env, router, _) = app_with(&[(
+        "slow",
+        "schedule = \"none\"\n[tasks.nap]\nkind = \"shell\"\ncommand = \"sleep 60\"\n",
+    )])
+    .await;
+    let mut op = Client::new(router);
     op.login("otto", "correct horse").await;
     let run = env.trigger("slow").await;
     env.wait_task(
@@ -1299,23 +1300,8 @@ async fn cancelling_a_run_stops_its_process_at_once_and_says_who() {
 
 #[tokio::test]
 async fn an_upstream_failed_task_says_which_upstream_failed() {
-    let t = sqlite_db().await;
-    let env = Env::start(
-        &t,
-        &[("chain", "schedule = \"none\"\n[tasks.extract]\nkind = \"shell\"\ncommand = \"exit 3\"\n[tasks.load]\nkind = \"noop\"\ndepends_on = [\"extract\"]\n")],
-        |_| {},
-        None,
-    )
-    .await;
-    let state = AppState::new(
-        env.db.clone(),
-        env.config.clone(),
-        env.registry.clone(),
-        Some(env.engine.clone()),
-    )
-    .await
-    .expect("state");
-    let mut c = Client::new(app(state));
+    let (_t, env, router, _) = app_with(&[("chain", "schedule = \"none\"\n[tasks.extract]\nkind = \"shell\"\ncommand = \"exit 3\"\n[tasks.load]\nkind = \"noop\"\ndepends_on = [\"extract\"]\n")]).await;
+    let mut c = Client::new(router);
     let run = env.trigger("chain").await;
     assert_eq!(
         env.wait_run(run.id, std::time::Duration::from_secs(30))
@@ -1340,39 +1326,12 @@ async fn an_upstream_failed_task_says_which_upstream_failed() {
 
 #[tokio::test]
 async fn the_api_marks_tasks_and_cancels_runs() {
-    let t = sqlite_db().await;
-    let env = Env::start(
-        &t,
-        &[("slow", "schedule = \"none\"\n[tasks.nap]\nkind = \"shell\"\ncommand = \"sleep 60\"\n[tasks.after]\nkind = \"noop\"\ndepends_on = [\"nap\"]\n")],
-        |_| {},
-        None,
-    )
-    .await;
-    let hash = auth::hash_password("correct horse").expect("hash");
-    let otto = users::create(&env.db.conn, "otto", &hash, Role::Operator, Utc::now())
-        .await
-        .expect("user");
+    let (_t, env, router, otto) = app_with(&[("slow", "schedule = \"none\"\n[tasks.nap]\nkind = \"shell\"\ncommand = \"sleep 60\"\n[tasks.after]\nkind = \"noop\"\ndepends_on = [\"nap\"]\n")]).await;
     let (tok, th) = auth::new_token();
-    users::create_token(
-        &env.db.conn,
-        otto.id,
-        "ci",
-        &th,
-        "operate",
-        None,
-        Utc::now(),
-    )
-    .await
-    .expect("token");
-    let state = AppState::new(
-        env.db.clone(),
-        env.config.clone(),
-        env.registry.clone(),
-        Some(env.engine.clone()),
-    )
-    .await
-    .expect("state");
-    let mut api = Client::new(app(state));
+    users::create_token(&env.db.conn, otto, "ci", &th, "operate", None, Utc::now())
+        .await
+        .expect("token");
+    let mut api = Client::new(router);
     api.bearer = Some(tok);
     let run = env.trigger("slow").await;
     env.wait_task(
