@@ -90,9 +90,15 @@ impl From<askama::Error> for Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, _, message) = self.parts();
+        // A 401 offers the way in.
+        let login = if status == StatusCode::UNAUTHORIZED {
+            "<a class=\"button\" href=\"/login\">Log in</a> "
+        } else {
+            ""
+        };
         let body = format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} - weft</title><link rel=\"stylesheet\" href=\"/static/weft.css\"></head>\
-             <body><main class=\"narrow\"><h1>{}</h1><p class=\"notice error\">{}</p><p><a href=\"/dags\">Back to DAGs</a></p></main></body></html>",
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} - weft</title><link rel=\"stylesheet\" href=\"/static/weft.css\"><link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\"></head>\
+             <body><main class=\"narrow\"><h1>{}</h1><p class=\"notice error\">{}</p><p>{login}<a href=\"/dags\">Back to DAGs</a></p></main></body></html>",
             status.as_u16(),
             status.canonical_reason().unwrap_or("error"),
             html_escape(&message)

@@ -148,6 +148,8 @@ pub fn app(state: AppState) -> Router {
         .route("/actions", post(pages::action_post))
         .route("/static/weft.css", get(css))
         .route("/static/weft.js", get(js))
+        .route("/static/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
         .route("/health", get(health))
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api::router())
@@ -277,6 +279,18 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
         HeaderValue::from_static("same-origin"),
     );
     res
+}
+
+/// A small woven "w": the tab icon.
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        include_str!("../../static/favicon.svg"),
+    )
+        .into_response()
 }
 
 async fn css() -> Response {

@@ -1383,3 +1383,27 @@ async fn the_api_marks_tasks_and_cancels_runs() {
     assert!(doc["paths"]["/api/v1/dags/{dag_id}/runs/{run_id}/cancel"]["post"].is_object());
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_favicon_and_a_login_link_on_the_401_page() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router);
+    let res = c.get("/favicon.ico").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(
+        res.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("image/svg+xml")
+    );
+    assert!(c.get("/dags").await.body.contains("rel=\"icon\""));
+    // Logs need a login: the 401 page links to it.
+    let run = env.trigger("fine").await;
+    env.wait_run(run.id, std::time::Duration::from_secs(30))
+        .await;
+    let r = weft::web::views::enc(&run.run_id);
+    let res = c.get(&format!("/dags/fine/runs/{r}/tasks/a/log")).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    assert!(res.body.contains("href=\"/login\""), "{}", res.body);
+    env.stop().await;
+}
