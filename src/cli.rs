@@ -741,6 +741,16 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
         DagsCommand::List { json } => {
             let bag = DagBag::load_dir(&cfg.dags_folder, &ctx)
                 .with_context(|| format!("cannot read {}", cfg.dags_folder.display()))?;
+            // Paused flags live in the database: shown when there is one (never created).
+            let paused: std::collections::HashMap<String, bool> = match open_db_existing(&cfg).await
+            {
+                Ok(db) => crate::db::dags::list_dags(&db.conn)
+                    .await?
+                    .into_iter()
+                    .map(|d| (d.dag_id, d.is_paused))
+                    .collect(),
+                Err(_) => Default::default(),
+            };
             let items: Vec<DagListItem> = bag
                 .dags()
                 .map(|d| DagListItem {
@@ -752,7 +762,7 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
                     timezone: d.timezone.name(),
                     tasks: d.tasks.len(),
                     tags: &d.tags,
-                    paused: None,
+                    paused: paused.get(&d.dag_id).copied(),
                 })
                 .collect();
             if json {
@@ -766,11 +776,19 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
                             i.schedule.to_string(),
                             i.timezone.to_string(),
                             i.tasks.to_string(),
+                            match i.paused {
+                                Some(true) => "yes".into(),
+                                Some(false) => "no".into(),
+                                None => "-".into(),
+                            },
                             i.file.clone(),
                         ]
                     })
                     .collect();
-                print_table(&["DAG", "SCHEDULE", "TIMEZONE", "TASKS", "FILE"], &rows);
+                print_table(
+                    &["DAG", "SCHEDULE", "TIMEZONE", "TASKS", "PAUSED", "FILE"],
+                    &rows,
+                );
                 let errs = bag.error_count();
                 if errs > 0 {
                     eprintln!("\n{errs} error(s) in dag files; run `weft dags check` for details");
@@ -1633,6 +1651,20 @@ async fn find_user(db: &crate::db::Db, name: &str) -> Result<crate::db::entities
 }
 
 async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
+    // Without a terminal to ask on, say so before touching anything.
+    if let UsersCommand::Create {
+        name,
+        role,
+        password_stdin: false,
+    } = &c
+    {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "no terminal to ask for the password on; pipe it in with --password-stdin (echo 'secret' | weft users create {name} --role {role} --password-stdin)"
+            );
+        }
+    }
     let db = open_db(&cfg).await?;
     match c {
         UsersCommand::Create {
@@ -1643,12 +1675,6 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             let role =
                 crate::db::Role::parse(&role).ok_or_else(|| anyhow!("unknown role {role}"))?;
             crate::web::auth::check_username(&name).map_err(|e| anyhow!(e))?;
-            use std::io::IsTerminal;
-            if !password_stdin && !std::io::stdin().is_terminal() {
-                bail!(
-                    "no terminal to ask for the password on; pipe it in with --password-stdin (echo 'secret' | weft users create {name} --role {role} --password-stdin)"
-                );
-            }
             let password = if password_stdin {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;

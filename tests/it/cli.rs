@@ -452,6 +452,13 @@ fn a_closed_pipe_limit_zero_and_no_terminal_are_handled() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v[0]["description"], "the d dag");
     assert_eq!(v[0]["schedule_description"], "manual only");
+    // paused is read from the database when there is one (and none is created for it).
+    assert!(v[0]["paused"].is_null() && !dir.path().join("weft.db").exists());
+    let o = run_in(dir.path(), &["dags", "pause", "d"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_in(dir.path(), &["dags", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v[0]["paused"], true);
 }
 
 #[test]
