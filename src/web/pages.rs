@@ -1159,6 +1159,11 @@ pub async fn dashboard(
         by_kind.push(stats::try_failure_by_kind(c, since).await?);
     }
     let daily = stats::daily_try_failure(c, now - Duration::days(14)).await?;
+    // The trend has one point per UTC day of the last 14, days without tries at 0.
+    let days: Vec<String> = (0..14)
+        .rev()
+        .map(|d| (now - Duration::days(d)).format("%Y-%m-%d").to_string())
+        .collect();
     let rate_rows = |maps: &[HashMap<String, stats::Rate>],
                      link: bool,
                      spark: &HashMap<String, Vec<(String, stats::Rate)>>| {
@@ -1171,16 +1176,20 @@ pub async fn dashboard(
                 day: percent(maps[0].get(&k).and_then(|r| r.percent())),
                 week: percent(maps[1].get(&k).and_then(|r| r.percent())),
                 month: percent(maps[2].get(&k).and_then(|r| r.percent())),
-                spark: views::sparkline(
-                    &spark
-                        .get(&k)
-                        .map(|v| {
-                            v.iter()
-                                .map(|(_, r)| r.percent().unwrap_or(0.0))
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default(),
-                ),
+                spark: match spark.get(&k) {
+                    Some(v) => views::sparkline(
+                        &days
+                            .iter()
+                            .map(|d| {
+                                v.iter()
+                                    .find(|(day, _)| day == d)
+                                    .and_then(|(_, r)| r.percent())
+                                    .unwrap_or(0.0)
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    None => String::new(),
+                },
                 key: k,
             })
             .collect::<Vec<_>>()

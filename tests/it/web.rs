@@ -1407,3 +1407,19 @@ async fn a_favicon_and_a_login_link_on_the_401_page() {
     assert!(res.body.contains("href=\"/login\""), "{}", res.body);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_failure_trend_has_a_point_for_each_of_14_days() {
+    let (_t, env, router) = setup().await;
+    let run = env.trigger("fine").await;
+    env.wait_run(run.id, std::time::Duration::from_secs(30))
+        .await;
+    let mut c = Client::new(router);
+    let page = c.get("/dashboard").await.body;
+    let marker = "<polyline points=\"";
+    let start = page.find(marker).expect("a trend") + marker.len();
+    let points = page[start..].split('"').next().unwrap_or_default();
+    // One try today, none on the 13 days before: still 14 points on the axis.
+    assert_eq!(points.split_whitespace().count(), 14, "{points}");
+    env.stop().await;
+}
