@@ -182,7 +182,7 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 }
 
 /// The file of a `sqlite://path?...` or `sqlite:path` URL (not `:memory:`).
-fn sqlite_path(url: &str) -> Option<&str> {
+pub(crate) fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

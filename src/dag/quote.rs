@@ -34,18 +34,18 @@ const OPEN_UTF8: &[u8] = "\u{E000}".as_bytes();
 /// Replaces each marker in `rendered` with its value quoted for its context.
 pub fn fill(rendered: &str, values: &[Captured], quoting: Quoting) -> String {
     match quoting {
-        Quoting::Plain => splice(rendered, values, |_, v, _| v.text.clone()),
+        Quoting::Plain => splice(rendered, values, |_, v| v.text.clone()),
         Quoting::Shell => fill_shell(rendered, values),
         Quoting::Sql => fill_sql(rendered, values),
     }
 }
 
-/// Calls `f(ctx, value, at)` for each marker; copies the rest. `ctx` is the marker's
-/// index in the text (callers track their own state and look it up).
+/// Calls `f(at, value)` for each marker, `at` its byte offset in `rendered` (callers
+/// look up the context they computed there); copies the rest.
 fn splice(
     rendered: &str,
     values: &[Captured],
-    mut f: impl FnMut(usize, &Captured, usize) -> String,
+    mut f: impl FnMut(usize, &Captured) -> String,
 ) -> String {
     let mut out = String::with_capacity(rendered.len());
     let mut rest = rendered;
@@ -61,7 +61,7 @@ fn splice(
                 .map(|v| (j, v))
         }) {
             Some((j, v)) => {
-                out.push_str(&f(at + i, v, at + i));
+                out.push_str(&f(at + i, v));
                 let consumed = i + OPEN.len_utf8() + j + CLOSE.len_utf8();
                 at += consumed;
                 rest = &rest[consumed..];
@@ -197,7 +197,7 @@ pub fn shell_word(v: &str) -> String {
 fn fill_shell(rendered: &str, values: &[Captured]) -> String {
     let contexts = shell_contexts(rendered);
     let mut k = 0;
-    splice(rendered, values, |at, v, _| {
+    splice(rendered, values, |at, v| {
         while k < contexts.len() && contexts[k].0 < at {
             k += 1;
         }
@@ -315,7 +315,7 @@ pub fn sql_literal(v: &str) -> String {
 fn fill_sql(rendered: &str, values: &[Captured]) -> String {
     let contexts = sql_contexts(rendered);
     let mut k = 0;
-    splice(rendered, values, |at, v, _| {
+    splice(rendered, values, |at, v| {
         while k < contexts.len() && contexts[k].0 < at {
             k += 1;
         }

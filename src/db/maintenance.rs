@@ -36,13 +36,7 @@ impl CleanReport {
     }
 }
 
-fn ph(b: DbBackend, i: usize) -> String {
-    if b == DbBackend::Postgres {
-        format!("${i}")
-    } else {
-        "?".into()
-    }
-}
+use super::ph;
 
 /// Runs that retention removes: finished before `cutoff` (by end, else creation).
 fn old_runs_where(b: DbBackend) -> String {

@@ -133,12 +133,7 @@ impl Db {
 
     /// The file of a SQLite URL (`sqlite://path?...`), if it is a file.
     fn sqlite_path(&self) -> Option<String> {
-        let rest = self
-            .url
-            .strip_prefix("sqlite://")
-            .or_else(|| self.url.strip_prefix("sqlite:"))?;
-        let path = rest.split('?').next().unwrap_or(rest);
-        (!path.is_empty() && !path.contains(":memory:")).then(|| path.to_string())
+        crate::config::sqlite_path(&self.url).map(str::to_string)
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -166,6 +161,16 @@ fn lock_file(path: &str) -> DbResult<nix::fcntl::Flock<std::fs::File>> {
         .map_err(|e| DbError::Conflict(format!("cannot open the migration lock {path}: {e}")))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| DbError::Conflict(format!("cannot lock {path}: {e}")))
+}
+
+/// The `i`-th (from 1) bind placeholder of a statement on backend `b` (`$i` on
+/// PostgreSQL, `?` on SQLite).
+pub fn ph(b: DbBackend, i: usize) -> String {
+    if b == DbBackend::Postgres {
+        format!("${i}")
+    } else {
+        "?".into()
+    }
 }
 
 /// `url` with any password replaced by `***`, for printing.

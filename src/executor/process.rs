@@ -53,25 +53,26 @@ pub fn is_our_task_process(pid: i32, ti_id: i64) -> bool {
 
 /// Kills the process group: SIGTERM, then SIGKILL after `grace` if it is still there.
 pub async fn kill_group(pgid: i32, grace: Duration) {
-    signal_group(pgid, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline {
-        if killpg(Pid::from_raw(pgid), None).is_err() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    signal_group(pgid, Signal::SIGKILL);
+    stop_group(pgid, grace, || {}).await;
 }
 
 /// Like [`kill_group`] for a group whose leader is our child: the leader is reaped while
 /// waiting (a zombie leader would otherwise keep the group "alive" for the whole grace),
 /// so the wait ends as soon as every process of the group has exited.
 async fn kill_child_group(child: &mut tokio::process::Child, pgid: i32, grace: Duration) {
+    stop_group(pgid, grace, || {
+        let _ = child.try_wait();
+    })
+    .await;
+}
+
+/// SIGTERM to the group, then waits (calling `reap` on each look) until the group is
+/// empty or `grace` has passed, then SIGKILL.
+async fn stop_group(pgid: i32, grace: Duration, mut reap: impl FnMut()) {
     signal_group(pgid, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
-        let _ = child.try_wait();
+        reap();
         if killpg(Pid::from_raw(pgid), None).is_err() {
             return;
         }

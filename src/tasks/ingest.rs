@@ -558,7 +558,7 @@ async fn promote(
     start: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
-    let p = if b == DbBackend::Postgres { "$1" } else { "?" };
+    let p = super::ph(b, 1);
     let t = q(table);
     let cols = EVENT_COLUMNS.map(q).join(", ");
     let set = EVENT_COLUMNS[1..]
@@ -741,7 +741,7 @@ async fn clear_interval(
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
     let aff = affected(b);
-    let p = if b == DbBackend::Postgres { "$1" } else { "?" };
+    let p = super::ph(b, 1);
     c.execute_unprepared(&format!("DROP TABLE IF EXISTS {aff}"))
         .await?;
     c.execute_unprepared("CREATE TEMP TABLE weft_ingest_affected (message_id TEXT PRIMARY KEY)")
@@ -800,7 +800,7 @@ async fn owned_by(
     start: DateTime<Utc>,
 ) -> Result<u64, sea_orm::DbErr> {
     let b = c.get_database_backend();
-    let p = if b == DbBackend::Postgres { "$1" } else { "?" };
+    let p = super::ph(b, 1);
     let row = c
         .query_one_raw(sea_orm::Statement::from_sql_and_values(
             b,

@@ -108,14 +108,8 @@ where
     }
 }
 
-/// The `i`-th (from 1) bind placeholder of a warehouse statement on backend `b`.
-pub(crate) fn ph(b: sea_orm::DbBackend, i: usize) -> String {
-    if b == sea_orm::DbBackend::Postgres {
-        format!("${i}")
-    } else {
-        "?".into()
-    }
-}
+/// The `i`-th (from 1) bind placeholder of a warehouse statement.
+pub(crate) use crate::db::ph;
 
 /// A successful try.
 pub fn success() -> TryOutcome {

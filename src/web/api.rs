@@ -604,7 +604,7 @@ async fn mark_task(
         Utc::now(),
     )
     .await?;
-    stop_marked(&state).await;
+    super::stop_marked(&state).await;
     let run = find_run(&state, &dag_id, &run_id).await?;
     let ti = tasks::of_run(&state.db.conn, run.id)
         .await?
@@ -638,20 +638,9 @@ async fn cancel_run(
         Utc::now(),
     )
     .await?;
-    stop_marked(&state).await;
+    super::stop_marked(&state).await;
     let run = find_run(&state, &dag_id, &run_id).await?;
     Ok(Json(run_view(&run)))
-}
-
-/// Stops, in this process, the tries that are no longer this worker's (marked or
-/// cancelled), and wakes the engine.
-async fn stop_marked(state: &AppState) {
-    if let Some(e) = &state.engine {
-        if let Err(err) = e.stop_unwanted_tries().await {
-            tracing::warn!(error = %err, "could not stop marked tries at once");
-        }
-        e.wake();
-    }
 }
 
 /// The log of a try (`try` query parameter; default the latest).

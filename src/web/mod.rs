@@ -176,6 +176,32 @@ const MAX_URI_BYTES: usize = 8 * 1024;
 /// The most request header bytes served (more: 431).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
+/// `{"error": {"code", "message"}}` for an answer the router or hyper's limits make,
+/// the code named after the status.
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let code = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_lowercase()
+        .replace(' ', "_");
+    (
+        status,
+        Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// Stops, in this process, the tries an operator just marked or cancelled (not at the
+/// next heartbeat), and wakes the engine.
+pub(crate) async fn stop_marked(state: &AppState) {
+    if let Some(e) = &state.engine {
+        if let Err(err) = e.stop_unwanted_tries().await {
+            tracing::warn!(error = %err, "could not stop marked tries at once");
+        }
+        e.wake();
+    }
+}
+
 async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let api = req.uri().path().starts_with("/api/");
     let https = state.config.secure_cookies
@@ -208,18 +234,7 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
         None
     };
     let mut res = match too_big {
-        Some((status, message)) if api => {
-            let code = status
-                .canonical_reason()
-                .unwrap_or("error")
-                .to_lowercase()
-                .replace(' ', "_");
-            (
-                status,
-                Json(serde_json::json!({"error": {"code": code, "message": message}})),
-            )
-                .into_response()
-        }
+        Some((status, message)) if api => json_error(status, &message),
         Some((status, message)) => (status, message).into_response(),
         None => next.run(req).await,
     };
@@ -241,17 +256,8 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
             s if s.is_server_error() => "internal error".to_string(),
             s => s.canonical_reason().unwrap_or("bad request").to_lowercase(),
         };
-        let code = status
-            .canonical_reason()
-            .unwrap_or("error")
-            .to_lowercase()
-            .replace(' ', "_");
         let headers = res.headers().clone();
-        res = (
-            status,
-            Json(serde_json::json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response();
+        res = json_error(status, &message);
         for (k, v) in &headers {
             if k == header::ALLOW || k == header::RETRY_AFTER || k == header::WWW_AUTHENTICATE {
                 res.headers_mut().insert(k, v.clone());

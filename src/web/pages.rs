@@ -1807,14 +1807,7 @@ pub async fn action_post(
             format!("marked run {s}")
         }
     };
-    if let Some(e) = &state.engine {
-        // Processes of tries that were marked or cancelled stop now, not at the next
-        // heartbeat.
-        if let Err(err) = e.stop_unwanted_tries().await {
-            tracing::warn!(error = %err, "could not stop marked tries at once");
-        }
-        e.wake();
-    }
+    super::stop_marked(&state).await;
     Ok(Redirect::to(&format!("{back}?notice={}", enc(&notice))).into_response())
 }
 
