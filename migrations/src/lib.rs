@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_initial;
 mod m0002_settings;
 mod m0003_security;
+mod m0004_bundles;
 pub use m0003_security::TOKEN_SCOPES;
 
 /// The ordered list of migrations applied by `weft db migrate` and `weft serve`.
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_initial::Migration),
             Box::new(m0002_settings::Migration),
             Box::new(m0003_security::Migration),
+            Box::new(m0004_bundles::Migration),
         ]
     }
 }

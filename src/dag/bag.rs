@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
+use super::bundle::{self, Bundle};
 use super::diag::Diagnostic;
-use super::{Dag, ValidationContext, parse_dag};
+use super::{Dag, ValidationContext};
 
 /// The result of reading one file.
 #[derive(Debug, Clone)]
@@ -15,7 +15,9 @@ pub struct LoadedFile {
     pub path: PathBuf,
     /// The path as shown in messages (relative to the working directory when possible).
     pub display: String,
-    pub modified: Option<SystemTime>,
+    /// What the file and the files it reads contained (none when the file itself could
+    /// not be read).
+    pub bundle: Option<Arc<Bundle>>,
     pub result: Result<Arc<Dag>, Vec<Diagnostic>>,
 }
 
@@ -49,48 +51,74 @@ pub fn dag_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads and parses one file.
+/// Reads one DAG file and the files it uses, and parses them.
 pub fn load_file(path: &Path, ctx: &ValidationContext) -> LoadedFile {
     let display = display_path(path);
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let result = match std::fs::read_to_string(path) {
-        Ok(src) => parse_dag(&display, path, &src, ctx).map(Arc::new),
-        Err(e) => Err(vec![Diagnostic {
-            file: display.clone(),
-            line: 1,
-            column: 1,
-            dag_id: None,
-            task_id: None,
-            message: format!("cannot read file: {e}"),
-        }]),
-    };
-    LoadedFile {
-        path: path.to_path_buf(),
-        display,
-        modified,
-        result,
+    match std::fs::read_to_string(path) {
+        Ok(src) => {
+            let (b, result) = bundle::load(&display, path, src, ctx);
+            LoadedFile::new(path, display, b, result)
+        }
+        Err(e) => LoadedFile {
+            path: path.to_path_buf(),
+            result: Err(vec![Diagnostic {
+                file: display.clone(),
+                line: 1,
+                column: 1,
+                dag_id: None,
+                task_id: None,
+                message: format!("cannot read file: {e}"),
+            }]),
+            display,
+            bundle: None,
+        },
+    }
+}
+
+/// `f` applied to every item, on all cores; results in item order.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().max(1));
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+impl LoadedFile {
+    pub fn new(
+        path: &Path,
+        display: String,
+        bundle: Bundle,
+        result: Result<Dag, Vec<Diagnostic>>,
+    ) -> LoadedFile {
+        let result = result.map(Arc::new);
+        let bundle = match &result {
+            Ok(d) => d.bundle.clone(),
+            Err(_) => Arc::new(bundle),
+        };
+        LoadedFile {
+            path: path.to_path_buf(),
+            display,
+            bundle: Some(bundle),
+            result,
+        }
     }
 }
 
 impl DagBag {
     /// Parses every file (in parallel on all cores), then reports dag_ids defined twice.
     pub fn load(paths: &[PathBuf], ctx: &ValidationContext) -> DagBag {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(paths.len().max(1));
-        let chunk = paths.len().div_ceil(threads).max(1);
-        let mut files: Vec<LoadedFile> = std::thread::scope(|s| {
-            let handles: Vec<_> = paths
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || part.iter().map(|p| load_file(p, ctx)).collect::<Vec<_>>())
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
+        let mut files = par_map(paths, |p| load_file(p, ctx));
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let mut bag = DagBag { files };
         bag.mark_duplicates();
@@ -110,7 +138,7 @@ impl DagBag {
             let Ok(dag) = &f.result else { continue };
             match first.get(&dag.dag_id) {
                 Some(other) => {
-                    let (line, column) = dag_id_position(&dag.source);
+                    let (line, column) = dag_id_position(dag.source());
                     f.result = Err(vec![Diagnostic {
                         file: f.display.clone(),
                         line,

@@ -4,9 +4,10 @@
 //! clock or the network. Validation collects every problem in a file before it returns.
 
 pub mod bag;
+pub mod bundle;
 pub mod diag;
 pub mod models;
-mod parse;
+pub(crate) mod parse;
 pub mod quote;
 pub mod schedule;
 pub mod template;
@@ -20,6 +21,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 pub use bag::{DagBag, LoadedFile};
+pub use bundle::Bundle;
 pub use diag::Diagnostic;
 pub use models::is_sql_name;
 pub use parse::parse_dag;
@@ -59,10 +61,11 @@ pub struct Dag {
     pub dag_id: String,
     /// The file it was read from.
     pub file: PathBuf,
-    /// The TOML source, stored with each version.
-    pub source: String,
-    /// sha256 of the source: a new hash is a new version.
+    /// sha256 of the whole bundle: a new hash is a new version.
     pub source_hash: String,
+    /// Everything the definition was parsed from: the TOML and the files it reads.
+    /// Stored with each version, so a run always executes exactly its version's files.
+    pub bundle: std::sync::Arc<Bundle>,
     pub description: Option<String>,
     pub schedule: Schedule,
     pub timezone: Tz,
@@ -81,23 +84,16 @@ pub struct Dag {
     pub topo_order: Vec<usize>,
     /// For each task (by index), the indices of the tasks that depend on it.
     pub downstream: Vec<Vec<usize>>,
-    /// Other files the definition was read from (SQL files, models) with their
-    /// modification times: a change to one is a change of the DAG.
-    pub deps: Vec<(PathBuf, Option<std::time::SystemTime>)>,
     /// Problems that do not stop the DAG from loading (`dags check` shows them).
     pub warnings: Vec<diag::Diagnostic>,
 }
 
 impl Dag {
-    /// True when a file the definition was read from changed since.
-    pub fn deps_changed(&self) -> bool {
-        self.deps
-            .iter()
-            .any(|(p, m)| std::fs::metadata(p).and_then(|x| x.modified()).ok() != *m)
+    /// The DAG file's text.
+    pub fn source(&self) -> &str {
+        &self.bundle.toml
     }
-}
 
-impl Dag {
     pub fn task(&self, task_id: &str) -> Option<&Task> {
         self.tasks.iter().find(|t| t.task_id == task_id)
     }

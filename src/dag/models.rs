@@ -83,14 +83,10 @@ pub fn config(sql: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Reads a model file: the model (when the file could be read) and every problem of
-/// its settings, as messages for the DAG's diagnostics.
-pub fn read_model(path: &Path, display: &str) -> (Option<Model>, Vec<String>) {
-    let sql = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) => return (None, vec![format!("cannot read model {display}: {e}")]),
-    };
-    let name = path
+/// A model from its file's text (`display` is its path relative to the DAG's folder)
+/// and every problem of its settings, as messages for the DAG's diagnostics.
+pub fn model(display: &str, sql: String) -> (Model, Vec<String>) {
+    let name = Path::new(display)
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default()
@@ -120,14 +116,14 @@ pub fn read_model(path: &Path, display: &str) -> (Option<Model>, Vec<String>) {
         errors.push(format!("model {display}: an incremental model needs interval_column, e.g. {{{{ config(materialized=\"incremental\", interval_column=\"timestamp\") }}}}"));
     }
     (
-        Some(Model {
+        Model {
             name,
             file: display.to_string(),
             refs: refs(&sql),
             sql,
             materialized,
             interval_column,
-        }),
+        },
         errors,
     )
 }

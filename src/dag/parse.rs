@@ -10,10 +10,10 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use petgraph::graph::DiGraph;
-use sha2::{Digest, Sha256};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::bundle::{Bundle, FileEntry, GlobEntry, MAX_FILE_BYTES, Want};
 use super::diag::{Diagnostic, Sink, did_you_mean};
 use super::template;
 use super::{
@@ -110,21 +110,33 @@ const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 pub const MAX_TASKS: usize = 10_000;
 /// The most `depends_on` entries of one DAG, all tasks together.
 pub const MAX_EDGES: usize = 100_000;
-/// The largest DAG file (and each SQL file it reads), in bytes.
-pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
 /// The longest duration any setting accepts (timeouts, retry delays, windows): a year.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Dates (start_date, end_date, experiment starts) lie within these years.
 pub const MIN_YEAR: i32 = 1970;
 pub const MAX_YEAR: i32 = 2999;
 
-/// Parses and validates one DAG file. `display` is the path shown in messages.
+/// Parses and validates one DAG file, reading the files it uses from disk.
+/// `display` is the path shown in messages.
 pub fn parse_dag(
     display: &str,
     path: &Path,
     src: &str,
     ctx: &ValidationContext,
 ) -> Result<Dag, Vec<Diagnostic>> {
+    super::bundle::load(display, path, src.to_string(), ctx).1
+}
+
+/// Parses and validates a DAG bundle without any I/O: the result, and what the bundle
+/// lacks (files, globs, folders the definition names that it does not hold yet). When
+/// something is lacking the result is not final; the loader reads it and parses again.
+pub fn parse_bundle(
+    display: &str,
+    path: &Path,
+    bundle: &Bundle,
+    ctx: &ValidationContext,
+) -> (Result<Dag, Vec<Diagnostic>>, Vec<Want>) {
+    let src = bundle.toml.as_str();
     let mut sink = Sink::new(display.to_string(), src);
     if src.len() > MAX_FILE_BYTES {
         sink.error(
@@ -135,12 +147,12 @@ pub fn parse_dag(
                 src.len()
             ),
         );
-        return Err(sink.diagnostics);
+        return (Err(sink.diagnostics), Vec::new());
     }
     if src.contains('\0') {
         let at = src.find('\0').unwrap_or(0);
         sink.error(at..at, None, "file contains a NUL byte");
-        return Err(sink.diagnostics);
+        return (Err(sink.diagnostics), Vec::new());
     }
     if let Some(at) = nesting_too_deep(src) {
         sink.error(
@@ -148,7 +160,7 @@ pub fn parse_dag(
             None,
             format!("arrays or tables nested more than {MAX_NESTING} levels deep"),
         );
-        return Err(sink.diagnostics);
+        return (Err(sink.diagnostics), Vec::new());
     }
     let (root, syntax_errors) = DeTable::parse_recoverable(src);
     if !syntax_errors.is_empty() {
@@ -160,30 +172,29 @@ pub fn parse_dag(
                 format!("TOML syntax error: {}", e.message().trim_end_matches('\n')),
             );
         }
-        return Err(sink.diagnostics);
+        return (Err(sink.diagnostics), Vec::new());
     }
-    let base = path
-        .parent()
-        .map(Path::to_path_buf)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| std::path::PathBuf::from("."));
     let mut p = Parser {
         sink,
         src,
         ctx,
         param_names: Vec::new(),
-        base,
-        deps: Vec::new(),
+        bundle,
+        wants: Vec::new(),
     };
     let dag = p.dag(root.get_ref(), path);
-    match dag {
+    let mut wants = std::mem::take(&mut p.wants);
+    wants.sort();
+    wants.dedup();
+    let result = match dag {
         Some(d) if !p.sink.has_errors() => Ok(d),
         _ => {
             let mut diags = p.sink.diagnostics;
             diags.sort_by_key(|d| (d.line, d.column));
             Err(diags)
         }
-    }
+    };
+    (result, wants)
 }
 
 /// Task settings shared by `[defaults]` and each task.
@@ -225,10 +236,10 @@ struct Parser<'s, 'c> {
     src: &'s str,
     ctx: &'c ValidationContext,
     param_names: Vec<String>,
-    /// The DAG file's folder: relative paths in the file resolve against it.
-    base: std::path::PathBuf,
-    /// Files read besides the DAG file, and what they contained.
-    deps: Vec<(std::path::PathBuf, String)>,
+    /// The definition's files; paths in the TOML are relative to the DAG file's folder.
+    bundle: &'s Bundle,
+    /// What the bundle lacks.
+    wants: Vec<Want>,
 }
 
 /// The deepest nesting of arrays and inline tables a DAG file may use.
@@ -373,34 +384,45 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    /// True when `path` (resolving links and `..`) lies inside the DAG file's folder.
-    fn is_inside_base(&self, path: &Path) -> bool {
-        let base = self
-            .base
-            .canonicalize()
-            .unwrap_or_else(|_| self.base.clone());
-        path.canonicalize().is_ok_and(|p| p.starts_with(&base))
-    }
-
-    /// `rel` resolved against the DAG file's folder; refused (with a diagnostic) when it
-    /// leads outside that folder, so a DAG can never read `/etc/passwd` into a log.
-    fn contained(
+    /// The text of a file the definition reads (`rel` is relative to the DAG file's
+    /// folder), or a diagnostic on `span` saying why there is none. A file the bundle
+    /// does not hold yet is asked for.
+    fn file_text(
         &mut self,
         span: Range<usize>,
         task: Option<&str>,
         key: &str,
+        what: &str,
         rel: &str,
-    ) -> Option<std::path::PathBuf> {
-        let full = self.base.join(rel);
-        if full.exists() && !self.is_inside_base(&full) {
-            self.err(
-                span,
-                task,
-                format!("\"{key}\" = \"{rel}\" is outside the DAG's folder; files a DAG reads must be inside the folder of its TOML file"),
-            );
-            return None;
+    ) -> Option<String> {
+        let bundle = self.bundle;
+        match bundle.files.get(rel) {
+            None => {
+                self.wants.push(Want::File(rel.to_string()));
+                None
+            }
+            Some(FileEntry::Text(s)) => Some(s.clone()),
+            Some(FileEntry::Outside) => {
+                self.err(
+                    span,
+                    task,
+                    format!("\"{key}\" = \"{rel}\" is outside the DAG's folder; files a DAG reads must be inside the folder of its TOML file"),
+                );
+                None
+            }
+            Some(FileEntry::TooBig(n)) => {
+                self.err(
+                    span,
+                    task,
+                    format!("{what} \"{rel}\" is {n} bytes; at most {MAX_FILE_BYTES} are allowed"),
+                );
+                None
+            }
+            Some(FileEntry::Unreadable(e)) => {
+                self.err(span, task, format!("cannot read {what} \"{rel}\": {e}"));
+                None
+            }
         }
-        Some(full)
     }
 
     fn type_error(&mut self, v: &Value<'_>, task: Option<&str>, key: &str, want: &str) {
@@ -831,30 +853,13 @@ impl<'s> Parser<'s, '_> {
         }
 
         let schedule = schedule?;
-        // The hash covers the files the definition read too: editing a model is a new
-        // version of the DAG.
-        let mut hasher = Sha256::new();
-        hasher.update(self.src.as_bytes());
-        for (p, text) in &self.deps {
-            hasher.update(p.to_string_lossy().as_bytes());
-            hasher.update(text.as_bytes());
-        }
-        let source_hash = format!("{:x}", hasher.finalize());
-        let deps = self
-            .deps
-            .iter()
-            .map(|(p, _)| {
-                (
-                    p.clone(),
-                    std::fs::metadata(p).and_then(|m| m.modified()).ok(),
-                )
-            })
-            .collect();
+        // The version is the hash of the whole bundle: editing a model is a new version.
+        let bundle = std::sync::Arc::new(self.bundle.clone());
         Some(Dag {
             dag_id,
             file: path.to_path_buf(),
-            source: self.src.to_string(),
-            source_hash,
+            source_hash: bundle.hash(),
+            bundle,
             description,
             schedule,
             timezone,
@@ -870,7 +875,6 @@ impl<'s> Parser<'s, '_> {
             tasks,
             topo_order: topo_order?,
             downstream,
-            deps,
             warnings: std::mem::take(&mut self.sink.warnings),
         })
     }
@@ -1346,8 +1350,10 @@ impl<'s> Parser<'s, '_> {
         let cwd: Option<std::path::PathBuf> = match lookup(t, "cwd") {
             Some(v) => match self.string(v, Some(id), "cwd") {
                 Some(c) => {
-                    let dir = self.base.join(&c);
-                    if !dir.is_dir() {
+                    let is_dir = self.bundle.dirs.get(&c).copied();
+                    if is_dir.is_none() {
+                        self.wants.push(Want::Dir(c.clone()));
+                    } else if is_dir == Some(false) {
                         self.err(
                             v.span(),
                             Some(id),
@@ -1434,33 +1440,12 @@ impl<'s> Parser<'s, '_> {
             (Some(_), None) => self.required(t, id, "sql", &key_span, "sql")?.0,
             (None, Some(f)) => {
                 let rel = self.string(f, Some(id), "file")?;
-                let path = self.contained(f.span(), Some(id), "file", &rel)?;
-                match std::fs::read_to_string(&path) {
-                    Ok(s) if s.len() > MAX_FILE_BYTES => {
-                        self.err(
-                            f.span(),
-                            Some(id),
-                            format!("sql file \"{rel}\" is {} bytes; at most {MAX_FILE_BYTES} are allowed", s.len()),
-                        );
-                        return None;
-                    }
-                    Ok(s) => {
-                        let params: Vec<&str> =
-                            self.param_names.iter().map(String::as_str).collect();
-                        for p in template::check(&s, &params, &[]) {
-                            self.err(f.span(), Some(id), format!("{rel}: {}", p.message));
-                        }
-                        s
-                    }
-                    Err(e) => {
-                        self.err(
-                            f.span(),
-                            Some(id),
-                            format!("cannot read sql file \"{rel}\": {e}"),
-                        );
-                        return None;
-                    }
+                let s = self.file_text(f.span(), Some(id), "file", "sql file", &rel)?;
+                let params: Vec<&str> = self.param_names.iter().map(String::as_str).collect();
+                for p in template::check(&s, &params, &[]) {
+                    self.err(f.span(), Some(id), format!("{rel}: {}", p.message));
                 }
+                s
             }
             (Some(s), Some(_)) => {
                 self.err(
@@ -1704,13 +1689,14 @@ impl<'s> Parser<'s, '_> {
         let mut models: Vec<super::Model> = Vec::new();
         let mut ok = true;
         for pat in &patterns {
-            let full = self.base.join(pat);
-            let mut files: Vec<std::path::PathBuf> = match glob::glob(&full.to_string_lossy()) {
-                Ok(paths) => paths
-                    .filter_map(Result::ok)
-                    .filter(|p| p.is_file())
-                    .collect(),
-                Err(e) => {
+            let bundle = self.bundle;
+            let files: &[String] = match bundle.globs.get(pat.as_str()) {
+                None => {
+                    self.wants.push(Want::Glob(pat.clone()));
+                    ok = false;
+                    continue;
+                }
+                Some(GlobEntry::Bad(e)) => {
                     self.err(
                         mv.span(),
                         task,
@@ -1719,36 +1705,31 @@ impl<'s> Parser<'s, '_> {
                     ok = false;
                     continue;
                 }
+                Some(GlobEntry::Outside) => {
+                    self.err(
+                        mv.span(),
+                        task,
+                        format!("models pattern \"{pat}\" reaches outside the DAG's folder; model files must be inside it"),
+                    );
+                    ok = false;
+                    continue;
+                }
+                Some(GlobEntry::Matches(files)) => files,
             };
-            files.sort();
-            let before = files.len();
-            files.retain(|f| self.is_inside_base(f));
-            if files.len() < before {
-                self.err(
-                    mv.span(),
-                    task,
-                    format!("models pattern \"{pat}\" reaches outside the DAG's folder; model files must be inside it"),
-                );
-                ok = false;
-                continue;
-            }
             if files.is_empty() {
                 self.err(mv.span(), task, format!("no model file matches \"{pat}\" (paths are relative to the DAG file's folder)"));
                 ok = false;
             }
-            for f in files {
-                let display = f
-                    .strip_prefix(&self.base)
-                    .unwrap_or(&f)
-                    .display()
-                    .to_string();
-                let (model, errs) = super::models::read_model(&f, &display);
+            for display in files {
+                let Some(sql) = self.file_text(mv.span(), task, "models", "model", display) else {
+                    ok = false;
+                    continue;
+                };
+                let (m, errs) = super::models::model(display, sql);
                 for e in errs {
                     self.err(mv.span(), task, e);
                     ok = false;
                 }
-                let Some(m) = model else { continue };
-                self.deps.push((f.clone(), m.sql.clone()));
                 if models.iter().any(|x| x.name == m.name) {
                     self.err(
                         mv.span(),

@@ -67,9 +67,10 @@ pub async fn upsert_dag<C: ConnectionTrait>(c: &C, d: &Dag, now: DateTime<Utc>) 
                     dag_id: Set(d.dag_id.clone()),
                     version: Set(version),
                     source_hash: Set(d.source_hash.clone()),
-                    source: Set(d.source.clone()),
+                    source: Set(d.source().to_string()),
                     fileloc: Set(fileloc.clone()),
                     created_at: Set(now),
+                    files: Set(d.bundle.files_json()),
                 })
                 .on_conflict(OnConflict::new().do_nothing().to_owned())
                 .try_insert()

@@ -46,6 +46,9 @@ pub mod dag_version {
         pub source: String,
         pub fileloc: String,
         pub created_at: DateTimeUtc,
+        /// The rest of the bundle (files the definition reads), JSON; '' on versions
+        /// recorded before bundles were stored.
+        pub files: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,12 +7,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
 use crate::dag::bag::{self, LoadedFile};
-use crate::dag::{Dag, DagBag, ValidationContext, parse_dag};
+use crate::dag::bundle::{self, Bundle};
+use crate::dag::parse::parse_bundle;
+use crate::dag::{Dag, DagBag, ValidationContext};
 use crate::db::{Db, DbResult, dags};
 
 #[derive(Debug, Default)]
@@ -72,7 +73,8 @@ impl Registry {
         self.read().current.values().cloned().collect()
     }
 
-    /// The definition a run refers to.
+    /// The definition a run refers to, parsed from the bundle stored with its version
+    /// (never from the files on disk, which may have changed since).
     pub async fn version(&self, db: &Db, version_id: i64) -> DbResult<Option<Arc<Dag>>> {
         if let Some(d) = self.read().versions.get(&version_id) {
             return Ok(Some(d.clone()));
@@ -80,15 +82,45 @@ impl Registry {
         let Some(v) = dags::get_version(&db.conn, version_id).await? else {
             return Ok(None);
         };
-        let path = PathBuf::from(&v.fileloc);
-        match parse_dag(&v.fileloc, &path, &v.source, &self.ctx) {
-            Ok(d) => {
+        let ctx = self.ctx.clone();
+        let parsed = tokio::task::spawn_blocking(move || {
+            let path = PathBuf::from(&v.fileloc);
+            let stored = Bundle::from_stored(&v.source, &v.files)
+                .map_err(|e| format!("its stored files cannot be read: {e}"))?;
+            // Versions recorded before bundles were stored hold only the TOML; what they
+            // read comes from disk once, as it did then.
+            let legacy = v.files.trim().is_empty();
+            let (result, wants) = if legacy {
+                (
+                    bundle::complete(&v.fileloc, &path, stored, &ctx).1,
+                    Vec::new(),
+                )
+            } else {
+                parse_bundle(&v.fileloc, &path, &stored, &ctx)
+            };
+            if !wants.is_empty() {
+                return Err(format!("its stored bundle lacks {wants:?}"));
+            }
+            result.map_err(|diags| {
+                format!(
+                    "it no longer validates: {}",
+                    diags.first().map(|d| d.to_string()).unwrap_or_default()
+                )
+            })
+        })
+        .await;
+        match parsed {
+            Ok(Ok(d)) => {
                 let d = Arc::new(d);
                 self.write().versions.insert(version_id, d.clone());
                 Ok(Some(d))
             }
-            Err(diags) => {
-                tracing::error!(version_id, dag_id = %v.dag_id, "stored dag version no longer validates: {}", diags.first().map(|d| d.to_string()).unwrap_or_default());
+            Ok(Err(why)) => {
+                tracing::error!(version_id, "stored dag version cannot be used: {why}");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::error!(version_id, error = %e, "parsing a stored dag version panicked");
                 Ok(None)
             }
         }
@@ -110,24 +142,22 @@ impl Registry {
             tracing::error!(folder = %self.folder.display(), error = %e, "cannot list the dag folder");
             Vec::new()
         });
-        // Only files whose modification time changed are parsed again.
-        let changed: Vec<PathBuf> = {
+        // Every file is read again with what it uses; only a bundle whose content
+        // changed is parsed again. No clock is involved, so an edit is never missed.
+        let previous: BTreeMap<PathBuf, Option<Arc<Bundle>>> = {
             let r = self.read();
             paths
                 .iter()
-                .filter(|p| {
-                    let m = std::fs::metadata(p).and_then(|m| m.modified()).ok();
-                    r.files.get(*p).is_none_or(|f| {
-                        f.modified != m
-                            || m.is_none_or(|m| {
-                                m > SystemTime::now() - std::time::Duration::from_secs(2)
-                            })
-                    })
-                })
-                .cloned()
+                .map(|p| (p.clone(), r.files.get(p).and_then(|f| f.bundle.clone())))
                 .collect()
         };
-        let fresh = DagBag::load(&changed, &self.ctx);
+        let ctx = self.ctx.clone();
+        let fresh = tokio::task::spawn_blocking(move || rescan(previous, &ctx))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "reading the dag folder panicked");
+                DagBag::default()
+            });
         let bag = {
             let mut w = self.write();
             w.files.retain(|p, _| paths.contains(p));
@@ -189,5 +219,34 @@ impl Registry {
         dags::deactivate_missing(&db.conn, &active).await?;
         dags::retain_import_errors(&db.conn, &error_files).await?;
         Ok(report)
+    }
+}
+
+/// Reads each file again; returns the files whose bundle changed (or that are new),
+/// parsed. `previous` holds the last bundle of each file in the folder.
+fn rescan(previous: BTreeMap<PathBuf, Option<Arc<Bundle>>>, ctx: &ValidationContext) -> DagBag {
+    let items: Vec<(PathBuf, Option<Arc<Bundle>>)> = previous.into_iter().collect();
+    let files = bag::par_map(&items, |(path, prev)| {
+        let Some(prev) = prev else {
+            return Some(bag::load_file(path, ctx));
+        };
+        let Ok(toml) = std::fs::read_to_string(path) else {
+            return Some(bag::load_file(path, ctx));
+        };
+        let base = bundle::base_of(path);
+        let again = if prev.toml == toml {
+            prev.reread(&base, toml)
+        } else {
+            Bundle::of_toml(toml)
+        };
+        if again == **prev {
+            return None;
+        }
+        let display = bag::display_path(path);
+        let (b, result) = bundle::complete(&display, path, again, ctx);
+        Some(LoadedFile::new(path, display, b, result))
+    });
+    DagBag {
+        files: files.into_iter().flatten().collect(),
     }
 }

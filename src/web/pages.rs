@@ -445,7 +445,7 @@ pub async fn dag_page(
             graph,
             durations: views::duration_bars(&bars),
             runs: runs_rows,
-            source: dag.source.clone(),
+            source: dag.source().to_string(),
             versions,
             description: dag.description.clone().unwrap_or_default(),
             schedule: dag.schedule.as_str().to_string(),

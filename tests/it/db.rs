@@ -1,6 +1,8 @@
 //! The database of record: migrations on both backends, CHECK constraints, unique
 //! keys, and entities that round-trip.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use sea_orm::{ConnectionTrait, EntityTrait};
 use weft::dag::{ValidationContext, parse_dag};
@@ -37,7 +39,9 @@ async fn roundtrip(t: &TestDb) {
     );
     let mut changed = dag.clone();
     changed.source_hash = "other".into();
-    changed.source.push_str("# edit\n");
+    let mut bundle = (*changed.bundle).clone();
+    bundle.toml.push_str("# edit\n");
+    changed.bundle = Arc::new(bundle);
     let v2 = dags::upsert_dag(&db.conn, &changed, now)
         .await
         .expect("new version");

@@ -523,6 +523,80 @@ async fn a_broken_edit_keeps_the_last_good_version_running() {
     env.stop().await;
 }
 
+/// The SQL text a DAG version's task runs.
+fn sql_of(dag: &weft::dag::Dag, task: &str) -> String {
+    match &dag.task(task).expect("task").kind {
+        weft::dag::TaskKind::Sql { sql, .. } => sql.clone(),
+        other => panic!("not a sql task: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_version_is_its_whole_bundle_before_and_after_a_restart() {
+    let t = sqlite_db().await;
+    let other = "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n";
+    let env = Env::with_warehouse(&t, &[("other", other)]).await;
+    let dags_dir = env.dags_dir();
+    let sql = dags_dir.join("q.sql");
+    let toml = dags_dir.join("versioned.toml");
+    // Modification times are kept an hour old throughout: no clock may be needed to see
+    // an edit.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let write = |path: &std::path::Path, text: &str| {
+        std::fs::write(path, text).expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(old))
+            .expect("set mtime");
+    };
+    write(
+        &sql,
+        "CREATE TABLE IF NOT EXISTS marks (v TEXT); INSERT INTO marks VALUES ('v1');",
+    );
+    write(
+        &toml,
+        "schedule = \"none\"\n[tasks.q]\nkind = \"sql\"\nfile = \"q.sql\"\n",
+    );
+    let report = env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    assert_eq!(report.new_versions, vec!["versioned".to_string()]);
+    let (_, v1) = env.registry.current("versioned").expect("loaded");
+    // Nothing changed: no new version.
+    let report = env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    assert!(report.new_versions.is_empty(), "{report:?}");
+
+    // Only the SQL file changes, with the same modification time.
+    write(
+        &sql,
+        "CREATE TABLE IF NOT EXISTS marks (v TEXT); INSERT INTO marks VALUES ('v2');",
+    );
+    let report = env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    assert_eq!(report.new_versions, vec!["versioned".to_string()]);
+    let (current, v2) = env.registry.current("versioned").expect("loaded");
+    assert_ne!(v1, v2);
+    assert!(sql_of(&current, "q").contains("'v2'"));
+
+    // A restart: a fresh registry reads each version from its stored bundle, never from
+    // the files on disk, so version 1 still runs the SQL it was recorded with.
+    let fresh = weft::scheduler::Registry::new(dags_dir.clone(), env.config.validation_context());
+    let d1 = fresh.version(&env.db, v1).await.expect("db").expect("v1");
+    assert!(sql_of(&d1, "q").contains("'v1'"), "{}", sql_of(&d1, "q"));
+    let d2 = fresh.version(&env.db, v2).await.expect("db").expect("v2");
+    assert!(sql_of(&d2, "q").contains("'v2'"));
+    // Even with the file gone.
+    std::fs::remove_file(&sql).expect("rm");
+    let fresh = weft::scheduler::Registry::new(dags_dir, env.config.validation_context());
+    let d1 = fresh.version(&env.db, v1).await.expect("db").expect("v1");
+    assert!(sql_of(&d1, "q").contains("'v1'"));
+    // The stored version lists the file.
+    let stored = dags::get_version(&env.db.conn, v2)
+        .await
+        .expect("db")
+        .expect("row");
+    assert!(stored.files.contains("q.sql"), "{}", stored.files);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn callbacks_fire_with_the_context() {
     let t = sqlite_db().await;
