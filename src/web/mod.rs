@@ -12,6 +12,7 @@ pub mod error;
 pub(crate) mod insights;
 mod metrics;
 pub mod pages;
+mod versions;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -152,6 +153,7 @@ pub fn app(state: AppState) -> Router {
         .route("/favicon.ico", get(favicon))
         .route("/health", get(health))
         .route("/metrics", get(metrics::metrics))
+        .merge(versions::router())
         .nest("/api/v1", api::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(

@@ -45,7 +45,7 @@ pub struct NoticeQuery {
     pub notice: Option<String>,
 }
 
-pub(super) async fn layout(
+pub(crate) async fn layout(
     state: &AppState,
     viewer: &Viewer,
     token: &CsrfToken,
@@ -75,7 +75,7 @@ pub(super) async fn layout(
     })
 }
 
-pub(super) fn page(token: CsrfToken, t: impl IntoResponse) -> Response {
+pub(crate) fn page(token: CsrfToken, t: impl IntoResponse) -> Response {
     (token, t).into_response()
 }
 
@@ -281,6 +281,7 @@ pub struct RunRow {
 #[derive(Debug, Clone)]
 pub struct VersionRow {
     pub version: i32,
+    pub href: String,
     pub created: Time,
     pub hash: String,
 }
@@ -410,6 +411,7 @@ pub async fn dag_page(
         .await?
         .into_iter()
         .map(|v| VersionRow {
+            href: format!("{}/versions/{}", dag_href(&dag_id), v.version),
             version: v.version,
             created: time(v.created_at),
             hash: v.source_hash.chars().take(12).collect(),

@@ -1423,3 +1423,49 @@ async fn the_failure_trend_has_a_point_for_each_of_14_days() {
     assert_eq!(points.split_whitespace().count(), 14, "{points}");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_version_page_shows_its_files_and_a_diff_against_the_previous_one() {
+    let (_t, env, router) = setup().await;
+    let dir = env.dags_dir();
+    std::fs::write(dir.join("report.sql"), "SELECT 1 AS old_total;\n").expect("write");
+    let toml = "schedule = \"none\"\n[tasks.q]\nkind = \"sql\"\nfile = \"report.sql\"\n";
+    std::fs::write(dir.join("versioned.toml"), toml).expect("write");
+    env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    std::fs::write(dir.join("report.sql"), "SELECT 2 AS new_total;\n").expect("write");
+    env.registry.sync(&env.db, Utc::now()).await.expect("sync");
+    let mut c = Client::new(router);
+    let dag = c.get("/dags/versioned").await;
+    assert!(
+        dag.body.contains("href=\"/dags/versioned/versions/2\""),
+        "{}",
+        dag.body
+    );
+    let v2 = c.get("/dags/versioned/versions/2").await;
+    assert_eq!(v2.status, StatusCode::OK);
+    assert!(v2.body.contains("since version 1"), "{}", v2.body);
+    assert!(v2.body.contains("<code>report.sql</code>"), "{}", v2.body);
+    assert!(
+        v2.body.contains("d-del\">- SELECT 1 AS old_total;"),
+        "{}",
+        v2.body
+    );
+    assert!(
+        v2.body.contains("d-add\">+ SELECT 2 AS new_total;"),
+        "{}",
+        v2.body
+    );
+    // Version 1 keeps its own files.
+    let v1 = c.get("/dags/versioned/versions/1").await;
+    assert!(v1.body.contains("SELECT 1 AS old_total;"));
+    assert!(!v1.body.contains("new_total"));
+    assert_eq!(
+        c.get("/dags/versioned/versions/9").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.get("/dags/versioned/versions/2?against=7").await.status,
+        StatusCode::NOT_FOUND
+    );
+    env.stop().await;
+}
