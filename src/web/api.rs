@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -251,12 +251,32 @@ fn read(state: &AppState, viewer: &Viewer) -> Result<(), ApiError> {
     viewer.can_read(state).map_err(ApiError)
 }
 
-/// Writes need a bearer token: cookies are never enough for the API (no CSRF there).
-fn write<'a>(viewer: &'a Viewer, headers: &HeaderMap) -> Result<&'a super::auth::User, ApiError> {
-    if !headers.contains_key(axum::http::header::AUTHORIZATION) {
-        return Err(ApiError(Error::Unauthorized));
+/// The user of the request's bearer token. API writes take this, never a [`Viewer`]:
+/// a session cookie is not enough for the API (it has no CSRF tokens), and neither is
+/// any other kind of `Authorization` header.
+#[derive(Debug)]
+pub struct BearerUser(pub super::auth::User);
+
+impl axum::extract::FromRequestParts<AppState> for BearerUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let token = super::auth::bearer(&parts.headers).ok_or(ApiError(Error::Unauthorized))?;
+        Ok(BearerUser(super::auth::token_user(state, &token).await?))
     }
-    viewer.require(Role::Operator).map_err(ApiError)
+}
+
+impl BearerUser {
+    /// The user, when the token may act (operate scope) and its user is an operator.
+    fn operator(&self) -> Result<&super::auth::User, ApiError> {
+        Viewer(Some(self.0.clone()))
+            .require(Role::Operator)
+            .map_err(ApiError)?;
+        Ok(&self.0)
+    }
 }
 
 fn t(d: Option<DateTime<Utc>>) -> Option<String> {
@@ -380,32 +400,29 @@ async fn get_dag(
 #[utoipa::path(post, path = "/api/v1/dags/{dag_id}/pause", params(("dag_id" = String, Path, description = "the DAG")), responses((status = 200, body = DagView), (status = 401), (status = 403)))]
 async fn pause_dag(
     State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
+    bearer: BearerUser,
     Path(dag_id): Path<String>,
 ) -> ApiResult<DagView> {
-    set_paused(state, viewer, headers, dag_id, true).await
+    set_paused(state, bearer, dag_id, true).await
 }
 
 /// Unpause a DAG (operator).
 #[utoipa::path(post, path = "/api/v1/dags/{dag_id}/unpause", params(("dag_id" = String, Path, description = "the DAG")), responses((status = 200, body = DagView), (status = 401), (status = 403)))]
 async fn unpause_dag(
     State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
+    bearer: BearerUser,
     Path(dag_id): Path<String>,
 ) -> ApiResult<DagView> {
-    set_paused(state, viewer, headers, dag_id, false).await
+    set_paused(state, bearer, dag_id, false).await
 }
 
 async fn set_paused(
     state: AppState,
-    viewer: Viewer,
-    headers: HeaderMap,
+    bearer: BearerUser,
     dag_id: String,
     paused: bool,
 ) -> ApiResult<DagView> {
-    write(&viewer, &headers)?;
+    bearer.operator()?;
     let (d, _) = known(&state, &dag_id)?;
     commands::set_paused(&state.db, &dag_id, paused).await?;
     Ok(Json(dag_view(&d, paused)))
@@ -469,12 +486,11 @@ async fn list_runs(
 #[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs", params(("dag_id" = String, Path, description = "the DAG")), request_body = TriggerBody, responses((status = 201, body = RunView), (status = 400), (status = 401)))]
 async fn trigger_run(
     State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
+    bearer: BearerUser,
     Path(dag_id): Path<String>,
     body: Result<Json<TriggerBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    write(&viewer, &headers)?;
+    bearer.operator()?;
     let Json(body) = body.map_err(|e| {
         ApiError(Error::BadRequest(format!(
             "bad request body: {}",
@@ -538,12 +554,11 @@ async fn list_tasks(
 #[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/clear", params(("dag_id" = String, Path, description = "the DAG"), ("run_id" = String, Path, description = "the run (run_id, e.g. manual__2026-01-01T00:00:00Z)"), ("task_id" = String, Path, description = "the task")), request_body = ClearBody, responses((status = 200, body = Cleared), (status = 404)))]
 async fn clear_task(
     State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
+    bearer: BearerUser,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<Cleared> {
-    write(&viewer, &headers)?;
+    bearer.operator()?;
     let downstream = parse_clear_body(&body)?.downstream;
     let cleared = commands::clear(
         &state.db,
@@ -573,12 +588,11 @@ pub struct MarkBody {
 #[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/mark", params(("dag_id" = String, Path, description = "the DAG"), ("run_id" = String, Path, description = "the run (run_id, e.g. manual__2026-01-01T00:00:00Z)"), ("task_id" = String, Path, description = "the task")), request_body = MarkBody, responses((status = 200, body = TaskInstanceView), (status = 400), (status = 404)))]
 async fn mark_task(
     State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
+    bearer: BearerUser,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
     body: Result<Json<MarkBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<TaskInstanceView> {
-    write(&viewer, &headers)?;
+    bearer.operator()?;
     let Json(body) = body.map_err(|e| {
         ApiError(Error::BadRequest(format!(
             "bad request body: {}",
@@ -623,11 +637,10 @@ async fn mark_task(
 #[utoipa::path(post, path = "/api/v1/dags/{dag_id}/runs/{run_id}/cancel", params(("dag_id" = String, Path, description = "the DAG"), ("run_id" = String, Path, description = "the run (run_id, e.g. manual__2026-01-01T00:00:00Z)")), responses((status = 200, body = RunView), (status = 400), (status = 404)))]
 async fn cancel_run(
     State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
+    bearer: BearerUser,
     Path((dag_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<RunView> {
-    let user = write(&viewer, &headers)?.username.clone();
+    let user = bearer.operator()?.username.clone();
     commands::mark_run(
         &state.db,
         &state.registry,

@@ -102,16 +102,7 @@ impl FromRequestParts<AppState> for Viewer {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let now = Utc::now();
         if let Some(token) = bearer(&parts.headers) {
-            let (user, scope) = users::find_by_token_hash(&state.db.conn, &token_hash(&token), now)
-                .await?
-                .ok_or(Error::Unauthorized)?;
-            return Ok(Viewer(Some(User {
-                id: user.id,
-                username: user.username,
-                role: user.role,
-                scope: Some(scope),
-                csrf_tag: String::new(),
-            })));
+            return Ok(Viewer(Some(token_user(state, &token).await?)));
         }
         let jar = SignedCookieJar::from_headers(&parts.headers, state.key.clone());
         let Some(id) = jar.get(SESSION_COOKIE).map(|c| c.value().to_string()) else {
@@ -132,7 +123,22 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+/// The user an API token belongs to (401 for an unknown, revoked or expired token).
+pub async fn token_user(state: &AppState, token: &str) -> Result<User> {
+    let (user, scope) = users::find_by_token_hash(&state.db.conn, &token_hash(token), Utc::now())
+        .await?
+        .ok_or(Error::Unauthorized)?;
+    Ok(User {
+        id: user.id,
+        username: user.username,
+        role: user.role,
+        scope: Some(scope),
+        csrf_tag: String::new(),
+    })
+}
+
+/// The token of an `Authorization: Bearer ...` header.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ").map(|t| t.trim().to_string())
 }

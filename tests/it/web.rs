@@ -1469,3 +1469,41 @@ async fn a_version_page_shows_its_files_and_a_diff_against_the_previous_one() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn api_writes_take_only_a_bearer_token_never_a_session_cookie() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router);
+    // An admin's session cookie, plus an Authorization header that is not a bearer token.
+    assert_eq!(
+        c.login("ada", "correct horse").await.status,
+        StatusCode::SEE_OTHER
+    );
+    for auth in [
+        None,
+        Some("Basic YWRhOmNvcnJlY3QgaG9yc2U="),
+        Some("Token abc"),
+        Some("Bearer "),
+    ] {
+        let mut req = Request::post("/api/v1/dags/fine/pause");
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let res = c.send(req, Body::empty()).await;
+        assert_eq!(
+            res.status,
+            StatusCode::UNAUTHORIZED,
+            "{auth:?}: {}",
+            res.body
+        );
+        assert!(res.body.contains("\"error\""), "{}", res.body);
+    }
+    assert!(
+        !weft::db::dags::get_dag(&env.db.conn, "fine")
+            .await
+            .expect("q")
+            .expect("dag")
+            .is_paused
+    );
+    env.stop().await;
+}
