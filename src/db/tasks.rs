@@ -489,11 +489,58 @@ pub async fn set_pid<C: ConnectionTrait>(c: &C, ti_id: i64, pid: Option<i32>) ->
 }
 
 /// How a try ended.
-#[derive(Debug, Clone)]
-pub struct TryOutcome {
-    pub success: bool,
-    pub exit_code: Option<i32>,
-    pub error: Option<String>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryOutcome {
+    /// It did its work; the process's exit code where there was a process.
+    Success { exit_code: Option<i32> },
+    /// It did not; the exit code where there was a process, and why, for the operator.
+    Failed {
+        exit_code: Option<i32>,
+        error: String,
+    },
+}
+
+impl TryOutcome {
+    /// Success without a process.
+    pub fn success() -> TryOutcome {
+        TryOutcome::Success { exit_code: None }
+    }
+
+    /// Failure without a process.
+    pub fn failed(error: impl Into<String>) -> TryOutcome {
+        TryOutcome::Failed {
+            exit_code: None,
+            error: error.into(),
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, TryOutcome::Success { .. })
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            TryOutcome::Success { exit_code } | TryOutcome::Failed { exit_code, .. } => *exit_code,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            TryOutcome::Success { .. } => None,
+            TryOutcome::Failed { error, .. } => Some(error),
+        }
+    }
+
+    /// The same outcome with its error text rewritten (e.g. secrets redacted).
+    pub fn map_error(self, f: impl FnOnce(String) -> String) -> TryOutcome {
+        match self {
+            TryOutcome::Failed { exit_code, error } => TryOutcome::Failed {
+                exit_code,
+                error: f(error),
+            },
+            ok => ok,
+        }
+    }
 }
 
 /// `running -> success | failed | up_for_retry`, fenced by worker and try number.
@@ -517,11 +564,11 @@ pub async fn finish_try<C: ConnectionTrait>(
         .col_expr(task_instance::Column::DurationMs, Expr::value(duration))
         .col_expr(
             task_instance::Column::ExitCode,
-            Expr::value(outcome.exit_code),
+            Expr::value(outcome.exit_code()),
         )
         .col_expr(
             task_instance::Column::Error,
-            Expr::value(outcome.error.clone()),
+            Expr::value(outcome.error().map(str::to_string)),
         )
         .col_expr(
             task_instance::Column::NextRetryAt,
@@ -550,7 +597,7 @@ pub async fn close_try<C: ConnectionTrait>(
     duration_ms: i64,
     now: DateTime<Utc>,
 ) -> DbResult<()> {
-    let state = if outcome.success {
+    let state = if outcome.is_success() {
         TryState::Success
     } else {
         TryState::Failed
@@ -559,8 +606,8 @@ pub async fn close_try<C: ConnectionTrait>(
         .col_expr(task_try::Column::State, Expr::value(state.as_str()))
         .col_expr(task_try::Column::EndedAt, Expr::value(now))
         .col_expr(task_try::Column::DurationMs, Expr::value(duration_ms))
-        .col_expr(task_try::Column::ExitCode, Expr::value(outcome.exit_code))
-        .col_expr(task_try::Column::Error, Expr::value(outcome.error.clone()))
+        .col_expr(task_try::Column::ExitCode, Expr::value(outcome.exit_code()))
+        .col_expr(task_try::Column::Error, Expr::value(outcome.error().map(str::to_string)))
         .filter(task_try::Column::Id.eq(try_id))
         .filter(task_try::Column::State.eq(TryState::Running.as_str()))
         .exec(c)

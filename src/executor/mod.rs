@@ -39,13 +39,13 @@ pub async fn run_started(
     let mut log =
         LogSink::new(db.clone(), try_id, shared.config.log_max_bytes).with_secrets(secrets.clone());
     let mut outcome = prepare_and_execute(&shared, &ti, &run, try_id, &mut log, cancel_rx).await;
-    outcome.error = outcome.error.map(|e| crate::config::redact(&e, &secrets));
+    outcome = outcome.map_error(|e| crate::config::redact(&e, &secrets));
     shared
         .inflight
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&ti.id);
-    match &outcome.error {
+    match outcome.error() {
         None => log.line("[weft] task succeeded").await,
         Some(e) => log.line(&format!("[weft] task failed: {e}")).await,
     }
@@ -76,7 +76,7 @@ pub async fn run_started(
                     try_number = ti.try_number,
                     state = %f.state,
                     "try failed: {}",
-                    outcome.error.as_deref().unwrap_or("(no message)")
+                    outcome.error().unwrap_or("(no message)")
                 );
             }
             if let (Some(dag), Some(run)) = (&f.dag, &f.run) {
@@ -192,7 +192,7 @@ fn fire_callbacks(
     };
     let mut ctx = template_context(dag, run, ti).with_base_url(base_url);
     ctx.state = Some(f.state.as_str().to_string());
-    ctx.error = outcome.error.clone();
+    ctx.error = outcome.error().map(str::to_string);
     let cb = match f.state {
         TaskState::Success => task.callbacks.on_success.as_ref(),
         TaskState::UpForRetry => task.callbacks.on_retry.as_ref(),

@@ -311,7 +311,7 @@ pub async fn finish_tries(
         let ti = &it.ti;
         let dag = defs.get(&ti.dag_run_id).cloned();
         let task = dag.as_ref().and_then(|d| d.task(&ti.task_id));
-        let (state, next_retry) = if it.outcome.success {
+        let (state, next_retry) = if it.outcome.is_success() {
             (TaskState::Success, None)
         } else if ti.try_number < ti.max_tries {
             let delay = task.map_or(std::time::Duration::from_secs(300), |t| {
@@ -459,11 +459,7 @@ pub async fn rescue(
         return Ok(());
     };
     let try_row = tasks::current_try(&db.conn, ti).await?;
-    let outcome = TryOutcome {
-        success: false,
-        exit_code: None,
-        error: Some(reason.to_string()),
-    };
+    let outcome = TryOutcome::failed(reason.to_string());
     match try_row {
         Some(t) => {
             let seq = i32::MAX - 1; // after anything the lost worker may have written

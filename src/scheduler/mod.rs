@@ -168,13 +168,10 @@ async fn record_alone(
     }
     let mut failed = item;
     failed.ti.max_tries = failed.ti.try_number;
-    failed.outcome = crate::db::tasks::TryOutcome {
-        success: false,
-        exit_code: failed.outcome.exit_code,
-        error: Some(
-            "weft could not record this try's result (an internal error, logged by the server); the try is failed without retries"
-                .into(),
-        ),
+    failed.outcome = crate::db::tasks::TryOutcome::Failed {
+        exit_code: failed.outcome.exit_code(),
+        error: "weft could not record this try's result (an internal error, logged by the server); the try is failed without retries"
+            .into(),
     };
     one(record_batch(db, registry, clock, vec![failed]).await)
         .unwrap_or_else(|| Err("recording this try panicked".into()))

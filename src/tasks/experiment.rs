@@ -959,11 +959,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &ExperimentSpec) -> TryOutcome 
             data_errors.join("; ")
         ));
     }
-    TryOutcome {
-        success: true,
-        exit_code: None,
-        error: None,
-    }
+    TryOutcome::success()
 }
 
 async fn write_results(

@@ -87,11 +87,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &HttpSpec) -> TryOutcome {
         spec.expected_status.contains(&status)
     };
     if ok {
-        TryOutcome {
-            success: true,
-            exit_code: None,
-            error: None,
-        }
+        TryOutcome::success()
     } else {
         let want = if spec.expected_status.is_empty() {
             "2xx".to_string()

@@ -892,11 +892,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &IngestSpec) -> TryOutcome {
                     "[weft] no file matches {pattern}; nothing to load (allow_empty)"
                 ))
                 .await;
-            return TryOutcome {
-                success: true,
-                exit_code: None,
-                error: None,
-            };
+            return TryOutcome::success();
         }
         return failure(format!(
             "no file matches \"{pattern}\" (relative to {}); set source.allow_empty = true if that is normal",
@@ -1056,11 +1052,7 @@ async fn load_and_report(
                 ))
                 .await;
             match over {
-                None => TryOutcome {
-                    success: true,
-                    exit_code: None,
-                    error: None,
-                },
+                None => TryOutcome::success(),
                 Some(msg) => failure(msg),
             }
         }

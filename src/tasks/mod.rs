@@ -56,11 +56,7 @@ impl RunContext<'_> {
 
 /// A failed try with a message.
 pub fn failure(message: impl Into<String>) -> TryOutcome {
-    TryOutcome {
-        success: false,
-        exit_code: None,
-        error: Some(message.into()),
-    }
+    TryOutcome::failed(message.into())
 }
 
 /// Creates warehouse tables so that concurrent tries, in this process or another, never
@@ -113,11 +109,7 @@ pub(crate) use crate::db::ph;
 
 /// A successful try.
 pub fn success() -> TryOutcome {
-    TryOutcome {
-        success: true,
-        exit_code: None,
-        error: None,
-    }
+    TryOutcome::success()
 }
 
 /// Runs one try of a task and says how it ended. Never panics on bad input: every
@@ -128,11 +120,7 @@ pub async fn execute(ctx: &mut RunContext<'_>) -> TryOutcome {
         TaskKind::Shell { command, cwd } => shell::run(ctx, command, cwd.as_deref()).await,
         TaskKind::Http(spec) => http::run(ctx, spec).await,
         TaskKind::Sql { sql, connection } => sql::run(ctx, sql, connection).await,
-        TaskKind::Noop => TryOutcome {
-            success: true,
-            exit_code: None,
-            error: None,
-        },
+        TaskKind::Noop => TryOutcome::success(),
         TaskKind::Ingest(spec) => ingest::run(ctx, spec).await,
         TaskKind::Transform(spec) => transform::run(ctx, spec).await,
         TaskKind::Experiment(spec) => experiment::run(ctx, spec).await,

@@ -68,16 +68,8 @@ pub async fn run(ctx: &mut RunContext<'_>, command: &str, cwd: Option<&Path>) ->
         (Some(Stop::Cancelled), _, _) => {
             failure("stopped: the worker shut down while the task ran")
         }
-        (None, Some(0), _) => TryOutcome {
-            success: true,
-            exit_code: Some(0),
-            error: None,
-        },
-        (None, Some(code), _) => TryOutcome {
-            success: false,
-            exit_code: Some(code),
-            error: Some(format!("command exited with code {code}")),
-        },
+        (None, Some(0), _) => TryOutcome::Success { exit_code: Some(0) },
+        (None, Some(code), _) => TryOutcome::Failed { exit_code: Some(code), error: format!("command exited with code {code}") },
         (None, None, Some(sig)) => failure(format!("command was killed by signal {sig}")),
         (None, None, None) => failure("command ended without an exit status"),
     }

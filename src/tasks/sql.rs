@@ -31,11 +31,7 @@ pub async fn run(ctx: &mut RunContext<'_>, sql: &str, connection: &str) -> TryOu
                     started.elapsed().as_millis()
                 ))
                 .await;
-            TryOutcome {
-                success: true,
-                exit_code: None,
-                error: None,
-            }
+            TryOutcome::success()
         }
         Err(e) => failure(format!("sql error on connection \"{connection}\": {e}")),
     }

@@ -486,11 +486,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &TransformSpec) -> TryOutcome {
                 results.len()
             ))
             .await;
-        TryOutcome {
-            success: true,
-            exit_code: None,
-            error: None,
-        }
+        TryOutcome::success()
     } else {
         let names: Vec<String> = failed.iter().map(|r| describe(r)).collect();
         let kept = if blocked.is_empty() {
