@@ -954,11 +954,13 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
 async fn set_paused(cfg: Config, dag_id: &str, paused: bool) -> Result<i32> {
     let db = open_db(&cfg).await?;
     // Make sure the DAG is recorded even if `serve` never ran.
-    if crate::db::dags::get_dag(&db.conn, dag_id).await?.is_none() {
-        let d = load_dag(&cfg, dag_id)?;
-        crate::db::dags::upsert_dag(&db.conn, &d, Utc::now()).await?;
-    }
-    crate::db::dags::set_paused(&db.conn, dag_id, paused).await?;
+    let definition = match crate::db::dags::get_dag(&db.conn, dag_id).await? {
+        Some(_) => None,
+        None => Some(load_dag(&cfg, dag_id)?),
+    };
+    commands::set_paused(&db, dag_id, paused, definition.as_deref())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     println!(
         "dag \"{dag_id}\" {}",
         if paused { "paused" } else { "unpaused" }

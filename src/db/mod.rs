@@ -3,6 +3,7 @@
 
 pub mod dags;
 pub mod entities;
+pub mod machine;
 pub mod maintenance;
 pub mod runs;
 pub mod state;

@@ -9,6 +9,7 @@ use sea_orm::{
 };
 
 use super::entities::{dag_run, task_instance};
+use super::machine::RunMove;
 use super::{DbResult, RunState, RunType, TaskState};
 use crate::dag::Dag;
 
@@ -221,15 +222,16 @@ pub async fn dags_with_queued_runs<C: ConnectionTrait>(c: &C) -> DbResult<Vec<St
         .await?)
 }
 
-/// Conditional transition of a run: `from` -> `to`. Sets `started_at` when it starts
-/// running and `ended_at` when it finishes.
+/// Conditional move of a run from one of the move's `from` states to `to` (one of its
+/// targets). Sets `started_at` when it first runs and `ended_at` when it finishes.
 pub async fn transition<C: ConnectionTrait>(
     c: &C,
+    mv: &RunMove,
     id: i64,
-    from: &[RunState],
     to: RunState,
     now: DateTime<Utc>,
 ) -> DbResult<bool> {
+    mv.check_target(to)?;
     let mut q =
         dag_run::Entity::update_many().col_expr(dag_run::Column::State, Expr::value(to.as_str()));
     match to {
@@ -260,7 +262,7 @@ pub async fn transition<C: ConnectionTrait>(
     }
     let res = q
         .filter(dag_run::Column::Id.eq(id))
-        .filter(dag_run::Column::State.is_in(from.iter().map(|s| s.as_str())))
+        .filter(dag_run::Column::State.is_in(mv.from_strs()))
         .exec(c)
         .await?;
     Ok(res.rows_affected == 1)

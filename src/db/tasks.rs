@@ -15,6 +15,7 @@ use sea_orm::{
 };
 
 use super::entities::{pool, task_instance, task_log, task_try, worker};
+use super::machine::{CLAIM, CLEAR, RETRY, START, TaskMove, UNCLAIM};
 use super::{DbResult, TaskState, TryState};
 
 type Ti = task_instance::Model;
@@ -59,17 +60,18 @@ pub async fn get<C: ConnectionTrait>(c: &C, id: i64) -> DbResult<Option<Ti>> {
     Ok(task_instance::Entity::find_by_id(id).one(c).await?)
 }
 
-/// Sets `to` on the named tasks of a run that are in one of `from`. Returns how many
-/// rows changed. Entering `scheduled` stamps `scheduled_at`; entering a terminal state
-/// without running (skipped, upstream_failed, removed) stamps `ended_at`.
+/// Moves the named tasks of a run that are in one of the move's `from` states to `to`
+/// (one of its targets). Returns how many rows changed. Entering `scheduled` stamps
+/// `scheduled_at`; entering a terminal state stamps `ended_at`.
 pub async fn transition_by_task<C: ConnectionTrait>(
     c: &C,
+    mv: &TaskMove,
     run_pk: i64,
     task_ids: &[String],
-    from: &[TaskState],
     to: TaskState,
     now: DateTime<Utc>,
 ) -> DbResult<u64> {
+    mv.check_target(to)?;
     if task_ids.is_empty() {
         return Ok(0);
     }
@@ -90,7 +92,7 @@ pub async fn transition_by_task<C: ConnectionTrait>(
     let res = q
         .filter(task_instance::Column::DagRunId.eq(run_pk))
         .filter(task_instance::Column::TaskId.is_in(task_ids.iter().cloned()))
-        .filter(task_instance::Column::State.is_in(from.iter().map(|s| s.as_str())))
+        .filter(task_instance::Column::State.is_in(mv.from_strs()))
         .exec(c)
         .await?;
     Ok(res.rows_affected)
@@ -135,8 +137,8 @@ pub async fn mark_ended<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Resets task instances for another round (clear): back to `pending`, with room for
-/// `retries + 1` more tries, like Airflow's clear.
+/// The clear move: a finished task instance goes back to `pending`, with room for
+/// `retries + 1` more tries, like Airflow's clear. Queued and running ones are left.
 pub async fn reset_for_clear<C: ConnectionTrait>(
     c: &C,
     ti: &Ti,
@@ -146,7 +148,7 @@ pub async fn reset_for_clear<C: ConnectionTrait>(
     let res = task_instance::Entity::update_many()
         .col_expr(
             task_instance::Column::State,
-            Expr::value(TaskState::Pending.as_str()),
+            Expr::value(CLEAR.to[0].as_str()),
         )
         .col_expr(
             task_instance::Column::MaxTries,
@@ -192,10 +194,7 @@ pub async fn reset_for_clear<C: ConnectionTrait>(
         )
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.eq(ti.id))
-        .filter(
-            task_instance::Column::State
-                .is_not_in([TaskState::Queued.as_str(), TaskState::Running.as_str()]),
-        )
+        .filter(task_instance::Column::State.is_in(CLEAR.from_strs()))
         .exec(c)
         .await?;
     Ok(res.rows_affected == 1)
@@ -329,14 +328,14 @@ pub async fn claim<C: ConnectionTrait>(
     task_instance::Entity::update_many()
         .col_expr(
             task_instance::Column::State,
-            Expr::value(TaskState::Queued.as_str()),
+            Expr::value(CLAIM.to[0].as_str()),
         )
         .col_expr(task_instance::Column::WorkerId, Expr::value(worker_id))
         .col_expr(task_instance::Column::Hostname, Expr::value(hostname))
         .col_expr(task_instance::Column::QueuedAt, Expr::value(now))
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.is_in(chosen.clone()))
-        .filter(task_instance::Column::State.eq(TaskState::Scheduled.as_str()))
+        .filter(task_instance::Column::State.is_in(CLAIM.from_strs()))
         .exec(c)
         .await?;
     Ok(task_instance::Entity::find()
@@ -376,7 +375,7 @@ pub async fn start_tries<C: ConnectionTrait>(
     task_instance::Entity::update_many()
         .col_expr(
             task_instance::Column::State,
-            Expr::value(TaskState::Running.as_str()),
+            Expr::value(START.to[0].as_str()),
         )
         .col_expr(
             task_instance::Column::TryNumber,
@@ -406,7 +405,7 @@ pub async fn start_tries<C: ConnectionTrait>(
         )
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.is_in(ids.iter().copied()))
-        .filter(task_instance::Column::State.eq(TaskState::Queued.as_str()))
+        .filter(task_instance::Column::State.is_in(START.from_strs()))
         .filter(task_instance::Column::WorkerId.eq(worker_id))
         .exec(c)
         .await?;
@@ -543,11 +542,13 @@ impl TryOutcome {
     }
 }
 
-/// `running -> success | failed | up_for_retry`, fenced by worker and try number.
-/// Returns false (and changes nothing) when the try is no longer this worker's.
+/// The finish (or rescue) move: `running -> success | failed | up_for_retry`, fenced
+/// by worker and try number. Returns false (and changes nothing) when the try is no
+/// longer this worker's.
 #[allow(clippy::too_many_arguments)]
 pub async fn finish_try<C: ConnectionTrait>(
     c: &C,
+    mv: &TaskMove,
     ti: &Ti,
     try_id: i64,
     worker_id: &str,
@@ -556,6 +557,7 @@ pub async fn finish_try<C: ConnectionTrait>(
     next_retry_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> DbResult<bool> {
+    mv.check_target(to)?;
     let started = ti.started_at.unwrap_or(now);
     let duration = std::cmp::max((now - started).num_milliseconds(), 0);
     let res = task_instance::Entity::update_many()
@@ -577,7 +579,7 @@ pub async fn finish_try<C: ConnectionTrait>(
         .col_expr(task_instance::Column::Pid, Expr::value(Option::<i32>::None))
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.eq(ti.id))
-        .filter(task_instance::Column::State.eq(TaskState::Running.as_str()))
+        .filter(task_instance::Column::State.is_in(mv.from_strs()))
         .filter(task_instance::Column::WorkerId.eq(worker_id))
         .filter(task_instance::Column::TryNumber.eq(ti.try_number))
         .exec(c)
@@ -607,7 +609,10 @@ pub async fn close_try<C: ConnectionTrait>(
         .col_expr(task_try::Column::EndedAt, Expr::value(now))
         .col_expr(task_try::Column::DurationMs, Expr::value(duration_ms))
         .col_expr(task_try::Column::ExitCode, Expr::value(outcome.exit_code()))
-        .col_expr(task_try::Column::Error, Expr::value(outcome.error().map(str::to_string)))
+        .col_expr(
+            task_try::Column::Error,
+            Expr::value(outcome.error().map(str::to_string)),
+        )
         .filter(task_try::Column::Id.eq(try_id))
         .filter(task_try::Column::State.eq(TryState::Running.as_str()))
         .exec(c)
@@ -636,7 +641,7 @@ pub async fn promote_due_retries<C: ConnectionTrait>(
     task_instance::Entity::update_many()
         .col_expr(
             task_instance::Column::State,
-            Expr::value(TaskState::Scheduled.as_str()),
+            Expr::value(RETRY.to[0].as_str()),
         )
         .col_expr(task_instance::Column::ScheduledAt, Expr::value(now))
         .col_expr(
@@ -645,7 +650,7 @@ pub async fn promote_due_retries<C: ConnectionTrait>(
         )
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.is_in(due.iter().map(|(id, _)| *id)))
-        .filter(task_instance::Column::State.eq(TaskState::UpForRetry.as_str()))
+        .filter(task_instance::Column::State.is_in(RETRY.from_strs()))
         .exec(c)
         .await?;
     let mut runs: Vec<i64> = due.into_iter().map(|(_, r)| r).collect();
@@ -698,12 +703,18 @@ pub async fn held_by_unknown_workers<C: ConnectionTrait>(c: &C) -> DbResult<Vec<
     Ok(q.all(c).await?)
 }
 
-/// `queued -> scheduled` for a claim that never started (its worker died or stopped).
-pub async fn unclaim<C: ConnectionTrait>(c: &C, ti_id: i64, now: DateTime<Utc>) -> DbResult<bool> {
+/// The unclaim move, `queued -> scheduled`, for a claim that never started (its worker
+/// died or stopped); fenced by the worker that claimed it.
+pub async fn unclaim<C: ConnectionTrait>(
+    c: &C,
+    ti_id: i64,
+    worker_id: &str,
+    now: DateTime<Utc>,
+) -> DbResult<bool> {
     let res = task_instance::Entity::update_many()
         .col_expr(
             task_instance::Column::State,
-            Expr::value(TaskState::Scheduled.as_str()),
+            Expr::value(UNCLAIM.to[0].as_str()),
         )
         .col_expr(
             task_instance::Column::WorkerId,
@@ -711,7 +722,8 @@ pub async fn unclaim<C: ConnectionTrait>(c: &C, ti_id: i64, now: DateTime<Utc>) 
         )
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
         .filter(task_instance::Column::Id.eq(ti_id))
-        .filter(task_instance::Column::State.eq(TaskState::Queued.as_str()))
+        .filter(task_instance::Column::State.is_in(UNCLAIM.from_strs()))
+        .filter(task_instance::Column::WorkerId.eq(worker_id))
         .exec(c)
         .await?;
     Ok(res.rows_affected == 1)

@@ -56,6 +56,7 @@ pub async fn run_started(
         try_id,
         worker_id: shared.worker_id.clone(),
         outcome: outcome.clone(),
+        lost: None,
     };
     let finished = match shared
         .finisher

@@ -12,6 +12,7 @@ use super::registry::Registry;
 use super::rules;
 use crate::dag::{Callback, Dag};
 use crate::db::entities::{dag_run, task_instance};
+use crate::db::machine as m;
 use crate::db::runs::{self, NewRun};
 use crate::db::tasks::{self, TryOutcome};
 use crate::db::{Db, DbError, DbResult, RunState, RunType, TaskState};
@@ -52,15 +53,18 @@ pub async fn evaluate<C: ConnectionTrait>(
         by_state.entry(state).or_default().push(task);
     }
     for (state, ids) in by_state {
-        tasks::transition_by_task(c, run.id, &ids, &[TaskState::Pending], state, now).await?;
+        let mv = if state == TaskState::Scheduled {
+            &m::SCHEDULE
+        } else {
+            &m::BLOCK
+        };
+        tasks::transition_by_task(c, mv, run.id, &ids, state, now).await?;
     }
     if run.state != RunState::Running {
         return Ok(None);
     }
     match rules::run_outcome(dag, &states) {
-        Some(fin) if runs::transition(c, run.id, &[RunState::Running], fin, now).await? => {
-            Ok(Some(fin))
-        }
+        Some(fin) if runs::transition(c, &m::RUN_FINISH, run.id, fin, now).await? => Ok(Some(fin)),
         _ => Ok(None),
     }
 }
@@ -84,19 +88,7 @@ async fn reconcile<C: ConnectionTrait>(
         .filter(|t| dag.task(&t.task_id).is_none())
         .map(|t| t.task_id.clone())
         .collect();
-    tasks::transition_by_task(
-        c,
-        run.id,
-        &gone,
-        &[
-            TaskState::Pending,
-            TaskState::Scheduled,
-            TaskState::UpForRetry,
-        ],
-        TaskState::Removed,
-        now,
-    )
-    .await?;
+    tasks::transition_by_task(c, &m::REMOVE, run.id, &gone, TaskState::Removed, now).await?;
     let have: Vec<&str> = tis.iter().map(|t| t.task_id.as_str()).collect();
     let new = dag
         .tasks
@@ -123,7 +115,7 @@ pub async fn start_queued_in<C: ConnectionTrait>(
     let mut started = Vec::new();
     for run in runs::queued_runs(c, &dag.dag_id, room).await? {
         reconcile(c, dag, &run, version_id, now).await?;
-        if runs::transition(c, run.id, &[RunState::Queued], RunState::Running, now).await? {
+        if runs::transition(c, &m::RUN_START, run.id, RunState::Running, now).await? {
             let run = dag_run::Model {
                 state: RunState::Running,
                 dag_version_id: version_id,
@@ -250,6 +242,10 @@ pub struct FinishItem {
     pub try_id: i64,
     pub worker_id: String,
     pub outcome: TryOutcome,
+    /// Set when the worker is gone and another process records the end (the rescue
+    /// move): the line written to the try's log, in the same transaction as the fenced
+    /// update, so it is written exactly when the rescue happens.
+    pub lost: Option<String>,
 }
 
 /// Records the end of a try and, in the same transaction, schedules what it unblocks:
@@ -268,6 +264,7 @@ pub async fn finish_try(
         try_id,
         worker_id: worker_id.to_string(),
         outcome: outcome.clone(),
+        lost: None,
     };
     let mut out = finish_tries(db, reg, std::slice::from_ref(&item), now).await?;
     out.pop()
@@ -326,8 +323,14 @@ pub async fn finish_tries(
         } else {
             (TaskState::Failed, None)
         };
+        let mv = if it.lost.is_some() {
+            &m::RESCUE
+        } else {
+            &m::FINISH
+        };
         let recorded = tasks::finish_try(
             &txn,
+            mv,
             ti,
             it.try_id,
             &it.worker_id,
@@ -337,6 +340,10 @@ pub async fn finish_tries(
             now,
         )
         .await?;
+        if let (true, Some(line)) = (recorded, &it.lost) {
+            // After anything the lost worker may have written.
+            tasks::append_log(&txn, it.try_id, i32::MAX - 1, line, now).await?;
+        }
         if !recorded {
             tracing::warn!(ti = ti.id, task = %ti.task_id, "try {} finished, but it was no longer this worker's (declared dead or marked by an operator); its result was not recorded", ti.try_number);
         } else if state != TaskState::UpForRetry {
@@ -422,14 +429,7 @@ pub async fn clear(
     }
     if !cleared.is_empty() {
         // A finished run goes back to the queue; a running one re-evaluates at once.
-        runs::transition(
-            &txn,
-            run.id,
-            &[RunState::Success, RunState::Failed],
-            RunState::Queued,
-            now,
-        )
-        .await?;
+        runs::transition(&txn, &m::RUN_CLEAR, run.id, RunState::Queued, now).await?;
         let run = runs::get_run(&txn, run.id).await?.unwrap_or(run);
         if run.state == RunState::Running {
             evaluate(&txn, &dag, &run, now).await?;
@@ -451,30 +451,26 @@ pub async fn rescue(
     reason: &str,
     now: DateTime<Utc>,
 ) -> DbResult<()> {
-    if ti.state == TaskState::Queued {
-        tasks::unclaim(&db.conn, ti.id, now).await?;
-        return Ok(());
-    }
     let Some(worker) = ti.worker_id.clone() else {
         return Ok(());
     };
-    let try_row = tasks::current_try(&db.conn, ti).await?;
-    let outcome = TryOutcome::failed(reason.to_string());
-    match try_row {
+    if ti.state == TaskState::Queued {
+        tasks::unclaim(&db.conn, ti.id, &worker, now).await?;
+        return Ok(());
+    }
+    match tasks::current_try(&db.conn, ti).await? {
         Some(t) => {
-            let seq = i32::MAX - 1; // after anything the lost worker may have written
-            tasks::append_log(
-                &db.conn,
-                t.id,
-                seq,
-                &format!("[weft] this try was lost: {reason}\n"),
-                now,
-            )
-            .await?;
-            finish_try(db, reg, ti, t.id, &worker, &outcome, now).await?;
+            let item = FinishItem {
+                ti: ti.clone(),
+                try_id: t.id,
+                worker_id: worker,
+                outcome: TryOutcome::failed(reason),
+                lost: Some(format!("[weft] this try was lost: {reason}\n")),
+            };
+            finish_tries(db, reg, &[item], now).await?;
         }
         None => {
-            tasks::unclaim(&db.conn, ti.id, now).await?;
+            tasks::unclaim(&db.conn, ti.id, &worker, now).await?;
         }
     }
     Ok(())
@@ -532,12 +528,12 @@ pub async fn mark_task(
             "task \"{task_id}\" is already {state}"
         )));
     }
-    let from: Vec<TaskState> = TaskState::ALL
-        .iter()
-        .copied()
-        .filter(|s| *s != state)
-        .collect();
-    tasks::transition_by_task(&txn, run.id, &[task_id.to_string()], &from, state, now).await?;
+    if !m::MARK.from.contains(current) {
+        return Err(CommandError::Invalid(format!(
+            "task \"{task_id}\" is {current}: it is not in this run's DAG version, so it cannot be marked"
+        )));
+    }
+    tasks::transition_by_task(&txn, &m::MARK, run.id, &[task_id.to_string()], state, now).await?;
     tasks::mark_ended(&txn, run.id, task_id, now).await?;
     reopen_and_evaluate(&txn, &dag, &run, now).await?;
     txn.commit().await?;
@@ -553,14 +549,7 @@ async fn reopen_and_evaluate<C: ConnectionTrait>(
 ) -> DbResult<Option<RunState>> {
     let mut run = run.clone();
     if run.state.is_finished()
-        && runs::transition(
-            c,
-            run.id,
-            &[RunState::Success, RunState::Failed],
-            RunState::Running,
-            now,
-        )
-        .await?
+        && runs::transition(c, &m::RUN_REOPEN, run.id, RunState::Running, now).await?
     {
         run.state = RunState::Running;
     }
@@ -599,31 +588,21 @@ pub async fn mark_run(
     };
     match state {
         RunState::Success => {
-            let open = ids(&|s| s != TaskState::Success && s != TaskState::Removed);
-            let from: Vec<TaskState> = TaskState::ALL
-                .iter()
-                .copied()
-                .filter(|s| *s != TaskState::Success && *s != TaskState::Removed)
-                .collect();
-            tasks::transition_by_task(&txn, run.id, &open, &from, TaskState::Success, now).await?;
+            let open = ids(&|s| s != TaskState::Success && m::MARK.from.contains(&s));
+            tasks::transition_by_task(&txn, &m::MARK, run.id, &open, TaskState::Success, now)
+                .await?;
         }
         RunState::Failed => {
-            let active = [TaskState::Queued, TaskState::Running];
-            let stopped = ids(&|s| s.is_active());
-            tasks::transition_by_task(&txn, run.id, &stopped, &active, TaskState::Failed, now)
+            let stopped = ids(&|s| m::CANCEL.from.contains(&s));
+            tasks::transition_by_task(&txn, &m::CANCEL, run.id, &stopped, TaskState::Failed, now)
                 .await?;
             // "Cancel run": the stopped tasks say who stopped them.
             tasks::set_error_by_task(&txn, run.id, &stopped, &format!("cancelled by {by}")).await?;
-            let waiting = [
-                TaskState::Pending,
-                TaskState::Scheduled,
-                TaskState::UpForRetry,
-            ];
             tasks::transition_by_task(
                 &txn,
+                &m::CANCEL_WAITING,
                 run.id,
-                &ids(&|s| waiting.contains(&s)),
-                &waiting,
+                &ids(&|s| m::CANCEL_WAITING.from.contains(&s)),
                 TaskState::Skipped,
                 now,
             )
@@ -635,19 +614,22 @@ pub async fn mark_run(
             )));
         }
     }
-    let from = [
-        RunState::Queued,
-        RunState::Running,
-        RunState::Success,
-        RunState::Failed,
-    ];
-    runs::transition(&txn, run.id, &from, state, now).await?;
+    runs::transition(&txn, &m::RUN_MARK, run.id, state, now).await?;
     txn.commit().await?;
     Ok(())
 }
 
-/// Operator action: pause or unpause a DAG.
-pub async fn set_paused(db: &Db, dag_id: &str, paused: bool) -> CommandResult<()> {
+/// Operator action: pause or unpause a DAG. `definition` records the DAG first when the
+/// database does not know it yet (a CLI command before `serve` ever ran).
+pub async fn set_paused(
+    db: &Db,
+    dag_id: &str,
+    paused: bool,
+    definition: Option<&Dag>,
+) -> CommandResult<()> {
+    if let Some(d) = definition {
+        crate::db::dags::upsert_dag(&db.conn, d, Utc::now()).await?;
+    }
     crate::db::dags::set_paused(&db.conn, dag_id, paused)
         .await
         .map_err(|e| match e {
@@ -753,6 +735,19 @@ pub async fn repair(
     Ok(repaired)
 }
 
+/// The state of one task of a run.
+async fn ti_state<C: ConnectionTrait>(
+    c: &C,
+    run_pk: i64,
+    task_id: &str,
+) -> DbResult<Option<TaskState>> {
+    Ok(tasks::states_of_run(c, run_pk)
+        .await?
+        .into_iter()
+        .find(|(t, _)| t == task_id)
+        .map(|(_, s)| s))
+}
+
 async fn repair_one(
     db: &Db,
     reg: &Registry,
@@ -790,29 +785,13 @@ async fn repair_one(
             };
             let ids = std::slice::from_ref(task_id);
             let txn = db.conn.begin().await?;
-            let mut n = tasks::transition_by_task(
-                &txn,
-                run.id,
-                ids,
-                &[TaskState::Running],
-                TaskState::Failed,
-                now,
-            )
-            .await?;
-            n += tasks::transition_by_task(
-                &txn,
-                run.id,
-                ids,
-                &[
-                    TaskState::Pending,
-                    TaskState::Scheduled,
-                    TaskState::Queued,
-                    TaskState::UpForRetry,
-                ],
-                TaskState::Skipped,
-                now,
-            )
-            .await?;
+            let running = ti_state(&txn, run.id, task_id).await? == Some(TaskState::Running);
+            let to = if running {
+                TaskState::Failed
+            } else {
+                TaskState::Skipped
+            };
+            let n = tasks::transition_by_task(&txn, &m::REPAIR, run.id, ids, to, now).await?;
             txn.commit().await?;
             Ok(n > 0)
         }

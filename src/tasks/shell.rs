@@ -69,7 +69,10 @@ pub async fn run(ctx: &mut RunContext<'_>, command: &str, cwd: Option<&Path>) ->
             failure("stopped: the worker shut down while the task ran")
         }
         (None, Some(0), _) => TryOutcome::Success { exit_code: Some(0) },
-        (None, Some(code), _) => TryOutcome::Failed { exit_code: Some(code), error: format!("command exited with code {code}") },
+        (None, Some(code), _) => TryOutcome::Failed {
+            exit_code: Some(code),
+            error: format!("command exited with code {code}"),
+        },
         (None, None, Some(sig)) => failure(format!("command was killed by signal {sig}")),
         (None, None, None) => failure("command ended without an exit status"),
     }

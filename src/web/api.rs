@@ -424,7 +424,7 @@ async fn set_paused(
 ) -> ApiResult<DagView> {
     bearer.operator()?;
     let (d, _) = known(&state, &dag_id)?;
-    commands::set_paused(&state.db, &dag_id, paused).await?;
+    commands::set_paused(&state.db, &dag_id, paused, None).await?;
     Ok(Json(dag_view(&d, paused)))
 }
 

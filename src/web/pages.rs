@@ -1765,7 +1765,7 @@ pub async fn action_post(
     let back = action.back();
     let notice = match &action {
         Action::Pause(d, p) => {
-            commands::set_paused(&state.db, d, *p).await?;
+            commands::set_paused(&state.db, d, *p, None).await?;
             format!("dag {d} {}", if *p { "paused" } else { "unpaused" })
         }
         Action::Clear {

@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, EntityTrait};
 use weft::dag::{ValidationContext, parse_dag};
 use weft::db::entities::{dag_run, task_instance};
 use weft::db::runs::{self, NewRun};
-use weft::db::{RunState, RunType, TaskState, dags, tasks};
+use weft::db::{RunState, RunType, TaskState, dags, machine, tasks};
 
 use crate::support::{TestDb, backends, utc};
 
@@ -120,8 +120,8 @@ async fn roundtrip(t: &TestDb) {
     assert!(
         !runs::transition(
             &db.conn,
+            &machine::RUN_FINISH,
             run.id,
-            &[RunState::Running],
             RunState::Success,
             now
         )
@@ -131,8 +131,8 @@ async fn roundtrip(t: &TestDb) {
     assert!(
         runs::transition(
             &db.conn,
+            &machine::RUN_START,
             run.id,
-            &[RunState::Queued],
             RunState::Running,
             now
         )
@@ -177,9 +177,9 @@ async fn roundtrip(t: &TestDb) {
         .expect("worker");
     tasks::transition_by_task(
         &db.conn,
+        &machine::SCHEDULE,
         run.id,
         &["a".into()],
-        &[TaskState::Pending],
         TaskState::Scheduled,
         now,
     )
@@ -260,8 +260,8 @@ async fn ui_aggregates_run_on_every_backend() {
                 .expect("new");
             runs::transition(
                 &db.conn,
+                &machine::RUN_START,
                 run.id,
-                &[RunState::Queued],
                 RunState::Running,
                 now,
             )
@@ -272,7 +272,7 @@ async fn ui_aggregates_run_on_every_backend() {
             } else {
                 RunState::Success
             };
-            runs::transition(&db.conn, run.id, &[RunState::Running], fin, now)
+            runs::transition(&db.conn, &machine::RUN_FINISH, run.id, fin, now)
                 .await
                 .expect("t");
         }

@@ -678,7 +678,7 @@ async fn marks_and_clears_keep_history_honest() {
     );
     assert!(after.ended_at.is_some_and(|e| e > started));
     // Clear the task with the DAG paused, so it stays cleared: no old start or duration.
-    commands::set_paused(&env.db, "hist", true)
+    commands::set_paused(&env.db, "hist", true, None)
         .await
         .expect("pause");
     commands::clear(
@@ -702,4 +702,121 @@ async fn marks_and_clears_keep_history_honest() {
         "{ti:?}"
     );
     env.stop().await;
+}
+
+#[tokio::test]
+async fn the_state_machine_holes_stay_closed() {
+    use sea_orm::ConnectionTrait;
+    for t in backends().await {
+        let clock = ManualClock::new(utc(2026, 3, 1, 0, 0));
+        let dag = "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n[tasks.b]\nkind = \"noop\"\n[tasks.c]\nkind = \"noop\"\n";
+        let env = Env::start(
+            &t,
+            &[("holes", dag)],
+            |_| {},
+            Some(clock.clone() as Arc<dyn Clock>),
+        )
+        .await;
+        let run = env.trigger("holes").await;
+        let tis = tasks::of_run(&env.db.conn, run.id).await.expect("tis");
+        let id = |task: &str| tis.iter().find(|t| t.task_id == task).expect("ti").id;
+        let set = |task_pk: i64, state: &str, worker: &str| {
+            let db = env.db.clone();
+            let sql = format!(
+                "UPDATE task_instance SET state = '{state}', worker_id = '{worker}' WHERE id = {task_pk}"
+            );
+            async move { db.conn.execute_unprepared(&sql).await.expect("update") }
+        };
+        // unclaim is fenced by the worker that claimed.
+        set(id("a"), "queued", "w1").await;
+        assert!(
+            !tasks::unclaim(&env.db.conn, id("a"), "w2", Utc::now())
+                .await
+                .expect("unclaim")
+        );
+        assert_eq!(env.states(run.id).await["a"], TaskState::Queued);
+        assert!(
+            tasks::unclaim(&env.db.conn, id("a"), "w1", Utc::now())
+                .await
+                .expect("unclaim")
+        );
+        assert_eq!(env.states(run.id).await["a"], TaskState::Scheduled);
+        // A removed task cannot be marked.
+        set(id("b"), "removed", "").await;
+        let err = commands::mark_task(
+            &env.db,
+            &env.registry,
+            "holes",
+            &run.run_id,
+            "b",
+            TaskState::Success,
+            Utc::now(),
+        )
+        .await
+        .expect_err("removed cannot be marked");
+        assert!(err.to_string().contains("cannot be marked"), "{err}");
+        assert_eq!(env.states(run.id).await["b"], TaskState::Removed);
+        // Clear takes finished tasks only: a pending or scheduled one is left as it is.
+        set(id("c"), "success", "").await;
+        let cleared = commands::clear(
+            &env.db,
+            &env.registry,
+            "holes",
+            &run.run_id,
+            &[],
+            false,
+            Utc::now(),
+        )
+        .await
+        .expect("clear");
+        assert_eq!(cleared, vec!["b".to_string(), "c".to_string()]);
+        // A rescue that lost its fence (the worker is not the one holding the try) writes
+        // no log line and changes nothing.
+        set(id("a"), "scheduled", "").await;
+        let limits = tasks::ClaimLimits {
+            dag_max_active: [("holes".to_string(), 16)].into_iter().collect(),
+            capacity: 16,
+            ..Default::default()
+        };
+        let claimed = tasks::claim(&env.db.conn, "w1", "h", &limits, Utc::now())
+            .await
+            .expect("claim");
+        let ids: Vec<i64> = claimed.iter().map(|t| t.id).collect();
+        let started = tasks::start_tries(&env.db.conn, &ids, "w1", "h", Utc::now())
+            .await
+            .expect("start");
+        let a = started
+            .iter()
+            .find(|(s, _)| s.ti.task_id == "a")
+            .expect("a started");
+        let mut stale = a.0.ti.clone();
+        stale.worker_id = Some("w-old".into());
+        commands::rescue(&env.db, &env.registry, &stale, "gone", Utc::now())
+            .await
+            .expect("rescue");
+        assert_eq!(
+            env.states(run.id).await["a"],
+            TaskState::Running,
+            "the fence held"
+        );
+        assert_eq!(
+            tasks::read_log(&env.db.conn, a.0.try_id)
+                .await
+                .expect("log"),
+            ""
+        );
+        // The right worker's rescue fails the try and writes the line.
+        commands::rescue(&env.db, &env.registry, &a.0.ti, "gone", Utc::now())
+            .await
+            .expect("rescue");
+        assert_eq!(env.states(run.id).await["a"], TaskState::Failed);
+        assert!(
+            tasks::read_log(&env.db.conn, a.0.try_id)
+                .await
+                .expect("log")
+                .contains("this try was lost: gone")
+        );
+        env.stop().await;
+        t.cleanup().await;
+    }
 }
