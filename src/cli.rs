@@ -846,7 +846,7 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
                 let tasks: Vec<_> = d
                     .tasks
                     .iter()
-                    .map(|t| serde_json::json!({"task_id": t.task_id, "kind": t.kind.name(), "depends_on": t.depends_on, "retries": t.retries, "pool": t.pool, "trigger_rule": t.trigger_rule, "priority": t.priority}))
+                    .map(|t| serde_json::json!({"task_id": t.task_id, "kind": t.kind_name(), "depends_on": t.depends_on, "retries": t.retries, "pool": t.pool, "trigger_rule": t.trigger_rule, "priority": t.priority}))
                     .collect();
                 print_json(&serde_json::json!({
                     "dag_id": d.dag_id, "description": d.description, "schedule": d.schedule.as_str(),
@@ -887,7 +887,7 @@ async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
                     };
                     println!(
                         "{}",
-                        format!("  {:<24} {:<8}{deps}", t.task_id, t.kind.name()).trim_end()
+                        format!("  {:<24} {:<8}{deps}", t.task_id, t.kind_name()).trim_end()
                     );
                 }
             }
@@ -978,7 +978,7 @@ fn to_dot(d: &Dag) -> String {
             "  \"{}\" [label=\"{}\\n({})\"];\n",
             t.task_id,
             t.task_id,
-            t.kind.name()
+            t.kind_name()
         ));
     }
     for t in &d.tasks {
@@ -1817,17 +1817,17 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
     Ok(0)
 }
 
-fn transform_spec(d: &Dag, task_id: &str) -> Result<crate::dag::TransformSpec> {
+fn transform_spec(d: &Dag, task_id: &str) -> Result<crate::kinds::transform::TransformSpec> {
     let task = d.task(task_id).ok_or_else(|| {
         let hint =
             crate::dag::diag::did_you_mean(task_id, d.tasks.iter().map(|t| t.task_id.as_str()));
         anyhow!("dag \"{}\" has no task \"{task_id}\"{hint}", d.dag_id)
     })?;
-    match &task.kind {
-        crate::dag::TaskKind::Transform(spec) => Ok(spec.clone()),
-        other => bail!(
+    match task.spec_of::<crate::kinds::transform::TransformSpec>() {
+        Some(spec) => Ok(spec.clone()),
+        None => bail!(
             "task \"{task_id}\" is a {} task, not a transform task",
-            other.name()
+            task.kind_name()
         ),
     }
 }
@@ -1868,7 +1868,7 @@ async fn models_cmd(cfg: Config, c: ModelsCommand) -> Result<i32> {
                 d.default_params(),
             );
             for (name, mat, sql) in
-                crate::tasks::transform::compile(&spec, &ctx).map_err(|e| anyhow!(e))?
+                crate::kinds::transform::run::compile(&spec, &ctx).map_err(|e| anyhow!(e))?
             {
                 println!("-- {name} ({mat})\n{}\n", sql.trim());
             }
@@ -1889,7 +1889,7 @@ async fn models_cmd(cfg: Config, c: ModelsCommand) -> Result<i32> {
                     crate::db::redact_url(&e.to_string())
                 )
             })?;
-            let results = crate::tasks::transform::test_only(&wh.conn, &spec)
+            let results = crate::kinds::transform::run::test_only(&wh.conn, &spec)
                 .await
                 .map_err(|e| anyhow!(e))?;
             let mut failed = 0;

@@ -6,7 +6,6 @@
 pub mod bag;
 pub mod bundle;
 pub mod diag;
-pub mod models;
 pub(crate) mod parse;
 pub mod quote;
 pub mod schedule;
@@ -23,7 +22,6 @@ use serde::Serialize;
 pub use bag::{DagBag, LoadedFile};
 pub use bundle::Bundle;
 pub use diag::Diagnostic;
-pub use models::is_sql_name;
 pub use parse::parse_dag;
 
 /// Parses a date or time (`2026-01-01`, `2026-01-01T02:00:00` in `tz`, or RFC 3339).
@@ -54,6 +52,16 @@ pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(24 *
 
 /// The pool every task uses unless it names another.
 pub const DEFAULT_POOL: &str = "default_pool";
+
+/// A plain SQL name (table, column, model): a letter or `_`, then letters, digits and
+/// `_`, at most 60 characters. Names like these are spliced into SQL unquoted.
+pub fn is_sql_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 60
+}
 
 /// A validated DAG.
 #[derive(Debug, Clone)]
@@ -337,7 +345,8 @@ pub struct Callbacks {
 #[derive(Debug, Clone)]
 pub struct Task {
     pub task_id: String,
-    pub kind: TaskKind,
+    /// What the task does: its kind's validated settings (see `crate::kinds`).
+    pub spec: std::sync::Arc<dyn crate::kinds::Spec>,
     pub depends_on: Vec<String>,
     pub retries: u32,
     pub retry_delay: Duration,
@@ -353,6 +362,16 @@ pub struct Task {
 }
 
 impl Task {
+    /// The name of the task's kind (`shell`, `sql`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        self.spec.kind().name
+    }
+
+    /// The task's spec as its kind's concrete type, when it is of that kind.
+    pub fn spec_of<T: crate::kinds::Spec>(&self) -> Option<&T> {
+        self.spec.downcast::<T>()
+    }
+
     /// The delay before try `try_number + 1`, after try `try_number` failed
     /// (domain reference section 2).
     pub fn retry_delay_after(&self, try_number: u32) -> Duration {
@@ -365,329 +384,4 @@ impl Task {
         // max_retry_delay says otherwise.
         delay.min(self.max_retry_delay.unwrap_or(MAX_BACKOFF))
     }
-}
-
-/// What a task does; the kind-specific settings.
-#[derive(Debug, Clone)]
-pub enum TaskKind {
-    Shell {
-        command: String,
-        cwd: Option<PathBuf>,
-    },
-    Http(HttpSpec),
-    Sql {
-        sql: String,
-        connection: String,
-    },
-    /// Does nothing and succeeds at once, in process: a join point or placeholder
-    /// (Airflow's EmptyOperator).
-    Noop,
-    /// Events from files into a warehouse table, per data interval.
-    Ingest(IngestSpec),
-    /// SQL models built in dependency order, then data tests.
-    Transform(TransformSpec),
-    /// A/B analysis of an experiment: exposures + events -> lift, CI, p-value, SRM.
-    Experiment(ExperimentSpec),
-    /// Survey responses from a provider's API or a CSV export -> warehouse, plus NPS.
-    SurveySync(SurveySpec),
-}
-
-/// Where survey responses come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SurveyProvider {
-    Typeform,
-    Zigpoll,
-    Csv,
-}
-
-impl SurveyProvider {
-    pub fn name(self) -> &'static str {
-        match self {
-            SurveyProvider::Typeform => "typeform",
-            SurveyProvider::Zigpoll => "zigpoll",
-            SurveyProvider::Csv => "csv",
-        }
-    }
-
-    /// The provider's public API, used when `base_url` is not given.
-    pub fn default_base_url(self) -> &'static str {
-        match self {
-            SurveyProvider::Typeform => "https://api.typeform.com",
-            SurveyProvider::Zigpoll => "https://v1.zigpoll.com",
-            SurveyProvider::Csv => "",
-        }
-    }
-}
-
-/// Which responses the metrics row of a run covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricsWindow {
-    /// Responses submitted in the run's data interval (all up to its end when the
-    /// interval is empty, as for a manual run).
-    Interval,
-    /// Every response up to the interval end.
-    All,
-    /// A trailing window ending at the interval end.
-    Trailing(Duration),
-}
-
-/// User properties to break the metrics down by: `table` joined on `key` = the
-/// response's user id.
-#[derive(Debug, Clone)]
-pub struct Segments {
-    pub table: String,
-    pub key: String,
-    pub columns: Vec<String>,
-}
-
-/// Settings of a `survey_sync` task.
-#[derive(Debug, Clone)]
-pub struct SurveySpec {
-    pub provider: SurveyProvider,
-    /// Typeform form id, Zigpoll poll id, or the name the CSV export's rows are kept under.
-    pub form_id: String,
-    /// API base URL; `${NAME}` reads the environment at run time.
-    pub base_url: Option<String>,
-    /// Typeform personal token or Zigpoll API key; `${NAME}` reads the environment.
-    pub token: Option<String>,
-    /// Header that carries the Zigpoll API key (default `Authorization`).
-    pub key_header: String,
-    /// CSV export (templated, relative to the DAG file's folder).
-    pub path: Option<String>,
-    pub page_size: u32,
-    /// Field (ref, id or CSV column) holding the 0-10 NPS score.
-    pub nps_field: Option<String>,
-    /// Field holding a 1-5 satisfaction score.
-    pub csat_field: Option<String>,
-    /// Hidden field carrying the user id (default `user_id`).
-    pub user_field: String,
-    pub segments: Option<Segments>,
-    pub metrics_window: MetricsWindow,
-    pub connection: String,
-}
-
-/// Where experiment rows come from.
-#[derive(Debug, Clone)]
-pub enum RowSource {
-    /// A warehouse table.
-    Table(String),
-    /// A JSONL or CSV file (templated, relative to the DAG file's folder).
-    File {
-        path: String,
-        format: Option<EventFormat>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum MetricKind {
-    /// Users with the goal event within `window` after their first exposure.
-    Conversion { event: String, window: Duration },
-    /// Per-user sum of a numeric property of `event` within `window`.
-    Mean {
-        event: String,
-        property: String,
-        window: Duration,
-    },
-    /// Sum of the numerator over the sum of the denominator across a variant's users
-    /// (e.g. revenue per session), compared with the delta method.
-    Ratio {
-        numerator: Measure,
-        denominator: Measure,
-        window: Duration,
-    },
-}
-
-/// A per-user quantity: how many `event`s, or the sum of their `property`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Measure {
-    pub event: String,
-    pub property: Option<String>,
-}
-
-/// Which exposures an analysis covers; always up to the run's data interval end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnalysisRange {
-    /// Every exposure since the experiment started (or since `start`).
-    Cumulative,
-    /// Only users first exposed within the run's data interval.
-    Interval,
-}
-
-#[derive(Debug, Clone)]
-pub struct Metric {
-    pub name: String,
-    pub kind: MetricKind,
-}
-
-/// Settings of an `experiment` task.
-#[derive(Debug, Clone)]
-pub struct ExperimentSpec {
-    pub experiment: String,
-    /// Where exposures come from; None = the `$exposure` (or `$feature_flag_called`)
-    /// events of the events table.
-    pub exposures: Option<RowSource>,
-    pub range: AnalysisRange,
-    /// Exposures before this time are left out (the experiment's start).
-    pub start: Option<chrono::DateTime<chrono::Utc>>,
-    /// The events: a warehouse table, or a JSONL/CSV file of user_id, event, timestamp
-    /// (and properties) loaded into `weft_experiment_events` for the analysis.
-    pub events: RowSource,
-    pub control: String,
-    /// Planned share of each variant.
-    pub split: Vec<(String, f64)>,
-    pub metrics: Vec<Metric>,
-    pub connection: String,
-}
-
-/// How a model is materialised in the warehouse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Materialized {
-    /// Built as a new table, then swapped in atomically.
-    Table,
-    View,
-    /// The interval's rows (by `interval_column`) are deleted, then inserted.
-    Incremental,
-}
-
-impl Materialized {
-    pub fn name(self) -> &'static str {
-        match self {
-            Materialized::Table => "table",
-            Materialized::View => "view",
-            Materialized::Incremental => "incremental",
-        }
-    }
-}
-
-/// One SQL model: a `SELECT` in a file, named after the file.
-#[derive(Debug, Clone)]
-pub struct Model {
-    pub name: String,
-    /// The file, as shown in messages.
-    pub file: String,
-    /// The template text of the file.
-    pub sql: String,
-    /// Models this one reads through `{{ ref("...") }}`.
-    pub refs: Vec<String>,
-    pub materialized: Materialized,
-    pub interval_column: Option<String>,
-}
-
-/// A data test: a query counting offending values (0 = pass).
-#[derive(Debug, Clone)]
-pub enum Check {
-    NotNull(String),
-    Unique(String),
-    AcceptedValues(String, Vec<String>),
-    Relationships {
-        column: String,
-        to_model: String,
-        to_column: String,
-    },
-    /// A query that must return no rows.
-    Sql(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct DataTest {
-    pub name: String,
-    pub model: String,
-    pub check: Check,
-}
-
-/// Settings of a `transform` task.
-#[derive(Debug, Clone)]
-pub struct TransformSpec {
-    pub models: Vec<Model>,
-    /// Model indices in dependency order.
-    pub order: Vec<usize>,
-    pub connection: String,
-    pub tests: Vec<DataTest>,
-    /// Run a table model's tests before swapping it in (a failure keeps the old table).
-    pub tests_block: bool,
-}
-
-/// File formats `ingest` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventFormat {
-    Jsonl,
-    Csv,
-}
-
-/// Settings of an `ingest` task.
-#[derive(Debug, Clone)]
-pub struct IngestSpec {
-    /// Path or glob, templated, relative to the DAG file's folder; `.gz` is read
-    /// transparently.
-    pub path: String,
-    /// Format; by default from the file extension.
-    pub format: Option<EventFormat>,
-    /// Succeed with nothing loaded when no file matches (default: fail).
-    pub allow_empty: bool,
-    pub table: String,
-    pub connection: String,
-    /// Largest share of rejected lines that still succeeds (default 0).
-    pub max_reject_ratio: f64,
-    /// Reject events whose corrected time is outside the data interval (default: keep
-    /// them, attributed to the interval they were loaded for).
-    pub reject_outside_interval: bool,
-    /// Read from an HTTP endpoint returning JSON pages instead of files.
-    pub http: Option<HttpEventSource>,
-    /// `path` is a drop-zone folder: each file is loaded once, by the first interval that
-    /// finds it (a re-run of that interval loads the same files again).
-    pub drop_zone: bool,
-}
-
-/// An HTTP endpoint that returns events as JSON pages.
-#[derive(Debug, Clone)]
-pub struct HttpEventSource {
-    /// Templated URL of the first page.
-    pub url: String,
-    /// Bearer token; `${NAME}` reads the environment at run time.
-    pub token: Option<String>,
-    /// Key of the array of events in a page (default `data`; a page may also be the
-    /// array itself).
-    pub items: String,
-    /// Key of the next cursor in a page (cursor paging).
-    pub next: Option<String>,
-    /// Query parameter that carries the cursor (default `cursor`).
-    pub cursor_param: String,
-    /// Query parameter of page numbers (page paging, from 1, until an empty page).
-    pub page_param: Option<String>,
-}
-
-impl TaskKind {
-    pub const NAMES: [&'static str; 8] = [
-        "shell",
-        "http",
-        "sql",
-        "noop",
-        "ingest",
-        "transform",
-        "experiment",
-        "survey_sync",
-    ];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            TaskKind::Shell { .. } => "shell",
-            TaskKind::Http(_) => "http",
-            TaskKind::Sql { .. } => "sql",
-            TaskKind::Noop => "noop",
-            TaskKind::Ingest(_) => "ingest",
-            TaskKind::Transform(_) => "transform",
-            TaskKind::Experiment(_) => "experiment",
-            TaskKind::SurveySync(_) => "survey_sync",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct HttpSpec {
-    pub url: String,
-    pub method: String,
-    pub headers: BTreeMap<String, String>,
-    pub body: Option<String>,
-    /// Accepted status codes; empty means any 2xx.
-    pub expected_status: Vec<u16>,
 }

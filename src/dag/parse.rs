@@ -10,20 +10,20 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use petgraph::graph::DiGraph;
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+pub(crate) use toml::Spanned;
+pub(crate) use toml::de::{DeTable, DeValue};
 
-use super::bundle::{Bundle, FileEntry, GlobEntry, MAX_FILE_BYTES, Want};
-use super::diag::{Diagnostic, Sink, did_you_mean};
-use super::template;
+pub(crate) use super::bundle::{Bundle, FileEntry, GlobEntry, MAX_FILE_BYTES, Want};
+pub(crate) use super::diag::{Diagnostic, Sink, did_you_mean};
+pub(crate) use super::template;
 use super::{
-    Callback, Callbacks, Dag, HttpSpec, Param, ParamType, Schedule, Task, TaskKind, TriggerRule,
-    ValidationContext,
+    Callback, Callbacks, Dag, Param, ParamType, Schedule, Task, TriggerRule, ValidationContext,
 };
+use crate::kinds;
 
-type Value<'i> = Spanned<DeValue<'i>>;
+pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
-const DAG_KEYS: &[&str] = &[
+pub(crate) const DAG_KEYS: &[&str] = &[
     "dag_id",
     "description",
     "schedule",
@@ -43,7 +43,7 @@ const DAG_KEYS: &[&str] = &[
     "on_retry",
 ];
 
-const COMMON_KEYS: &[&str] = &[
+pub(crate) const COMMON_KEYS: &[&str] = &[
     "retries",
     "retry_delay",
     "retry_exponential_backoff",
@@ -59,51 +59,7 @@ const COMMON_KEYS: &[&str] = &[
     "on_retry",
 ];
 
-const SHELL_KEYS: &[&str] = &["command", "cwd"];
-const HTTP_KEYS: &[&str] = &["url", "method", "headers", "body", "expected_status"];
-const SQL_KEYS: &[&str] = &["sql", "file", "connection"];
-const INGEST_KEYS: &[&str] = &[
-    "source",
-    "table",
-    "connection",
-    "max_reject_ratio",
-    "out_of_interval",
-];
-const TRANSFORM_KEYS: &[&str] = &["models", "connection", "tests", "tests_block"];
-const EXPERIMENT_KEYS: &[&str] = &[
-    "experiment",
-    "exposures",
-    "range",
-    "start",
-    "events",
-    "control",
-    "split",
-    "metrics",
-    "connection",
-];
-const SURVEY_KEYS: &[&str] = &[
-    "provider",
-    "form_id",
-    "base_url",
-    "token",
-    "key_header",
-    "path",
-    "page_size",
-    "nps_field",
-    "csat_field",
-    "user_field",
-    "segments",
-    "metrics_window",
-    "connection",
-];
-const TEST_TYPES: &[&str] = &[
-    "not_null",
-    "unique",
-    "accepted_values",
-    "relationships",
-    "sql",
-];
-const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+pub(crate) const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
 /// The most tasks one DAG may have. Bigger graphs are refused with a clear message
 /// rather than slowing every scheduler pass and page that shows them.
@@ -199,7 +155,7 @@ pub fn parse_bundle(
 
 /// Task settings shared by `[defaults]` and each task.
 #[derive(Debug, Clone)]
-struct Common {
+pub(crate) struct Common {
     retries: u32,
     retry_delay: Duration,
     retry_exponential_backoff: bool,
@@ -231,23 +187,23 @@ impl Default for Common {
     }
 }
 
-struct Parser<'s, 'c> {
-    sink: Sink<'s>,
-    src: &'s str,
-    ctx: &'c ValidationContext,
-    param_names: Vec<String>,
+pub(crate) struct Parser<'s, 'c> {
+    pub(crate) sink: Sink<'s>,
+    pub(crate) src: &'s str,
+    pub(crate) ctx: &'c ValidationContext,
+    pub(crate) param_names: Vec<String>,
     /// The definition's files; paths in the TOML are relative to the DAG file's folder.
-    bundle: &'s Bundle,
+    pub(crate) bundle: &'s Bundle,
     /// What the bundle lacks.
-    wants: Vec<Want>,
+    pub(crate) wants: Vec<Want>,
 }
 
 /// The deepest nesting of arrays and inline tables a DAG file may use.
-const MAX_NESTING: usize = 64;
+pub(crate) const MAX_NESTING: usize = 64;
 
 /// Where brackets first nest deeper than [`MAX_NESTING`], outside strings and comments;
 /// checked before parsing so the TOML parser never recurses that deep.
-fn nesting_too_deep(src: &str) -> Option<usize> {
+pub(crate) fn nesting_too_deep(src: &str) -> Option<usize> {
     let b = src.as_bytes();
     let mut depth = 0usize;
     let mut i = 0;
@@ -293,7 +249,7 @@ fn nesting_too_deep(src: &str) -> Option<usize> {
 }
 
 /// Entries of a table in the order they appear in the file.
-fn entries<'t, 'i>(
+pub(crate) fn entries<'t, 'i>(
     t: &'t DeTable<'i>,
 ) -> Vec<(&'t Spanned<std::borrow::Cow<'i, str>>, &'t Value<'i>)> {
     let mut v: Vec<_> = t.iter().collect();
@@ -301,20 +257,20 @@ fn entries<'t, 'i>(
     v
 }
 
-fn lookup<'t, 'i>(t: &'t DeTable<'i>, key: &str) -> Option<&'t Value<'i>> {
+pub(crate) fn lookup<'t, 'i>(t: &'t DeTable<'i>, key: &str) -> Option<&'t Value<'i>> {
     t.iter()
         .find(|(k, _)| k.get_ref().as_ref() == key)
         .map(|(_, v)| v)
 }
 
 /// An http(s) URL, or a template that renders to one at run time.
-fn url_or_template(url: &str) -> bool {
+pub(crate) fn url_or_template(url: &str) -> bool {
     template::is_templated(url) || url.starts_with("http://") || url.starts_with("https://")
 }
 
 /// Letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_` (so no id is
 /// `.`, `..` or reads as a command-line option such as `-rf`).
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     s.len() <= 200
         && s.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         && s.chars()
@@ -366,11 +322,17 @@ pub(crate) fn parse_datetime_in(s: &str, tz: Tz) -> Result<DateTime<Utc>, String
 }
 
 impl<'s> Parser<'s, '_> {
-    fn err(&mut self, span: Range<usize>, task: Option<&str>, msg: impl Into<String>) {
+    pub(crate) fn err(&mut self, span: Range<usize>, task: Option<&str>, msg: impl Into<String>) {
         self.sink.error(span, task, msg);
     }
 
-    fn check_keys(&mut self, t: &DeTable<'_>, task: Option<&str>, allowed: &[&str], what: &str) {
+    pub(crate) fn check_keys(
+        &mut self,
+        t: &DeTable<'_>,
+        task: Option<&str>,
+        allowed: &[&str],
+        what: &str,
+    ) {
         for (k, _) in entries(t) {
             let key = k.get_ref().as_ref();
             if !allowed.contains(&key) {
@@ -387,7 +349,7 @@ impl<'s> Parser<'s, '_> {
     /// The text of a file the definition reads (`rel` is relative to the DAG file's
     /// folder), or a diagnostic on `span` saying why there is none. A file the bundle
     /// does not hold yet is asked for.
-    fn file_text(
+    pub(crate) fn file_text(
         &mut self,
         span: Range<usize>,
         task: Option<&str>,
@@ -425,7 +387,7 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn type_error(&mut self, v: &Value<'_>, task: Option<&str>, key: &str, want: &str) {
+    pub(crate) fn type_error(&mut self, v: &Value<'_>, task: Option<&str>, key: &str, want: &str) {
         let found = v.get_ref().type_str();
         self.err(
             v.span(),
@@ -434,7 +396,12 @@ impl<'s> Parser<'s, '_> {
         );
     }
 
-    fn string(&mut self, v: &Value<'_>, task: Option<&str>, key: &str) -> Option<String> {
+    pub(crate) fn string(
+        &mut self,
+        v: &Value<'_>,
+        task: Option<&str>,
+        key: &str,
+    ) -> Option<String> {
         match v.get_ref() {
             DeValue::String(s) if s.contains('\0') => {
                 self.err(
@@ -452,7 +419,7 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn boolean(&mut self, v: &Value<'_>, task: Option<&str>, key: &str) -> Option<bool> {
+    pub(crate) fn boolean(&mut self, v: &Value<'_>, task: Option<&str>, key: &str) -> Option<bool> {
         match v.get_ref() {
             DeValue::Boolean(b) => Some(*b),
             _ => {
@@ -462,7 +429,7 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn integer(
+    pub(crate) fn integer(
         &mut self,
         v: &Value<'_>,
         task: Option<&str>,
@@ -496,7 +463,12 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn duration(&mut self, v: &Value<'_>, task: Option<&str>, key: &str) -> Option<Duration> {
+    pub(crate) fn duration(
+        &mut self,
+        v: &Value<'_>,
+        task: Option<&str>,
+        key: &str,
+    ) -> Option<Duration> {
         let DeValue::String(s) = v.get_ref() else {
             self.type_error(
                 v,
@@ -538,7 +510,7 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn string_list(
+    pub(crate) fn string_list(
         &mut self,
         v: &Value<'_>,
         task: Option<&str>,
@@ -568,7 +540,7 @@ impl<'s> Parser<'s, '_> {
     }
 
     /// A table of string values (env, headers); values are template-checked.
-    fn string_table(
+    pub(crate) fn string_table(
         &mut self,
         v: &Value<'_>,
         task: Option<&str>,
@@ -607,7 +579,13 @@ impl<'s> Parser<'s, '_> {
         Some(out)
     }
 
-    fn check_template(&mut self, v: &Value<'_>, text: &str, task: Option<&str>, extra: &[&str]) {
+    pub(crate) fn check_template(
+        &mut self,
+        v: &Value<'_>,
+        text: &str,
+        task: Option<&str>,
+        extra: &[&str],
+    ) {
         let params: Vec<&str> = self.param_names.iter().map(String::as_str).collect();
         let problems = template::check(text, &params, extra);
         if problems.is_empty() {
@@ -634,7 +612,7 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn dag(&mut self, root: &DeTable<'_>, path: &Path) -> Option<Dag> {
+    pub(crate) fn dag(&mut self, root: &DeTable<'_>, path: &Path) -> Option<Dag> {
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -879,7 +857,7 @@ impl<'s> Parser<'s, '_> {
         })
     }
 
-    fn params(&mut self, v: &Value<'_>, scheduled: bool) -> Vec<Param> {
+    pub(crate) fn params(&mut self, v: &Value<'_>, scheduled: bool) -> Vec<Param> {
         let DeValue::Table(t) = v.get_ref() else {
             self.type_error(v, None, "params", "a table ([params])");
             return Vec::new();
@@ -990,7 +968,7 @@ impl<'s> Parser<'s, '_> {
         out
     }
 
-    fn callbacks(&mut self, t: &DeTable<'_>, task: Option<&str>) -> Callbacks {
+    pub(crate) fn callbacks(&mut self, t: &DeTable<'_>, task: Option<&str>) -> Callbacks {
         let mut cb = Callbacks::default();
         for key in ["on_failure", "on_success", "on_retry"] {
             let Some(v) = lookup(t, key) else { continue };
@@ -1004,7 +982,12 @@ impl<'s> Parser<'s, '_> {
         cb
     }
 
-    fn callback(&mut self, v: &Value<'_>, task: Option<&str>, key: &str) -> Option<Callback> {
+    pub(crate) fn callback(
+        &mut self,
+        v: &Value<'_>,
+        task: Option<&str>,
+        key: &str,
+    ) -> Option<Callback> {
         let extra = template::CALLBACK_VARIABLES;
         match v.get_ref() {
             DeValue::String(s) => {
@@ -1056,7 +1039,7 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn method(&mut self, t: &DeTable<'_>, task: Option<&str>) -> Option<String> {
+    pub(crate) fn method(&mut self, t: &DeTable<'_>, task: Option<&str>) -> Option<String> {
         let Some(m) = lookup(t, "method") else {
             return Some("POST".into());
         };
@@ -1076,7 +1059,7 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn common(&mut self, t: &DeTable<'_>, task: Option<&str>, base: &Common) -> Common {
+    pub(crate) fn common(&mut self, t: &DeTable<'_>, task: Option<&str>, base: &Common) -> Common {
         let mut c = base.clone();
         if let Some(v) = lookup(t, "retries") {
             c.retries = self
@@ -1160,7 +1143,7 @@ impl<'s> Parser<'s, '_> {
         c
     }
 
-    fn task(
+    pub(crate) fn task(
         &mut self,
         id: &str,
         t: &DeTable<'_>,
@@ -1176,36 +1159,18 @@ impl<'s> Parser<'s, '_> {
                     task,
                     format!(
                         "task has no kind; add kind = \"shell\" (one of {})",
-                        TaskKind::NAMES.join(", ")
+                        kinds::names().collect::<Vec<_>>().join(", ")
                     ),
                 );
                 None
             }
         };
-        let kind_keys: &[&str] = match kind_name.as_ref().map(|(k, _)| k.as_str()) {
-            Some("shell") => SHELL_KEYS,
-            Some("http") => HTTP_KEYS,
-            Some("sql") => SQL_KEYS,
-            Some("ingest") => INGEST_KEYS,
-            Some("transform") => TRANSFORM_KEYS,
-            Some("experiment") => EXPERIMENT_KEYS,
-            Some("survey_sync") => SURVEY_KEYS,
-            _ => &[],
-        };
+        let kind = kind_name
+            .as_ref()
+            .and_then(|(k, _)| kinds::find(k.as_str()));
+        let kind_keys: &[&str] = kind.map_or(&[], |k| k.keys);
         // Keys are checked against the kind so `url` on a shell task says so.
-        let known_kind = kind_name.as_ref().is_some_and(|(k, _)| {
-            [
-                "shell",
-                "http",
-                "sql",
-                "noop",
-                "ingest",
-                "transform",
-                "experiment",
-                "survey_sync",
-            ]
-            .contains(&k.as_str())
-        });
+        let known_kind = kind.is_some();
         for (k, _) in entries(t) {
             let key = k.get_ref().as_ref();
             if key == "kind"
@@ -1216,18 +1181,10 @@ impl<'s> Parser<'s, '_> {
             {
                 continue;
             }
-            let other_kind = [
-                ("shell", SHELL_KEYS),
-                ("http", HTTP_KEYS),
-                ("sql", SQL_KEYS),
-                ("ingest", INGEST_KEYS),
-                ("transform", TRANSFORM_KEYS),
-                ("experiment", EXPERIMENT_KEYS),
-                ("survey_sync", SURVEY_KEYS),
-            ]
-            .iter()
-            .find(|(_, keys)| keys.contains(&key))
-            .map(|(n, _)| *n);
+            let other_kind = kinds::KINDS
+                .iter()
+                .find(|k| k.keys.contains(&key))
+                .map(|k| k.name);
             let kind = kind_name.as_ref().map_or("", |(k, _)| k.as_str());
             match other_kind {
                 Some(other) => self.err(
@@ -1260,35 +1217,26 @@ impl<'s> Parser<'s, '_> {
         };
         let common = self.common(t, task, defaults);
 
-        let kind = match kind_name {
-            Some((k, span)) => match k.as_str() {
-                "shell" => self.shell(t, id, key_span),
-                "http" => self.http(t, id, key_span),
-                "sql" => self.sql(t, id, key_span),
-                "noop" => Some(TaskKind::Noop),
-                "ingest" => self.ingest(t, id, key_span),
-                "transform" => self.transform(t, id, key_span),
-                "experiment" => self.experiment(t, id, key_span),
-                "survey_sync" => self.survey(t, id, key_span),
-                other => {
-                    let hint = did_you_mean(other, TaskKind::NAMES);
-                    self.err(
-                        span,
-                        task,
-                        format!(
-                            "unknown kind \"{other}\"{hint}; use one of {}",
-                            TaskKind::NAMES.join(", ")
-                        ),
-                    );
-                    None
-                }
-            },
-            None => None,
+        let spec = match (kind_name, kind) {
+            (Some(_), Some(kind)) => (kind.parse)(self, t, id, key_span),
+            (Some((other, span)), None) => {
+                let hint = did_you_mean(&other, kinds::names());
+                self.err(
+                    span,
+                    task,
+                    format!(
+                        "unknown kind \"{other}\"{hint}; use one of {}",
+                        kinds::names().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                None
+            }
+            (None, _) => None,
         }?;
         Some((
             Task {
                 task_id: id.to_string(),
-                kind,
+                spec,
                 depends_on: deps.iter().map(|d| d.get_ref().clone()).collect(),
                 retries: common.retries,
                 retry_delay: common.retry_delay,
@@ -1306,7 +1254,7 @@ impl<'s> Parser<'s, '_> {
         ))
     }
 
-    fn required(
+    pub(crate) fn required(
         &mut self,
         t: &DeTable<'_>,
         id: &str,
@@ -1335,139 +1283,7 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn shell(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
-        let command = self.required(t, id, "command", &key_span, "shell");
-        if let (Some((c, span)), Some(v)) = (&command, lookup(t, "command")) {
-            let _ = v;
-            if template::raw_params(c) {
-                self.sink.warn(
-                    span.clone(),
-                    Some(id),
-                    "a param is spliced into the command with `| raw`: its value runs as shell code; pass it through env instead",
-                );
-            }
-        }
-        let cwd: Option<std::path::PathBuf> = match lookup(t, "cwd") {
-            Some(v) => match self.string(v, Some(id), "cwd") {
-                Some(c) => {
-                    let is_dir = self.bundle.dirs.get(&c).copied();
-                    if is_dir.is_none() {
-                        self.wants.push(Want::Dir(c.clone()));
-                    } else if is_dir == Some(false) {
-                        self.err(
-                            v.span(),
-                            Some(id),
-                            format!("cwd \"{c}\" is not a folder (paths are relative to the DAG file's folder)"),
-                        );
-                    }
-                    Some(c.into())
-                }
-                None => None,
-            },
-            None => None,
-        };
-        Some(TaskKind::Shell {
-            command: command?.0,
-            cwd,
-        })
-    }
-
-    fn http(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
-        let url = self.required(t, id, "url", &key_span, "http");
-        if let Some((u, span)) = &url
-            && !url_or_template(u)
-        {
-            self.err(
-                span.clone(),
-                Some(id),
-                format!("url \"{u}\" must start with http:// or https://"),
-            );
-        }
-        let method = match lookup(t, "method") {
-            Some(_) => self.method(t, Some(id)),
-            None => Some("GET".to_string()),
-        };
-        let headers = lookup(t, "headers")
-            .and_then(|v| self.string_table(v, Some(id), "headers", true))
-            .unwrap_or_default();
-        let body = match lookup(t, "body") {
-            Some(v) => {
-                let b = self.string(v, Some(id), "body");
-                if let Some(b) = &b {
-                    self.check_template(v, b, Some(id), &[]);
-                }
-                b
-            }
-            None => None,
-        };
-        let expected_status = match lookup(t, "expected_status") {
-            Some(v) => match v.get_ref() {
-                DeValue::Integer(_) => self
-                    .integer(v, Some(id), "expected_status", 100, 599)
-                    .map(|n| vec![n as u16])
-                    .unwrap_or_default(),
-                DeValue::Array(items) => items
-                    .iter()
-                    .filter_map(|i| {
-                        self.integer(i, Some(id), "expected_status", 100, 599)
-                            .map(|n| n as u16)
-                    })
-                    .collect(),
-                _ => {
-                    self.type_error(
-                        v,
-                        Some(id),
-                        "expected_status",
-                        "a status code or a list of them",
-                    );
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
-        Some(TaskKind::Http(HttpSpec {
-            url: url?.0,
-            method: method?,
-            headers,
-            body,
-            expected_status,
-        }))
-    }
-
-    fn sql(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
-        let connection = self.connection(t, id)?;
-        let sql = match (lookup(t, "sql"), lookup(t, "file")) {
-            (Some(_), None) => self.required(t, id, "sql", &key_span, "sql")?.0,
-            (None, Some(f)) => {
-                let rel = self.string(f, Some(id), "file")?;
-                let s = self.file_text(f.span(), Some(id), "file", "sql file", &rel)?;
-                let params: Vec<&str> = self.param_names.iter().map(String::as_str).collect();
-                for p in template::check(&s, &params, &[]) {
-                    self.err(f.span(), Some(id), format!("{rel}: {}", p.message));
-                }
-                s
-            }
-            (Some(s), Some(_)) => {
-                self.err(
-                    s.span(),
-                    Some(id),
-                    "give either \"sql\" or \"file\", not both",
-                );
-                return None;
-            }
-            (None, None) => {
-                self.err(
-                    key_span,
-                    Some(id),
-                    "sql task needs \"sql\" (inline statements) or \"file\" (a .sql file)",
-                );
-                return None;
-            }
-        };
-        Some(TaskKind::Sql { sql, connection })
-    }
-
-    fn connection(&mut self, t: &DeTable<'_>, id: &str) -> Option<String> {
+    pub(crate) fn connection(&mut self, t: &DeTable<'_>, id: &str) -> Option<String> {
         match lookup(t, "connection") {
             Some(v) => {
                 let c = self.string(v, Some(id), "connection")?;
@@ -1481,1006 +1297,9 @@ impl<'s> Parser<'s, '_> {
         }
     }
 
-    fn ingest(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
-        let task = Some(id);
-        let source = match lookup(t, "source") {
-            Some(v) => match v.get_ref() {
-                DeValue::Table(st) => {
-                    self.check_keys(
-                        st,
-                        task,
-                        &[
-                            "path",
-                            "url",
-                            "dir",
-                            "format",
-                            "allow_empty",
-                            "token",
-                            "items",
-                            "next",
-                            "cursor_param",
-                            "page_param",
-                        ],
-                        "source",
-                    );
-                    let opt_str = |p: &mut Self, key: &str| {
-                        lookup(st, key).and_then(|v| p.string(v, task, key))
-                    };
-                    let drop_zone = lookup(st, "dir").is_some();
-                    let (path, http) = match (
-                        lookup(st, "path").or(lookup(st, "dir")),
-                        lookup(st, "url"),
-                    ) {
-                        (Some(_), None) if lookup(st, "path").is_some() && drop_zone => {
-                            self.err(
-                                v.span(),
-                                task,
-                                "source takes path (files) or dir (a drop zone), not both",
-                            );
-                            (None, None)
-                        }
-                        (Some(p), None) => {
-                            let s = self.string(p, task, "path");
-                            if let Some(s) = &s {
-                                self.check_template(p, s, task, &[]);
-                            }
-                            (s, None)
-                        }
-                        (None, Some(u)) => {
-                            let url = self.string(u, task, "url");
-                            if let Some(url) = &url {
-                                self.check_template(u, url, task, &[]);
-                                if !url_or_template(url) {
-                                    self.err(
-                                        u.span(),
-                                        task,
-                                        format!(
-                                            "url \"{url}\" must start with http:// or https://"
-                                        ),
-                                    );
-                                }
-                            }
-                            let http = url.map(|url| super::HttpEventSource {
-                                url,
-                                token: opt_str(self, "token"),
-                                items: opt_str(self, "items").unwrap_or_else(|| "data".into()),
-                                next: opt_str(self, "next"),
-                                cursor_param: opt_str(self, "cursor_param")
-                                    .unwrap_or_else(|| "cursor".into()),
-                                page_param: opt_str(self, "page_param"),
-                            });
-                            (Some(String::new()), http)
-                        }
-                        _ => {
-                            self.err(v.span(), task, "source needs exactly one of path (files), dir (a drop zone) or url (an HTTP endpoint), e.g. source = { path = \"data/events/*.jsonl\", format = \"jsonl\" }");
-                            (None, None)
-                        }
-                    };
-                    let format = match lookup(st, "format") {
-                        Some(f) => match self.string(f, task, "format").as_deref() {
-                            Some("jsonl") => Some(super::EventFormat::Jsonl),
-                            Some("csv") => Some(super::EventFormat::Csv),
-                            Some(other) => {
-                                let hint = did_you_mean(other, ["jsonl", "csv"]);
-                                self.err(
-                                    f.span(),
-                                    task,
-                                    format!("unknown format \"{other}\"{hint}; use jsonl or csv"),
-                                );
-                                None
-                            }
-                            None => None,
-                        },
-                        None => None,
-                    };
-                    let allow_empty = lookup(st, "allow_empty")
-                        .and_then(|b| self.boolean(b, task, "allow_empty"))
-                        .unwrap_or(false);
-                    path.map(|p| (p, format, allow_empty, http, drop_zone))
-                }
-                _ => {
-                    self.type_error(
-                        v,
-                        task,
-                        "source",
-                        "a table such as { path = \"data/*.jsonl\", format = \"jsonl\" }",
-                    );
-                    None
-                }
-            },
-            None => {
-                self.err(key_span.clone(), task, "ingest task needs \"source\" (e.g. source = { path = \"data/events/*.jsonl\", format = \"jsonl\" })");
-                None
-            }
-        };
-        let table = match lookup(t, "table") {
-            Some(v) => {
-                let name = self.string(v, task, "table")?;
-                let ok = name
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && name.len() <= 60;
-                if ok {
-                    Some(name)
-                } else {
-                    self.err(v.span(), task, format!("table \"{name}\" must be a plain SQL name: letters, digits and '_', starting with a letter"));
-                    None
-                }
-            }
-            None => {
-                self.err(
-                    key_span,
-                    task,
-                    "ingest task needs \"table\" (the warehouse table to load into)",
-                );
-                None
-            }
-        };
-        let connection = self.connection(t, id)?;
-        let max_reject_ratio = match lookup(t, "max_reject_ratio") {
-            Some(v) => {
-                let r = match v.get_ref() {
-                    DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
-                    DeValue::Integer(_) => {
-                        Some(self.integer(v, task, "max_reject_ratio", i64::MIN, i64::MAX)? as f64)
-                    }
-                    _ => {
-                        self.type_error(v, task, "max_reject_ratio", "a number from 0 to 1");
-                        return None;
-                    }
-                };
-                match r {
-                    Some(r) if (0.0..=1.0).contains(&r) => r,
-                    None => return None,
-                    Some(_) => {
-                        self.err(v.span(), task, "\"max_reject_ratio\" must be a number from 0 to 1 (0.01 = 1 % of lines may be rejected)");
-                        return None;
-                    }
-                }
-            }
-            None => 0.0,
-        };
-        let reject_outside_interval = match lookup(t, "out_of_interval") {
-            Some(v) => match self.string(v, task, "out_of_interval").as_deref() {
-                Some("keep") => false,
-                Some("reject") => true,
-                Some(other) => {
-                    self.err(
-                        v.span(),
-                        task,
-                        format!("unknown out_of_interval \"{other}\"; use keep or reject"),
-                    );
-                    return None;
-                }
-                None => return None,
-            },
-            None => false,
-        };
-        let (path, format, allow_empty, http, drop_zone) = source?;
-        Some(TaskKind::Ingest(super::IngestSpec {
-            http,
-            drop_zone,
-            path,
-            format,
-            allow_empty,
-            table: table?,
-            connection,
-            max_reject_ratio,
-            reject_outside_interval,
-        }))
-    }
-
-    fn transform(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
-        let task = Some(id);
-        let Some(mv) = lookup(t, "models") else {
-            self.err(key_span, task, "transform task needs \"models\" (a glob such as \"models/*.sql\", or a list of files)");
-            return None;
-        };
-        let patterns: Vec<String> = match mv.get_ref() {
-            DeValue::String(s) => vec![s.to_string()],
-            _ => self
-                .string_list(mv, task, "models")?
-                .into_iter()
-                .map(Spanned::into_inner)
-                .collect(),
-        };
-        let mut models: Vec<super::Model> = Vec::new();
-        let mut ok = true;
-        for pat in &patterns {
-            let bundle = self.bundle;
-            let files: &[String] = match bundle.globs.get(pat.as_str()) {
-                None => {
-                    self.wants.push(Want::Glob(pat.clone()));
-                    ok = false;
-                    continue;
-                }
-                Some(GlobEntry::Bad(e)) => {
-                    self.err(
-                        mv.span(),
-                        task,
-                        format!("bad models pattern \"{pat}\": {e}"),
-                    );
-                    ok = false;
-                    continue;
-                }
-                Some(GlobEntry::Outside) => {
-                    self.err(
-                        mv.span(),
-                        task,
-                        format!("models pattern \"{pat}\" reaches outside the DAG's folder; model files must be inside it"),
-                    );
-                    ok = false;
-                    continue;
-                }
-                Some(GlobEntry::Matches(files)) => files,
-            };
-            if files.is_empty() {
-                self.err(mv.span(), task, format!("no model file matches \"{pat}\" (paths are relative to the DAG file's folder)"));
-                ok = false;
-            }
-            for display in files {
-                let Some(sql) = self.file_text(mv.span(), task, "models", "model", display) else {
-                    ok = false;
-                    continue;
-                };
-                let (m, errs) = super::models::model(display, sql);
-                for e in errs {
-                    self.err(mv.span(), task, e);
-                    ok = false;
-                }
-                if models.iter().any(|x| x.name == m.name) {
-                    self.err(
-                        mv.span(),
-                        task,
-                        format!("two model files are named \"{}\"", m.name),
-                    );
-                    ok = false;
-                }
-                let params: Vec<&str> = self.param_names.iter().map(String::as_str).collect();
-                for p in template::check(&m.sql, &params, &["ref", "config"]) {
-                    self.err(mv.span(), task, format!("model {display}: {}", p.message));
-                    ok = false;
-                }
-                models.push(m);
-            }
-        }
-        let order = match super::models::order(&models) {
-            Ok(o) => o,
-            Err(errs) => {
-                for e in errs {
-                    self.err(mv.span(), task, e);
-                }
-                ok = false;
-                Vec::new()
-            }
-        };
-        let connection = self.connection(t, id)?;
-        let tests_block = lookup(t, "tests_block")
-            .and_then(|v| self.boolean(v, task, "tests_block"))
-            .unwrap_or(false);
-        let mut tests = Vec::new();
-        if let Some(tv) = lookup(t, "tests") {
-            match tv.get_ref() {
-                DeValue::Array(items) => {
-                    for item in items.iter() {
-                        match self.data_test(item, id, &models) {
-                            Some(x) => tests.push(x),
-                            None => ok = false,
-                        }
-                    }
-                }
-                _ => {
-                    self.type_error(tv, task, "tests", "a list of tests ([[tasks.<id>.tests]])");
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(TaskKind::Transform(super::TransformSpec {
-            models,
-            order,
-            connection,
-            tests,
-            tests_block,
-        }))
-    }
-
-    fn row_source(
-        &mut self,
-        v: &Value<'_>,
-        id: &str,
-        key: &str,
-        files: bool,
-    ) -> Option<super::RowSource> {
-        let task = Some(id);
-        let DeValue::Table(t) = v.get_ref() else {
-            self.type_error(
-                v,
-                task,
-                key,
-                "a table: { table = \"...\" } or { path = \"...\", format = \"jsonl\" }",
-            );
-            return None;
-        };
-        self.check_keys(
-            t,
-            task,
-            if files {
-                &["table", "path", "format"]
-            } else {
-                &["table"]
-            },
-            key,
-        );
-        match (lookup(t, "table"), lookup(t, "path")) {
-            (Some(tv), None) => {
-                let name = self.string(tv, task, "table")?;
-                if !super::is_sql_name(&name) {
-                    self.err(
-                        tv.span(),
-                        task,
-                        format!("table \"{name}\" must be a plain SQL name"),
-                    );
-                    return None;
-                }
-                Some(super::RowSource::Table(name))
-            }
-            (None, Some(pv)) if files => {
-                let path = self.string(pv, task, "path")?;
-                self.check_template(pv, &path, task, &[]);
-                let format = match lookup(t, "format")
-                    .and_then(|f| self.string(f, task, "format"))
-                    .as_deref()
-                {
-                    None => None,
-                    Some("jsonl") => Some(super::EventFormat::Jsonl),
-                    Some("csv") => Some(super::EventFormat::Csv),
-                    Some(other) => {
-                        self.err(
-                            v.span(),
-                            task,
-                            format!("unknown format \"{other}\"; use jsonl or csv"),
-                        );
-                        return None;
-                    }
-                };
-                Some(super::RowSource::File { path, format })
-            }
-            _ => {
-                let what = if files {
-                    "exactly one of table or path"
-                } else {
-                    "a table"
-                };
-                self.err(v.span(), task, format!("\"{key}\" needs {what}"));
-                None
-            }
-        }
-    }
-
-    fn experiment(
-        &mut self,
-        t: &DeTable<'_>,
-        id: &str,
-        key_span: Range<usize>,
-    ) -> Option<TaskKind> {
-        let task = Some(id);
-        let need = |p: &mut Self, key: &str| {
-            let v = lookup(t, key);
-            if v.is_none() {
-                p.err(
-                    key_span.clone(),
-                    task,
-                    format!("experiment task needs \"{key}\""),
-                );
-            }
-            v
-        };
-        let experiment = need(self, "experiment").and_then(|v| self.string(v, task, "experiment"));
-        let exposures = match lookup(t, "exposures") {
-            Some(v) => self.row_source(v, id, "exposures", true).map(Some),
-            None => Some(None),
-        };
-        let range = match lookup(t, "range") {
-            Some(v) => match self.string(v, task, "range").as_deref() {
-                Some("cumulative") => Some(super::AnalysisRange::Cumulative),
-                Some("interval") => Some(super::AnalysisRange::Interval),
-                Some(other) => {
-                    self.err(v.span(), task, format!("unknown range \"{other}\"; use \"cumulative\" (every exposure up to the interval end, the default) or \"interval\" (users first exposed in the run's data interval)"));
-                    None
-                }
-                None => None,
-            },
-            None => Some(super::AnalysisRange::Cumulative),
-        };
-        let start = match lookup(t, "start") {
-            Some(v) => {
-                let text = match v.get_ref() {
-                    DeValue::String(s) => Some(s.to_string()),
-                    DeValue::Datetime(d) => Some(d.to_string()),
-                    _ => None,
-                };
-                match text.map(|x| parse_datetime_in(&x, Tz::UTC)) {
-                    Some(Ok(d)) => Some(Some(d)),
-                    Some(Err(e)) => {
-                        self.err(v.span(), task, format!("\"start\": {e}"));
-                        None
-                    }
-                    None => {
-                        self.type_error(v, task, "start", "a date such as \"2026-02-01\" (UTC)");
-                        None
-                    }
-                }
-            }
-            None => Some(None),
-        };
-        let events = need(self, "events").and_then(|v| self.row_source(v, id, "events", true));
-        let control = need(self, "control").and_then(|v| self.string(v, task, "control"));
-        let split = match need(self, "split") {
-            Some(v) => match v.get_ref() {
-                DeValue::Table(st) => {
-                    let mut out = Vec::new();
-                    for (k, sv) in entries(st) {
-                        let share = match sv.get_ref() {
-                            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
-                            DeValue::Integer(_) => self
-                                .integer(sv, task, "split", i64::MIN, i64::MAX)
-                                .map(|n| n as f64),
-                            _ => None,
-                        };
-                        match share {
-                            Some(s) if s > 0.0 && s.is_finite() => {
-                                out.push((k.get_ref().to_string(), s))
-                            }
-                            _ => self.err(
-                                sv.span(),
-                                task,
-                                format!(
-                                    "split share of \"{}\" must be a positive number",
-                                    k.get_ref()
-                                ),
-                            ),
-                        }
-                    }
-                    if out.len() < 2 {
-                        self.err(v.span(), task, "split needs at least two variants, e.g. split = { control = 0.5, treatment = 0.5 }");
-                    }
-                    Some(out)
-                }
-                _ => {
-                    self.type_error(v, task, "split", "a table of variant = share");
-                    None
-                }
-            },
-            None => None,
-        };
-        if let (Some(c), Some(sp), Some(cv)) = (&control, &split, lookup(t, "control"))
-            && !sp.iter().any(|(v, _)| v == c)
-        {
-            let known: Vec<&str> = sp.iter().map(|(v, _)| v.as_str()).collect();
-            self.err(
-                cv.span(),
-                task,
-                format!(
-                    "control variant \"{c}\" is not in split ({})",
-                    known.join(", ")
-                ),
-            );
-        }
-        let mut metrics = Vec::new();
-        if let Some(v) = need(self, "metrics") {
-            match v.get_ref() {
-                DeValue::Array(items) => {
-                    for item in items.iter() {
-                        if let Some(m) = self.metric(item, id) {
-                            metrics.push(m);
-                        }
-                    }
-                }
-                _ => self.type_error(
-                    v,
-                    task,
-                    "metrics",
-                    "a list of metrics ([[tasks.<id>.metrics]])",
-                ),
-            }
-        }
-        let connection = self.connection(t, id)?;
-        Some(TaskKind::Experiment(super::ExperimentSpec {
-            experiment: experiment?,
-            exposures: exposures?,
-            range: range?,
-            start: start?,
-            events: events?,
-            control: control?,
-            split: split?,
-            metrics,
-            connection,
-        }))
-    }
-
-    fn survey(&mut self, t: &DeTable<'_>, id: &str, key_span: Range<usize>) -> Option<TaskKind> {
-        use super::{MetricsWindow, SurveyProvider};
-        let task = Some(id);
-        let opt = |p: &mut Self, key: &str| lookup(t, key).and_then(|v| p.string(v, task, key));
-        let provider = match lookup(t, "provider") {
-            Some(v) => match self.string(v, task, "provider").as_deref() {
-                Some("typeform") => Some(SurveyProvider::Typeform),
-                Some("zigpoll") => Some(SurveyProvider::Zigpoll),
-                Some("csv") => Some(SurveyProvider::Csv),
-                Some(other) => {
-                    let hint = did_you_mean(other, ["typeform", "zigpoll", "csv"]);
-                    self.err(
-                        v.span(),
-                        task,
-                        format!("unknown provider \"{other}\"{hint}; use typeform, zigpoll or csv"),
-                    );
-                    None
-                }
-                None => None,
-            },
-            None => {
-                self.err(
-                    key_span.clone(),
-                    task,
-                    "survey_sync task needs \"provider\" (typeform, zigpoll or csv)",
-                );
-                None
-            }
-        };
-        let form_id = match lookup(t, "form_id") {
-            Some(v) => self.string(v, task, "form_id"),
-            None => {
-                self.err(
-                    key_span.clone(),
-                    task,
-                    "survey_sync task needs \"form_id\" (the Typeform form id, the Zigpoll poll id, or a name for the CSV export's responses)",
-                );
-                None
-            }
-        };
-        let base_url = opt(self, "base_url");
-        if let (Some(u), Some(v)) = (&base_url, lookup(t, "base_url"))
-            && !u.starts_with("${")
-            && !url_or_template(u)
-        {
-            self.err(
-                v.span(),
-                task,
-                format!(
-                    "base_url \"{u}\" must start with http:// or https:// (or be \"${{NAME}}\")"
-                ),
-            );
-        }
-        let token = opt(self, "token");
-        let path = opt(self, "path");
-        if let (Some(p), Some(v)) = (&path, lookup(t, "path")) {
-            self.check_template(v, p, task, &[]);
-        }
-        match provider {
-            Some(SurveyProvider::Csv) => {
-                if path.is_none() {
-                    self.err(
-                        key_span.clone(),
-                        task,
-                        "provider \"csv\" needs \"path\": the CSV export file",
-                    );
-                }
-                for key in ["base_url", "token", "key_header", "page_size"] {
-                    if let Some(v) = lookup(t, key) {
-                        self.err(
-                            v.span(),
-                            task,
-                            format!(
-                                "\"{key}\" is for API providers; provider \"csv\" reads \"path\""
-                            ),
-                        );
-                    }
-                }
-            }
-            Some(p) => {
-                if token.is_none() {
-                    self.err(
-                        key_span.clone(),
-                        task,
-                        format!(
-                            "provider \"{}\" needs \"token\", e.g. token = \"${{{}_TOKEN}}\"",
-                            p.name(),
-                            p.name().to_uppercase()
-                        ),
-                    );
-                }
-                if let Some(v) = lookup(t, "path") {
-                    self.err(
-                        v.span(),
-                        task,
-                        format!(
-                            "\"path\" is for provider \"csv\"; provider \"{}\" reads its API",
-                            p.name()
-                        ),
-                    );
-                }
-                if p == SurveyProvider::Typeform
-                    && let Some(v) = lookup(t, "key_header")
-                {
-                    self.err(
-                        v.span(),
-                        task,
-                        "\"key_header\" is for provider \"zigpoll\"; Typeform takes a bearer token",
-                    );
-                }
-            }
-            None => {}
-        }
-        let page_size = match lookup(t, "page_size") {
-            Some(v) => self
-                .integer(v, task, "page_size", 1, 1000)
-                .map(|n| n as u32),
-            None => Some(1000),
-        };
-        let window = match lookup(t, "metrics_window") {
-            Some(v) => match self.string(v, task, "metrics_window").as_deref() {
-                Some("interval") => Some(MetricsWindow::Interval),
-                Some("all") => Some(MetricsWindow::All),
-                Some(other) => match humantime::parse_duration(other.trim()) {
-                    Ok(d) if !d.is_zero() => Some(MetricsWindow::Trailing(d)),
-                    _ => {
-                        self.err(v.span(), task, format!("metrics_window \"{other}\": use \"interval\" (the run's data interval), \"all\" or a trailing duration such as \"30d\""));
-                        None
-                    }
-                },
-                None => None,
-            },
-            None => Some(MetricsWindow::Interval),
-        };
-        let segments = match lookup(t, "segments") {
-            Some(v) => match v.get_ref() {
-                DeValue::Table(st) => {
-                    self.check_keys(st, task, &["table", "key", "columns"], "segments");
-                    let table = lookup(st, "table").and_then(|x| self.string(x, task, "table"));
-                    let key = lookup(st, "key")
-                        .and_then(|x| self.string(x, task, "key"))
-                        .unwrap_or_else(|| "user_id".into());
-                    let columns: Vec<String> = lookup(st, "columns")
-                        .and_then(|x| self.string_list(x, task, "columns"))
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|c| c.into_inner())
-                        .collect();
-                    let names = table.iter().chain(std::iter::once(&key)).chain(&columns);
-                    let bad: Vec<&String> = names.filter(|n| !super::is_sql_name(n)).collect();
-                    if !bad.is_empty() {
-                        self.err(
-                            v.span(),
-                            task,
-                            format!(
-                                "segments: {} must be plain SQL names",
-                                bad.iter()
-                                    .map(|b| format!("\"{b}\""))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        );
-                    }
-                    match table {
-                        Some(table) if !columns.is_empty() => Some(super::Segments {
-                            table,
-                            key,
-                            columns,
-                        }),
-                        _ => {
-                            self.err(v.span(), task, "segments needs table and columns, e.g. segments = { table = \"users\", columns = [\"plan\"] }");
-                            None
-                        }
-                    }
-                }
-                _ => {
-                    self.type_error(
-                        v,
-                        task,
-                        "segments",
-                        "a table { table = \"...\", columns = [...] }",
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        let connection = self.connection(t, id)?;
-        Some(TaskKind::SurveySync(super::SurveySpec {
-            provider: provider?,
-            form_id: form_id?,
-            base_url,
-            token,
-            key_header: opt(self, "key_header").unwrap_or_else(|| "Authorization".into()),
-            path,
-            page_size: page_size?,
-            nps_field: opt(self, "nps_field"),
-            csat_field: opt(self, "csat_field"),
-            user_field: opt(self, "user_field").unwrap_or_else(|| "user_id".into()),
-            segments,
-            metrics_window: window?,
-            connection,
-        }))
-    }
-
-    fn metric(&mut self, item: &Value<'_>, id: &str) -> Option<super::Metric> {
-        let task = Some(id);
-        let DeValue::Table(mt) = item.get_ref() else {
-            self.type_error(item, task, "metrics", "tables ([[tasks.<id>.metrics]])");
-            return None;
-        };
-        self.check_keys(
-            mt,
-            task,
-            &[
-                "name",
-                "type",
-                "event",
-                "window",
-                "property",
-                "numerator",
-                "denominator",
-            ],
-            "metric",
-        );
-        let name = lookup(mt, "name").and_then(|v| self.string(v, task, "name"));
-        let ty = lookup(mt, "type")
-            .and_then(|v| self.string(v, task, "type"))
-            .unwrap_or_else(|| "conversion".into());
-        if ty == "ratio" {
-            let window = match lookup(mt, "window") {
-                Some(w) => self.duration(w, task, "window"),
-                None => Some(std::time::Duration::from_secs(72 * 3600)),
-            };
-            let measure = |p: &mut Self, key: &str| -> Option<super::Measure> {
-                let Some(v) = lookup(mt, key) else {
-                    p.err(item.span(), task, format!("a ratio metric needs {key} = {{ event = \"...\", property = \"...\" }} (property optional: without it, events are counted)"));
-                    return None;
-                };
-                let DeValue::Table(m) = v.get_ref() else {
-                    p.type_error(
-                        v,
-                        task,
-                        key,
-                        "a table { event = \"...\", property = \"...\" }",
-                    );
-                    return None;
-                };
-                p.check_keys(m, task, &["event", "property"], key);
-                let event = match lookup(m, "event") {
-                    Some(e) => p.string(e, task, "event")?,
-                    None => {
-                        p.err(v.span(), task, format!("{key} needs an event"));
-                        return None;
-                    }
-                };
-                let property = match lookup(m, "property") {
-                    Some(pv) => {
-                        let prop = p.string(pv, task, "property")?;
-                        if !super::is_sql_name(&prop) {
-                            p.err(
-                                pv.span(),
-                                task,
-                                format!("property \"{prop}\" must be a plain name"),
-                            );
-                            return None;
-                        }
-                        Some(prop)
-                    }
-                    None => None,
-                };
-                Some(super::Measure { event, property })
-            };
-            let numerator = measure(self, "numerator");
-            let denominator = measure(self, "denominator");
-            if let Some(v) = lookup(mt, "event").or(lookup(mt, "property")) {
-                self.err(
-                    v.span(),
-                    task,
-                    "a ratio metric takes numerator and denominator, not event/property",
-                );
-            }
-            return Some(super::Metric {
-                name: name?,
-                kind: super::MetricKind::Ratio {
-                    numerator: numerator?,
-                    denominator: denominator?,
-                    window: window?,
-                },
-            });
-        }
-        let event = lookup(mt, "event").and_then(|v| self.string(v, task, "event"));
-        let window = match lookup(mt, "window") {
-            Some(w) => self.duration(w, task, "window"),
-            None => Some(std::time::Duration::from_secs(72 * 3600)),
-        };
-        let (Some(name), Some(event), Some(window)) = (name, event, window) else {
-            self.err(
-                item.span(),
-                task,
-                "a metric needs name and event (and type, window)",
-            );
-            return None;
-        };
-        let kind = match ty.as_str() {
-            "conversion" => super::MetricKind::Conversion { event, window },
-            "mean" => {
-                match lookup(mt, "property").and_then(|v| self.string(v, task, "property")) {
-                    Some(property) if super::is_sql_name(&property) => super::MetricKind::Mean {
-                        event,
-                        property,
-                        window,
-                    },
-                    _ => {
-                        self.err(item.span(), task, "a mean metric needs property: the numeric event property summed per user");
-                        return None;
-                    }
-                }
-            }
-            other => {
-                self.err(
-                    item.span(),
-                    task,
-                    format!("unknown metric type \"{other}\"; use conversion, mean or ratio"),
-                );
-                return None;
-            }
-        };
-        Some(super::Metric { name, kind })
-    }
-
-    fn data_test(
-        &mut self,
-        item: &Value<'_>,
-        id: &str,
-        models: &[super::Model],
-    ) -> Option<super::DataTest> {
-        let task = Some(id);
-        let DeValue::Table(t) = item.get_ref() else {
-            self.type_error(item, task, "tests", "a table with model, type and column");
-            return None;
-        };
-        self.check_keys(
-            t,
-            task,
-            &["name", "model", "type", "column", "values", "to", "sql"],
-            "test",
-        );
-        let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-        let model = match lookup(t, "model") {
-            Some(v) => {
-                let m = self.string(v, task, "model")?;
-                if !names.contains(&m.as_str()) {
-                    let hint = did_you_mean(&m, names.iter().copied());
-                    self.err(
-                        v.span(),
-                        task,
-                        format!("test names unknown model \"{m}\"{hint}"),
-                    );
-                    return None;
-                }
-                m
-            }
-            None => {
-                self.err(item.span(), task, "a test needs \"model\"");
-                return None;
-            }
-        };
-        let ty = match lookup(t, "type") {
-            Some(v) => {
-                let ty = self.string(v, task, "type")?;
-                if !TEST_TYPES.contains(&ty.as_str()) {
-                    let hint = did_you_mean(&ty, TEST_TYPES.iter().copied());
-                    self.err(
-                        v.span(),
-                        task,
-                        format!(
-                            "unknown test type \"{ty}\"{hint}; use one of {}",
-                            TEST_TYPES.join(", ")
-                        ),
-                    );
-                    return None;
-                }
-                ty
-            }
-            None => {
-                self.err(
-                    item.span(),
-                    task,
-                    format!("a test needs \"type\" (one of {})", TEST_TYPES.join(", ")),
-                );
-                return None;
-            }
-        };
-        let column = |p: &mut Self, key: &str| -> Option<(String, Range<usize>)> {
-            match lookup(t, key) {
-                Some(v) => {
-                    let c = p.string(v, task, key)?;
-                    Some((c, v.span()))
-                }
-                None => {
-                    p.err(item.span(), task, format!("a {ty} test needs \"{key}\""));
-                    None
-                }
-            }
-        };
-        let check = match ty.as_str() {
-            "sql" => super::Check::Sql(column(self, "sql")?.0),
-            _ => {
-                let (col, span) = column(self, "column")?;
-                if !super::is_sql_name(&col) {
-                    self.err(
-                        span,
-                        task,
-                        format!("column \"{col}\" is not a plain SQL name"),
-                    );
-                    return None;
-                }
-                match ty.as_str() {
-                    "not_null" => super::Check::NotNull(col),
-                    "unique" => super::Check::Unique(col),
-                    "accepted_values" => {
-                        let Some(v) = lookup(t, "values") else {
-                            self.err(
-                                item.span(),
-                                task,
-                                "an accepted_values test needs \"values\" (a list)",
-                            );
-                            return None;
-                        };
-                        let vals = self
-                            .string_list(v, task, "values")?
-                            .into_iter()
-                            .map(Spanned::into_inner)
-                            .collect();
-                        super::Check::AcceptedValues(col, vals)
-                    }
-                    _ => {
-                        let (to, span) = column(self, "to")?;
-                        let Some((m, c)) = to
-                            .split_once('.')
-                            .filter(|(m, c)| names.contains(m) && super::is_sql_name(c))
-                        else {
-                            self.err(
-                                span,
-                                task,
-                                format!(
-                                    "\"to\" must be model.column with a known model, got \"{to}\""
-                                ),
-                            );
-                            return None;
-                        };
-                        super::Check::Relationships {
-                            column: col,
-                            to_model: m.to_string(),
-                            to_column: c.to_string(),
-                        }
-                    }
-                }
-            }
-        };
-        let name = match lookup(t, "name") {
-            Some(v) => self.string(v, task, "name")?,
-            None => match &check {
-                super::Check::NotNull(c)
-                | super::Check::Unique(c)
-                | super::Check::AcceptedValues(c, _) => format!("{ty}({model}.{c})"),
-                super::Check::Relationships {
-                    column,
-                    to_model,
-                    to_column,
-                } => format!("relationships({model}.{column} -> {to_model}.{to_column})"),
-                super::Check::Sql(_) => format!("sql({model})"),
-            },
-        };
-        Some(super::DataTest { name, model, check })
-    }
-
     /// Checks dependencies and returns a topological order, reporting unknown tasks,
     /// self-dependencies and every cycle with its full path.
-    fn graph(
+    pub(crate) fn graph(
         &mut self,
         tasks: &[Task],
         deps: &[Vec<Spanned<String>>],
@@ -2559,7 +1378,12 @@ impl<'s> Parser<'s, '_> {
 
 /// A cycle through `start` within `members`, following edges from a task to the tasks
 /// that depend on it; the path starts and ends at `start` (`a -> b -> c -> a`).
-fn cycle_path(start: usize, members: &BTreeSet<usize>, tasks: &[Task], ids: &[&str]) -> Vec<usize> {
+pub(crate) fn cycle_path(
+    start: usize,
+    members: &BTreeSet<usize>,
+    tasks: &[Task],
+    ids: &[&str],
+) -> Vec<usize> {
     // Edges inside the component, from a task to the tasks that depend on it.
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut downs: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -2596,7 +1420,7 @@ fn cycle_path(start: usize, members: &BTreeSet<usize>, tasks: &[Task], ids: &[&s
     vec![start, start]
 }
 
-fn infer_type(v: &DeValue<'_>) -> Option<ParamType> {
+pub(crate) fn infer_type(v: &DeValue<'_>) -> Option<ParamType> {
     Some(match v {
         DeValue::String(_) => ParamType::String,
         DeValue::Integer(_) => ParamType::Int,
@@ -2607,7 +1431,7 @@ fn infer_type(v: &DeValue<'_>) -> Option<ParamType> {
     })
 }
 
-fn toml_to_json(v: &DeValue<'_>) -> Option<serde_json::Value> {
+pub(crate) fn toml_to_json(v: &DeValue<'_>) -> Option<serde_json::Value> {
     use serde_json::Value as J;
     Some(match v {
         DeValue::String(s) => J::String(s.to_string()),

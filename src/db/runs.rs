@@ -96,7 +96,7 @@ pub async fn insert_task_instances<'a, C: ConnectionTrait>(
             dag_run_id: Set(run_pk),
             dag_id: Set(dag.dag_id.clone()),
             task_id: Set(t.task_id.clone()),
-            kind: Set(t.kind.name().to_string()),
+            kind: Set(t.kind_name().to_string()),
             state: Set(TaskState::Pending),
             try_number: Set(0),
             max_tries: Set(i32::try_from(t.retries).unwrap_or(i32::MAX - 1) + 1),

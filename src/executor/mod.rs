@@ -5,9 +5,6 @@
 //! Never decides what runs next (that is `scheduler`), never writes SQL itself (that is
 //! `db`).
 
-pub mod logs;
-pub mod process;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -15,9 +12,9 @@ use crate::dag::template::TemplateContext;
 use crate::db::TaskState;
 use crate::db::entities::task_instance;
 use crate::db::tasks::{self, TryOutcome};
+use crate::kinds::{RunContext, execute};
 use crate::scheduler::{Shared, commands};
-use crate::tasks::{RunContext, execute};
-use logs::LogSink;
+use crate::tasklog::LogSink;
 
 /// Runs one started try to its end.
 pub async fn run_started(
@@ -125,15 +122,15 @@ async fn prepare_and_execute(
     let dag = match shared.registry.version(db, run.dag_version_id).await {
         Ok(Some(d)) => d,
         Ok(None) => {
-            return crate::tasks::failure(format!(
+            return crate::db::tasks::TryOutcome::failed(format!(
                 "the definition (version {}) of this run cannot be loaded",
                 run.dag_version_id
             ));
         }
-        Err(e) => return crate::tasks::failure(format!("database error: {e}")),
+        Err(e) => return crate::db::tasks::TryOutcome::failed(format!("database error: {e}")),
     };
     let Some(task) = dag.task(&ti.task_id) else {
-        return crate::tasks::failure(format!(
+        return crate::db::tasks::TryOutcome::failed(format!(
             "task \"{}\" is not in this run's dag version",
             ti.task_id
         ));

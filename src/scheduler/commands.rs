@@ -655,7 +655,7 @@ pub fn fire_callback(
                         .arg(&cmd)
                         .current_dir(&dir)
                         .env_clear()
-                        .envs(crate::executor::process::base_env(&[]))
+                        .envs(crate::process::base_env(&[]))
                         .envs(ctx.env_vars())
                         .process_group(0)
                         .kill_on_drop(true)
@@ -686,7 +686,7 @@ pub fn fire_callback(
                         .collect();
                     h.push(("content-type".into(), "application/json".into()));
                     let body = serde_json::to_string(&ctx).unwrap_or_default();
-                    crate::tasks::http_send(
+                    crate::kinds::http::run::send(
                         method,
                         &url,
                         &h,

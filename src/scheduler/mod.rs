@@ -25,8 +25,8 @@ use crate::config::Config;
 use crate::db::runs::{self, NewRun};
 use crate::db::tasks::{self, ClaimLimits};
 use crate::db::{Db, DbResult, RunState, RunType, dags};
-use crate::executor::process;
-use crate::tasks::Warehouses;
+use crate::kinds::Warehouses;
+use crate::process;
 pub use registry::Registry;
 
 /// Where time comes from: the system clock, or a controllable one in tests.

@@ -20,9 +20,9 @@ use crate::dag::template::rfc3339;
 use crate::db::entities::{dag_run, task_instance};
 use crate::db::runs::RunFilter;
 use crate::db::{Role, RunState, dags, runs, tasks};
+use crate::kinds::experiment::run::StoredResult;
+use crate::kinds::survey::run::StoredMetrics;
 use crate::scheduler::commands;
-use crate::tasks::experiment::StoredResult;
-use crate::tasks::survey::StoredMetrics;
 
 /// An API error: the JSON form of [`Error`].
 #[derive(Debug)]
@@ -330,7 +330,7 @@ fn dag_view(dag: &crate::dag::Dag, paused: bool) -> DagView {
             .iter()
             .map(|t| TaskView {
                 task_id: t.task_id.clone(),
-                kind: t.kind.name().into(),
+                kind: t.kind_name().into(),
                 depends_on: t.depends_on.clone(),
                 retries: t.retries,
                 pool: t.pool.clone(),
@@ -770,14 +770,14 @@ async fn get_experiment(
 ) -> ApiResult<ExperimentView> {
     use super::insights;
     read(&state, &viewer)?;
-    let d = insights::experiments(&state)
+    let d = crate::kinds::experiment::page::experiments(&state)
         .into_iter()
         .find(|d| d.spec.experiment == key)
         .ok_or_else(|| Error::NotFound(format!("no experiment \"{key}\" in the DAGs")))?;
     let results = match insights::warehouse(&state, &d.spec.connection).await {
         Some(c) => insights::or_empty(
             "experiment results",
-            crate::tasks::experiment::latest_results(&c, &key).await,
+            crate::kinds::experiment::run::latest_results(&c, &key).await,
         ),
         None => Vec::new(),
     };
@@ -813,9 +813,9 @@ async fn get_survey(
     Path((provider, form_id)): Path<(String, String)>,
 ) -> ApiResult<SurveyView> {
     use super::insights;
-    use crate::tasks::survey;
+    use crate::kinds::survey::run as survey;
     read(&state, &viewer)?;
-    let d = insights::surveys(&state)
+    let d = crate::kinds::survey::page::surveys(&state)
         .into_iter()
         .find(|d| d.spec.provider.name() == provider && d.spec.form_id == form_id)
         .ok_or_else(|| {

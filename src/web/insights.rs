@@ -1,66 +1,34 @@
-//! The experiment and survey pages: what `experiment` and `survey_sync` tasks wrote to
-//! their warehouse, found through the DAGs that declare them. Reads go through the
-//! readers of the task kinds that own the tables (`tasks::experiment`,
-//! `tasks::survey`); a warehouse that is unreachable or not written yet shows as "no
-//! results yet" and is logged, never shown as an error text.
+//! What the pages of task kinds share (experiment, survey: their handlers live in their
+//! kind's folder): the tasks of a kind declared across the DAGs, the warehouse they
+//! wrote, and number formatting. A warehouse that is unreachable or not written yet
+//! shows as "no results yet" and is logged, never shown as an error text.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use askama::Template;
-use askama_web::WebTemplate;
-use axum::extract::{Path, State};
-use axum::response::Response;
-use axum_csrf::CsrfToken;
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 
 use super::AppState;
-use super::auth::Viewer;
-use super::charts::{self, ForestRow, TrendPoint};
-use super::error::{Error, Result};
-use super::pages::{Layout, layout, page};
-use super::views::{dag_href, enc, lag};
-use crate::dag::{ExperimentSpec, SurveySpec, TaskKind};
-use crate::stats;
-use crate::tasks::{experiment, survey};
+use crate::kinds::Spec;
 
 /// A task of the given kind, with its DAG and task ids.
-pub(super) struct Declared<T> {
+pub(crate) struct Declared<T> {
     pub dag_id: String,
     pub task_id: String,
     pub spec: T,
 }
 
-pub(super) fn experiments(state: &AppState) -> Vec<Declared<ExperimentSpec>> {
-    let mut out: Vec<Declared<ExperimentSpec>> = Vec::new();
+/// The tasks whose spec is a `T`, across the current DAGs (by dag_id), keeping the
+/// first of each group that `same` says are one (one experiment, one survey form).
+pub(crate) fn declared<T: Spec + Clone>(
+    state: &AppState,
+    same: impl Fn(&T, &T) -> bool,
+) -> Vec<Declared<T>> {
+    let mut out: Vec<Declared<T>> = Vec::new();
     let mut dags = state.registry.all();
     dags.sort_by(|a, b| a.0.dag_id.cmp(&b.0.dag_id));
     for (dag, _) in dags {
         for t in &dag.tasks {
-            if let TaskKind::Experiment(spec) = &t.kind
-                && !out.iter().any(|d| d.spec.experiment == spec.experiment)
-            {
-                out.push(Declared {
-                    dag_id: dag.dag_id.clone(),
-                    task_id: t.task_id.clone(),
-                    spec: spec.clone(),
-                });
-            }
-        }
-    }
-    out
-}
-
-pub(super) fn surveys(state: &AppState) -> Vec<Declared<SurveySpec>> {
-    let mut out: Vec<Declared<SurveySpec>> = Vec::new();
-    let mut dags = state.registry.all();
-    dags.sort_by(|a, b| a.0.dag_id.cmp(&b.0.dag_id));
-    for (dag, _) in dags {
-        for t in &dag.tasks {
-            if let TaskKind::SurveySync(spec) = &t.kind
-                && !out
-                    .iter()
-                    .any(|d| d.spec.provider == spec.provider && d.spec.form_id == spec.form_id)
+            if let Some(spec) = t.spec_of::<T>()
+                && !out.iter().any(|d| same(&d.spec, spec))
             {
                 out.push(Declared {
                     dag_id: dag.dag_id.clone(),
@@ -74,7 +42,7 @@ pub(super) fn surveys(state: &AppState) -> Vec<Declared<SurveySpec>> {
 }
 
 /// The warehouse of a task, or None (logged) when it cannot be reached.
-pub(super) async fn warehouse(state: &AppState, name: &str) -> Option<DatabaseConnection> {
+pub(crate) async fn warehouse(state: &AppState, name: &str) -> Option<DatabaseConnection> {
     match state.warehouses.get(name).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -86,24 +54,24 @@ pub(super) async fn warehouse(state: &AppState, name: &str) -> Option<DatabaseCo
 
 /// A warehouse read whose failure means "nothing written yet" (the table is created by
 /// the first run); logged at debug level.
-pub(super) fn or_empty<T: Default>(what: &str, r: std::result::Result<T, sea_orm::DbErr>) -> T {
+pub(crate) fn or_empty<T: Default>(what: &str, r: std::result::Result<T, sea_orm::DbErr>) -> T {
     r.unwrap_or_else(|e| {
         tracing::debug!("{what}: {e}");
         T::default()
     })
 }
 
-fn signed_pct(x: Option<f64>) -> String {
+pub(crate) fn signed_pct(x: Option<f64>) -> String {
     x.filter(|v| v.is_finite())
         .map_or("-".into(), |v| format!("{:+.2}%", v * 100.0))
 }
 
-fn num(x: Option<f64>, digits: usize) -> String {
+pub(crate) fn num(x: Option<f64>, digits: usize) -> String {
     x.filter(|v| v.is_finite())
         .map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-fn p_text(p: Option<f64>) -> String {
+pub(crate) fn p_text(p: Option<f64>) -> String {
     match p.filter(|v| v.is_finite()) {
         None => "-".into(),
         Some(v) if v < 0.0001 => "< 0.0001".into(),
@@ -111,7 +79,7 @@ fn p_text(p: Option<f64>) -> String {
     }
 }
 
-fn short_time(s: &str) -> String {
+pub(crate) fn short_time(s: &str) -> String {
     DateTime::parse_from_rfc3339(s)
         .map(|t| {
             t.with_timezone(&Utc)
@@ -123,641 +91,15 @@ fn short_time(s: &str) -> String {
 
 /// A time as the warehouse returns it as text (`2026-03-01 10:00:00+00`,
 /// `2026-03-01T10:00:00Z`), to the minute.
-fn db_time(s: &str) -> String {
+pub(crate) fn db_time(s: &str) -> String {
     let t: String = s.chars().take(16).collect();
     format!("{} UTC", t.replace('T', " "))
 }
 
-fn median(v: &[f64]) -> Option<f64> {
+pub(crate) fn median(v: &[f64]) -> Option<f64> {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     s.sort_by(f64::total_cmp);
     s.get(s.len() / 2).copied()
 }
 
 // ---------------------------------------------------------------- experiments
-
-#[derive(Debug, Clone)]
-pub struct ExperimentRow {
-    pub experiment: String,
-    pub href: String,
-    pub dag_id: String,
-    pub dag_href: String,
-    pub analysed: String,
-    pub summary: String,
-    pub srm: bool,
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "experiments.html")]
-pub struct ExperimentsPage {
-    pub layout: Layout,
-    pub rows: Vec<ExperimentRow>,
-}
-
-pub async fn experiments_page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
-) -> Result<Response> {
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        "Experiments".into(),
-        "experiments",
-        None,
-    )
-    .await?;
-    let mut rows = Vec::new();
-    for d in experiments(&state) {
-        let results = match warehouse(&state, &d.spec.connection).await {
-            Some(c) => or_empty(
-                "experiment results",
-                experiment::latest_results(&c, &d.spec.experiment).await,
-            ),
-            None => Vec::new(),
-        };
-        let summary = results
-            .iter()
-            .filter(|r| r.variant != d.spec.control)
-            .map(|r| {
-                format!(
-                    "{} {}: {} (p {})",
-                    r.metric,
-                    r.variant,
-                    signed_pct(r.rel_lift),
-                    p_text(r.p_value)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        rows.push(ExperimentRow {
-            href: format!("/experiments/{}", enc(&d.spec.experiment)),
-            dag_href: dag_href(&d.dag_id),
-            analysed: results
-                .first()
-                .map_or("not analysed yet".into(), |r| short_time(&r.computed_at)),
-            srm: results
-                .first()
-                .and_then(|r| r.srm_p_value)
-                .is_some_and(|p| p < 0.001),
-            summary,
-            experiment: d.spec.experiment,
-            dag_id: d.dag_id,
-        });
-    }
-    Ok(page(token, ExperimentsPage { layout, rows }))
-}
-
-#[derive(Debug, Clone)]
-pub struct ResultLine {
-    pub metric: String,
-    pub variant: String,
-    pub control: bool,
-    pub users: i64,
-    pub value: String,
-    pub diff: String,
-    pub lift: String,
-    pub p_value: String,
-    pub p_adjusted: String,
-    pub significant: bool,
-    /// Why the statistics are missing, when they are.
-    pub reason: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct TurnaroundLine {
-    pub interval_end: String,
-    pub lag: String,
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "experiment.html")]
-pub struct ExperimentPage {
-    pub layout: Layout,
-    pub experiment: String,
-    pub dag_id: String,
-    pub dag_href: String,
-    pub task_id: String,
-    pub control: String,
-    pub split: String,
-    pub analysed: bool,
-    pub interval_end: String,
-    pub computed_at: String,
-    pub srm_p: String,
-    pub srm_warning: bool,
-    pub excluded: i64,
-    pub lines: Vec<ResultLine>,
-    pub forest: String,
-    pub exposures: String,
-    pub turnaround_latest: String,
-    pub turnaround_median: String,
-    pub turnarounds: Vec<TurnaroundLine>,
-}
-
-pub async fn experiment_page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
-    Path(key): Path<String>,
-) -> Result<Response> {
-    let all = experiments(&state);
-    let Some(d) = all.iter().find(|d| d.spec.experiment == key) else {
-        let hint =
-            crate::dag::diag::did_you_mean(&key, all.iter().map(|d| d.spec.experiment.as_str()));
-        return Err(Error::NotFound(format!(
-            "no experiment \"{key}\" in the DAGs{hint}"
-        )));
-    };
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        format!("Experiment {key}"),
-        "experiments",
-        None,
-    )
-    .await?;
-    let spec = &d.spec;
-    let (results, lags, daily) = match warehouse(&state, &spec.connection).await {
-        Some(c) => (
-            or_empty(
-                "experiment results",
-                experiment::latest_results(&c, &spec.experiment).await,
-            ),
-            or_empty(
-                "experiment turnaround",
-                experiment::turnarounds(&c, &spec.experiment, 30).await,
-            ),
-            or_empty("exposures", experiment::daily_exposures(&c, spec).await),
-        ),
-        None => Default::default(),
-    };
-    let lines = results
-        .iter()
-        .map(|r| {
-            let control = r.variant == spec.control;
-            ResultLine {
-                metric: r.metric.clone(),
-                variant: r.variant.clone(),
-                control,
-                users: r.users,
-                value: num(r.value, 4),
-                diff: if control {
-                    "-".into()
-                } else {
-                    format!(
-                        "{} [{}, {}]",
-                        num(r.diff, 4),
-                        num(r.diff_ci_low, 4),
-                        num(r.diff_ci_high, 4)
-                    )
-                },
-                lift: if control {
-                    "-".into()
-                } else {
-                    format!(
-                        "{} [{}, {}]",
-                        signed_pct(r.rel_lift),
-                        signed_pct(r.rel_lift_ci_low),
-                        signed_pct(r.rel_lift_ci_high)
-                    )
-                },
-                p_value: if control {
-                    "-".into()
-                } else {
-                    p_text(r.p_value)
-                },
-                p_adjusted: if control {
-                    "-".into()
-                } else {
-                    p_text(r.p_value_adjusted)
-                },
-                // Significance is read from the adjusted p-value (several comparisons).
-                significant: r.p_value_adjusted.is_some_and(|p| p < 0.05),
-                reason: r.reason.clone().unwrap_or_default(),
-            }
-        })
-        .collect();
-    let forest_rows: Vec<ForestRow> = results
-        .iter()
-        .filter(|r| r.variant != spec.control)
-        .filter_map(|r| {
-            Some(ForestRow {
-                label: format!("{} · {}", r.metric, r.variant),
-                value: r.rel_lift?,
-                lo: r.rel_lift_ci_low?,
-                hi: r.rel_lift_ci_high?,
-            })
-        })
-        .collect();
-    // Exposures: one series per variant over every day seen.
-    let days: Vec<String> = daily
-        .iter()
-        .map(|(d, ..)| d.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut by_variant: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (day, variant, n) in &daily {
-        let i = days.iter().position(|d| d == day).unwrap_or(0);
-        by_variant
-            .entry(variant.clone())
-            .or_insert_with(|| vec![0; days.len()])[i] += n;
-    }
-    let series: Vec<(String, Vec<i64>)> = by_variant.into_iter().collect();
-    let first = results.first();
-    let srm = first.and_then(|r| r.srm_p_value);
-    let lag_values: Vec<f64> = lags.iter().map(|(_, s)| *s).collect();
-    let page_data = ExperimentPage {
-        layout,
-        experiment: spec.experiment.clone(),
-        dag_id: d.dag_id.clone(),
-        dag_href: dag_href(&d.dag_id),
-        task_id: d.task_id.clone(),
-        control: spec.control.clone(),
-        split: spec
-            .split
-            .iter()
-            .map(|(v, s)| format!("{v} {s}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        analysed: first.is_some(),
-        interval_end: first.map_or(String::new(), |r| short_time(&r.interval_end)),
-        computed_at: first.map_or(String::new(), |r| short_time(&r.computed_at)),
-        srm_p: p_text(srm),
-        srm_warning: srm.is_some_and(|p| p < 0.001),
-        excluded: first.map_or(0, |r| r.excluded_users),
-        lines,
-        forest: charts::forest(&forest_rows),
-        exposures: charts::cumulative_lines(&days, &series),
-        turnaround_latest: lag_values.last().map_or("-".into(), |s| lag(*s)),
-        turnaround_median: median(&lag_values).map_or("-".into(), lag),
-        turnarounds: lags
-            .iter()
-            .rev()
-            .take(10)
-            .map(|(end, s)| TurnaroundLine {
-                interval_end: short_time(end),
-                lag: lag(*s),
-            })
-            .collect(),
-    };
-    Ok(page(token, page_data))
-}
-
-// ---------------------------------------------------------------- surveys
-
-#[derive(Debug, Clone)]
-pub struct SurveyRow {
-    pub provider: String,
-    pub form_id: String,
-    pub href: String,
-    pub dag_id: String,
-    pub dag_href: String,
-    pub responses: i64,
-    pub rejects: i64,
-    pub nps: String,
-    pub last_sync: String,
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "surveys.html")]
-pub struct SurveysPage {
-    pub layout: Layout,
-    pub rows: Vec<SurveyRow>,
-}
-
-fn nps_text(m: &survey::StoredMetrics) -> String {
-    match (m.nps, m.nps_ci_low, m.nps_ci_high) {
-        (Some(v), Some(a), Some(b)) => format!("{v:+.1} [{a:+.1}, {b:+.1}]"),
-        _ => "-".into(),
-    }
-}
-
-pub async fn surveys_page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
-) -> Result<Response> {
-    let layout = layout(&state, &viewer, &token, "Surveys".into(), "surveys", None).await?;
-    let mut rows = Vec::new();
-    for d in surveys(&state) {
-        let provider = d.spec.provider.name();
-        let (st, metrics) = match warehouse(&state, &d.spec.connection).await {
-            Some(c) => (
-                or_empty(
-                    "survey state",
-                    survey::form_state(&c, provider, &d.spec.form_id).await,
-                ),
-                or_empty(
-                    "survey metrics",
-                    survey::latest_metrics(&c, provider, &d.spec.form_id).await,
-                ),
-            ),
-            None => Default::default(),
-        };
-        rows.push(SurveyRow {
-            provider: provider.to_string(),
-            href: format!("/surveys/{provider}/{}", enc(&d.spec.form_id)),
-            dag_href: dag_href(&d.dag_id),
-            responses: st.0,
-            rejects: st.1,
-            last_sync: st.3.map_or("never".into(), |s| db_time(&s)),
-            nps: metrics
-                .iter()
-                .find(|m| m.segment == "all")
-                .map_or("-".into(), nps_text),
-            form_id: d.spec.form_id,
-            dag_id: d.dag_id,
-        });
-    }
-    Ok(page(token, SurveysPage { layout, rows }))
-}
-
-#[derive(Debug, Clone)]
-pub struct MetricsLine {
-    pub segment: String,
-    pub responses: i64,
-    pub promoters: i64,
-    pub passives: i64,
-    pub detractors: i64,
-    pub nps: String,
-    pub csat: String,
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "survey.html")]
-pub struct SurveyPage {
-    pub layout: Layout,
-    pub provider: String,
-    pub form_id: String,
-    pub dag_id: String,
-    pub dag_href: String,
-    pub task_id: String,
-    pub responses: i64,
-    pub rejects: i64,
-    pub high_water: String,
-    pub last_sync: String,
-    pub nps_field: String,
-    pub trend: String,
-    pub distribution: String,
-    pub csat_distribution: String,
-    pub period: String,
-    pub metrics: Vec<MetricsLine>,
-}
-
-/// Responses and NPS (with CI) per period of the DAG that syncs the form: its
-/// schedule's data intervals in its time zone (the periods `survey_metrics` is computed
-/// for), or weeks from Monday in its time zone for a manual-only DAG. Periods without a
-/// response keep their place on the axis.
-fn periodic(
-    scores: &[(DateTime<Utc>, Option<i64>, i64)],
-    dag: &crate::dag::Dag,
-) -> Vec<TrendPoint> {
-    let tz = dag.timezone;
-    let tt = dag.timetable();
-    let cron = !dag.schedule.is_none();
-    // The period containing `t` and the one after it.
-    let period = |t: DateTime<Utc>| -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-        if cron {
-            let iv = tt.interval_containing(t)?;
-            return Some((iv.start, iv.end));
-        }
-        let local = t.with_timezone(&tz).date_naive();
-        let monday = local - chrono::Days::new(u64::from(local.weekday().num_days_from_monday()));
-        let at = |d: NaiveDate| {
-            d.and_hms_opt(0, 0, 0)
-                .and_then(|n| n.and_local_timezone(tz).earliest())
-                .map(|x| x.with_timezone(&Utc))
-        };
-        Some((at(monday)?, at(monday + chrono::Days::new(7))?))
-    };
-    let mut periods: BTreeMap<DateTime<Utc>, (DateTime<Utc>, i64, Vec<u8>)> = BTreeMap::new();
-    for (at, score, n) in scores {
-        let Some((start, end)) = period(*at) else {
-            continue;
-        };
-        let e = periods.entry(start).or_insert((end, 0, Vec::new()));
-        e.1 += n;
-        if let Some(s) = score.and_then(|s| u8::try_from(s).ok()) {
-            e.2.extend(std::iter::repeat_n(s, usize::try_from(*n).unwrap_or(0)));
-        }
-    }
-    let (Some(first), Some(last)) = (
-        periods.keys().next().copied(),
-        periods.keys().next_back().copied(),
-    ) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut start = first;
-    while start <= last && out.len() < 520 {
-        let (end, responses, scores) = match periods.remove(&start) {
-            Some(p) => p,
-            None => match period(start) {
-                Some((_, end)) => (end, 0, Vec::new()),
-                None => break,
-            },
-        };
-        out.push(TrendPoint {
-            label: start.with_timezone(&tz).format("%b %d").to_string(),
-            responses,
-            nps: stats::nps(&scores)
-                .ok()
-                .map(|n| (n.nps, n.ci_low, n.ci_high)),
-        });
-        if end <= start {
-            break;
-        }
-        start = end;
-    }
-    out
-}
-
-fn counts(daily: &[(DateTime<Utc>, Option<i64>, i64)], lo: i64, hi: i64) -> Vec<i64> {
-    let mut c = vec![0i64; (hi - lo + 1) as usize];
-    for (_, s, n) in daily {
-        if let Some(s) = s
-            && (lo..=hi).contains(s)
-        {
-            c[(s - lo) as usize] += n;
-        }
-    }
-    c
-}
-
-pub async fn survey_page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
-    Path((provider, form_id)): Path<(String, String)>,
-) -> Result<Response> {
-    let all = surveys(&state);
-    let Some(d) = all
-        .iter()
-        .find(|d| d.spec.provider.name() == provider && d.spec.form_id == form_id)
-    else {
-        return Err(Error::NotFound(format!(
-            "no survey_sync task reads {provider} form \"{form_id}\""
-        )));
-    };
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        format!("Survey {provider} {form_id}"),
-        "surveys",
-        None,
-    )
-    .await?;
-    let spec = &d.spec;
-    let p = spec.provider.name();
-    let (st, nps_daily, csat_daily, metrics) = match warehouse(&state, &spec.connection).await {
-        Some(c) => (
-            or_empty("survey state", survey::form_state(&c, p, &form_id).await),
-            or_empty(
-                "survey scores",
-                survey::scores_by_quarter_hour(&c, p, &form_id, false).await,
-            ),
-            if spec.csat_field.is_some() {
-                or_empty(
-                    "survey csat",
-                    survey::scores_by_quarter_hour(&c, p, &form_id, true).await,
-                )
-            } else {
-                Vec::new()
-            },
-            or_empty(
-                "survey metrics",
-                survey::latest_metrics(&c, p, &form_id).await,
-            ),
-        ),
-        None => Default::default(),
-    };
-    let nps_counts = counts(&nps_daily, 0, 10);
-    let csat_counts = counts(&csat_daily, 1, 5);
-    let period = metrics.first().map_or(String::new(), |m| {
-        format!(
-            "{} to {}",
-            m.period_start
-                .as_deref()
-                .map_or("the first response".to_string(), db_time),
-            db_time(&m.period_end)
-        )
-    });
-    let page_data = SurveyPage {
-        layout,
-        provider: p.to_string(),
-        form_id: form_id.clone(),
-        dag_id: d.dag_id.clone(),
-        dag_href: dag_href(&d.dag_id),
-        task_id: d.task_id.clone(),
-        responses: st.0,
-        rejects: st.1,
-        high_water: st.2.map_or("none".into(), |s| db_time(&s)),
-        last_sync: st.3.map_or("never".into(), |s| db_time(&s)),
-        nps_field: spec.nps_field.clone().unwrap_or_default(),
-        trend: charts::nps_trend(&match state.registry.current(&d.dag_id) {
-            Some((dag, _)) => periodic(&nps_daily, &dag),
-            None => Vec::new(),
-        }),
-        distribution: if nps_counts.iter().any(|c| *c > 0) {
-            charts::score_bars(0, &nps_counts, |s| match s {
-                0..=6 => "detractor",
-                7 | 8 => "passive",
-                _ => "promoter",
-            })
-        } else {
-            String::new()
-        },
-        csat_distribution: if csat_counts.iter().any(|c| *c > 0) {
-            charts::score_bars(
-                1,
-                &csat_counts,
-                |s| {
-                    if s >= 4 { "promoter" } else { "passive" }
-                },
-            )
-        } else {
-            String::new()
-        },
-        period,
-        metrics: metrics
-            .iter()
-            .map(|m| MetricsLine {
-                segment: if m.segment == "all" {
-                    "all responses".into()
-                } else {
-                    format!("{} = {}", m.segment, m.segment_value)
-                },
-                responses: m.responses,
-                promoters: m.promoters,
-                passives: m.passives,
-                detractors: m.detractors,
-                nps: nps_text(m),
-                csat: m.csat.map_or("-".into(), |c| {
-                    format!("{:.1}% of {}", c * 100.0, m.csat_responses)
-                }),
-            })
-            .collect(),
-    };
-    Ok(page(token, page_data))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dag(schedule: &str, tz: &str) -> crate::dag::Dag {
-        let src = format!(
-            "schedule = \"{schedule}\"\ntimezone = \"{tz}\"\nstart_date = \"2026-01-01\"\n[tasks.a]\nkind = \"noop\"\n"
-        );
-        crate::dag::parse_dag(
-            "s.toml",
-            std::path::Path::new("s.toml"),
-            &src,
-            &Default::default(),
-        )
-        .expect("dag")
-    }
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("time")
-            .with_timezone(&Utc)
-    }
-
-    #[test]
-    fn periods_are_the_dags_intervals_in_its_zone_and_gaps_are_kept() {
-        let scores = vec![
-            (at("2026-09-01T10:00:00Z"), Some(10), 2), // Tuesday
-            (at("2026-09-06T12:00:00Z"), Some(0), 1),  // Sunday, same week
-            (at("2026-09-06T12:00:00Z"), None, 1),
-            (at("2026-09-15T10:00:00Z"), Some(9), 1), // two weeks later
-        ];
-        // A manual-only DAG: weeks from Monday.
-        let w = periodic(&scores, &dag("none", "UTC"));
-        assert_eq!(w.len(), 3);
-        assert_eq!(w[0].label, "Aug 31");
-        assert_eq!(w[0].responses, 4);
-        let (nps, lo, hi) = w[0].nps.expect("scored");
-        assert!((nps - 100.0 / 3.0).abs() < 1e-9);
-        assert!(lo >= -100.0 && hi <= 100.0);
-        assert_eq!((w[1].responses, w[1].nps), (0, None));
-        assert_eq!(w[2].nps.map(|n| n.0), Some(100.0));
-        // Sunday 23:30 UTC is already Monday in Berlin: a week later there.
-        let late = vec![(at("2026-09-06T23:30:00Z"), Some(10), 1)];
-        assert_eq!(
-            periodic(&late, &dag("none", "Europe/Berlin"))[0].label,
-            "Sep 07"
-        );
-        assert_eq!(periodic(&late, &dag("none", "UTC"))[0].label, "Aug 31");
-        // A daily DAG in New York: the interval that holds 03:00 UTC is the day before.
-        let ny = periodic(
-            &[(at("2026-09-02T03:00:00Z"), Some(9), 1)],
-            &dag("0 0 * * *", "America/New_York"),
-        );
-        assert_eq!(ny[0].label, "Sep 01");
-    }
-}

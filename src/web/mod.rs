@@ -42,7 +42,7 @@ pub struct AppState {
     pub key: Key,
     pub csrf: CsrfConfig,
     /// Warehouse connections, for the pages that read what tasks wrote there.
-    pub warehouses: Arc<crate::tasks::Warehouses>,
+    pub warehouses: Arc<crate::kinds::Warehouses>,
     /// Failed logins per account and client address.
     pub login_guard: Arc<auth::LoginGuard>,
 }
@@ -101,7 +101,7 @@ impl AppState {
             .with_secure(config.secure_cookies);
         Ok(AppState {
             db,
-            warehouses: crate::tasks::Warehouses::new(
+            warehouses: crate::kinds::Warehouses::new(
                 config.connections.clone().into_iter().collect(),
             ),
             config: Arc::new(config),
@@ -135,10 +135,6 @@ pub fn app(state: AppState) -> Router {
             get(pages::raw_log),
         )
         .route("/dashboard", get(pages::dashboard))
-        .route("/experiments", get(insights::experiments_page))
-        .route("/experiments/{experiment}", get(insights::experiment_page))
-        .route("/surveys", get(insights::surveys_page))
-        .route("/surveys/{provider}/{form_id}", get(insights::survey_page))
         .route("/import-errors", get(pages::import_errors))
         .route("/pools", get(pages::pools_page).post(pages::pools_post))
         .route("/users", get(pages::users_page).post(pages::users_post))
@@ -154,6 +150,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics::metrics))
         .merge(versions::router())
+        .merge(crate::kinds::routes())
         .nest("/api/v1", api::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(

@@ -311,22 +311,10 @@ pub struct DagPage {
     pub insights: Vec<(String, String)>,
 }
 
-/// The experiment and survey pages a DAG's tasks feed.
+/// The results pages (experiment, survey) a DAG's tasks feed: (label, href).
 fn insight_links(dag: &Dag) -> Vec<(String, String)> {
-    use crate::dag::TaskKind;
     let mut out: Vec<(String, String)> = Vec::new();
-    for t in &dag.tasks {
-        let link = match &t.kind {
-            TaskKind::Experiment(s) => (
-                format!("experiment {}", s.experiment),
-                format!("/experiments/{}", enc(&s.experiment)),
-            ),
-            TaskKind::SurveySync(s) => (
-                format!("survey {} {}", s.provider.name(), s.form_id),
-                format!("/surveys/{}/{}", s.provider.name(), enc(&s.form_id)),
-            ),
-            _ => continue,
-        };
+    for link in dag.tasks.iter().filter_map(|t| t.spec.insight()) {
         if !out.contains(&link) {
             out.push(link);
         }

@@ -148,7 +148,7 @@ pub fn graph(dag: &Dag, state_of: impl Fn(&str) -> Option<String>) -> Graph {
                 title: format!(
                     "{} ({}){}",
                     t.task_id,
-                    t.kind.name(),
+                    t.kind_name(),
                     state.map(|s| format!(": {s}")).unwrap_or_default()
                 ),
             }

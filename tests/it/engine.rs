@@ -254,11 +254,11 @@ command = "trap '' TERM; sleep 60 & echo $! > child.pid; wait"
         .expect("pid");
     // The grandchild is gone (reaped by init after SIGKILL): give init a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while weft::executor::process::pid_alive(pid) && std::time::Instant::now() < deadline {
+    while weft::process::pid_alive(pid) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        !weft::executor::process::pid_alive(pid),
+        !weft::process::pid_alive(pid),
         "child process {pid} survived the timeout"
     );
     env.stop().await;
@@ -497,7 +497,10 @@ async fn a_broken_edit_keeps_the_last_good_version_running() {
     let (dag, v) = env.registry.current("edit").expect("still loaded");
     assert_eq!(v, v1);
     assert!(
-        matches!(&dag.task("a").expect("a").kind, weft::dag::TaskKind::Shell { command, .. } if command == "echo v1")
+        dag.task("a")
+            .expect("a")
+            .spec_of::<weft::kinds::shell::ShellSpec>()
+            .is_some_and(|s| s.command == "echo v1")
     );
     let run = env.trigger("edit").await;
     assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Success);
@@ -525,9 +528,10 @@ async fn a_broken_edit_keeps_the_last_good_version_running() {
 
 /// The SQL text a DAG version's task runs.
 fn sql_of(dag: &weft::dag::Dag, task: &str) -> String {
-    match &dag.task(task).expect("task").kind {
-        weft::dag::TaskKind::Sql { sql, .. } => sql.clone(),
-        other => panic!("not a sql task: {other:?}"),
+    let t = dag.task(task).expect("task");
+    match t.spec_of::<weft::kinds::sql::SqlSpec>() {
+        Some(s) => s.sql.clone(),
+        None => panic!("not a sql task: {:?}", t.spec),
     }
 }
 

@@ -144,7 +144,7 @@ async fn scenario(t: &TestDb) {
     );
     // The readers the experiment page uses work on this backend too.
     {
-        use weft::tasks::experiment;
+        use weft::kinds::experiment::run as experiment;
         let latest = experiment::latest_results(&wh.conn, "new_onboarding")
             .await
             .expect("results");
@@ -155,15 +155,13 @@ async fn scenario(t: &TestDb) {
             .await
             .expect("turnaround");
         assert_eq!(lags.len(), 1, "one analysed interval");
-        let weft::dag::TaskKind::Experiment(spec) = &dag
+        let spec = dag
             .tasks
             .iter()
             .find(|t| t.task_id == "analyze")
             .expect("task")
-            .kind
-        else {
-            panic!("not an experiment")
-        };
+            .spec_of::<weft::kinds::experiment::ExperimentSpec>()
+            .expect("an experiment");
         let daily = experiment::daily_exposures(&wh.conn, spec)
             .await
             .expect("exposures");

@@ -298,7 +298,7 @@ page_size = 3
 
     // The readers the survey page uses work on this backend too.
     {
-        use weft::tasks::survey;
+        use weft::kinds::survey::run as survey;
         let (responses, rejects, mark, last) = survey::form_state(&wh.conn, "typeform", "nps1")
             .await
             .expect("state");

@@ -1280,13 +1280,11 @@ async fn cancelling_a_run_stops_its_process_at_once_and_says_who() {
     assert_eq!(ti.error.as_deref(), Some("cancelled by otto"));
     // The shell is stopped at once (SIGTERM), not at the next heartbeat.
     let pid = ti.pid.expect("pid");
-    while weft::executor::process::pid_alive(pid)
-        && started.elapsed() < std::time::Duration::from_secs(10)
-    {
+    while weft::process::pid_alive(pid) && started.elapsed() < std::time::Duration::from_secs(10) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(
-        !weft::executor::process::pid_alive(pid)
+        !weft::process::pid_alive(pid)
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|s| s.contains(") Z "))
     );

@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::logs::LogSink;
+use crate::tasklog::LogSink;
 
 /// Why a process stopped before it finished by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use super::{RunContext, failure};
 use crate::dag::template::Quoting;
 use crate::db::tasks::{self, TryOutcome};
-use crate::executor::process::{self, Stop};
+use crate::kinds::env::{RunContext, failure};
+use crate::process::{self, Stop};
 
 pub async fn run(ctx: &mut RunContext<'_>, command: &str, cwd: Option<&Path>) -> TryOutcome {
     let command = match ctx.tmpl.render_for(command, Quoting::Shell) {

@@ -7,10 +7,10 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 
-use super::{RunContext, failure, ph};
+use super::{AnalysisRange, ExperimentSpec, Metric, MetricKind, RowSource};
 use crate::dag::template::rfc3339;
-use crate::dag::{AnalysisRange, ExperimentSpec, Metric, MetricKind, RowSource};
 use crate::db::tasks::TryOutcome;
+use crate::kinds::env::{RunContext, failure, ph};
 use crate::stats::{self, Arm};
 
 fn q(name: &str) -> String {
@@ -246,9 +246,9 @@ async fn sums(c: &DatabaseConnection, sql: String) -> Result<VariantSums, sea_or
 }
 
 /// Whether a rows file is CSV: its `format` decides; without one, the extension does.
-fn is_csv(path: &str, format: Option<crate::dag::EventFormat>) -> bool {
+fn is_csv(path: &str, format: Option<super::EventFormat>) -> bool {
     match format {
-        Some(f) => f == crate::dag::EventFormat::Csv,
+        Some(f) => f == super::EventFormat::Csv,
         None => path.ends_with(".csv"),
     }
 }
@@ -282,7 +282,7 @@ async fn load_events(
     } else {
         ("TEXT", "TEXT")
     };
-    super::ensure_tables(
+    crate::kinds::env::ensure_tables(
         c,
         &[format!("CREATE TABLE IF NOT EXISTS weft_experiment_events (experiment TEXT NOT NULL, user_id TEXT NOT NULL, event TEXT NOT NULL, \"timestamp\" {ts} NOT NULL, properties {json} NOT NULL)")],
         &[],
@@ -412,7 +412,7 @@ async fn load_exposures(
 ) -> Result<(), String> {
     let pg = c.get_database_backend() == DbBackend::Postgres;
     let ts = if pg { "TIMESTAMPTZ" } else { "TEXT" };
-    super::ensure_tables(
+    crate::kinds::env::ensure_tables(
         c,
         &[format!("CREATE TABLE IF NOT EXISTS weft_exposures (experiment TEXT NOT NULL, user_id TEXT NOT NULL, variant TEXT NOT NULL, \"timestamp\" {ts} NOT NULL)")],
         &[],
@@ -971,7 +971,7 @@ async fn write_results(
     end: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
-    super::ensure_tables(
+    crate::kinds::env::ensure_tables(
         c,
         &["CREATE TABLE IF NOT EXISTS experiment_results (experiment TEXT NOT NULL, metric TEXT NOT NULL, variant TEXT NOT NULL, users BIGINT NOT NULL, \
          value DOUBLE PRECISION, diff DOUBLE PRECISION, diff_ci_low DOUBLE PRECISION, diff_ci_high DOUBLE PRECISION, rel_lift DOUBLE PRECISION, \

@@ -24,12 +24,12 @@ use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 use serde_json::{Map, Value as Json};
 
-use super::fetch::{Auth, get_json};
-use super::{RunContext, failure, ph};
+use super::{MetricsWindow, SurveyProvider, SurveySpec};
 use crate::config::expand_env;
 use crate::dag::template::rfc3339;
-use crate::dag::{MetricsWindow, SurveyProvider, SurveySpec};
 use crate::db::tasks::TryOutcome;
+use crate::kinds::env::{RunContext, failure, ph};
+use crate::kinds::fetch::{Auth, get_json};
 use crate::stats;
 
 /// One typed answer to one field.
@@ -457,7 +457,7 @@ async fn ensure_tables(
              csat_responses BIGINT NOT NULL, csat DOUBLE PRECISION, computed_at {ts} NOT NULL)"
         ),
     ];
-    super::ensure_tables(c, &creates, &[]).await
+    crate::kinds::env::ensure_tables(c, &creates, &[]).await
 }
 
 fn json_expr(pg: bool, v: Json) -> SimpleExpr {
@@ -1223,7 +1223,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &SurveySpec) -> TryOutcome {
         ))
         .await;
     if spec.nps_field.is_none() && spec.csat_field.is_none() {
-        return super::success();
+        return TryOutcome::success();
     }
     let range = period(spec.metrics_window, start, end);
     let rows = match compute_metrics(&conn, spec, range).await {
@@ -1259,7 +1259,7 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &SurveySpec) -> TryOutcome {
             .line(&format!("[weft] {label}{who}, {over}: {nps}{csat}"))
             .await;
     }
-    super::success()
+    TryOutcome::success()
 }
 
 // ------------------------------------------------------------------ reading back

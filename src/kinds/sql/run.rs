@@ -3,8 +3,8 @@
 
 use sea_orm::ConnectionTrait;
 
-use super::{RunContext, failure};
 use crate::db::tasks::TryOutcome;
+use crate::kinds::env::{RunContext, failure};
 
 pub async fn run(ctx: &mut RunContext<'_>, sql: &str, connection: &str) -> TryOutcome {
     let sql = match ctx.tmpl.render_for(sql, crate::dag::template::Quoting::Sql) {

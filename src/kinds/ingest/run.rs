@@ -17,10 +17,10 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 
-use super::fetch::{Auth, get_json};
-use super::{RunContext, failure};
-use crate::dag::{EventFormat, IngestSpec};
+use super::{EventFormat, IngestSpec};
 use crate::db::tasks::TryOutcome;
+use crate::kinds::env::{RunContext, failure};
+use crate::kinds::fetch::{Auth, get_json};
 
 /// One event ready to insert.
 #[derive(Debug, Clone)]
@@ -407,7 +407,7 @@ fn read_file(
 
 /// Pages through an HTTP source, sending events and rejects in batches.
 async fn fetch_http(
-    src: crate::dag::HttpEventSource,
+    src: super::HttpEventSource,
     url: String,
     token: Option<String>,
     tx: tokio::sync::mpsc::Sender<Vec<Item>>,
@@ -529,7 +529,7 @@ async fn ensure_tables(
             "CREATE TABLE IF NOT EXISTS {r} (source TEXT NOT NULL, line BIGINT NOT NULL, reason TEXT NOT NULL, raw TEXT NOT NULL, interval_start {ts} NOT NULL, loaded_at {ts} NOT NULL)"
         ),
     ];
-    super::ensure_tables(c, &creates, &[]).await
+    crate::kinds::env::ensure_tables(c, &creates, &[]).await
 }
 
 fn v_opt(s: &Option<String>) -> SimpleExpr {
@@ -558,7 +558,7 @@ async fn promote(
     start: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
-    let p = super::ph(b, 1);
+    let p = crate::kinds::env::ph(b, 1);
     let t = q(table);
     let cols = EVENT_COLUMNS.map(q).join(", ");
     let set = EVENT_COLUMNS[1..]
@@ -741,7 +741,7 @@ async fn clear_interval(
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
     let aff = affected(b);
-    let p = super::ph(b, 1);
+    let p = crate::kinds::env::ph(b, 1);
     c.execute_unprepared(&format!("DROP TABLE IF EXISTS {aff}"))
         .await?;
     c.execute_unprepared("CREATE TEMP TABLE weft_ingest_affected (message_id TEXT PRIMARY KEY)")
@@ -800,7 +800,7 @@ async fn owned_by(
     start: DateTime<Utc>,
 ) -> Result<u64, sea_orm::DbErr> {
     let b = c.get_database_backend();
-    let p = super::ph(b, 1);
+    let p = crate::kinds::env::ph(b, 1);
     let row = c
         .query_one_raw(sea_orm::Statement::from_sql_and_values(
             b,
@@ -1007,7 +1007,7 @@ async fn ledger(
 /// Where events come from.
 enum Feed {
     File(PathBuf),
-    Http(crate::dag::HttpEventSource, String, Option<String>),
+    Http(super::HttpEventSource, String, Option<String>),
 }
 
 async fn load_and_report(

@@ -11,10 +11,10 @@ use minijinja::Environment;
 use crate::dag::template::Quoting;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 
-use super::{RunContext, failure};
+use super::{Check, DataTest, Materialized, Model, TransformSpec};
 use crate::dag::template::TemplateContext;
-use crate::dag::{Check, DataTest, Materialized, Model, TransformSpec};
 use crate::db::tasks::TryOutcome;
+use crate::kinds::env::{RunContext, failure};
 
 fn q(name: &str) -> String {
     format!("\"{name}\"")
@@ -250,7 +250,7 @@ async fn record_results(
     results: &[TestResult],
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
-    super::ensure_tables(
+    crate::kinds::env::ensure_tables(
         c,
         &["CREATE TABLE IF NOT EXISTS weft_test_results (dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, test TEXT NOT NULL, \
          model TEXT NOT NULL, status TEXT NOT NULL, failures BIGINT NOT NULL, sample TEXT NOT NULL, checked_at TEXT NOT NULL)"

@@ -109,7 +109,7 @@ pub fn model(display: &str, sql: String) -> (Model, Vec<String>) {
             },
             "interval_column" if is_sql_name(&v) => interval_column = Some(v),
             "interval_column" => errors.push(format!("model {display}: interval_column \"{v}\" is not a plain column name")),
-            other => errors.push(format!("model {display}: unknown config key \"{other}\"{}", super::diag::did_you_mean(other, ["materialized", "interval_column"]))),
+            other => errors.push(format!("model {display}: unknown config key \"{other}\"{}", crate::dag::diag::did_you_mean(other, ["materialized", "interval_column"]))),
         }
     }
     if materialized == Materialized::Incremental && interval_column.is_none() {
@@ -128,13 +128,7 @@ pub fn model(display: &str, sql: String) -> (Model, Vec<String>) {
     )
 }
 
-pub fn is_sql_name(s: &str) -> bool {
-    s.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && s.len() <= 60
-}
+pub use crate::dag::is_sql_name;
 
 /// Build order of models (refs first), or every problem: unknown refs and cycles.
 pub fn order(models: &[Model]) -> Result<Vec<usize>, Vec<String>> {
@@ -152,7 +146,7 @@ pub fn order(models: &[Model]) -> Result<Vec<usize>, Vec<String>> {
                 None => errors.push(format!(
                     "model {} refers to unknown model \"{r}\"{}",
                     m.file,
-                    super::diag::did_you_mean(r, names.iter().copied())
+                    crate::dag::diag::did_you_mean(r, names.iter().copied())
                 )),
             }
         }

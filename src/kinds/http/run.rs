@@ -4,9 +4,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{RunContext, failure};
-use crate::dag::HttpSpec;
+use super::HttpSpec;
 use crate::db::tasks::TryOutcome;
+use crate::kinds::env::{RunContext, failure};
 
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();

@@ -1,16 +1,6 @@
-//! Task kinds: one file per kind. `execute` is the single entry point the executor
-//! calls, so a new kind plugs in here (and in `dag::parse`) without touching the
-//! scheduler.
-
-pub mod experiment;
-mod fetch;
-mod http;
-mod ingest;
-pub mod transform;
-pub use http::send as http_send;
-mod shell;
-mod sql;
-pub mod survey;
+//! What a kind's runner may use: [`RunContext`] (the rendered template context, the
+//! task's log, its cancellation, the warehouses) and the warehouse helpers shared by
+//! kinds. Nothing here reaches the executor or the scheduler.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,10 +12,10 @@ use tokio::sync::{Mutex, watch};
 
 use crate::config::{Connection, expand_env};
 use crate::dag::template::TemplateContext;
-use crate::dag::{Dag, Task, TaskKind};
+use crate::dag::{Dag, Task};
 use crate::db::Db;
 use crate::db::tasks::TryOutcome;
-use crate::executor::logs::LogSink;
+use crate::tasklog::LogSink;
 
 /// Everything a task kind needs to run one try.
 pub struct RunContext<'a> {
@@ -56,7 +46,7 @@ impl RunContext<'_> {
 
 /// A failed try with a message.
 pub fn failure(message: impl Into<String>) -> TryOutcome {
-    TryOutcome::failed(message.into())
+    TryOutcome::failed(message)
 }
 
 /// Creates warehouse tables so that concurrent tries, in this process or another, never
@@ -110,22 +100,6 @@ pub(crate) use crate::db::ph;
 /// A successful try.
 pub fn success() -> TryOutcome {
     TryOutcome::success()
-}
-
-/// Runs one try of a task and says how it ended. Never panics on bad input: every
-/// problem becomes a failed try with a message.
-pub async fn execute(ctx: &mut RunContext<'_>) -> TryOutcome {
-    let kind = ctx.task.kind.clone();
-    match &kind {
-        TaskKind::Shell { command, cwd } => shell::run(ctx, command, cwd.as_deref()).await,
-        TaskKind::Http(spec) => http::run(ctx, spec).await,
-        TaskKind::Sql { sql, connection } => sql::run(ctx, sql, connection).await,
-        TaskKind::Noop => TryOutcome::success(),
-        TaskKind::Ingest(spec) => ingest::run(ctx, spec).await,
-        TaskKind::Transform(spec) => transform::run(ctx, spec).await,
-        TaskKind::Experiment(spec) => experiment::run(ctx, spec).await,
-        TaskKind::SurveySync(spec) => survey::run(ctx, spec).await,
-    }
 }
 
 /// Pools of warehouse connections by name, opened on first use.

@@ -1,0 +1,38 @@
+//! `http`: one HTTP request.
+
+mod parse;
+pub mod run;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Kind, RunContext, Running, Spec};
+
+pub static KIND: Kind = Kind {
+    name: "http",
+    keys: &["url", "method", "headers", "body", "expected_status"],
+    doc_keys: "`url`, `method` (GET), `headers`, `body`, `expected_status` (any 2xx)",
+    summary: "one request; status and the start of the body are logged",
+    parse: |p, t, id, span| p.http(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
+    routes: None,
+};
+
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    pub url: String,
+    pub method: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// Accepted status codes; empty means any 2xx.
+    pub expected_status: Vec<u16>,
+}
+
+impl Spec for HttpSpec {
+    fn kind(&self) -> &'static Kind {
+        &KIND
+    }
+
+    fn run<'a>(&'a self, ctx: &'a mut RunContext<'_>) -> Running<'a> {
+        Box::pin(run::run(ctx, self))
+    }
+}
