@@ -113,6 +113,13 @@ pub enum UsersCommand {
         #[arg(long = "token-name", default_value = "default")]
         token_name: String,
     },
+    /// Set a user's password (prompted for, or read from stdin); their sessions end.
+    Password {
+        name: String,
+        /// Read the password from the first line of stdin (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Disable a user: logins and tokens stop working, sessions end.
     Disable { name: String },
     /// Enable a disabled user.
@@ -1646,6 +1653,25 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
     Ok(if failed > 0 || interrupted { 1 } else { 0 })
 }
 
+/// A new password, prompted for twice on the terminal or read from stdin, checked and
+/// hashed.
+fn new_password_hash(name: &str, from_stdin: bool) -> Result<String> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        let p = rpassword::prompt_password(format!("password for {name}: "))?;
+        let again = rpassword::prompt_password("again: ")?;
+        if p != again {
+            bail!("the passwords differ");
+        }
+        p
+    };
+    crate::web::auth::check_password(&password).map_err(|e| anyhow!(e))?;
+    crate::web::auth::hash_password(&password).map_err(|e| anyhow!(e))
+}
+
 async fn find_user(db: &crate::db::Db, name: &str) -> Result<crate::db::entities::user::Model> {
     crate::db::users::find_by_name(&db.conn, name)
         .await?
@@ -1654,16 +1680,23 @@ async fn find_user(db: &crate::db::Db, name: &str) -> Result<crate::db::entities
 
 async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
     // Without a terminal to ask on, say so before touching anything.
-    if let UsersCommand::Create {
-        name,
-        role,
-        password_stdin: false,
-    } = &c
-    {
+    let asks = match &c {
+        UsersCommand::Create {
+            name,
+            role,
+            password_stdin: false,
+        } => Some(format!("create {name} --role {role}")),
+        UsersCommand::Password {
+            name,
+            password_stdin: false,
+        } => Some(format!("password {name}")),
+        _ => None,
+    };
+    if let Some(args) = asks {
         use std::io::IsTerminal;
         if !std::io::stdin().is_terminal() {
             bail!(
-                "no terminal to ask for the password on; pipe it in with --password-stdin (echo 'secret' | weft users create {name} --role {role} --password-stdin)"
+                "no terminal to ask for the password on; pipe it in with --password-stdin (echo 'secret' | weft users {args} --password-stdin)"
             );
         }
     }
@@ -1677,22 +1710,18 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             let role =
                 crate::db::Role::parse(&role).ok_or_else(|| anyhow!("unknown role {role}"))?;
             crate::web::auth::check_username(&name).map_err(|e| anyhow!(e))?;
-            let password = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                line.trim_end_matches(['\n', '\r']).to_string()
-            } else {
-                let p = rpassword::prompt_password(format!("password for {name}: "))?;
-                let again = rpassword::prompt_password("again: ")?;
-                if p != again {
-                    bail!("the passwords differ");
-                }
-                p
-            };
-            crate::web::auth::check_password(&password).map_err(|e| anyhow!(e))?;
-            let hash = crate::web::auth::hash_password(&password).map_err(|e| anyhow!(e))?;
+            let hash = new_password_hash(&name, password_stdin)?;
             crate::db::users::create(&db.conn, &name, &hash, role, Utc::now()).await?;
             println!("created {role} {name}");
+        }
+        UsersCommand::Password {
+            name,
+            password_stdin,
+        } => {
+            let user = find_user(&db, &name).await?;
+            let hash = new_password_hash(&name, password_stdin)?;
+            crate::db::users::set_password_hash(&db.conn, user.id, &hash).await?;
+            println!("password of {name} changed; their sessions ended");
         }
         UsersCommand::Token {
             name,

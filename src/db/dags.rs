@@ -139,6 +139,13 @@ pub async fn retain_import_errors<C: ConnectionTrait>(c: &C, current: &[String])
     Ok(())
 }
 
+/// How many files have import errors (every page's layout shows it).
+pub async fn count_import_errors<C: ConnectionTrait>(c: &C) -> DbResult<usize> {
+    use sea_orm::PaginatorTrait;
+    let n = import_error::Entity::find().count(c).await?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 pub async fn import_errors<C: ConnectionTrait>(c: &C) -> DbResult<Vec<import_error::Model>> {
     Ok(import_error::Entity::find()
         .order_by_asc(import_error::Column::Fileloc)

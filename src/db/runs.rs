@@ -303,11 +303,3 @@ pub async fn list_runs<C: ConnectionTrait>(c: &C, f: &RunFilter) -> DbResult<Vec
         .all(c)
         .await?)
 }
-
-/// Runs that are running, for the orphan sweep and startup repair.
-pub async fn running_runs<C: ConnectionTrait>(c: &C) -> DbResult<Vec<dag_run::Model>> {
-    Ok(dag_run::Entity::find()
-        .filter(dag_run::Column::State.eq(RunState::Running.as_str()))
-        .all(c)
-        .await?)
-}

@@ -55,11 +55,6 @@ impl ManualClock {
     pub fn set(&self, t: DateTime<Utc>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
     }
-
-    pub fn advance(&self, d: chrono::Duration) {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *g += d;
-    }
 }
 
 impl Clock for ManualClock {

@@ -54,7 +54,7 @@ pub(crate) async fn layout(
     notice: Option<String>,
 ) -> Result<Layout> {
     viewer.can_read(state)?;
-    let import_errors = dags::import_errors(&state.db.conn).await?.len();
+    let import_errors = dags::count_import_errors(&state.db.conn).await?;
     Ok(Layout {
         title,
         nav,

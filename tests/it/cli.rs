@@ -461,6 +461,95 @@ fn a_closed_pipe_limit_zero_and_no_terminal_are_handled() {
     assert_eq!(v[0]["paused"], true);
 }
 
+/// `weft <args>` in `dir` with `input` on stdin.
+fn run_with_stdin(dir: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = weft()
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+#[tokio::test]
+async fn users_password_sets_a_new_password_and_ends_sessions() {
+    let dir = project(&[("d", "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n")]);
+    let o = run_with_stdin(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "ada",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        "first password\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = weft()
+        .current_dir(dir.path())
+        .args(["users", "password", "ada"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(
+        !o.status.success() && text(&o).contains("weft users password ada --password-stdin"),
+        "{}",
+        text(&o)
+    );
+    let o = run_with_stdin(
+        dir.path(),
+        &["users", "password", "ada", "--password-stdin"],
+        "short\n",
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("8 characters"),
+        "{}",
+        text(&o)
+    );
+    let o = run_with_stdin(
+        dir.path(),
+        &["users", "password", "ada", "--password-stdin"],
+        "second password\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let url = format!("sqlite://{}?mode=ro", dir.path().join("weft.db").display());
+    let db = weft::db::Db::connect(&url).await.expect("db");
+    let ada = weft::db::users::find_by_name(&db.conn, "ada")
+        .await
+        .expect("q")
+        .expect("ada");
+    assert!(weft::web::auth::verify_password(
+        "second password",
+        &ada.password_hash
+    ));
+    assert!(!weft::web::auth::verify_password(
+        "first password",
+        &ada.password_hash
+    ));
+    let o = run_with_stdin(
+        dir.path(),
+        &["users", "password", "nobody", "--password-stdin"],
+        "second password\n",
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("nobody"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn serve_on_a_busy_port_fails_before_announcing_or_creating_anything() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
