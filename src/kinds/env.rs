@@ -94,9 +94,6 @@ where
     }
 }
 
-/// The `i`-th (from 1) bind placeholder of a warehouse statement.
-pub(crate) use crate::db::ph;
-
 /// A successful try.
 pub fn success() -> TryOutcome {
     TryOutcome::success()

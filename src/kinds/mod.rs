@@ -10,6 +10,7 @@
 //! context, the task's log, cancellation and the warehouses), never to the executor or
 //! the scheduler.
 
+pub mod dialect;
 pub mod env;
 mod fetch;
 

@@ -10,16 +10,10 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Transac
 use super::{AnalysisRange, ExperimentSpec, Metric, MetricKind, RowSource};
 use crate::dag::template::rfc3339;
 use crate::db::tasks::TryOutcome;
-use crate::kinds::env::{RunContext, failure, ph};
+use crate::kinds::dialect::ph;
+use crate::kinds::dialect::{exact_time as t, ident as q, json_text as prop, lit};
+use crate::kinds::env::{RunContext, failure};
 use crate::stats::{self, Arm};
-
-fn q(name: &str) -> String {
-    format!("\"{name}\"")
-}
-
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
 
 /// Per-variant sums of the per-user values: (variant, users, sums).
 type VariantSums = Vec<(String, i64, stats::RatioSums)>;
@@ -31,18 +25,6 @@ struct Bounds {
     end: DateTime<Utc>,
     start: Option<DateTime<Utc>>,
     first_from: Option<DateTime<Utc>>,
-}
-
-/// A JSON property of the events table's `properties`.
-fn prop(pg: bool, alias: &str, key: &str) -> String {
-    if pg {
-        format!("{alias}properties ->> {}", lit(key))
-    } else {
-        format!(
-            "json_extract({alias}properties, {})",
-            lit(&format!("$.\"{key}\""))
-        )
-    }
 }
 
 /// The relation exposures are read from: a table, or by default the `$exposure` and
@@ -61,19 +43,6 @@ fn exposures_relation(pg: bool, table: Option<&str>, events: &str) -> String {
             prop(pg, "", "$feature_flag_response"),
             events
         ),
-    }
-}
-
-/// A time column compared exactly on both backends: a timestamp on PostgreSQL
-/// (microseconds), integer milliseconds since the epoch on SQLite (which keeps
-/// milliseconds; `julianday` floats made `t0 + 7m` miss events exactly at the edge).
-fn t(pg: bool, expr: &str) -> String {
-    if pg {
-        format!("CAST({expr} AS TIMESTAMPTZ)")
-    } else {
-        // Seconds with milliseconds, scaled and rounded: exact integers (doubles hold
-        // every millisecond count of the next 280,000 years exactly).
-        format!("CAST(ROUND(unixepoch({expr}, 'subsec') * 1000) AS INTEGER)")
     }
 }
 

@@ -19,6 +19,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, 
 
 use super::{EventFormat, IngestSpec};
 use crate::db::tasks::TryOutcome;
+use crate::kinds::dialect::ident as q;
 use crate::kinds::env::{RunContext, failure};
 use crate::kinds::fetch::{Auth, get_json};
 
@@ -483,10 +484,6 @@ async fn fetch_http(
     Ok(())
 }
 
-fn q(name: &str) -> String {
-    format!("\"{name}\"")
-}
-
 /// Creates the target and rejects tables when missing.
 async fn ensure_tables(
     c: &(impl ConnectionTrait + sea_orm::TransactionTrait),
@@ -558,7 +555,7 @@ async fn promote(
     start: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
-    let p = crate::kinds::env::ph(b, 1);
+    let p = crate::kinds::dialect::ph(b, 1);
     let t = q(table);
     let cols = EVENT_COLUMNS.map(q).join(", ");
     let set = EVENT_COLUMNS[1..]
@@ -741,7 +738,7 @@ async fn clear_interval(
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
     let aff = affected(b);
-    let p = crate::kinds::env::ph(b, 1);
+    let p = crate::kinds::dialect::ph(b, 1);
     c.execute_unprepared(&format!("DROP TABLE IF EXISTS {aff}"))
         .await?;
     c.execute_unprepared("CREATE TEMP TABLE weft_ingest_affected (message_id TEXT PRIMARY KEY)")
@@ -800,7 +797,7 @@ async fn owned_by(
     start: DateTime<Utc>,
 ) -> Result<u64, sea_orm::DbErr> {
     let b = c.get_database_backend();
-    let p = crate::kinds::env::ph(b, 1);
+    let p = crate::kinds::dialect::ph(b, 1);
     let row = c
         .query_one_raw(sea_orm::Statement::from_sql_and_values(
             b,

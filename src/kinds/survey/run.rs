@@ -28,7 +28,8 @@ use super::{MetricsWindow, SurveyProvider, SurveySpec};
 use crate::config::expand_env;
 use crate::dag::template::rfc3339;
 use crate::db::tasks::TryOutcome;
-use crate::kinds::env::{RunContext, failure, ph};
+use crate::kinds::dialect::{ph, time_col, time_param};
+use crate::kinds::env::{RunContext, failure};
 use crate::kinds::fetch::{Auth, get_json};
 use crate::stats;
 
@@ -622,23 +623,6 @@ async fn store_page(
         txn.execute_raw(b.build(&ins)).await?;
     }
     txn.commit().await
-}
-
-/// A time column compared as a time on both backends.
-fn time_col(b: DbBackend, col: &str) -> String {
-    if b == DbBackend::Postgres {
-        col.to_string()
-    } else {
-        format!("julianday({col})")
-    }
-}
-
-fn time_param(b: DbBackend, i: usize) -> String {
-    if b == DbBackend::Postgres {
-        format!("CAST(${i} AS TIMESTAMPTZ)")
-    } else {
-        "julianday(?)".into()
-    }
 }
 
 async fn high_water(

@@ -14,15 +14,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Transac
 use super::{Check, DataTest, Materialized, Model, TransformSpec};
 use crate::dag::template::TemplateContext;
 use crate::db::tasks::TryOutcome;
+use crate::kinds::dialect::{ident as q, lit};
 use crate::kinds::env::{RunContext, failure};
-
-fn q(name: &str) -> String {
-    format!("\"{name}\"")
-}
-
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
 
 /// Renders a model: the run's variables, `ref("m")` as the quoted relation name, and
 /// `config(...)` as nothing.
