@@ -132,6 +132,13 @@ impl Warehouses {
                 crate::db::redact_url(&e.to_string())
             )
         })?;
+        // The kinds' warehouse tables, once per warehouse (recorded in it).
+        super::warehouse::migrate(&db.conn).await.map_err(|e| {
+            format!(
+                "connection \"{name}\": cannot create weft's tables: {}",
+                crate::db::redact_url(&e.to_string())
+            )
+        })?;
         open.insert(name.to_string(), db.conn.clone());
         Ok(db.conn)
     }

@@ -13,6 +13,7 @@
 pub mod dialect;
 pub mod env;
 mod fetch;
+pub mod warehouse;
 
 pub mod experiment;
 pub mod http;
@@ -57,6 +58,8 @@ pub struct Kind {
     /// The keys as the README's table of kinds shows them (with defaults).
     pub doc_keys: &'static str,
     pub(crate) parse: ParseFn,
+    /// Versioned migrations of the warehouse tables the kind writes.
+    pub warehouse: &'static [warehouse::Migration],
     /// The routes of the kind's pages, if it has any (their handlers live in its folder).
     pub routes: Option<fn() -> axum::Router<crate::web::AppState>>,
 }

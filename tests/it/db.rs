@@ -317,3 +317,49 @@ async fn ui_aggregates_run_on_every_backend() {
         t.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn warehouse_tables_are_migrated_once_per_warehouse_and_legacy_tables_catch_up() {
+    use sea_orm::ConnectionTrait;
+    for t in crate::support::backends().await {
+        let c = &t.db.conn;
+        // A results table as an early release made it: without the later columns.
+        c.execute_unprepared(
+            "CREATE TABLE experiment_results (experiment TEXT NOT NULL, metric TEXT NOT NULL, variant TEXT NOT NULL, users BIGINT NOT NULL, \
+             value DOUBLE PRECISION, diff DOUBLE PRECISION, diff_ci_low DOUBLE PRECISION, diff_ci_high DOUBLE PRECISION, rel_lift DOUBLE PRECISION, \
+             rel_lift_ci_low DOUBLE PRECISION, rel_lift_ci_high DOUBLE PRECISION, p_value DOUBLE PRECISION, srm_p_value DOUBLE PRECISION, \
+             excluded_users BIGINT NOT NULL, interval_end TEXT NOT NULL, computed_at TEXT NOT NULL)",
+        )
+        .await
+        .expect("legacy table");
+        let first = weft::kinds::warehouse::migrate(c).await.expect("migrate");
+        let with_tables = weft::kinds::KINDS
+            .iter()
+            .map(|k| k.warehouse.len())
+            .sum::<usize>();
+        assert_eq!(first, with_tables);
+        assert_eq!(weft::kinds::warehouse::migrate(c).await.expect("again"), 0);
+        assert_eq!(
+            crate::support::scalar(&t.db, "SELECT COUNT(*) FROM weft_warehouse_migrations").await,
+            i64::try_from(with_tables).expect("n")
+        );
+        // The legacy table has the new columns, and the other tables exist.
+        c.execute_unprepared(
+            "INSERT INTO experiment_results VALUES ('e', 'm', 'v', 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 'x', 'y', 0.5, 'why')",
+        )
+        .await
+        .expect("new columns");
+        for table in [
+            "survey_responses",
+            "survey_metrics",
+            "weft_test_results",
+            "weft_exposures",
+        ] {
+            assert_eq!(
+                crate::support::scalar(&t.db, &format!("SELECT COUNT(*) FROM {table}")).await,
+                0
+            );
+        }
+        t.cleanup().await;
+    }
+}

@@ -31,6 +31,7 @@ pub static KIND: Kind = Kind {
         p.experiment(t, id, span)
             .map(|s| Arc::new(s) as Arc<dyn Spec>)
     },
+    warehouse: run::MIGRATIONS,
     routes: Some(page::router),
 };
 

@@ -13,7 +13,32 @@ use crate::db::tasks::TryOutcome;
 use crate::kinds::dialect::ph;
 use crate::kinds::dialect::{exact_time as t, ident as q, json_text as prop, lit};
 use crate::kinds::env::{RunContext, failure};
+use crate::kinds::warehouse::Migration;
 use crate::stats::{self, Arm};
+
+/// The warehouse tables of the experiment kind (see `kinds::warehouse`): the results,
+/// and the tables exposures and events from files are loaded into.
+pub static MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    statements: |pg| {
+        let (ts, json) = crate::kinds::warehouse::types(pg);
+        vec![
+            "CREATE TABLE IF NOT EXISTS experiment_results (experiment TEXT NOT NULL, metric TEXT NOT NULL, variant TEXT NOT NULL, users BIGINT NOT NULL, \
+             value DOUBLE PRECISION, diff DOUBLE PRECISION, diff_ci_low DOUBLE PRECISION, diff_ci_high DOUBLE PRECISION, rel_lift DOUBLE PRECISION, \
+             rel_lift_ci_low DOUBLE PRECISION, rel_lift_ci_high DOUBLE PRECISION, p_value DOUBLE PRECISION, srm_p_value DOUBLE PRECISION, \
+             excluded_users BIGINT NOT NULL, interval_end TEXT NOT NULL, computed_at TEXT NOT NULL, \
+             p_value_adjusted DOUBLE PRECISION, reason TEXT)"
+                .to_string(),
+            format!("CREATE TABLE IF NOT EXISTS weft_experiment_events (experiment TEXT NOT NULL, user_id TEXT NOT NULL, event TEXT NOT NULL, \"timestamp\" {ts} NOT NULL, properties {json} NOT NULL)"),
+            format!("CREATE TABLE IF NOT EXISTS weft_exposures (experiment TEXT NOT NULL, user_id TEXT NOT NULL, variant TEXT NOT NULL, \"timestamp\" {ts} NOT NULL)"),
+        ]
+    },
+    // Results tables made before these columns existed get them.
+    add_columns: &[
+        ("experiment_results", "p_value_adjusted DOUBLE PRECISION"),
+        ("experiment_results", "reason TEXT"),
+    ],
+}];
 
 /// Per-variant sums of the per-user values: (variant, users, sums).
 type VariantSums = Vec<(String, i64, stats::RatioSums)>;
@@ -246,18 +271,6 @@ async fn load_events(
     csv_format: bool,
 ) -> Result<usize, String> {
     let pg = c.get_database_backend() == DbBackend::Postgres;
-    let (ts, json) = if pg {
-        ("TIMESTAMPTZ", "JSONB")
-    } else {
-        ("TEXT", "TEXT")
-    };
-    crate::kinds::env::ensure_tables(
-        c,
-        &[format!("CREATE TABLE IF NOT EXISTS weft_experiment_events (experiment TEXT NOT NULL, user_id TEXT NOT NULL, event TEXT NOT NULL, \"timestamp\" {ts} NOT NULL, properties {json} NOT NULL)")],
-        &[],
-    )
-    .await
-    .map_err(|e| e.to_string())?;
     let full = ctx.base_dir().join(path);
     let text =
         std::fs::read_to_string(&full).map_err(|e| format!("cannot read events {path}: {e}"))?;
@@ -380,14 +393,6 @@ async fn load_exposures(
     csv_format: bool,
 ) -> Result<(), String> {
     let pg = c.get_database_backend() == DbBackend::Postgres;
-    let ts = if pg { "TIMESTAMPTZ" } else { "TEXT" };
-    crate::kinds::env::ensure_tables(
-        c,
-        &[format!("CREATE TABLE IF NOT EXISTS weft_exposures (experiment TEXT NOT NULL, user_id TEXT NOT NULL, variant TEXT NOT NULL, \"timestamp\" {ts} NOT NULL)")],
-        &[],
-    )
-    .await
-    .map_err(|e| e.to_string())?;
     let full = ctx.base_dir().join(path);
     let text =
         std::fs::read_to_string(&full).map_err(|e| format!("cannot read exposures {path}: {e}"))?;
@@ -940,21 +945,6 @@ async fn write_results(
     end: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
-    crate::kinds::env::ensure_tables(
-        c,
-        &["CREATE TABLE IF NOT EXISTS experiment_results (experiment TEXT NOT NULL, metric TEXT NOT NULL, variant TEXT NOT NULL, users BIGINT NOT NULL, \
-         value DOUBLE PRECISION, diff DOUBLE PRECISION, diff_ci_low DOUBLE PRECISION, diff_ci_high DOUBLE PRECISION, rel_lift DOUBLE PRECISION, \
-         rel_lift_ci_low DOUBLE PRECISION, rel_lift_ci_high DOUBLE PRECISION, p_value DOUBLE PRECISION, srm_p_value DOUBLE PRECISION, \
-         excluded_users BIGINT NOT NULL, interval_end TEXT NOT NULL, computed_at TEXT NOT NULL, \
-         p_value_adjusted DOUBLE PRECISION, reason TEXT)"
-            .to_string()],
-        // Tables made before these columns existed get them.
-        &[
-            ("experiment_results", "p_value_adjusted DOUBLE PRECISION"),
-            ("experiment_results", "reason TEXT"),
-        ],
-    )
-    .await?;
     let txn = c.begin().await?;
     let end_s = rfc3339(end);
     let del = format!(

@@ -14,6 +14,7 @@ pub static KIND: Kind = Kind {
     doc_keys: "`url`, `method` (GET), `headers`, `body`, `expected_status` (any 2xx)",
     summary: "one request; status and the start of the body are logged",
     parse: |p, t, id, span| p.http(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
+    warehouse: &[],
     routes: None,
 };
 

@@ -21,6 +21,7 @@ pub static KIND: Kind = Kind {
     doc_keys: "`source = { path \\| dir \\| url, format, allow_empty, ... }`, `table`, `connection`, `max_reject_ratio` (0), `out_of_interval` (`keep`)",
     summary: "loads events from JSONL or CSV files into a warehouse table (below)",
     parse: |p, t, id, span| p.ingest(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
+    warehouse: &[],
     routes: None,
 };
 

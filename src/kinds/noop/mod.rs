@@ -12,6 +12,7 @@ pub static KIND: Kind = Kind {
     doc_keys: "",
     summary: "succeeds at once, in process (a join point, like Airflow's EmptyOperator)",
     parse: |_, _, _, _| Some(Arc::new(NoopSpec)),
+    warehouse: &[],
     routes: None,
 };
 

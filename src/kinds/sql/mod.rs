@@ -13,6 +13,7 @@ pub static KIND: Kind = Kind {
     doc_keys: "`sql` or `file`, `connection` (`warehouse`)",
     summary: "runs the statements on a warehouse connection",
     parse: |p, t, id, span| p.sql(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
+    warehouse: &[],
     routes: None,
 };
 

@@ -31,6 +31,7 @@ pub static KIND: Kind = Kind {
     doc_keys: "`provider`, `form_id`, `base_url`, `token`, `path`, `page_size`, `nps_field`, `csat_field`, `user_field`, `segments`, `metrics_window`, `key_header`, `connection`",
     summary: "survey responses from Typeform, Zigpoll or a CSV export into the warehouse, then NPS/CSAT (below)",
     parse: |p, t, id, span| p.survey(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
+    warehouse: run::MIGRATIONS,
     routes: Some(page::router),
 };
 

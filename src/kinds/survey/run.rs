@@ -31,6 +31,7 @@ use crate::db::tasks::TryOutcome;
 use crate::kinds::dialect::{ph, time_col, time_param};
 use crate::kinds::env::{RunContext, failure};
 use crate::kinds::fetch::{Auth, get_json};
+use crate::kinds::warehouse::Migration;
 use crate::stats;
 
 /// One typed answer to one field.
@@ -422,16 +423,16 @@ fn reject(item: &Json, source: &str, reason: String) -> Reject {
     }
 }
 
-async fn ensure_tables(
-    c: &(impl ConnectionTrait + sea_orm::TransactionTrait),
-) -> Result<(), sea_orm::DbErr> {
-    let pg = c.get_database_backend() == DbBackend::Postgres;
-    let (ts, json, boolean) = if pg {
-        ("TIMESTAMPTZ", "JSONB", "BOOLEAN")
-    } else {
-        ("TEXT", "TEXT", "INTEGER")
-    };
-    let creates = [
+/// The warehouse tables of the survey kind (see `kinds::warehouse`).
+pub static MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    statements: |pg| {
+        let (ts, json, boolean) = if pg {
+            ("TIMESTAMPTZ", "JSONB", "BOOLEAN")
+        } else {
+            ("TEXT", "TEXT", "INTEGER")
+        };
+        vec![
         format!(
             "CREATE TABLE IF NOT EXISTS survey_responses (provider TEXT NOT NULL, form_id TEXT NOT NULL, token TEXT NOT NULL, \
              submitted_at {ts} NOT NULL, landed_at {ts}, user_id TEXT, hidden {json} NOT NULL, nps_score INTEGER, csat_score INTEGER, \
@@ -457,9 +458,10 @@ async fn ensure_tables(
              detractors BIGINT NOT NULL, nps DOUBLE PRECISION, nps_se DOUBLE PRECISION, nps_ci_low DOUBLE PRECISION, nps_ci_high DOUBLE PRECISION, \
              csat_responses BIGINT NOT NULL, csat DOUBLE PRECISION, computed_at {ts} NOT NULL)"
         ),
-    ];
-    crate::kinds::env::ensure_tables(c, &creates, &[]).await
-}
+    ]
+    },
+    add_columns: &[],
+}];
 
 fn json_expr(pg: bool, v: Json) -> SimpleExpr {
     if pg {
@@ -1156,9 +1158,6 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &SurveySpec) -> TryOutcome {
         (Ok(s), Ok(e)) => (s.with_timezone(&Utc), e.with_timezone(&Utc)),
         _ => return failure("the run has no valid data interval"),
     };
-    if let Err(e) = ensure_tables(&conn).await {
-        return failure(format!("{label}: cannot create the survey tables: {e}"));
-    }
     let mark = match high_water(&conn, spec.provider.name(), &spec.form_id).await {
         Ok(m) => m,
         Err(e) => return failure(format!("{label}: cannot read the high-water mark: {e}")),

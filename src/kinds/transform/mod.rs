@@ -19,6 +19,7 @@ pub static KIND: Kind = Kind {
         p.transform(t, id, span)
             .map(|s| Arc::new(s) as Arc<dyn Spec>)
     },
+    warehouse: run::MIGRATIONS,
     routes: None,
 };
 

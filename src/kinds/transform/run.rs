@@ -16,6 +16,18 @@ use crate::dag::template::TemplateContext;
 use crate::db::tasks::TryOutcome;
 use crate::kinds::dialect::{ident as q, lit};
 use crate::kinds::env::{RunContext, failure};
+use crate::kinds::warehouse::Migration;
+
+/// The warehouse tables of the transform kind (see `kinds::warehouse`).
+pub static MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    statements: |_| {
+        vec!["CREATE TABLE IF NOT EXISTS weft_test_results (dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, test TEXT NOT NULL, \
+         model TEXT NOT NULL, status TEXT NOT NULL, failures BIGINT NOT NULL, sample TEXT NOT NULL, checked_at TEXT NOT NULL)"
+            .to_string()]
+    },
+    add_columns: &[],
+}];
 
 /// Renders a model: the run's variables, `ref("m")` as the quoted relation name, and
 /// `config(...)` as nothing.
@@ -243,14 +255,6 @@ async fn record_results(
     results: &[TestResult],
 ) -> Result<(), sea_orm::DbErr> {
     let b = c.get_database_backend();
-    crate::kinds::env::ensure_tables(
-        c,
-        &["CREATE TABLE IF NOT EXISTS weft_test_results (dag_id TEXT NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL, test TEXT NOT NULL, \
-         model TEXT NOT NULL, status TEXT NOT NULL, failures BIGINT NOT NULL, sample TEXT NOT NULL, checked_at TEXT NOT NULL)"
-            .to_string()],
-        &[],
-    )
-    .await?;
     let now = crate::dag::template::rfc3339(Utc::now());
     for r in results {
         let sql = if b == DbBackend::Postgres {
