@@ -1653,29 +1653,23 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
     Ok(if failed > 0 || interrupted { 1 } else { 0 })
 }
 
-/// A new password, prompted for twice on the terminal or read from stdin, checked and
-/// hashed.
-fn new_password_hash(name: &str, from_stdin: bool) -> Result<String> {
-    let password = if from_stdin {
+/// A new password, prompted for twice on the terminal or read from stdin.
+fn read_new_password(name: &str, from_stdin: bool) -> Result<String> {
+    if from_stdin {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
-        line.trim_end_matches(['\n', '\r']).to_string()
-    } else {
-        let p = rpassword::prompt_password(format!("password for {name}: "))?;
-        let again = rpassword::prompt_password("again: ")?;
-        if p != again {
-            bail!("the passwords differ");
-        }
-        p
-    };
-    crate::web::auth::check_password(&password).map_err(|e| anyhow!(e))?;
-    crate::web::auth::hash_password(&password).map_err(|e| anyhow!(e))
+        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+    let p = rpassword::prompt_password(format!("password for {name}: "))?;
+    let again = rpassword::prompt_password("again: ")?;
+    if p != again {
+        bail!("the passwords differ");
+    }
+    Ok(p)
 }
 
 async fn find_user(db: &crate::db::Db, name: &str) -> Result<crate::db::entities::user::Model> {
-    crate::db::users::find_by_name(&db.conn, name)
-        .await?
-        .ok_or_else(|| anyhow!("no user \"{name}\""))
+    Ok(crate::accounts::find(db, name).await?)
 }
 
 async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
@@ -1709,18 +1703,18 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
         } => {
             let role =
                 crate::db::Role::parse(&role).ok_or_else(|| anyhow!("unknown role {role}"))?;
-            crate::web::auth::check_username(&name).map_err(|e| anyhow!(e))?;
-            let hash = new_password_hash(&name, password_stdin)?;
-            crate::db::users::create(&db.conn, &name, &hash, role, Utc::now()).await?;
+            crate::accounts::check_username(&name)?;
+            let password = read_new_password(&name, password_stdin)?;
+            crate::accounts::create_user(&db, &name, &password, role, Utc::now()).await?;
             println!("created {role} {name}");
         }
         UsersCommand::Password {
             name,
             password_stdin,
         } => {
-            let user = find_user(&db, &name).await?;
-            let hash = new_password_hash(&name, password_stdin)?;
-            crate::db::users::set_password_hash(&db.conn, user.id, &hash).await?;
+            find_user(&db, &name).await?;
+            let password = read_new_password(&name, password_stdin)?;
+            crate::accounts::set_password(&db, &name, &password).await?;
             println!("password of {name} changed; their sessions ended");
         }
         UsersCommand::Token {
@@ -1738,9 +1732,6 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
                 }
                 .to_string()
             });
-            if scope == "operate" && user.role == crate::db::Role::Viewer {
-                bail!("user \"{name}\" is a viewer; an operate token needs an operator or admin");
-            }
             let now = Utc::now();
             let expires_at = match expires_in {
                 Some(e) => {
@@ -1753,17 +1744,9 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
                 }
                 None => None,
             };
-            let (token, hash) = crate::web::auth::new_token();
-            crate::db::users::create_token(
-                &db.conn,
-                user.id,
-                &token_name,
-                &hash,
-                &scope,
-                expires_at,
-                now,
-            )
-            .await?;
+            let token =
+                crate::accounts::issue_token(&db, &user, &token_name, &scope, expires_at, now)
+                    .await?;
             println!("{token}");
             eprintln!(
                 "API token \"{token_name}\" for {name} (scope {scope}{}); it is shown only now. Send it as: Authorization: Bearer <token>",
@@ -1805,24 +1788,22 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
         }
         UsersCommand::Revoke { name, token_name } => {
             let user = find_user(&db, &name).await?;
-            if !crate::db::users::revoke_token(&db.conn, user.id, &token_name).await? {
-                bail!("user \"{name}\" has no token named \"{token_name}\"");
-            }
+            crate::accounts::revoke_token(&db, &user, &token_name).await?;
             println!("revoked token \"{token_name}\" of {name}");
         }
         UsersCommand::Disable { name } => {
             let user = find_user(&db, &name).await?;
-            crate::db::users::set_disabled(&db.conn, user.id, true).await?;
+            crate::accounts::set_disabled(&db, &user, true).await?;
             println!("disabled {name}: logins and tokens refused, sessions ended");
         }
         UsersCommand::Enable { name } => {
             let user = find_user(&db, &name).await?;
-            crate::db::users::set_disabled(&db.conn, user.id, false).await?;
+            crate::accounts::set_disabled(&db, &user, false).await?;
             println!("enabled {name}");
         }
         UsersCommand::Delete { name } => {
             let user = find_user(&db, &name).await?;
-            crate::db::users::delete(&db.conn, user.id).await?;
+            crate::accounts::delete_user(&db, &user).await?;
             println!("deleted {name} with their sessions and tokens");
         }
         UsersCommand::List => {

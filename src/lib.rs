@@ -1,6 +1,7 @@
 //! weft: a workflow orchestrator for data teams. DAGs in TOML, a crash-safe scheduler,
 //! and a database of record on SQLite or PostgreSQL.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod dag;

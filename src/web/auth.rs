@@ -1,7 +1,7 @@
 //! Who is asking: users from the session cookie (signed) or a bearer token (stored
 //! hashed), roles, password hashing (argon2), login and logout.
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use crate::accounts::{dummy_hash, new_token, token_hash, verify_password};
 use axum::Form;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -12,7 +12,6 @@ use axum_extra::extract::SignedCookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use chrono::Utc;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
@@ -143,57 +142,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<String> {
     v.strip_prefix("Bearer ").map(|t| t.trim().to_string())
 }
 
-/// A new user's name: 1-64 letters, digits and `. _ - @`.
-pub fn check_username(username: &str) -> std::result::Result<(), String> {
-    if username.is_empty()
-        || username.len() > 64
-        || !username
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
-    {
-        return Err("user names use 1-64 letters, digits and . _ - @".into());
-    }
-    Ok(())
-}
-
-/// A new password: at least 8 characters.
-pub fn check_password(password: &str) -> std::result::Result<(), String> {
-    if password.chars().count() < 8 {
-        return Err("passwords need at least 8 characters".into());
-    }
-    Ok(())
-}
-
-/// An argon2id PHC string.
-pub fn hash_password(password: &str) -> std::result::Result<String, String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
-}
-
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), hash)
-        .is_ok()
-}
-
-/// API tokens have ~244 random bits, so a fast hash is enough to store them.
-pub fn token_hash(token: &str) -> String {
-    format!("{:x}", Sha256::digest(token.as_bytes()))
-}
-
-/// A new API token and its hash.
-pub fn new_token() -> (String, String) {
-    let token = format!(
-        "weft_{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let hash = token_hash(&token);
-    (token, hash)
-}
-
 /// Only same-site paths are followed after login: one leading `/`, then no `/` or `\\`
 /// right after it, no backslash and no control character anywhere (browsers drop tabs
 /// and newlines, so `/\t/evil.example` would become `//evil.example`).
@@ -271,13 +219,6 @@ impl LoginGuard {
             map.remove(k);
         }
     }
-}
-
-/// An argon2 hash to check passwords of unknown users against, so a login takes as
-/// long whether or not the user exists.
-fn dummy_hash() -> &'static str {
-    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    H.get_or_init(|| hash_password("weft-dummy-password").unwrap_or_default())
 }
 
 /// The client's address, when the server knows it (`ConnectInfo`).

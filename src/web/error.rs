@@ -70,6 +70,18 @@ impl From<DbError> for Error {
     }
 }
 
+impl From<crate::accounts::AccountError> for Error {
+    fn from(e: crate::accounts::AccountError) -> Self {
+        use crate::accounts::AccountError as A;
+        match e {
+            A::Invalid(m) => Error::BadRequest(m),
+            A::NotFound(m) => Error::NotFound(m),
+            A::Hash(m) => Error::Internal(m),
+            A::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<CommandError> for Error {
     fn from(e: CommandError) -> Self {
         match e {

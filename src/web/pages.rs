@@ -14,11 +14,12 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 
 use super::AppState;
-use super::auth::{Viewer, hash_password};
+use super::auth::Viewer;
 use super::error::{Error, Result};
 use super::views::{
     self, Chart, Graph, Time, dag_href, duration_ms, enc, percent, run_href, task_href, time,
 };
+use crate::accounts;
 use crate::dag::Dag;
 use crate::db::entities::{dag_run, task_instance};
 use crate::db::runs::RunFilter;
@@ -1386,9 +1387,7 @@ pub async fn users_manage(
 ) -> Result<Response> {
     super::auth::verify_csrf(&token, &viewer, Some(&f.authenticity_token))?;
     let me = viewer.require(Role::Admin)?;
-    let user = users::find_by_name(&state.db.conn, &f.user)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no user \"{}\"", f.user)))?;
+    let user = accounts::find(&state.db, &f.user).await?;
     if user.id == me.id && matches!(f.op.as_str(), "disable" | "delete") {
         return Err(Error::BadRequest(
             "you cannot disable or delete yourself; ask another admin".into(),
@@ -1396,28 +1395,23 @@ pub async fn users_manage(
     }
     let notice = match f.op.as_str() {
         "disable" => {
-            users::set_disabled(&state.db.conn, user.id, true).await?;
+            accounts::set_disabled(&state.db, &user, true).await?;
             format!(
                 "disabled {}: sessions ended, logins and tokens refused",
                 user.username
             )
         }
         "enable" => {
-            users::set_disabled(&state.db.conn, user.id, false).await?;
+            accounts::set_disabled(&state.db, &user, false).await?;
             format!("enabled {}", user.username)
         }
         "delete" => {
-            users::delete(&state.db.conn, user.id).await?;
+            accounts::delete_user(&state.db, &user).await?;
             format!("deleted {}", user.username)
         }
         "revoke" => {
             let name = f.token.as_deref().unwrap_or_default();
-            if !users::revoke_token(&state.db.conn, user.id, name).await? {
-                return Err(Error::NotFound(format!(
-                    "user \"{}\" has no token \"{name}\"",
-                    user.username
-                )));
-            }
+            accounts::revoke_token(&state.db, &user, name).await?;
             format!("revoked token \"{name}\" of {}", user.username)
         }
         other => {
@@ -1447,20 +1441,13 @@ pub async fn users_post(
     super::auth::verify_csrf(&token, &viewer, Some(&f.authenticity_token))?;
     viewer.require(Role::Admin)?;
     let username = f.username.trim().to_string();
-    super::auth::check_username(&username).map_err(Error::BadRequest)?;
     let role = Role::parse(&f.role).ok_or_else(|| {
         Error::BadRequest(format!(
             "unknown role \"{}\"; use admin, operator or viewer",
             f.role
         ))
     })?;
-    super::auth::check_password(&f.password).map_err(Error::BadRequest)?;
-    let pw = f.password.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(Error::Internal)?;
-    users::create(&state.db.conn, &username, &hash, role, Utc::now()).await?;
+    accounts::create_user(&state.db, &username, &f.password, role, Utc::now()).await?;
     Ok(Redirect::to(&format!(
         "/users?notice={}",
         enc(&format!("created {role} {username}"))

@@ -530,11 +530,11 @@ async fn users_password_sets_a_new_password_and_ends_sessions() {
         .await
         .expect("q")
         .expect("ada");
-    assert!(weft::web::auth::verify_password(
+    assert!(weft::accounts::verify_password(
         "second password",
         &ada.password_hash
     ));
-    assert!(!weft::web::auth::verify_password(
+    assert!(!weft::accounts::verify_password(
         "first password",
         &ada.password_hash
     ));

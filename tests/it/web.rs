@@ -156,7 +156,7 @@ async fn setup() -> (crate::support::TestDb, Env, Router) {
         ("otto", Role::Operator),
         ("vera", Role::Viewer),
     ] {
-        let hash = auth::hash_password("correct horse").expect("hash");
+        let hash = weft::accounts::hash_password("correct horse").expect("hash");
         users::create(&env.db.conn, name, &hash, role, Utc::now())
             .await
             .expect("user");
@@ -631,7 +631,7 @@ async fn trigger_form_and_api_check_params_and_tokens() {
         .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.body);
     let mut api = Client::new(router.clone());
-    let (tok, hash) = auth::new_token();
+    let (tok, hash) = weft::accounts::new_token();
     let otto = users::find_by_name(&env.db.conn, "otto")
         .await
         .expect("q")
@@ -675,7 +675,7 @@ async fn trigger_form_and_api_check_params_and_tokens() {
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
     assert!(res.body.contains("bad request body"), "{}", res.body);
     // A viewer's token may read but not write; a bad token is 401.
-    let (vtok, vhash) = auth::new_token();
+    let (vtok, vhash) = weft::accounts::new_token();
     let vera = users::find_by_name(&env.db.conn, "vera")
         .await
         .expect("q")
@@ -971,7 +971,7 @@ async fn api_tokens_have_scopes_and_expiry_and_errors_are_json() {
         .await
         .expect("q")
         .expect("ada");
-    let (read_tok, read_hash) = auth::new_token();
+    let (read_tok, read_hash) = weft::accounts::new_token();
     users::create_token(
         &env.db.conn,
         ada.id,
@@ -983,7 +983,7 @@ async fn api_tokens_have_scopes_and_expiry_and_errors_are_json() {
     )
     .await
     .expect("t");
-    let (old_tok, old_hash) = auth::new_token();
+    let (old_tok, old_hash) = weft::accounts::new_token();
     users::create_token(
         &env.db.conn,
         ada.id,
@@ -995,7 +995,7 @@ async fn api_tokens_have_scopes_and_expiry_and_errors_are_json() {
     )
     .await
     .expect("t");
-    let (op_tok, op_hash) = auth::new_token();
+    let (op_tok, op_hash) = weft::accounts::new_token();
     users::create_token(
         &env.db.conn,
         ada.id,
@@ -1093,7 +1093,7 @@ async fn admins_list_and_revoke_tokens_and_disable_or_delete_users_from_the_user
         .await
         .expect("q")
         .expect("vera");
-    let (tok, hash) = auth::new_token();
+    let (tok, hash) = weft::accounts::new_token();
     users::create_token(
         &env.db.conn,
         vera.id,
@@ -1225,7 +1225,7 @@ async fn oversized_uris_and_headers_get_json_errors_on_the_api() {
 async fn app_with(dags: &[(&str, &str)]) -> (crate::support::TestDb, Env, Router, i64) {
     let t = sqlite_db().await;
     let env = Env::start(&t, dags, |_| {}, None).await;
-    let hash = auth::hash_password("correct horse").expect("hash");
+    let hash = weft::accounts::hash_password("correct horse").expect("hash");
     let otto = users::create(&env.db.conn, "otto", &hash, Role::Operator, Utc::now())
         .await
         .expect("user");
@@ -1325,7 +1325,7 @@ async fn an_upstream_failed_task_says_which_upstream_failed() {
 #[tokio::test]
 async fn the_api_marks_tasks_and_cancels_runs() {
     let (_t, env, router, otto) = app_with(&[("slow", "schedule = \"none\"\n[tasks.nap]\nkind = \"shell\"\ncommand = \"sleep 60\"\n[tasks.after]\nkind = \"noop\"\ndepends_on = [\"nap\"]\n")]).await;
-    let (tok, th) = auth::new_token();
+    let (tok, th) = weft::accounts::new_token();
     users::create_token(&env.db.conn, otto, "ci", &th, "operate", None, Utc::now())
         .await
         .expect("token");
