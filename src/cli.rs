@@ -1030,7 +1030,7 @@ fn human_ms(ms: Option<i64>) -> String {
 async fn trigger(cfg: Config, a: TriggerArgs) -> Result<i32> {
     let d = load_dag(&cfg, &a.dag_id)?;
     let db = open_db(&cfg).await?;
-    let vid = crate::db::dags::upsert_dag(&db.conn, &d, Utc::now()).await?;
+    let vid = crate::db::dags::upsert_dag(&db.conn, &d.record(), Utc::now()).await?;
     let conf = match &a.conf {
         Some(c) => {
             serde_json::from_str(c).with_context(|| format!("--conf is not valid JSON: {c}"))?

@@ -6,7 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod dag;
 pub mod db;
-pub mod executor;
 pub mod kinds;
 pub mod process;
 pub mod scheduler;

@@ -97,6 +97,39 @@ pub struct Dag {
 }
 
 impl Dag {
+    /// What the database records of this DAG.
+    pub fn record(&self) -> crate::db::dags::DagRecord {
+        crate::db::dags::DagRecord {
+            dag_id: self.dag_id.clone(),
+            fileloc: self.file.display().to_string(),
+            source_hash: self.source_hash.clone(),
+            source: self.bundle.toml.clone(),
+            files: self.bundle.files_json(),
+            description: self.description.clone(),
+            schedule: self.schedule.as_str().to_string(),
+            timezone: self.timezone.name().to_string(),
+            owner: self.owner.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
+    /// The task instances a new run of this DAG gets, for the given tasks (all when
+    /// `only` is `None`), in file order.
+    pub fn new_tasks(&self, only: Option<&[&str]>) -> Vec<crate::db::runs::NewTask> {
+        self.tasks
+            .iter()
+            .filter(|t| only.is_none_or(|ids| ids.contains(&t.task_id.as_str())))
+            .map(|t| crate::db::runs::NewTask {
+                task_id: t.task_id.clone(),
+                kind: t.kind_name().to_string(),
+                max_tries: i32::try_from(t.retries).unwrap_or(i32::MAX - 1) + 1,
+                pool: t.pool.clone(),
+                pool_slots: i32::try_from(t.pool_slots).unwrap_or(1),
+                priority: t.priority,
+            })
+            .collect()
+    }
+
     /// The DAG file's text.
     pub fn source(&self) -> &str {
         &self.bundle.toml

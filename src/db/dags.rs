@@ -11,14 +11,36 @@ use sea_orm::{
 
 use super::entities::{dag, dag_version, import_error, pool};
 use super::{DbError, DbResult};
-use crate::dag::Dag;
+
+/// What the database records of a parsed DAG (the row and, when its hash is new, a
+/// version). Built by the layer that parses DAGs; the db layer never sees a `Dag`.
+#[derive(Debug, Clone)]
+pub struct DagRecord {
+    pub dag_id: String,
+    pub fileloc: String,
+    /// The hash of the DAG's whole bundle: a new hash is a new version.
+    pub source_hash: String,
+    /// The DAG file's text.
+    pub source: String,
+    /// The rest of the bundle, JSON.
+    pub files: String,
+    pub description: Option<String>,
+    pub schedule: String,
+    pub timezone: String,
+    pub owner: Option<String>,
+    pub tags: Vec<String>,
+}
 
 /// Records a parsed DAG: the `dag` row, and a new `dag_version` when the source changed.
 /// Returns the id of the version that now describes the DAG. Safe to call from several
 /// processes at once (the server and a CLI command): both statements are upserts.
-pub async fn upsert_dag<C: ConnectionTrait>(c: &C, d: &Dag, now: DateTime<Utc>) -> DbResult<i64> {
+pub async fn upsert_dag<C: ConnectionTrait>(
+    c: &C,
+    d: &DagRecord,
+    now: DateTime<Utc>,
+) -> DbResult<i64> {
     let tags = serde_json::to_string(&d.tags).unwrap_or_else(|_| "[]".into());
-    let fileloc = d.file.display().to_string();
+    let fileloc = d.fileloc.clone();
     let row = dag::ActiveModel {
         dag_id: Set(d.dag_id.clone()),
         fileloc: Set(fileloc.clone()),
@@ -26,8 +48,8 @@ pub async fn upsert_dag<C: ConnectionTrait>(c: &C, d: &Dag, now: DateTime<Utc>) 
         is_paused: Set(false),
         is_active: Set(true),
         description: Set(d.description.clone()),
-        schedule: Set(Some(d.schedule.as_str().to_string())),
-        timezone: Set(d.timezone.name().to_string()),
+        schedule: Set(Some(d.schedule.clone())),
+        timezone: Set(d.timezone.clone()),
         owner: Set(d.owner.clone()),
         tags: Set(tags),
         latest_version_id: Set(None),
@@ -67,10 +89,10 @@ pub async fn upsert_dag<C: ConnectionTrait>(c: &C, d: &Dag, now: DateTime<Utc>) 
                     dag_id: Set(d.dag_id.clone()),
                     version: Set(version),
                     source_hash: Set(d.source_hash.clone()),
-                    source: Set(d.source().to_string()),
+                    source: Set(d.source.clone()),
                     fileloc: Set(fileloc.clone()),
                     created_at: Set(now),
-                    files: Set(d.bundle.files_json()),
+                    files: Set(d.files.clone()),
                 })
                 .on_conflict(OnConflict::new().do_nothing().to_owned())
                 .try_insert()

@@ -11,7 +11,17 @@ use sea_orm::{
 use super::entities::{dag_run, task_instance};
 use super::machine::RunMove;
 use super::{DbResult, RunState, RunType, TaskState};
-use crate::dag::Dag;
+
+/// A task instance to add to a run: what the database needs of a task.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub task_id: String,
+    pub kind: String,
+    pub max_tries: i32,
+    pub pool: String,
+    pub pool_slots: i32,
+    pub priority: i32,
+}
 
 /// A run to create.
 #[derive(Debug, Clone)]
@@ -32,7 +42,7 @@ pub fn run_id_for(run_type: RunType, logical: DateTime<Utc>) -> String {
     format!(
         "{}__{}",
         run_type.as_str(),
-        crate::dag::template::rfc3339(logical)
+        logical.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     )
 }
 
@@ -41,7 +51,7 @@ pub fn run_id_for(run_type: RunType, logical: DateTime<Utc>) -> String {
 /// already exists: creation is idempotent under races.
 pub async fn insert_run<C: ConnectionTrait>(
     c: &C,
-    dag: &Dag,
+    tasks: &[NewTask],
     r: &NewRun,
     now: DateTime<Utc>,
 ) -> DbResult<Option<dag_run::Model>> {
@@ -70,38 +80,31 @@ pub async fn insert_run<C: ConnectionTrait>(
         TryInsertResult::Inserted(r) => r.last_insert_id,
         _ => return Ok(None),
     };
-    insert_task_instances(
-        c,
-        id,
-        dag,
-        dag.tasks.iter().map(|t| t.task_id.as_str()),
-        now,
-    )
-    .await?;
+    insert_task_instances(c, id, &r.dag_id, tasks, now).await?;
     Ok(dag_run::Entity::find_by_id(id).one(c).await?)
 }
 
-/// Adds `pending` task instances for `task_ids` of `dag` to a run.
-pub async fn insert_task_instances<'a, C: ConnectionTrait>(
+/// Adds `pending` task instances to a run.
+pub async fn insert_task_instances<C: ConnectionTrait>(
     c: &C,
     run_pk: i64,
-    dag: &Dag,
-    task_ids: impl Iterator<Item = &'a str>,
+    dag_id: &str,
+    tasks: &[NewTask],
     now: DateTime<Utc>,
 ) -> DbResult<()> {
-    let rows: Vec<task_instance::ActiveModel> = task_ids
-        .filter_map(|id| dag.task(id))
+    let rows: Vec<task_instance::ActiveModel> = tasks
+        .iter()
         .map(|t| task_instance::ActiveModel {
             id: NotSet,
             dag_run_id: Set(run_pk),
-            dag_id: Set(dag.dag_id.clone()),
+            dag_id: Set(dag_id.to_string()),
             task_id: Set(t.task_id.clone()),
-            kind: Set(t.kind_name().to_string()),
+            kind: Set(t.kind.clone()),
             state: Set(TaskState::Pending),
             try_number: Set(0),
-            max_tries: Set(i32::try_from(t.retries).unwrap_or(i32::MAX - 1) + 1),
+            max_tries: Set(t.max_tries),
             pool: Set(t.pool.clone()),
-            pool_slots: Set(i32::try_from(t.pool_slots).unwrap_or(1)),
+            pool_slots: Set(t.pool_slots),
             priority: Set(t.priority),
             scheduled_at: Set(None),
             queued_at: Set(None),

@@ -104,6 +104,11 @@ pub fn docs_table() -> String {
     out
 }
 
+/// `s` percent-encoded for one segment of a URL path.
+pub fn url_part(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// A page a task's results are shown on: (label, href).
 pub type Insight = (String, String);
 

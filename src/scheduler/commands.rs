@@ -90,12 +90,13 @@ async fn reconcile<C: ConnectionTrait>(
         .collect();
     tasks::transition_by_task(c, &m::REMOVE, run.id, &gone, TaskState::Removed, now).await?;
     let have: Vec<&str> = tis.iter().map(|t| t.task_id.as_str()).collect();
-    let new = dag
+    let new: Vec<&str> = dag
         .tasks
         .iter()
         .map(|t| t.task_id.as_str())
-        .filter(|id| !have.contains(id));
-    runs::insert_task_instances(c, run.id, dag, new, now).await?;
+        .filter(|id| !have.contains(id))
+        .collect();
+    runs::insert_task_instances(c, run.id, &dag.dag_id, &dag.new_tasks(Some(&new)), now).await?;
     Ok(())
 }
 
@@ -151,7 +152,7 @@ pub async fn create_run(
     now: DateTime<Utc>,
 ) -> DbResult<Option<dag_run::Model>> {
     let txn = db.conn.begin().await?;
-    let Some(run) = runs::insert_run(&txn, dag, new, now).await? else {
+    let Some(run) = runs::insert_run(&txn, &dag.new_tasks(None), new, now).await? else {
         txn.rollback().await?;
         return Ok(None);
     };
@@ -628,7 +629,7 @@ pub async fn set_paused(
     definition: Option<&Dag>,
 ) -> CommandResult<()> {
     if let Some(d) = definition {
-        crate::db::dags::upsert_dag(&db.conn, d, Utc::now()).await?;
+        crate::db::dags::upsert_dag(&db.conn, &d.record(), Utc::now()).await?;
     }
     crate::db::dags::set_paused(&db.conn, dag_id, paused)
         .await

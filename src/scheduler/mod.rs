@@ -11,6 +11,7 @@ pub mod commands;
 pub mod plan;
 pub mod registry;
 pub mod rules;
+pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -623,7 +624,7 @@ impl Engine {
             s.running.fetch_add(1, Ordering::SeqCst);
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                crate::executor::run_started(shared.clone(), st, run).await;
+                crate::scheduler::worker::run_started(shared.clone(), st, run).await;
                 shared.running.fetch_sub(1, Ordering::SeqCst);
                 drop(permit);
             });

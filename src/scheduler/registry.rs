@@ -128,7 +128,7 @@ impl Registry {
 
     /// Registers one DAG directly (for `dags test` and tests) and records it.
     pub async fn add(&self, db: &Db, dag: Arc<Dag>, now: DateTime<Utc>) -> DbResult<i64> {
-        let vid = dags::upsert_dag(&db.conn, &dag, now).await?;
+        let vid = dags::upsert_dag(&db.conn, &dag.record(), now).await?;
         let mut w = self.write();
         w.versions.insert(vid, dag.clone());
         w.current.insert(dag.dag_id.clone(), (dag, vid));
@@ -184,7 +184,7 @@ impl Registry {
                         d.source_hash == dag.source_hash && d.file == dag.file
                     });
                     if !unchanged {
-                        let vid = dags::upsert_dag(&db.conn, dag, now).await?;
+                        let vid = dags::upsert_dag(&db.conn, &dag.record(), now).await?;
                         let mut w = self.write();
                         w.versions.insert(vid, dag.clone());
                         w.current.insert(dag.dag_id.clone(), (dag.clone(), vid));

@@ -29,9 +29,11 @@ async fn roundtrip(t: &TestDb) {
     db.migrate().await.expect("second migrate");
     let dag = sample_dag();
     let now = Utc::now();
-    let v1 = dags::upsert_dag(&db.conn, &dag, now).await.expect("upsert");
+    let v1 = dags::upsert_dag(&db.conn, &dag.record(), now)
+        .await
+        .expect("upsert");
     assert_eq!(
-        dags::upsert_dag(&db.conn, &dag, now)
+        dags::upsert_dag(&db.conn, &dag.record(), now)
             .await
             .expect("same source"),
         v1,
@@ -42,7 +44,7 @@ async fn roundtrip(t: &TestDb) {
     let mut bundle = (*changed.bundle).clone();
     bundle.toml.push_str("# edit\n");
     changed.bundle = Arc::new(bundle);
-    let v2 = dags::upsert_dag(&db.conn, &changed, now)
+    let v2 = dags::upsert_dag(&db.conn, &changed.record(), now)
         .await
         .expect("new version");
     assert_ne!(v1, v2);
@@ -65,7 +67,7 @@ async fn roundtrip(t: &TestDb) {
         params: serde_json::json!({"k": 1}),
         conf: serde_json::json!({}),
     };
-    let run = runs::insert_run(&db.conn, &dag, &new, now)
+    let run = runs::insert_run(&db.conn, &dag.new_tasks(None), &new, now)
         .await
         .expect("insert")
         .expect("created");
@@ -74,7 +76,7 @@ async fn roundtrip(t: &TestDb) {
     assert_eq!(run.params, "{\"k\":1}");
     // Same logical date again, even as a backfill with another run_id: no duplicate.
     assert!(
-        runs::insert_run(&db.conn, &dag, &new, now)
+        runs::insert_run(&db.conn, &dag.new_tasks(None), &new, now)
             .await
             .expect("dup")
             .is_none()
@@ -85,7 +87,7 @@ async fn roundtrip(t: &TestDb) {
         ..new.clone()
     };
     assert!(
-        runs::insert_run(&db.conn, &dag, &backfill, now)
+        runs::insert_run(&db.conn, &dag.new_tasks(None), &backfill, now)
             .await
             .expect("dup backfill")
             .is_none()
@@ -97,7 +99,7 @@ async fn roundtrip(t: &TestDb) {
         ..new.clone()
     };
     assert!(
-        runs::insert_run(&db.conn, &dag, &manual, now)
+        runs::insert_run(&db.conn, &dag.new_tasks(None), &manual, now)
             .await
             .expect("manual")
             .is_some()
@@ -240,7 +242,9 @@ async fn ui_aggregates_run_on_every_backend() {
         let db = &t.db;
         let dag = sample_dag();
         let now = Utc::now();
-        let v = dags::upsert_dag(&db.conn, &dag, now).await.expect("dag");
+        let v = dags::upsert_dag(&db.conn, &dag.record(), now)
+            .await
+            .expect("dag");
         for day in 1..=12 {
             let start = utc(2026, 1, day, 0, 0);
             let new = NewRun {
@@ -254,7 +258,7 @@ async fn ui_aggregates_run_on_every_backend() {
                 params: serde_json::json!({}),
                 conf: serde_json::json!({}),
             };
-            let run = runs::insert_run(&db.conn, &dag, &new, now)
+            let run = runs::insert_run(&db.conn, &dag.new_tasks(None), &new, now)
                 .await
                 .expect("insert")
                 .expect("new");

@@ -120,7 +120,7 @@ impl Spec for ExperimentSpec {
     fn insight(&self) -> Option<Insight> {
         Some((
             format!("experiment {}", self.experiment),
-            format!("/experiments/{}", crate::web::views::enc(&self.experiment)),
+            format!("/experiments/{}", super::url_part(&self.experiment)),
         ))
     }
 }

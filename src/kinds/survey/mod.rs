@@ -124,7 +124,7 @@ impl Spec for SurveySpec {
             format!(
                 "/surveys/{}/{}",
                 self.provider.name(),
-                crate::web::views::enc(&self.form_id)
+                super::url_part(&self.form_id)
             ),
         ))
     }

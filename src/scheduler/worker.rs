@@ -1,19 +1,19 @@
-//! Runs task tries: marks a claimed task instance running, renders its templates, runs
-//! its kind (process, HTTP call, SQL), stores its log, and records the outcome through
-//! `scheduler::commands::finish_try`, which schedules what the try unblocks.
+//! The worker side of the engine: runs a started try (renders its templates, runs its
+//! kind, stores its log) and hands the outcome to the finisher, which records it through
+//! `commands::finish_tries` and schedules what the try unblocks.
 //!
-//! Never decides what runs next (that is `scheduler`), never writes SQL itself (that is
-//! `db`).
+//! Never decides what runs next (that is the scheduler loop), never writes SQL itself
+//! (that is `db`), never knows what a kind does (that is `kinds`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::{Shared, commands};
 use crate::dag::template::TemplateContext;
 use crate::db::TaskState;
 use crate::db::entities::task_instance;
 use crate::db::tasks::{self, TryOutcome};
 use crate::kinds::{RunContext, execute};
-use crate::scheduler::{Shared, commands};
 use crate::tasklog::LogSink;
 
 /// Runs one started try to its end.
