@@ -89,7 +89,10 @@ async fn bed(dags: &[(String, String)], parallelism: u32) -> Bed {
         parallelism,
         ..Default::default()
     };
-    let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+    let registry = Registry::new(
+        cfg.dags_folder.clone(),
+        weft::dag::ValidationContext::of(&cfg),
+    );
     registry.sync(&db, chrono::Utc::now()).await.expect("sync");
     let options = EngineOptions {
         cron: false,

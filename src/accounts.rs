@@ -166,6 +166,40 @@ pub async fn revoke_token(db: &Db, u: &user::Model, token_name: &str) -> Account
     }
 }
 
+/// Starts a web session for a user who just logged in: records the login and stores
+/// the session by the hash of its id. Returns the id, for the cookie.
+pub async fn start_session(
+    db: &Db,
+    u: &user::Model,
+    now: DateTime<Utc>,
+    expires: DateTime<Utc>,
+) -> AccountResult<String> {
+    users::touch_login(&db.conn, u.id, now).await?;
+    let (session_id, id_hash) = new_token();
+    users::create_session(&db.conn, &id_hash, u.id, now, expires).await?;
+    Ok(session_id)
+}
+
+/// The user an API token belongs to and the token's scope, if the token is known,
+/// unexpired and its user enabled; records that the token was used.
+pub async fn user_for_token(
+    db: &Db,
+    token: &str,
+    now: DateTime<Utc>,
+) -> AccountResult<Option<(user::Model, String)>> {
+    Ok(users::find_by_token_hash(&db.conn, &token_hash(token), now).await?)
+}
+
+/// Ends the session whose id is `session_id` (logout).
+pub async fn end_session(db: &Db, session_id: &str) -> AccountResult<()> {
+    Ok(users::end_session(&db.conn, &token_hash(session_id)).await?)
+}
+
+/// The key that signs session cookies, made once and kept in the database (hex).
+pub async fn session_key(db: &Db, generate: impl FnOnce() -> String) -> AccountResult<String> {
+    Ok(users::setting_or_init(&db.conn, "session_key", generate).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -457,7 +457,10 @@ async fn db_cmd(cfg: Config, c: DbCommand) -> Result<i32> {
             let now = Utc::now();
             let problems = maintenance::check(&db.conn, now, cfg.heartbeat_timeout).await?;
             let repaired = if repair && !problems.is_empty() {
-                let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+                let registry = Registry::new(
+                    cfg.dags_folder.clone(),
+                    crate::dag::ValidationContext::of(&cfg),
+                );
                 commands::repair(&db, &registry, &problems, now)
                     .await
                     .map_err(|e| anyhow!("{e}"))?
@@ -592,7 +595,7 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
 
 /// Loads one DAG from the DAG folder, with a clear error if it is missing or broken.
 fn load_dag(cfg: &Config, dag_id: &str) -> Result<Arc<Dag>> {
-    let bag = DagBag::load_dir(&cfg.dags_folder, &cfg.validation_context())
+    let bag = DagBag::load_dir(&cfg.dags_folder, &crate::dag::ValidationContext::of(cfg))
         .with_context(|| format!("cannot read the dag folder {}", cfg.dags_folder.display()))?;
     if let Some(d) = bag.get(dag_id) {
         return Ok(d.clone());
@@ -640,7 +643,10 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     // registers a worker, or creates a database.
     let listener = crate::web::bind(&cfg.bind).await?;
     let db = open_db(&cfg).await?;
-    let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+    let registry = Registry::new(
+        cfg.dags_folder.clone(),
+        crate::dag::ValidationContext::of(&cfg),
+    );
     let report = registry.sync(&db, Utc::now()).await?;
     eprintln!("weft {} serving", env!("CARGO_PKG_VERSION"));
     eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
@@ -743,7 +749,7 @@ struct DagListItem<'a> {
 }
 
 async fn dags(cfg: Config, c: DagsCommand) -> Result<i32> {
-    let ctx = cfg.validation_context();
+    let ctx = crate::dag::ValidationContext::of(&cfg);
     match c {
         DagsCommand::List { json } => {
             let bag = DagBag::load_dir(&cfg.dags_folder, &ctx)
@@ -1030,7 +1036,9 @@ fn human_ms(ms: Option<i64>) -> String {
 async fn trigger(cfg: Config, a: TriggerArgs) -> Result<i32> {
     let d = load_dag(&cfg, &a.dag_id)?;
     let db = open_db(&cfg).await?;
-    let vid = crate::db::dags::upsert_dag(&db.conn, &d.record(), Utc::now()).await?;
+    let vid = commands::record_dag(&db, &d)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     let conf = match &a.conf {
         Some(c) => {
             serde_json::from_str(c).with_context(|| format!("--conf is not valid JSON: {c}"))?
@@ -1146,11 +1154,7 @@ async fn known_dag(db: &Db, dag_id: &str) -> Result<()> {
     usage!("no DAG named \"{dag_id}\"{hint} (see `weft dags list`)")
 }
 
-async fn find_run(
-    db: &Db,
-    dag_id: &str,
-    run_id: &str,
-) -> Result<crate::db::entities::dag_run::Model> {
+async fn find_run(db: &Db, dag_id: &str, run_id: &str) -> Result<crate::db::rows::Run> {
     if let Some(r) = runs::find_run(&db.conn, dag_id, run_id).await? {
         return Ok(r);
     }
@@ -1178,7 +1182,10 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
             state,
         } => {
             find_run(&db, &dag_id, &run_id).await?;
-            let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+            let registry = Registry::new(
+                cfg.dags_folder.clone(),
+                crate::dag::ValidationContext::of(&cfg),
+            );
             registry.sync(&db, Utc::now()).await?;
             let to = if state == "success" {
                 TaskState::Success
@@ -1206,7 +1213,10 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
             downstream,
         } => {
             find_run(&db, &dag_id, &run_id).await?;
-            let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+            let registry = Registry::new(
+                cfg.dags_folder.clone(),
+                crate::dag::ValidationContext::of(&cfg),
+            );
             registry.sync(&db, Utc::now()).await?;
             match commands::clear(
                 &db,
@@ -1366,7 +1376,10 @@ async fn dags_test_in(
         };
     }
     println!("dags test: warehouse {shown} (--warehouse URL to choose another)");
-    let registry = Registry::new(cfg.dags_folder.clone(), cfg.validation_context());
+    let registry = Registry::new(
+        cfg.dags_folder.clone(),
+        crate::dag::ValidationContext::of(&cfg),
+    );
     let vid = registry.add(&db, d.clone(), Utc::now()).await?;
     let logical = match date {
         Some(s) => Some(parse_time(&s, d.timezone)?),
@@ -1484,7 +1497,7 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
     let db = open_db(&cfg).await?;
     let registry = Registry::new(
         cfg.dags_folder.clone(),
-        ValidationContext::clone(&cfg.validation_context()),
+        ValidationContext::clone(&crate::dag::ValidationContext::of(&cfg)),
     );
     let vid = registry.add(&db, d.clone(), Utc::now()).await?;
     let timetable = d.timetable();
@@ -1668,7 +1681,7 @@ fn read_new_password(name: &str, from_stdin: bool) -> Result<String> {
     Ok(p)
 }
 
-async fn find_user(db: &crate::db::Db, name: &str) -> Result<crate::db::entities::user::Model> {
+async fn find_user(db: &crate::db::Db, name: &str) -> Result<crate::db::rows::User> {
     Ok(crate::accounts::find(db, name).await?)
 }
 

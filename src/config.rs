@@ -2,13 +2,14 @@
 //!
 //! Reads files and the environment only; never touches the database.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::dag::{DEFAULT_POOL, ValidationContext};
+/// The pool tasks use unless they name one (Airflow's `default_pool`).
+pub const DEFAULT_POOL: &str = "default_pool";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -402,13 +403,6 @@ impl Config {
         m.entry(DEFAULT_POOL.to_string())
             .or_insert(self.default_pool_slots);
         m
-    }
-
-    pub fn validation_context(&self) -> ValidationContext {
-        ValidationContext {
-            pools: self.pool_slots().into_keys().collect(),
-            connections: self.connections.keys().cloned().collect::<BTreeSet<_>>(),
-        }
     }
 }
 

@@ -38,6 +38,16 @@ pub struct ValidationContext {
     pub connections: BTreeSet<String>,
 }
 
+impl ValidationContext {
+    /// The pools and warehouse connections an installation declares.
+    pub fn of(cfg: &crate::config::Config) -> ValidationContext {
+        ValidationContext {
+            pools: cfg.pool_slots().into_keys().collect(),
+            connections: cfg.connections.keys().cloned().collect(),
+        }
+    }
+}
+
 impl Default for ValidationContext {
     fn default() -> Self {
         ValidationContext {
@@ -51,7 +61,7 @@ impl Default for ValidationContext {
 pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The pool every task uses unless it names another.
-pub const DEFAULT_POOL: &str = "default_pool";
+pub use crate::config::DEFAULT_POOL;
 
 /// A plain SQL name (table, column, model): a letter or `_`, then letters, digits and
 /// `_`, at most 60 characters. Names like these are spliced into SQL unquoted.

@@ -18,6 +18,19 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 
 pub use state::{Role, RunState, RunType, TaskState, TryState};
 
+/// The rows the layers above read, by name: they never name the ORM's entities.
+pub mod rows {
+    pub use super::entities::dag::Model as DagRow;
+    pub use super::entities::dag_run::Model as Run;
+    pub use super::entities::dag_version::Model as DagVersion;
+    pub use super::entities::task_instance::Model as TaskInstance;
+    pub use super::entities::task_try::Model as Try;
+    pub use super::entities::user::Model as User;
+}
+
+/// An error of a warehouse query, for the pages that read warehouses.
+pub type QueryError = sea_orm::DbErr;
+
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

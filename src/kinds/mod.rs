@@ -37,6 +37,9 @@ use crate::dag::parse::Parser;
 use crate::db::tasks::TryOutcome;
 pub use env::{RunContext, Warehouses};
 
+/// A connection to a warehouse.
+pub type Warehouse = sea_orm::DatabaseConnection;
+
 /// A future a runner returns.
 pub type Running<'a> = Pin<Box<dyn Future<Output = TryOutcome> + Send + 'a>>;
 

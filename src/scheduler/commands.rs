@@ -639,6 +639,18 @@ pub async fn set_paused(
         })
 }
 
+/// Operator action: creates a pool or sets its slots.
+pub async fn set_pool(db: &Db, name: &str, slots: u32) -> CommandResult<()> {
+    crate::db::dags::sync_pools(&db.conn, &[(name.to_string(), slots)].into()).await?;
+    Ok(())
+}
+
+/// Records a DAG definition (a CLI command before `serve` ever ran); the id of the
+/// version that now describes it.
+pub async fn record_dag(db: &Db, dag: &Dag) -> CommandResult<i64> {
+    Ok(crate::db::dags::upsert_dag(&db.conn, &dag.record(), Utc::now()).await?)
+}
+
 /// Runs a callback in the background with the context of a task or run. Failures are
 /// logged; they never change task state.
 pub fn fire_callback(

@@ -17,7 +17,7 @@ use super::AppState;
 use super::auth::Viewer;
 use super::error::Error;
 use crate::dag::template::rfc3339;
-use crate::db::entities::{dag_run, task_instance};
+use crate::db::rows::{Run, TaskInstance};
 use crate::db::runs::RunFilter;
 use crate::db::{Role, RunState, dags, runs, tasks};
 use crate::kinds::experiment::run::StoredResult;
@@ -283,7 +283,7 @@ fn t(d: Option<DateTime<Utc>>) -> Option<String> {
     d.map(rfc3339)
 }
 
-fn run_view(r: &dag_run::Model) -> RunView {
+fn run_view(r: &Run) -> RunView {
     RunView {
         dag_id: r.dag_id.clone(),
         run_id: r.run_id.clone(),
@@ -299,7 +299,7 @@ fn run_view(r: &dag_run::Model) -> RunView {
     }
 }
 
-fn ti_view(ti: &task_instance::Model) -> TaskInstanceView {
+fn ti_view(ti: &TaskInstance) -> TaskInstanceView {
     TaskInstanceView {
         task_id: ti.task_id.clone(),
         state: ti.state.to_string(),
@@ -350,11 +350,7 @@ fn known(
         .ok_or_else(|| ApiError(Error::NotFound(format!("no dag \"{dag_id}\""))))
 }
 
-async fn find_run(
-    state: &AppState,
-    dag_id: &str,
-    run_id: &str,
-) -> Result<dag_run::Model, ApiError> {
+async fn find_run(state: &AppState, dag_id: &str, run_id: &str) -> Result<Run, ApiError> {
     runs::find_run(&state.db.conn, dag_id, run_id)
         .await?
         .ok_or_else(|| {

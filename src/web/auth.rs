@@ -1,7 +1,7 @@
 //! Who is asking: users from the session cookie (signed) or a bearer token (stored
 //! hashed), roles, password hashing (argon2), login and logout.
 
-use crate::accounts::{dummy_hash, new_token, token_hash, verify_password};
+use crate::accounts::{dummy_hash, token_hash, verify_password};
 use axum::Form;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -124,7 +124,7 @@ impl FromRequestParts<AppState> for Viewer {
 
 /// The user an API token belongs to (401 for an unknown, revoked or expired token).
 pub async fn token_user(state: &AppState, token: &str) -> Result<User> {
-    let (user, scope) = users::find_by_token_hash(&state.db.conn, &token_hash(token), Utc::now())
+    let (user, scope) = crate::accounts::user_for_token(&state.db, token, Utc::now())
         .await?
         .ok_or(Error::Unauthorized)?;
     Ok(User {
@@ -322,10 +322,8 @@ pub async fn login_post(
     };
     state.login_guard.succeeded(&keys);
     let now = Utc::now();
-    users::touch_login(&state.db.conn, user.id, now).await?;
-    let (session_id, id_hash) = new_token();
     let expires = now + chrono::Duration::hours(SESSION_HOURS);
-    users::create_session(&state.db.conn, &id_hash, user.id, now, expires).await?;
+    let session_id = crate::accounts::start_session(&state.db, &user, now, expires).await?;
     let cookie = Cookie::build((SESSION_COOKIE, session_id))
         .path("/")
         .http_only(true)
@@ -355,7 +353,7 @@ pub async fn logout_post(
 ) -> Result<Response> {
     verify_csrf(&token, &viewer, Some(&form.authenticity_token))?;
     if let Some(c) = jar.get(SESSION_COOKIE) {
-        users::end_session(&state.db.conn, &token_hash(c.value())).await?;
+        crate::accounts::end_session(&state.db, c.value()).await?;
     }
     Ok((
         jar.remove(Cookie::build(SESSION_COOKIE).path("/").build()),

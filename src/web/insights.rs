@@ -3,8 +3,8 @@
 //! wrote, and number formatting. A warehouse that is unreachable or not written yet
 //! shows as "no results yet" and is logged, never shown as an error text.
 
+use crate::kinds::Warehouse;
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseConnection;
 
 use super::AppState;
 use crate::kinds::Spec;
@@ -42,7 +42,7 @@ pub(crate) fn declared<T: Spec + Clone>(
 }
 
 /// The warehouse of a task, or None (logged) when it cannot be reached.
-pub(crate) async fn warehouse(state: &AppState, name: &str) -> Option<DatabaseConnection> {
+pub(crate) async fn warehouse(state: &AppState, name: &str) -> Option<Warehouse> {
     match state.warehouses.get(name).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -54,7 +54,10 @@ pub(crate) async fn warehouse(state: &AppState, name: &str) -> Option<DatabaseCo
 
 /// A warehouse read whose failure means "nothing written yet" (the table is created by
 /// the first run); logged at debug level.
-pub(crate) fn or_empty<T: Default>(what: &str, r: std::result::Result<T, sea_orm::DbErr>) -> T {
+pub(crate) fn or_empty<T: Default>(
+    what: &str,
+    r: std::result::Result<T, crate::db::QueryError>,
+) -> T {
     r.unwrap_or_else(|e| {
         tracing::debug!("{what}: {e}");
         T::default()

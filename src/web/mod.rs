@@ -29,7 +29,7 @@ use axum_extra::extract::cookie::Key;
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::db::{Db, DbResult, users};
+use crate::db::Db;
 use crate::scheduler::{Engine, Registry};
 
 /// What every handler can reach.
@@ -86,10 +86,8 @@ impl AppState {
         config: Config,
         registry: Arc<Registry>,
         engine: Option<Engine>,
-    ) -> DbResult<AppState> {
-        let stored =
-            users::setting_or_init(&db.conn, "session_key", || hex(Key::generate().master()))
-                .await?;
+    ) -> crate::accounts::AccountResult<AppState> {
+        let stored = crate::accounts::session_key(&db, || hex(Key::generate().master())).await?;
         let key = unhex(&stored)
             .filter(|b| b.len() >= 64)
             .map(|b| Key::from(&b))

@@ -21,7 +21,7 @@ use super::views::{
 };
 use crate::accounts;
 use crate::dag::Dag;
-use crate::db::entities::{dag_run, task_instance};
+use crate::db::rows::{Run, TaskInstance};
 use crate::db::runs::RunFilter;
 use crate::db::{Role, RunState, TaskState, dags, runs, stats, tasks, users};
 use crate::scheduler::{commands, plan};
@@ -156,12 +156,12 @@ pub async fn dags_page(
     )
     .await?;
     let now = Utc::now();
-    let db_dags: HashMap<String, crate::db::entities::dag::Model> = dags::list_dags(&state.db.conn)
+    let db_dags: HashMap<String, crate::db::rows::DagRow> = dags::list_dags(&state.db.conn)
         .await?
         .into_iter()
         .map(|d| (d.dag_id.clone(), d))
         .collect();
-    let mut recent: HashMap<String, Vec<dag_run::Model>> = HashMap::new();
+    let mut recent: HashMap<String, Vec<Run>> = HashMap::new();
     for r in stats::recent_runs(&state.db.conn, 10).await? {
         recent.entry(r.dag_id.clone()).or_default().push(r);
     }
@@ -348,7 +348,7 @@ pub async fn dag_page(
     recent.reverse();
     let ids: Vec<i64> = recent.iter().map(|r| r.id).collect();
     let tis = tasks::of_runs(&state.db.conn, &ids).await?;
-    let mut by_cell: HashMap<(i64, &str), &task_instance::Model> = HashMap::new();
+    let mut by_cell: HashMap<(i64, &str), &TaskInstance> = HashMap::new();
     for t in &tis {
         by_cell.insert((t.dag_run_id, t.task_id.as_str()), t);
     }
@@ -854,7 +854,7 @@ pub struct TryQuery {
 /// run: why `ti` did not run.
 async fn upstream_blockers(
     state: &AppState,
-    ti: &task_instance::Model,
+    ti: &TaskInstance,
     dag_id: &str,
     run_id: &str,
 ) -> Result<Vec<UpstreamRow>> {
@@ -901,7 +901,7 @@ async fn find_ti(
     dag_id: &str,
     run_id: &str,
     task_id: &str,
-) -> Result<task_instance::Model> {
+) -> Result<TaskInstance> {
     let run = runs::find_run(&state.db.conn, dag_id, run_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
@@ -1199,9 +1199,11 @@ pub async fn dashboard(
             task_id: s.task_id,
         })
         .collect();
+    use crate::kinds::{experiment, ingest, transform};
+    let week = now - Duration::days(7);
     let freshness =
-        lag_rows(stats::lags(c, "transform", Some("ingest"), now - Duration::days(7)).await?);
-    let turnaround = lag_rows(stats::lags(c, "experiment", None, now - Duration::days(7)).await?);
+        lag_rows(stats::lags(c, transform::KIND.name, Some(ingest::KIND.name), week).await?);
+    let turnaround = lag_rows(stats::lags(c, experiment::KIND.name, None, week).await?);
     Ok(page(
         token,
         DashboardPage {
@@ -1304,7 +1306,7 @@ pub async fn pools_post(
     let slots: u32 = f.slots.trim().parse().map_err(|_| {
         Error::BadRequest(format!("slots must be a whole number, got \"{}\"", f.slots))
     })?;
-    dags::sync_pools(&state.db.conn, &[(name.to_string(), slots)].into()).await?;
+    commands::set_pool(&state.db, name, slots).await?;
     Ok(Redirect::to(&format!(
         "/pools?notice={}",
         enc(&format!("pool {name} now has {slots} slots"))

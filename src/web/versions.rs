@@ -18,7 +18,7 @@ use super::pages::{Layout, layout, page};
 use super::views::{Time, dag_href, enc, time};
 use crate::dag::bundle::{Bundle, FileEntry};
 use crate::db::dags;
-use crate::db::entities::dag_version;
+use crate::db::rows::DagVersion;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/dags/{dag_id}/versions/{version}", get(version_page))
@@ -73,7 +73,7 @@ pub struct VersionQuery {
 }
 
 /// The files of a stored version: the DAG file first, then what it reads, by name.
-fn files_of(v: &dag_version::Model) -> Vec<FileView> {
+fn files_of(v: &DagVersion) -> Vec<FileView> {
     let toml_name = std::path::Path::new(&v.fileloc)
         .file_name()
         .map_or_else(|| v.fileloc.clone(), |n| n.to_string_lossy().into_owned());

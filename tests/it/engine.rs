@@ -582,14 +582,18 @@ async fn a_version_is_its_whole_bundle_before_and_after_a_restart() {
 
     // A restart: a fresh registry reads each version from its stored bundle, never from
     // the files on disk, so version 1 still runs the SQL it was recorded with.
-    let fresh = weft::scheduler::Registry::new(dags_dir.clone(), env.config.validation_context());
+    let fresh = weft::scheduler::Registry::new(
+        dags_dir.clone(),
+        weft::dag::ValidationContext::of(&env.config),
+    );
     let d1 = fresh.version(&env.db, v1).await.expect("db").expect("v1");
     assert!(sql_of(&d1, "q").contains("'v1'"), "{}", sql_of(&d1, "q"));
     let d2 = fresh.version(&env.db, v2).await.expect("db").expect("v2");
     assert!(sql_of(&d2, "q").contains("'v2'"));
     // Even with the file gone.
     std::fs::remove_file(&sql).expect("rm");
-    let fresh = weft::scheduler::Registry::new(dags_dir, env.config.validation_context());
+    let fresh =
+        weft::scheduler::Registry::new(dags_dir, weft::dag::ValidationContext::of(&env.config));
     let d1 = fresh.version(&env.db, v1).await.expect("db").expect("v1");
     assert!(sql_of(&d1, "q").contains("'v1'"));
     // The stored version lists the file.

@@ -13,6 +13,7 @@ mod ingest;
 mod maintenance;
 mod schedule;
 mod survey;
+mod tidy;
 mod transform;
 mod validation;
 mod web;

@@ -163,7 +163,10 @@ impl Env {
         }
         let mut config = test_config(dir.path(), &db.url);
         tweak(&mut config);
-        let registry = Registry::new(config.dags_folder.clone(), config.validation_context());
+        let registry = Registry::new(
+            config.dags_folder.clone(),
+            weft::dag::ValidationContext::of(&config),
+        );
         let manual = clock.is_some();
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let options = EngineOptions {
