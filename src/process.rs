@@ -10,7 +10,36 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use crate::tasklog::LogSink;
+/// Where a process's output lines go: a try's log, or (for callbacks) the server log.
+pub trait Output: Send {
+    fn line(&mut self, line: &str) -> impl std::future::Future<Output = ()> + Send;
+    fn flush(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Output of a process that has no try to log into (a callback): each line goes to the
+/// server log at debug level, at most `limit` lines, then one line saying how many more.
+#[derive(Debug)]
+pub struct Traced {
+    pub what: String,
+    pub limit: usize,
+    pub seen: usize,
+}
+
+impl Output for Traced {
+    async fn line(&mut self, line: &str) {
+        self.seen += 1;
+        if self.seen <= self.limit {
+            tracing::debug!(what = %self.what, "{line}");
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.seen > self.limit {
+            tracing::debug!(what = %self.what, "({} more lines)", self.seen - self.limit);
+            self.limit = self.seen;
+        }
+    }
+}
 
 /// Why a process stopped before it finished by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +263,7 @@ pub async fn run_shell(
     timeout: Option<Duration>,
     kill_grace: Duration,
     cancel: tokio::sync::watch::Receiver<Option<String>>,
-    log: &mut LogSink,
+    log: &mut impl Output,
     on_spawn: impl AsyncFnOnce(i32),
 ) -> std::io::Result<Exit> {
     let mut cmd = Command::new("sh");

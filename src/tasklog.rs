@@ -102,3 +102,13 @@ impl LogSink {
         }
     }
 }
+
+impl crate::process::Output for LogSink {
+    async fn line(&mut self, line: &str) {
+        LogSink::line(self, line).await;
+    }
+
+    async fn flush(&mut self) {
+        LogSink::flush(self).await;
+    }
+}

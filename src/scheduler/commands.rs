@@ -10,7 +10,7 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use super::registry::Registry;
 use super::rules;
-use crate::dag::{Callback, Dag};
+use crate::dag::Dag;
 use crate::db::entities::{dag_run, task_instance};
 use crate::db::machine as m;
 use crate::db::runs::{self, NewRun};
@@ -649,79 +649,6 @@ pub async fn set_pool(db: &Db, name: &str, slots: u32) -> CommandResult<()> {
 /// version that now describes it.
 pub async fn record_dag(db: &Db, dag: &Dag) -> CommandResult<i64> {
     Ok(crate::db::dags::upsert_dag(&db.conn, &dag.record(), Utc::now()).await?)
-}
-
-/// Runs a callback in the background with the context of a task or run. Failures are
-/// logged; they never change task state.
-pub fn fire_callback(
-    cb: &Callback,
-    ctx: crate::dag::template::TemplateContext,
-    dir: std::path::PathBuf,
-) {
-    let cb = cb.clone();
-    tokio::spawn(async move {
-        let result = match &cb {
-            Callback::Command { command } => {
-                match ctx.render_for(command, crate::dag::template::Quoting::Shell) {
-                    Ok(cmd) => tokio::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(&cmd)
-                        .current_dir(&dir)
-                        .env_clear()
-                        .envs(crate::process::base_env(&[]))
-                        .envs(ctx.env_vars())
-                        .process_group(0)
-                        .kill_on_drop(true)
-                        .stdin(std::process::Stdio::null())
-                        .stdout(std::process::Stdio::null())
-                        .status()
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|s| {
-                            if s.success() {
-                                Ok(())
-                            } else {
-                                Err(format!("exited with {s}"))
-                            }
-                        }),
-                    Err(e) => Err(e),
-                }
-            }
-            Callback::Http {
-                url,
-                method,
-                headers,
-            } => match ctx.render(url) {
-                Ok(url) => {
-                    let mut h: Vec<(String, String)> = headers
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    h.push(("content-type".into(), "application/json".into()));
-                    let body = serde_json::to_string(&ctx).unwrap_or_default();
-                    crate::kinds::http::run::send(
-                        method,
-                        &url,
-                        &h,
-                        Some(body),
-                        Some(std::time::Duration::from_secs(30)),
-                    )
-                    .await
-                    .and_then(|(s, _)| {
-                        if (200..300).contains(&s) {
-                            Ok(())
-                        } else {
-                            Err(format!("HTTP {s}"))
-                        }
-                    })
-                }
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = result {
-            tracing::warn!(dag = %ctx.dag_id, task = %ctx.task_id, "callback failed: {e}");
-        }
-    });
 }
 
 /// Repairs what `weft db check` found, each through the transition that owns it:

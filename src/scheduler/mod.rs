@@ -64,6 +64,9 @@ impl Clock for ManualClock {
     }
 }
 
+/// How many ended tries may wait for the finisher before workers wait for it.
+const FINISH_QUEUE: usize = 4096;
+
 /// A try that ended, waiting to be recorded, and where to send the result.
 #[derive(Debug)]
 pub struct FinishRequest {
@@ -80,7 +83,7 @@ async fn run_finisher(
     db: Db,
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<FinishRequest>,
+    mut rx: tokio::sync::mpsc::Receiver<FinishRequest>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -220,8 +223,11 @@ pub struct Shared {
     pub run_events: broadcast::Sender<RunEvent>,
     pub warehouses: Arc<Warehouses>,
     pub options: EngineOptions,
-    /// Ends of tries go through one finisher task that records them in batches.
-    pub finisher: tokio::sync::mpsc::UnboundedSender<FinishRequest>,
+    /// Ends of tries go through one finisher task that records them in batches (a
+    /// bounded queue: a worker waits when the finisher is that far behind).
+    pub finisher: tokio::sync::mpsc::Sender<FinishRequest>,
+    /// The tries and callbacks running in this process: shutdown waits for them.
+    pub tracker: tokio_util::task::TaskTracker,
     permits: Arc<Semaphore>,
     paused: Mutex<HashSet<String>>,
     running: AtomicUsize,
@@ -289,7 +295,7 @@ impl Engine {
         dags::sync_pools(&db.conn, &config.pool_slots()).await?;
         let warehouses = Warehouses::new(config.connections.clone().into_iter().collect());
         let permits = Arc::new(Semaphore::new(config.parallelism as usize));
-        let (finisher, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (finisher, rx) = tokio::sync::mpsc::channel(FINISH_QUEUE);
         let finisher_job = tokio::spawn(run_finisher(
             db.clone(),
             registry.clone(),
@@ -298,6 +304,7 @@ impl Engine {
         ));
         let shared = Shared {
             finisher,
+            tracker: tokio_util::task::TaskTracker::new(),
             db,
             registry,
             clock,
@@ -453,6 +460,16 @@ impl Engine {
             while self.running() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+        // Callbacks still running get the same short grace; whatever is left is stopped
+        // with the process (its process group is killed when its handle drops).
+        s.tracker.close();
+        let grace = s.config.kill_grace + Duration::from_secs(5);
+        if tokio::time::timeout(grace, s.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                "{} tries or callbacks still running at shutdown",
+                s.tracker.len()
+            );
         }
         if let Err(e) = tasks::stop_worker(&s.db.conn, &s.worker_id, s.clock.now()).await {
             tracing::error!(error = %e, "could not mark this worker stopped");
@@ -623,7 +640,7 @@ impl Engine {
             };
             s.running.fetch_add(1, Ordering::SeqCst);
             let shared = self.shared.clone();
-            tokio::spawn(async move {
+            s.tracker.spawn(async move {
                 crate::scheduler::worker::run_started(shared.clone(), st, run).await;
                 shared.running.fetch_sub(1, Ordering::SeqCst);
                 drop(permit);

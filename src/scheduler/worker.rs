@@ -58,6 +58,7 @@ pub async fn run_started(
     let finished = match shared
         .finisher
         .send(crate::scheduler::FinishRequest { item, reply })
+        .await
     {
         Ok(()) => wait
             .await
@@ -79,7 +80,7 @@ pub async fn run_started(
             }
             if let (Some(dag), Some(run)) = (&f.dag, &f.run) {
                 if f.recorded {
-                    fire_callbacks(dag, run, &ti, &f, &outcome, shared.base_url());
+                    fire_callbacks(&shared, dag, run, &ti, &f, &outcome, shared.base_url());
                 }
                 if let Some(state) = f.run_finished {
                     if state == crate::db::RunState::Failed {
@@ -178,6 +179,7 @@ fn template_context(
 }
 
 fn fire_callbacks(
+    shared: &Arc<Shared>,
     dag: &crate::dag::Dag,
     run: &crate::db::entities::dag_run::Model,
     ti: &task_instance::Model,
@@ -198,7 +200,7 @@ fn fire_callbacks(
         _ => None,
     };
     if let Some(cb) = cb {
-        commands::fire_callback(cb, ctx.clone(), dag.base_dir());
+        fire_callback(shared, cb, ctx.clone(), dag.base_dir());
     }
     if let Some(state) = f.run_finished {
         let cb = match state {
@@ -208,7 +210,106 @@ fn fire_callbacks(
         if let Some(cb) = cb {
             ctx.task_id = String::new();
             ctx.state = Some(state.as_str().to_string());
-            commands::fire_callback(cb, ctx, dag.base_dir());
+            fire_callback(shared, cb, ctx, dag.base_dir());
         }
     }
+}
+
+/// The longest a command callback may run; then its process group is stopped like a
+/// task's at its timeout.
+pub const CALLBACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs a callback in the background, tracked with the engine's tries (shutdown waits
+/// for it). A command runs through the same process-group code as a shell task: its own
+/// group, the minimal environment, a timeout, and nothing it started outlives it; its
+/// output goes to the server log at debug level. Failures are logged; they never change
+/// task state.
+fn fire_callback(
+    shared: &Arc<Shared>,
+    cb: &crate::dag::Callback,
+    ctx: TemplateContext,
+    dir: std::path::PathBuf,
+) {
+    use crate::dag::Callback;
+    let cb = cb.clone();
+    let kill_grace = shared.config.kill_grace;
+    shared.tracker.spawn(async move {
+        let result = match &cb {
+            Callback::Command { command } => {
+                match ctx.render_for(command, crate::dag::template::Quoting::Shell) {
+                    Ok(cmd) => {
+                        let mut env = crate::process::base_env(&[]);
+                        env.extend(ctx.env_vars());
+                        env.push((
+                            crate::process::MARKER.to_string(),
+                            format!("callback-{}", uuid::Uuid::new_v4().simple()),
+                        ));
+                        let (_keep, cancel) = tokio::sync::watch::channel(None);
+                        let mut out = crate::process::Traced {
+                            what: format!("callback of {} {}", ctx.dag_id, ctx.task_id),
+                            limit: 100,
+                            seen: 0,
+                        };
+                        crate::process::run_shell(
+                            &cmd,
+                            &dir,
+                            &env,
+                            Some(CALLBACK_TIMEOUT),
+                            kill_grace,
+                            cancel,
+                            &mut out,
+                            async |_| {},
+                        )
+                        .await
+                        .map_err(|e| format!("cannot start: {e}"))
+                        .and_then(|exit| match (exit.stopped, exit.code) {
+                            (Some(stop), _) => Err(format!("stopped ({stop:?})")),
+                            (None, Some(0)) => Ok(()),
+                            (None, code) => Err(format!(
+                                "exited with code {}",
+                                code.map_or_else(
+                                    || format!("none (signal {:?})", exit.signal),
+                                    |c| c.to_string()
+                                )
+                            )),
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Callback::Http {
+                url,
+                method,
+                headers,
+            } => match ctx.render(url) {
+                Ok(url) => {
+                    let mut h: Vec<(String, String)> = headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    h.push(("content-type".into(), "application/json".into()));
+                    let body = serde_json::to_string(&ctx).unwrap_or_default();
+                    crate::kinds::http::run::send(
+                        method,
+                        &url,
+                        &h,
+                        Some(body),
+                        Some(std::time::Duration::from_secs(30)),
+                    )
+                    .await
+                    .and_then(|(s, _)| {
+                        if (200..300).contains(&s) {
+                            Ok(())
+                        } else {
+                            Err(format!("HTTP {s}"))
+                        }
+                    })
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = result {
+            tracing::warn!(dag = %ctx.dag_id, task = %ctx.task_id, "callback failed: {e}");
+        }
+    });
 }

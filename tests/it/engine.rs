@@ -610,7 +610,7 @@ async fn callbacks_fire_with_the_context() {
     let t = sqlite_db().await;
     let dag = r#"
 schedule = "none"
-on_failure = "echo run $WEFT_STATE > run_failed.txt"
+on_failure = "sleep 300 & echo $! > callback_child.pid; echo run $WEFT_STATE > run_failed.txt"
 [tasks.boom]
 kind = "shell"
 command = "exit 2"
@@ -639,6 +639,24 @@ on_failure = { command = "echo '{{ task_id }} {{ state }} {{ error }}' > task_fa
         "boom failed command exited with code 2"
     );
     assert_eq!(read("run_failed.txt").await.trim(), "run failed");
+    // A callback runs like a task: what it leaves in the background is stopped with it.
+    let pid: i32 = read("callback_child.pid")
+        .await
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut alive = true;
+    for _ in 0..150 {
+        alive = weft::process::pid_alive(pid);
+        if !alive {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !alive,
+        "the callback's background process {pid} outlived it"
+    );
     env.stop().await;
 }
 

@@ -272,8 +272,9 @@ async fn load_events(
 ) -> Result<usize, String> {
     let pg = c.get_database_backend() == DbBackend::Postgres;
     let full = ctx.base_dir().join(path);
-    let text =
-        std::fs::read_to_string(&full).map_err(|e| format!("cannot read events {path}: {e}"))?;
+    let text = tokio::fs::read_to_string(&full)
+        .await
+        .map_err(|e| format!("cannot read events {path}: {e}"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut rows: Vec<(usize, serde_json::Map<String, serde_json::Value>)> = Vec::new();
     if csv_format {
@@ -394,8 +395,9 @@ async fn load_exposures(
 ) -> Result<(), String> {
     let pg = c.get_database_backend() == DbBackend::Postgres;
     let full = ctx.base_dir().join(path);
-    let text =
-        std::fs::read_to_string(&full).map_err(|e| format!("cannot read exposures {path}: {e}"))?;
+    let text = tokio::fs::read_to_string(&full)
+        .await
+        .map_err(|e| format!("cannot read exposures {path}: {e}"))?;
     let mut rows = Vec::new();
     if csv_format {
         let mut rdr = csv::Reader::from_reader(text.as_bytes());

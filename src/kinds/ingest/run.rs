@@ -914,21 +914,27 @@ async fn drop_zone(ctx: &mut RunContext<'_>, spec: &IngestSpec) -> TryOutcome {
     } else {
         base.join(&dir_name)
     };
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) => return failure(format!("cannot read the drop zone \"{dir_name}\": {e}")),
-    };
-    // Hidden and partial files are still being written: leave them for the next run.
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                !n.starts_with('.') && !n.ends_with(".tmp") && !n.ends_with(".part")
+    // The folder is listed off the async workers.
+    let listing = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<PathBuf>> {
+        // Hidden and partial files are still being written: leave them for the next run.
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    !n.starts_with('.') && !n.ends_with(".tmp") && !n.ends_with(".part")
+                })
             })
-        })
-        .collect();
-    files.sort();
+            .collect();
+        files.sort();
+        Ok(files)
+    })
+    .await;
+    let files = match listing {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return failure(format!("cannot read the drop zone \"{dir_name}\": {e}")),
+        Err(e) => return failure(format!("listing the drop zone \"{dir_name}\" failed: {e}")),
+    };
     let conn = match ctx.warehouses.get(&spec.connection).await {
         Ok(c) => c,
         Err(e) => return failure(e),
