@@ -22,6 +22,49 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("environment variable {name}: {message}")]
     Env { name: String, message: String },
+    /// A value that parsed but makes no sense; `from` names where it came from.
+    #[error("{key} (from {from}): {message}")]
+    Invalid {
+        key: String,
+        from: String,
+        message: String,
+    },
+}
+
+/// The settings a `WEFT_<NAME>` variable can set (the key upper-cased), with the kind of
+/// value the variable holds. Every scalar setting of `weft.toml` is here; pools and
+/// connections are tables (the warehouse URL has `WEFT_WAREHOUSE_URL`).
+const ENV_SETTINGS: &[(&str, EnvKind)] = &[
+    ("database_url", EnvKind::Text),
+    ("dags_folder", EnvKind::Text),
+    ("bind", EnvKind::Text),
+    ("parallelism", EnvKind::Integer),
+    ("heartbeat_interval", EnvKind::Text),
+    ("heartbeat_timeout", EnvKind::Text),
+    ("kill_grace", EnvKind::Text),
+    ("shutdown_grace", EnvKind::Text),
+    ("dag_poll_interval", EnvKind::Text),
+    ("log_max_bytes", EnvKind::Integer),
+    ("default_pool_slots", EnvKind::Integer),
+    ("public_read", EnvKind::Bool),
+    ("public_logs", EnvKind::Bool),
+    ("retention", EnvKind::Text),
+    ("task_pass_env", EnvKind::List),
+    ("secure_cookies", EnvKind::Bool),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum EnvKind {
+    Text,
+    Integer,
+    Bool,
+    /// Comma-separated; added to the file's list.
+    List,
+}
+
+/// The environment variable of a setting.
+fn env_name(key: &str) -> String {
+    format!("WEFT_{}", key.to_uppercase())
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -248,20 +291,19 @@ impl Config {
             let p = home.join("weft.toml");
             p.is_file().then_some(p)
         });
-        let mut cfg = match &path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        let text = match &path {
+            Some(p) => Some(
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.display().to_string(),
                     source,
-                })?;
-                Config::from_toml(&text).map_err(|message| ConfigError::Parse {
-                    path: p.display().to_string(),
-                    message,
-                })?
-            }
-            None => Config::default(),
+                })?,
+            ),
+            None => None,
         };
-        cfg.apply_env()?;
+        let file = path
+            .as_ref()
+            .map_or_else(|| "weft.toml".to_string(), |p| p.display().to_string());
+        let mut cfg = Config::layered(text.as_deref(), &file)?;
         cfg.home = home;
         cfg.resolve_paths();
         Ok(cfg)
@@ -283,78 +325,166 @@ impl Config {
         sqlite_path(&self.database_url).map(PathBuf::from)
     }
 
+    /// A configuration from a `weft.toml` text alone (no environment).
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        Config::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Config, String> {
+        let mut cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
         cfg.connections
             .entry("warehouse".to_string())
             .or_insert_with(|| Config::default().connections["warehouse"].clone());
         Ok(cfg)
     }
 
-    fn apply_env(&mut self) -> Result<(), ConfigError> {
-        fn var(name: &str) -> Option<String> {
-            std::env::var(name).ok().filter(|v| !v.is_empty())
+    /// The file's settings, then the `WEFT_*` variables over them, then checks: every
+    /// error names where the bad value came from (the file, a variable, the default).
+    fn layered(text: Option<&str>, file: &str) -> Result<Config, ConfigError> {
+        let parse = |message: String| ConfigError::Parse {
+            path: file.to_string(),
+            message,
+        };
+        let mut table: toml::Table = match text {
+            Some(t) => toml::from_str(t).map_err(|e: toml::de::Error| parse(e.to_string()))?,
+            None => toml::Table::new(),
+        };
+        let mut from: BTreeMap<String, String> = table
+            .keys()
+            .map(|k| (k.clone(), file.to_string()))
+            .collect();
+        for (key, kind) in ENV_SETTINGS {
+            let name = env_name(key);
+            let Some(raw) = std::env::var(&name).ok().filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let bad = |message: String| ConfigError::Env {
+                name: name.clone(),
+                message,
+            };
+            let value = match kind {
+                EnvKind::Text => toml::Value::String(raw.clone()),
+                EnvKind::Integer => raw
+                    .trim()
+                    .parse::<i64>()
+                    .map(toml::Value::Integer)
+                    .map_err(|_| bad(format!("\"{raw}\" is not a number")))?,
+                EnvKind::Bool => match raw.trim().to_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
+                    "0" | "false" | "no" | "off" => toml::Value::Boolean(false),
+                    _ => return Err(bad(format!("\"{raw}\" is not true or false"))),
+                },
+                EnvKind::List => {
+                    let mut list = match table.remove(*key) {
+                        Some(toml::Value::Array(a)) => a,
+                        _ => Vec::new(),
+                    };
+                    list.extend(
+                        raw.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| toml::Value::String(s.to_string())),
+                    );
+                    toml::Value::Array(list)
+                }
+            };
+            table.insert(key.to_string(), value);
+            from.insert(key.to_string(), name);
         }
-        fn num<T: std::str::FromStr>(name: &str) -> Result<Option<T>, ConfigError> {
-            var(name)
-                .map(|v| {
-                    v.parse::<T>().map_err(|_| ConfigError::Env {
-                        name: name.to_string(),
-                        message: format!("\"{v}\" is not a number"),
-                    })
-                })
-                .transpose()
+        if let Some(url) = std::env::var("WEFT_WAREHOUSE_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            let conns = table
+                .entry("connections")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(c) = conns {
+                let mut w = toml::Table::new();
+                w.insert("url".into(), toml::Value::String(url));
+                c.insert("warehouse".into(), toml::Value::Table(w));
+            }
+            from.insert("connections".into(), "WEFT_WAREHOUSE_URL".into());
         }
-        if let Some(v) = var("WEFT_DATABASE_URL") {
-            self.database_url = v;
+        let source_of = |key: &str| {
+            from.get(key)
+                .cloned()
+                .unwrap_or_else(|| "the default".to_string())
+        };
+        let cfg = Config::from_table(table).map_err(|message| {
+            // Name the variable when the bad value came from one.
+            let env = from
+                .iter()
+                .find(|(k, src)| src.starts_with("WEFT_") && message.contains(k.as_str()));
+            match env {
+                Some((_, name)) => ConfigError::Env {
+                    name: name.clone(),
+                    message: message.trim().to_string(),
+                },
+                None => parse(message),
+            }
+        })?;
+        cfg.validate(&source_of)?;
+        Ok(cfg)
+    }
+
+    /// Values that parse but cannot work together.
+    fn validate(&self, source_of: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            from: source_of(key),
+            message,
+        };
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        if self.parallelism == 0 {
+            return Err(invalid("parallelism", "must be at least 1".into()));
         }
-        if let Some(v) = var("WEFT_DAGS_FOLDER") {
-            self.dags_folder = PathBuf::from(v);
+        if self.heartbeat_interval.is_zero() {
+            return Err(invalid("heartbeat_interval", "must be more than 0s".into()));
         }
-        if let Some(v) = var("WEFT_BIND") {
-            self.bind = v;
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            let key = if source_of("heartbeat_timeout") == "the default" {
+                "heartbeat_interval"
+            } else {
+                "heartbeat_timeout"
+            };
+            return Err(invalid(
+                key,
+                format!(
+                    "heartbeat_timeout ({}) must be longer than heartbeat_interval ({}): a live worker would be declared dead",
+                    human(self.heartbeat_timeout),
+                    human(self.heartbeat_interval)
+                ),
+            ));
         }
-        if let Some(v) = num("WEFT_PARALLELISM")? {
-            self.parallelism = v;
+        if self.dag_poll_interval.is_zero() {
+            return Err(invalid("dag_poll_interval", "must be more than 0s".into()));
         }
-        if let Some(v) = num("WEFT_LOG_MAX_BYTES")? {
-            self.log_max_bytes = v;
-        }
-        if let Some(v) = var("WEFT_WAREHOUSE_URL") {
-            self.connections
-                .insert("warehouse".to_string(), Connection { url: v });
-        }
-        if let Some(v) = var("WEFT_TASK_PASS_ENV") {
-            self.task_pass_env.extend(
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from),
-            );
-        }
-        if let Some(v) = var("WEFT_RETENTION") {
-            let d = humantime::parse_duration(&v).map_err(|e| ConfigError::Env {
-                name: "WEFT_RETENTION".into(),
-                message: format!("bad duration \"{v}\": {e}"),
-            })?;
-            self.retention = Some(d);
+        if self.log_max_bytes < 1024 {
+            return Err(invalid(
+                "log_max_bytes",
+                format!("{} is too small; give at least 1024", self.log_max_bytes),
+            ));
         }
         if let Some(d) = self.retention
             && d < Duration::from_secs(3600)
         {
-            return Err(ConfigError::Env {
-                name: "retention".into(),
-                message: "must be at least 1h (it deletes finished runs older than this)".into(),
-            });
+            return Err(invalid(
+                "retention",
+                "must be at least 1h (it deletes finished runs older than this)".into(),
+            ));
         }
-        if let Some(v) = var("WEFT_PUBLIC_READ") {
-            self.public_read = Some(matches!(v.as_str(), "1" | "true" | "yes"));
-        }
-        if self.parallelism == 0 {
-            return Err(ConfigError::Env {
-                name: "parallelism".into(),
-                message: "must be at least 1".into(),
-            });
+        if self
+            .bind
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return Err(invalid(
+                "bind",
+                format!("\"{}\" is not HOST:PORT", self.bind),
+            ));
         }
         Ok(())
     }
@@ -454,5 +584,38 @@ mod tests {
         assert_eq!(expand_env("plain").unwrap(), "plain");
         let err = expand_env("x${WEFT_SURELY_UNSET_VAR_123}").unwrap_err();
         assert!(err.contains("WEFT_SURELY_UNSET_VAR_123"));
+    }
+
+    #[test]
+    fn bad_values_name_where_they_came_from() {
+        let e = Config::layered(
+            Some("heartbeat_interval = \"10s\"\nheartbeat_timeout = \"5s\"\n"),
+            "dir/weft.toml",
+        )
+        .expect_err("timeout below interval");
+        assert_eq!(
+            e.to_string(),
+            "heartbeat_timeout (from dir/weft.toml): heartbeat_timeout (5s) must be longer than heartbeat_interval (10s): a live worker would be declared dead"
+        );
+        let e = Config::layered(Some("heartbeat_interval = \"1m\"\n"), "weft.toml")
+            .expect_err("interval above the default timeout");
+        assert!(
+            e.to_string()
+                .starts_with("heartbeat_interval (from weft.toml): "),
+            "{e}"
+        );
+        let e = Config::layered(Some("bind = \"localhost\"\n"), "weft.toml").expect_err("bind");
+        assert!(
+            e.to_string().contains("\"localhost\" is not HOST:PORT"),
+            "{e}"
+        );
+        let e =
+            Config::layered(Some("kill_grace = \"soon\"\n"), "weft.toml").expect_err("duration");
+        assert!(
+            e.to_string().starts_with("weft.toml: ") && e.to_string().contains("soon"),
+            "{e}"
+        );
+        let ok = Config::layered(None, "weft.toml").expect("defaults are valid");
+        assert_eq!(ok.parallelism, 32);
     }
 }

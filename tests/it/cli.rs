@@ -701,3 +701,61 @@ fn migrating_leaves_no_lock_file_beside_the_database() {
     assert!(dir.path().join("weft.db").exists());
     assert!(!dir.path().join("weft.db.migrate-lock").exists());
 }
+
+#[test]
+fn every_setting_comes_from_the_file_or_a_variable_and_bad_ones_say_where() {
+    let dir = project(&[("d", "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n")]);
+    let o = weft()
+        .current_dir(dir.path())
+        .env("WEFT_HEARTBEAT_TIMEOUT", "100ms")
+        .args(["dags", "list"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("heartbeat_timeout (from WEFT_HEARTBEAT_TIMEOUT): heartbeat_timeout (100ms) must be longer than heartbeat_interval (200ms)"),
+        "{}",
+        text(&o)
+    );
+    let o = weft()
+        .current_dir(dir.path())
+        .env("WEFT_KILL_GRACE", "soon")
+        .args(["dags", "list"])
+        .output()
+        .expect("run");
+    assert!(
+        !o.status.success() && text(&o).contains("WEFT_KILL_GRACE"),
+        "{}",
+        text(&o)
+    );
+    let o = weft()
+        .current_dir(dir.path())
+        .env("WEFT_PUBLIC_LOGS", "maybe")
+        .args(["dags", "list"])
+        .output()
+        .expect("run");
+    assert!(
+        !o.status.success()
+            && text(&o)
+                .contains("environment variable WEFT_PUBLIC_LOGS: \"maybe\" is not true or false"),
+        "{}",
+        text(&o)
+    );
+    // A good value from a variable is used: the list reads the DAGs of that folder.
+    std::fs::create_dir(dir.path().join("other")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("other/e.toml"),
+        "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n",
+    )
+    .expect("write");
+    let o = weft()
+        .current_dir(dir.path())
+        .env("WEFT_DAGS_FOLDER", "other")
+        .env("WEFT_DEFAULT_POOL_SLOTS", "7")
+        .args(["dags", "list", "--json"])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v[0]["dag_id"], "e");
+}
