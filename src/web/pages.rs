@@ -26,6 +26,22 @@ use crate::db::runs::RunFilter;
 use crate::db::{Role, RunState, TaskState, dags, runs, stats, tasks, users};
 use crate::scheduler::{commands, plan};
 
+/// A labelled link (an action button, a results page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub label: String,
+    pub href: String,
+}
+
+impl Link {
+    fn new(label: impl Into<String>, href: impl Into<String>) -> Link {
+        Link {
+            label: label.into(),
+            href: href.into(),
+        }
+    }
+}
+
 /// What every page shows around its content.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -309,13 +325,14 @@ pub struct DagPage {
     pub source: String,
     pub versions: Vec<VersionRow>,
     /// Links to the experiment and survey pages of this DAG's tasks: (label, href).
-    pub insights: Vec<(String, String)>,
+    pub insights: Vec<Link>,
 }
 
 /// The results pages (experiment, survey) a DAG's tasks feed: (label, href).
-fn insight_links(dag: &Dag) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for link in dag.tasks.iter().filter_map(|t| t.spec.insight()) {
+fn insight_links(dag: &Dag) -> Vec<Link> {
+    let mut out: Vec<Link> = Vec::new();
+    let links = dag.tasks.iter().filter_map(|t| t.spec.insight());
+    for link in links.map(|(label, href)| Link { label, href }) {
         if !out.contains(&link) {
             out.push(link);
         }
@@ -666,7 +683,7 @@ pub struct RunPage {
     pub rows: Vec<TiRow>,
     pub gantt: Chart,
     pub finished: bool,
-    pub actions: Vec<(String, String)>,
+    pub actions: Vec<Link>,
 }
 
 fn confirm_href(action: &str, dag: &str, run: &str, task: &str, extra: &str) -> String {
@@ -750,13 +767,13 @@ pub async fn run_page(
             .and_then(|v| serde_json::to_string_pretty(&v).ok())
             .unwrap_or_else(|| s.to_string())
     };
-    let mut actions = vec![(
-        "Clear all tasks".to_string(),
+    let mut actions = vec![Link::new(
+        "Clear all tasks",
         confirm_href("clear", &dag_id, &run_id, "", ""),
     )];
     if run.state != RunState::Success {
-        actions.push((
-            "Mark run success".into(),
+        actions.push(Link::new(
+            "Mark run success",
             confirm_href("mark_run", &dag_id, &run_id, "", "&state=success"),
         ));
     }
@@ -766,8 +783,8 @@ pub async fn run_page(
         } else {
             "Cancel run (mark failed)"
         };
-        actions.push((
-            label.into(),
+        actions.push(Link::new(
+            label,
             confirm_href("mark_run", &dag_id, &run_id, "", "&state=failed"),
         ));
     }
@@ -1223,11 +1240,35 @@ pub async fn dashboard(
 
 // ---------------------------------------------------------------- import errors, pools, users
 
+/// A file that does not load.
+#[derive(Debug)]
+pub struct ImportErrorRow {
+    pub file: String,
+    pub message: String,
+    pub found: Time,
+}
+
+/// A pool: its slots and how many are in use.
+#[derive(Debug)]
+pub struct PoolRow {
+    pub name: String,
+    pub slots: i32,
+    pub used: i64,
+    pub description: String,
+}
+
+/// A hidden form field.
+#[derive(Debug)]
+pub struct HiddenField {
+    pub name: String,
+    pub value: String,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "import_errors.html")]
 pub struct ImportErrorsPage {
     pub layout: Layout,
-    pub errors: Vec<(String, String, Time)>,
+    pub errors: Vec<ImportErrorRow>,
 }
 
 pub async fn import_errors(
@@ -1247,7 +1288,11 @@ pub async fn import_errors(
     let errors = dags::import_errors(&state.db.conn)
         .await?
         .into_iter()
-        .map(|e| (e.fileloc, e.message, time(e.created_at)))
+        .map(|e| ImportErrorRow {
+            file: e.fileloc,
+            message: e.message,
+            found: time(e.created_at),
+        })
         .collect();
     Ok(page(token, ImportErrorsPage { layout, errors }))
 }
@@ -1256,7 +1301,7 @@ pub async fn import_errors(
 #[template(path = "pools.html")]
 pub struct PoolsPage {
     pub layout: Layout,
-    pub pools: Vec<(String, i32, i64, String)>,
+    pub pools: Vec<PoolRow>,
 }
 
 pub async fn pools_page(
@@ -1271,8 +1316,13 @@ pub async fn pools_page(
         .await?
         .into_iter()
         .map(|p| {
-            let u = used.get(&p.name).copied().unwrap_or(0);
-            (p.name, p.slots, u, p.description.unwrap_or_default())
+            let used = used.get(&p.name).copied().unwrap_or(0);
+            PoolRow {
+                name: p.name,
+                slots: p.slots,
+                used,
+                description: p.description.unwrap_or_default(),
+            }
         })
         .collect();
     Ok(page(token, PoolsPage { layout, pools }))
@@ -1535,7 +1585,7 @@ pub struct ActionQuery {
 pub struct ConfirmPage {
     pub layout: Layout,
     pub question: String,
-    pub fields: Vec<(String, String)>,
+    pub fields: Vec<HiddenField>,
     pub back: String,
 }
 
@@ -1698,7 +1748,10 @@ pub async fn confirm_page(
         ("downstream", &q.downstream),
     ] {
         if let Some(v) = v {
-            fields.push((k.to_string(), v.clone()));
+            fields.push(HiddenField {
+                name: k.to_string(),
+                value: v.clone(),
+            });
         }
     }
     Ok(page(
