@@ -22,7 +22,7 @@ use axum::extract::{FromRef, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use axum_csrf::CsrfConfig;
 use axum_extra::extract::cookie::Key;
@@ -116,31 +116,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let _ = metrics::handle();
     Router::new()
-        .route("/", get(pages::root))
-        .route("/dags", get(pages::dags_page))
-        .route("/dags/{dag_id}", get(pages::dag_page))
-        .route(
-            "/dags/{dag_id}/trigger",
-            get(pages::trigger_form).post(pages::trigger_post),
-        )
-        .route("/dags/{dag_id}/runs/{run_id}", get(pages::run_page))
-        .route(
-            "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}",
-            get(pages::task_page),
-        )
-        .route(
-            "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/log",
-            get(pages::raw_log),
-        )
-        .route("/dashboard", get(pages::dashboard))
-        .route("/import-errors", get(pages::import_errors))
-        .route("/pools", get(pages::pools_page).post(pages::pools_post))
-        .route("/users", get(pages::users_page).post(pages::users_post))
-        .route("/users/manage", post(pages::users_manage))
-        .route("/login", get(pages::login_page).post(auth::login_post))
-        .route("/logout", post(auth::logout_post))
-        .route("/confirm", get(pages::confirm_page))
-        .route("/actions", post(pages::action_post))
+        .merge(pages::router())
         .route("/static/weft.css", get(css))
         .route("/static/weft.js", get(js))
         .route("/static/favicon.svg", get(favicon))

@@ -1,0 +1,170 @@
+//! The Health page: failure rates by DAG and kind, the slowest tasks, freshness and
+//! experiment turnaround, what is running now.
+
+use axum::Router;
+use axum::routing::get;
+
+use super::*;
+
+/// The routes of these pages.
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/dashboard", get(dashboard))
+}
+
+#[derive(Debug, Clone)]
+pub struct RateRow {
+    pub key: String,
+    pub href: String,
+    pub day: String,
+    pub week: String,
+    pub month: String,
+    pub spark: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlowRow {
+    pub dag_id: String,
+    pub task_id: String,
+    pub avg: String,
+    pub max: String,
+    pub tries: i64,
+}
+
+/// Latest and median of a lag, per DAG.
+#[derive(Debug, Clone)]
+pub struct LagRow {
+    pub dag_id: String,
+    pub href: String,
+    pub latest: String,
+    pub median: String,
+    pub runs: usize,
+}
+
+fn lag_rows(lags: HashMap<String, Vec<f64>>) -> Vec<LagRow> {
+    let mut rows: Vec<LagRow> = lags
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(dag_id, v)| {
+            let mut sorted = v.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            LagRow {
+                href: dag_href(&dag_id),
+                latest: views::lag(*v.last().unwrap_or(&0.0)),
+                median: views::lag(sorted[sorted.len() / 2]),
+                runs: v.len(),
+                dag_id,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.dag_id.cmp(&b.dag_id));
+    rows
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "dashboard.html")]
+pub struct DashboardPage {
+    pub freshness: Vec<LagRow>,
+    pub turnaround: Vec<LagRow>,
+    pub layout: Layout,
+    pub dag_rates: Vec<RateRow>,
+    pub kind_rates: Vec<RateRow>,
+    pub running: i64,
+    pub queued: i64,
+    pub scheduled: i64,
+    pub retrying: i64,
+    pub slow: Vec<SlowRow>,
+}
+
+pub async fn dashboard(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    token: CsrfToken,
+) -> Result<Response> {
+    let mut layout = layout(&state, &viewer, &token, "Health".into(), "health", None).await?;
+    layout.refresh = true;
+    let now = Utc::now();
+    let c = &state.db.conn;
+    let windows = [
+        now - Duration::hours(24),
+        now - Duration::days(7),
+        now - Duration::days(30),
+    ];
+    let mut by_dag = Vec::new();
+    let mut by_kind = Vec::new();
+    for since in windows {
+        by_dag.push(stats::try_failure_by_dag(c, since).await?);
+        by_kind.push(stats::try_failure_by_kind(c, since).await?);
+    }
+    let daily = stats::daily_try_failure(c, now - Duration::days(14)).await?;
+    // The trend has one point per UTC day of the last 14, days without tries at 0.
+    let days: Vec<String> = (0..14)
+        .rev()
+        .map(|d| (now - Duration::days(d)).format("%Y-%m-%d").to_string())
+        .collect();
+    let rate_rows = |maps: &[HashMap<String, stats::Rate>],
+                     link: bool,
+                     spark: &HashMap<String, Vec<(String, stats::Rate)>>| {
+        let mut keys: Vec<String> = maps.iter().flat_map(|m| m.keys().cloned()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|k| RateRow {
+                href: if link { dag_href(&k) } else { String::new() },
+                day: percent(maps[0].get(&k).and_then(|r| r.percent())),
+                week: percent(maps[1].get(&k).and_then(|r| r.percent())),
+                month: percent(maps[2].get(&k).and_then(|r| r.percent())),
+                spark: match spark.get(&k) {
+                    Some(v) => views::sparkline(
+                        &days
+                            .iter()
+                            .map(|d| {
+                                v.iter()
+                                    .find(|(day, _)| day == d)
+                                    .and_then(|(_, r)| r.percent())
+                                    .unwrap_or(0.0)
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    None => String::new(),
+                },
+                key: k,
+            })
+            .collect::<Vec<_>>()
+    };
+    let dag_rates = rate_rows(&by_dag, true, &daily);
+    let kind_rates = rate_rows(&by_kind, false, &HashMap::new());
+    let live = stats::live_task_counts(c).await?;
+    let slow = stats::slowest_tasks(c, now - Duration::days(7), 10)
+        .await?
+        .into_iter()
+        .map(|s| SlowRow {
+            avg: duration_ms(s.avg_ms as i64),
+            max: duration_ms(s.max_ms),
+            tries: s.tries,
+            dag_id: s.dag_id,
+            task_id: s.task_id,
+        })
+        .collect();
+    use crate::kinds::{experiment, ingest, transform};
+    let week = now - Duration::days(7);
+    let freshness =
+        lag_rows(stats::lags(c, transform::KIND.name, Some(ingest::KIND.name), week).await?);
+    let turnaround = lag_rows(stats::lags(c, experiment::KIND.name, None, week).await?);
+    Ok(page(
+        token,
+        DashboardPage {
+            freshness,
+            turnaround,
+            layout,
+            dag_rates,
+            kind_rates,
+            running: live.get(&TaskState::Running).copied().unwrap_or(0),
+            queued: live.get(&TaskState::Queued).copied().unwrap_or(0),
+            scheduled: live.get(&TaskState::Scheduled).copied().unwrap_or(0),
+            retrying: live.get(&TaskState::UpForRetry).copied().unwrap_or(0),
+            slow,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------- import errors, pools, users

@@ -1,0 +1,73 @@
+//! The login page (the form posts to `auth::login_post`).
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use super::*;
+
+/// The routes of these pages.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_page).post(crate::web::auth::login_post))
+        .route("/logout", post(crate::web::auth::logout_post))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub layout: Layout,
+    pub next: String,
+    pub failed: bool,
+    pub no_users: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginQuery {
+    pub next: Option<String>,
+    pub error: Option<String>,
+}
+
+pub async fn login_page(
+    State(state): State<AppState>,
+    token: CsrfToken,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response> {
+    let mut layout = layout(
+        &state,
+        &Viewer(None),
+        &token,
+        "Log in".into(),
+        "login",
+        None,
+    )
+    .await
+    .or_else(|e| match e {
+        // The login page is readable even when reading needs a login.
+        Error::Unauthorized => Ok(Layout {
+            title: "Log in".into(),
+            nav: "login",
+            user: None,
+            role: String::new(),
+            operator: false,
+            admin: false,
+            csrf: crate::web::auth::csrf_token(&token, &Viewer(None))?,
+            notice: None,
+            import_errors: 0,
+            refresh: false,
+        }),
+        other => Err(other),
+    })?;
+    layout.refresh = false;
+    let no_users = users::count(&state.db.conn).await? == 0;
+    Ok(page(
+        token,
+        LoginPage {
+            layout,
+            next: q.next.unwrap_or_else(|| "/dags".into()),
+            failed: q.error.is_some(),
+            no_users,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------- confirm + actions

@@ -1,0 +1,137 @@
+//! Server-rendered pages (askama templates in `templates/`). Each page reads what it
+//! shows in a bounded number of queries (no query per row).
+
+use std::collections::{BTreeMap, HashMap};
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_csrf::CsrfToken;
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+
+use super::AppState;
+
+mod actions;
+mod admin;
+mod dag;
+mod health;
+mod login;
+mod run;
+use super::error::{Error, Result};
+use super::views::{
+    self, Chart, Graph, Time, dag_href, duration_ms, enc, percent, run_href, task_href, time,
+};
+use crate::accounts;
+use crate::dag::Dag;
+use crate::db::rows::{Run, TaskInstance};
+use crate::db::runs::RunFilter;
+use crate::db::{Role, RunState, TaskState, dags, runs, stats, tasks, users};
+use crate::scheduler::{commands, plan};
+use crate::web::auth::Viewer;
+
+/// A labelled link (an action button, a results page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub label: String,
+    pub href: String,
+}
+
+impl Link {
+    fn new(label: impl Into<String>, href: impl Into<String>) -> Link {
+        Link {
+            label: label.into(),
+            href: href.into(),
+        }
+    }
+}
+
+/// What every page shows around its content.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub title: String,
+    pub nav: &'static str,
+    pub user: Option<String>,
+    pub role: String,
+    pub operator: bool,
+    pub admin: bool,
+    pub csrf: String,
+    pub notice: Option<String>,
+    pub import_errors: usize,
+    pub refresh: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NoticeQuery {
+    pub notice: Option<String>,
+}
+
+pub(crate) async fn layout(
+    state: &AppState,
+    viewer: &Viewer,
+    token: &CsrfToken,
+    title: String,
+    nav: &'static str,
+    notice: Option<String>,
+) -> Result<Layout> {
+    viewer.can_read(state)?;
+    let import_errors = dags::count_import_errors(&state.db.conn).await?;
+    Ok(Layout {
+        title,
+        nav,
+        user: viewer.0.as_ref().map(|u| u.username.clone()),
+        role: viewer
+            .0
+            .as_ref()
+            .map(|u| u.role.to_string())
+            .unwrap_or_default(),
+        operator: viewer.has(Role::Operator),
+        admin: viewer.has(Role::Admin),
+        csrf: crate::web::auth::csrf_token(token, viewer)?,
+        notice: notice
+            .filter(|n| !n.is_empty())
+            .map(|n| n.chars().take(300).collect()),
+        import_errors,
+        refresh: false,
+    })
+}
+
+pub(crate) fn page(token: CsrfToken, t: impl IntoResponse) -> Response {
+    (token, t).into_response()
+}
+
+fn known_dag(state: &AppState, dag_id: &str) -> Result<(std::sync::Arc<Dag>, i64)> {
+    state.registry.current(dag_id).ok_or_else(|| {
+        let hint = crate::dag::diag::did_you_mean(
+            dag_id,
+            state
+                .registry
+                .all()
+                .iter()
+                .map(|(d, _)| d.dag_id.as_str())
+                .collect::<Vec<_>>(),
+        );
+        Error::NotFound(format!("no dag \"{dag_id}\"{hint}"))
+    })
+}
+
+// ---------------------------------------------------------------- DAGs
+
+pub async fn root() -> Redirect {
+    Redirect::to("/dags")
+}
+
+/// The routes of the server-rendered pages, each area with its own router.
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/", axum::routing::get(root))
+        .merge(dag::router())
+        .merge(run::router())
+        .merge(health::router())
+        .merge(admin::router())
+        .merge(login::router())
+        .merge(actions::router())
+}
