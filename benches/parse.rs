@@ -783,9 +783,8 @@ fn main() {
         })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut md = String::from(
-        "Produced by `cargo bench` (benches/parse.rs); medians of repeated runs.\n",
-    );
+    let mut md =
+        String::from("Produced by `cargo bench` (benches/parse.rs); medians of repeated runs.\n");
     let _ = write!(
         md,
         "Machine: {cores} cores, {cpu}. Database: embedded SQLite (WAL) in a temp folder.\n\n| benchmark | result | target |\n|---|---|---|\n"

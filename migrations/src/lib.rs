@@ -9,6 +9,7 @@ mod m0001_initial;
 mod m0002_settings;
 mod m0003_security;
 mod m0004_bundles;
+mod m0005_state_invariants;
 pub use m0003_security::TOKEN_SCOPES;
 
 /// The ordered list of migrations applied by `weft db migrate` and `weft serve`.
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_settings::Migration),
             Box::new(m0003_security::Migration),
             Box::new(m0004_bundles::Migration),
+            Box::new(m0005_state_invariants::Migration),
         ]
     }
 }

@@ -172,6 +172,34 @@ async fn roundtrip(t: &TestDb) {
         bad.is_err(),
         "CHECK constraint must reject unknown run states"
     );
+    // States are tied to their columns: a finished task has its end, a held one its
+    // worker, a finished run its end, a running run its start.
+    for (sql, why) in [
+        (
+            format!(
+                "UPDATE task_instance SET state = 'success', ended_at = NULL WHERE id = {}",
+                tis[0].id
+            ),
+            "a finished task instance without ended_at",
+        ),
+        (
+            format!(
+                "UPDATE task_instance SET state = 'running', worker_id = NULL WHERE id = {}",
+                tis[0].id
+            ),
+            "a running task instance without a worker",
+        ),
+        (
+            format!(
+                "UPDATE dag_run SET state = 'failed', ended_at = NULL WHERE id = {}",
+                run.id
+            ),
+            "a finished run without ended_at",
+        ),
+    ] {
+        let r = db.conn.execute_unprepared(&sql).await;
+        assert!(r.is_err(), "the database must refuse {why}");
+    }
 
     // Logs round-trip in order.
     tasks::register_worker(&db.conn, "w1", "host", 1, now)

@@ -748,8 +748,14 @@ async fn the_state_machine_holes_stay_closed() {
         let id = |task: &str| tis.iter().find(|t| t.task_id == task).expect("ti").id;
         let set = |task_pk: i64, state: &str, worker: &str| {
             let db = env.db.clone();
+            // A finished state carries its end (the database refuses one without).
+            let ended = if ["success", "failed", "removed", "skipped"].contains(&state) {
+                "updated_at"
+            } else {
+                "NULL"
+            };
             let sql = format!(
-                "UPDATE task_instance SET state = '{state}', worker_id = '{worker}' WHERE id = {task_pk}"
+                "UPDATE task_instance SET state = '{state}', worker_id = '{worker}', ended_at = {ended} WHERE id = {task_pk}"
             );
             async move { db.conn.execute_unprepared(&sql).await.expect("update") }
         };
