@@ -45,8 +45,22 @@ impl RunContext<'_> {
 }
 
 /// A failed try with a message.
-pub fn failure(message: impl Into<String>) -> TryOutcome {
-    TryOutcome::failed(message)
+pub fn failure(message: impl std::fmt::Display) -> TryOutcome {
+    TryOutcome::failed(message.to_string())
+}
+
+/// Why a warehouse connection is not available. The driver's own error is not kept as
+/// a source: its text can hold the URL's password, so only a redacted copy is.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("unknown connection \"{0}\"")]
+    Unknown(String),
+    #[error("connection \"{name}\": {message}")]
+    Url { name: String, message: String },
+    #[error("connection \"{name}\": cannot connect: {redacted}")]
+    Connect { name: String, redacted: String },
+    #[error("connection \"{name}\": cannot create weft's tables: {redacted}")]
+    Migrate { name: String, redacted: String },
 }
 
 /// Creates warehouse tables so that concurrent tries, in this process or another, never
@@ -116,7 +130,7 @@ impl Warehouses {
 
     /// The connection pool for `name`. Errors never contain the URL (it may hold a
     /// password).
-    pub async fn get(&self, name: &str) -> Result<DatabaseConnection, String> {
+    pub async fn get(&self, name: &str) -> Result<DatabaseConnection, WarehouseError> {
         let mut open = self.open.lock().await;
         if let Some(c) = open.get(name) {
             return Ok(c.clone());
@@ -124,21 +138,24 @@ impl Warehouses {
         let cfg = self
             .configs
             .get(name)
-            .ok_or_else(|| format!("unknown connection \"{name}\""))?;
-        let url = expand_env(&cfg.url).map_err(|e| format!("connection \"{name}\": {e}"))?;
-        let db = Db::connect(&url).await.map_err(|e| {
-            format!(
-                "connection \"{name}\": cannot connect: {}",
-                crate::db::redact_url(&e.to_string())
-            )
+            .ok_or_else(|| WarehouseError::Unknown(name.to_string()))?;
+        let url = expand_env(&cfg.url).map_err(|message| WarehouseError::Url {
+            name: name.to_string(),
+            message,
         })?;
+        let db = Db::connect(&url)
+            .await
+            .map_err(|e| WarehouseError::Connect {
+                name: name.to_string(),
+                redacted: crate::db::redact_url(&e.to_string()),
+            })?;
         // The kinds' warehouse tables, once per warehouse (recorded in it).
-        super::warehouse::migrate(&db.conn).await.map_err(|e| {
-            format!(
-                "connection \"{name}\": cannot create weft's tables: {}",
-                crate::db::redact_url(&e.to_string())
-            )
-        })?;
+        super::warehouse::migrate(&db.conn)
+            .await
+            .map_err(|e| WarehouseError::Migrate {
+                name: name.to_string(),
+                redacted: crate::db::redact_url(&e.to_string()),
+            })?;
         open.insert(name.to_string(), db.conn.clone());
         Ok(db.conn)
     }
