@@ -152,24 +152,8 @@ impl Bundle {
             b.fetch(base, &Want::Dir(rel.clone()));
         }
         // A file only a glob used to match stays out once the glob stops matching it.
-        let matched: std::collections::BTreeSet<&String> = b
-            .globs
-            .values()
-            .filter_map(|g| match g {
-                GlobEntry::Matches(m) => Some(m),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let globbed_before: std::collections::BTreeSet<&String> = self
-            .globs
-            .values()
-            .filter_map(|g| match g {
-                GlobEntry::Matches(m) => Some(m),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let matched = glob_matches(&b.globs);
+        let globbed_before = glob_matches(&self.globs);
         let stale: Vec<String> = b
             .files
             .keys()
@@ -181,6 +165,18 @@ impl Bundle {
         }
         b
     }
+}
+
+/// Every file the globs matched.
+fn glob_matches(globs: &BTreeMap<String, GlobEntry>) -> std::collections::BTreeSet<&String> {
+    globs
+        .values()
+        .filter_map(|g| match g {
+            GlobEntry::Matches(m) => Some(m),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// The DAG file's folder.

@@ -11,24 +11,20 @@ use super::{RunState, TaskState};
 use RunState as R;
 use TaskState as T;
 
-/// A named change of a task instance's state.
+/// A named change of state, of task instances ([`TaskMove`]) or runs ([`RunMove`]).
 #[derive(Debug, PartialEq, Eq)]
-pub struct TaskMove {
+pub struct Move<S: 'static> {
     pub name: &'static str,
-    pub from: &'static [TaskState],
-    pub to: &'static [TaskState],
+    pub from: &'static [S],
+    pub to: &'static [S],
     /// The columns it writes besides `state` and `updated_at`.
     pub sets: &'static [&'static str],
 }
 
+/// A named change of a task instance's state.
+pub type TaskMove = Move<TaskState>;
 /// A named change of a run's state.
-#[derive(Debug, PartialEq, Eq)]
-pub struct RunMove {
-    pub name: &'static str,
-    pub from: &'static [RunState],
-    pub to: &'static [RunState],
-    pub sets: &'static [&'static str],
-}
+pub type RunMove = Move<RunState>;
 
 /// The states no task leaves without an operator.
 const TERMINAL: &[TaskState] = &[
@@ -244,39 +240,18 @@ pub const RUN_MARK: RunMove = RunMove {
 /// Every run move.
 pub const RUN_MOVES: &[&RunMove] = &[&RUN_START, &RUN_FINISH, &RUN_CLEAR, &RUN_REOPEN, &RUN_MARK];
 
-impl TaskMove {
-    pub fn allows(&self, from: TaskState, to: TaskState) -> bool {
+impl<S: Copy + PartialEq + std::fmt::Display> Move<S> {
+    pub fn allows(&self, from: S, to: S) -> bool {
         self.from.contains(&from) && self.to.contains(&to)
     }
 
     /// `from` as strings, for a `WHERE state IN (...)`.
-    pub fn from_strs(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.from.iter().map(|s| s.as_str())
+    pub fn from_strs(&self) -> impl Iterator<Item = String> + '_ {
+        self.from.iter().map(|s| s.to_string())
     }
 
     /// An error when `to` is not a target of this move (a bug in the caller).
-    pub fn check_target(&self, to: TaskState) -> super::DbResult<()> {
-        if self.to.contains(&to) {
-            Ok(())
-        } else {
-            Err(super::DbError::Conflict(format!(
-                "the {} move cannot lead to {to}",
-                self.name
-            )))
-        }
-    }
-}
-
-impl RunMove {
-    pub fn allows(&self, from: RunState, to: RunState) -> bool {
-        self.from.contains(&from) && self.to.contains(&to)
-    }
-
-    pub fn from_strs(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.from.iter().map(|s| s.as_str())
-    }
-
-    pub fn check_target(&self, to: RunState) -> super::DbResult<()> {
+    pub fn check_target(&self, to: S) -> super::DbResult<()> {
         if self.to.contains(&to) {
             Ok(())
         } else {
