@@ -1,5 +1,6 @@
 //! `experiment`: A/B analysis of exposures and events: lift, confidence interval, p-value, sample-ratio check.
 
+pub mod chart;
 pub mod page;
 mod parse;
 pub mod run;

@@ -13,10 +13,10 @@ use axum::routing::get;
 use axum_csrf::CsrfToken;
 
 use super::ExperimentSpec;
+use super::chart::{self as charts, ForestRow};
 use super::run as experiment;
 use crate::web::AppState;
 use crate::web::auth::Viewer;
-use crate::web::charts::{self, ForestRow};
 use crate::web::error::{Error, Result};
 use crate::web::insights::*;
 use crate::web::pages::{Layout, layout, page};

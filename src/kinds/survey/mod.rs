@@ -1,5 +1,6 @@
 //! `survey_sync`: survey responses from Typeform- and Zigpoll-style APIs or CSV exports into the warehouse, then NPS and CSAT.
 
+pub mod chart;
 pub mod page;
 mod parse;
 pub mod run;

@@ -14,11 +14,11 @@ use axum::routing::get;
 use axum_csrf::CsrfToken;
 
 use super::SurveySpec;
+use super::chart::{self as charts, TrendPoint};
 use super::run as survey;
 use crate::stats;
 use crate::web::AppState;
 use crate::web::auth::Viewer;
-use crate::web::charts::{self, TrendPoint};
 use crate::web::error::{Error, Result};
 use crate::web::insights::*;
 use crate::web::pages::{Layout, layout, page};
