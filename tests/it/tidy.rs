@@ -176,7 +176,7 @@ fn lower_layers_never_reach_up() {
     // Layer of each top-level module, from the bottom. A kind's `page.rs` is web code
     // kept in the kind's folder; the registry's `routes` field names the web state type.
     let layer = |r: &str| -> u8 {
-        if is_kind_web_code(&r) {
+        if is_kind_web_code(r) {
             return 5;
         }
         match r
