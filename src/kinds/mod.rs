@@ -65,6 +65,8 @@ pub struct Kind {
     pub warehouse: &'static [warehouse::Migration],
     /// The routes of the kind's pages, if it has any (their handlers live in its folder).
     pub routes: Option<fn() -> axum::Router<crate::web::AppState>>,
+    /// The kind's JSON API routes under `/api/v1`, if it has any.
+    pub api_routes: Option<fn() -> axum::Router<crate::web::AppState>>,
 }
 
 /// Every kind, in the order messages list them.
@@ -94,6 +96,14 @@ pub fn routes() -> axum::Router<crate::web::AppState> {
     KINDS
         .iter()
         .filter_map(|k| k.routes)
+        .fold(axum::Router::new(), |r, f| r.merge(f()))
+}
+
+/// The JSON API routes of the kinds that have them (nested under `/api/v1`).
+pub fn api_routes() -> axum::Router<crate::web::AppState> {
+    KINDS
+        .iter()
+        .filter_map(|k| k.api_routes)
         .fold(axum::Router::new(), |r, f| r.merge(f()))
 }
 

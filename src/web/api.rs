@@ -40,7 +40,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub type ApiResult<T> = Result<Json<T>, ApiError>;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DagView {
@@ -189,8 +189,8 @@ pub struct Cleared {
         list_pools,
         health,
         list_import_errors,
-        get_experiment,
-        get_survey
+        crate::kinds::experiment::api::get_experiment,
+        crate::kinds::survey::api::get_survey
     ),
     components(schemas(
         DagView,
@@ -205,9 +205,9 @@ pub struct Cleared {
         ClearBody,
         Cleared,
         MarkBody,
-        ExperimentView,
+        crate::kinds::experiment::api::ExperimentView,
         StoredResult,
-        SurveyView,
+        crate::kinds::survey::api::SurveyView,
         StoredMetrics
     ))
 )]
@@ -232,8 +232,6 @@ pub fn router() -> Router<AppState> {
             post(mark_task),
         )
         .route("/dags/{dag_id}/runs/{run_id}/cancel", post(cancel_run))
-        .route("/experiments/{experiment}", get(get_experiment))
-        .route("/surveys/{provider}/{form_id}", get(get_survey))
         .route(
             "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs",
             get(task_logs),
@@ -241,13 +239,14 @@ pub fn router() -> Router<AppState> {
         .route("/pools", get(list_pools))
         .route("/health", get(health))
         .route("/import-errors", get(list_import_errors))
+        .merge(crate::kinds::api_routes())
 }
 
 async fn openapi() -> Response {
     Json(ApiDoc::openapi()).into_response()
 }
 
-fn read(state: &AppState, viewer: &Viewer) -> Result<(), ApiError> {
+pub fn read(state: &AppState, viewer: &Viewer) -> Result<(), ApiError> {
     viewer.can_read(state).map_err(ApiError)
 }
 
@@ -743,104 +742,4 @@ async fn list_import_errors(
             })
             .collect(),
     ))
-}
-
-/// The latest analysis of an experiment (the rows of `experiment_results` for its
-/// latest data interval).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ExperimentView {
-    pub experiment: String,
-    pub dag_id: String,
-    pub task_id: String,
-    pub control: String,
-    /// Empty until the task has written results.
-    pub results: Vec<StoredResult>,
-}
-
-/// An experiment declared by a DAG, with its latest results.
-#[utoipa::path(get, path = "/api/v1/experiments/{experiment}", params(("experiment" = String, Path, description = "the experiment key")), responses((status = 200, body = ExperimentView), (status = 404)))]
-async fn get_experiment(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(key): Path<String>,
-) -> ApiResult<ExperimentView> {
-    use super::insights;
-    read(&state, &viewer)?;
-    let d = crate::kinds::experiment::page::experiments(&state)
-        .into_iter()
-        .find(|d| d.spec.experiment == key)
-        .ok_or_else(|| Error::NotFound(format!("no experiment \"{key}\" in the DAGs")))?;
-    let results = match insights::warehouse(&state, &d.spec.connection).await {
-        Some(c) => insights::or_empty(
-            "experiment results",
-            crate::kinds::experiment::run::latest_results(&c, &key).await,
-        ),
-        None => Vec::new(),
-    };
-    Ok(Json(ExperimentView {
-        experiment: key,
-        dag_id: d.dag_id,
-        task_id: d.task_id,
-        control: d.spec.control,
-        results,
-    }))
-}
-
-/// A synced survey form: what is stored and its latest metrics.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SurveyView {
-    pub provider: String,
-    pub form_id: String,
-    pub dag_id: String,
-    pub task_id: String,
-    pub responses: i64,
-    pub rejects: i64,
-    pub high_water: Option<String>,
-    pub last_sync: Option<String>,
-    /// The `survey_metrics` rows of the latest period, overall first.
-    pub metrics: Vec<StoredMetrics>,
-}
-
-/// A survey form read by a `survey_sync` task.
-#[utoipa::path(get, path = "/api/v1/surveys/{provider}/{form_id}", params(("provider" = String, Path, description = "typeform, zigpoll or csv"), ("form_id" = String, Path, description = "the form")), responses((status = 200, body = SurveyView), (status = 404)))]
-async fn get_survey(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path((provider, form_id)): Path<(String, String)>,
-) -> ApiResult<SurveyView> {
-    use super::insights;
-    use crate::kinds::survey::run as survey;
-    read(&state, &viewer)?;
-    let d = crate::kinds::survey::page::surveys(&state)
-        .into_iter()
-        .find(|d| d.spec.provider.name() == provider && d.spec.form_id == form_id)
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "no survey_sync task reads {provider} form \"{form_id}\""
-            ))
-        })?;
-    let (st, metrics) = match insights::warehouse(&state, &d.spec.connection).await {
-        Some(c) => (
-            insights::or_empty(
-                "survey state",
-                survey::form_state(&c, &provider, &form_id).await,
-            ),
-            insights::or_empty(
-                "survey metrics",
-                survey::latest_metrics(&c, &provider, &form_id).await,
-            ),
-        ),
-        None => Default::default(),
-    };
-    Ok(Json(SurveyView {
-        provider,
-        form_id,
-        dag_id: d.dag_id,
-        task_id: d.task_id,
-        responses: st.0,
-        rejects: st.1,
-        high_water: st.2,
-        last_sync: st.3,
-        metrics,
-    }))
 }

@@ -33,7 +33,8 @@ fn code(text: &str) -> &str {
 
 /// A kind's pages and charts: web code kept in the kind's folder.
 fn is_kind_web_code(r: &str) -> bool {
-    r.starts_with("kinds/") && (r.ends_with("/page.rs") || r.ends_with("/chart.rs"))
+    r.starts_with("kinds/")
+        && (r.ends_with("/page.rs") || r.ends_with("/chart.rs") || r.ends_with("/api.rs"))
 }
 
 fn rel(p: &Path) -> String {

@@ -1,5 +1,6 @@
 //! `experiment`: A/B analysis of exposures and events: lift, confidence interval, p-value, sample-ratio check.
 
+pub mod api;
 pub mod chart;
 pub mod page;
 mod parse;
@@ -33,6 +34,7 @@ pub static KIND: Kind = Kind {
             .map(|s| Arc::new(s) as Arc<dyn Spec>)
     },
     warehouse: run::MIGRATIONS,
+    api_routes: Some(api::router),
     routes: Some(page::router),
 };
 

@@ -15,6 +15,7 @@ pub static KIND: Kind = Kind {
     summary: "one request; status and the start of the body are logged",
     parse: |p, t, id, span| p.http(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
     warehouse: &[],
+    api_routes: None,
     routes: None,
 };
 

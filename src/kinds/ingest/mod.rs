@@ -22,6 +22,7 @@ pub static KIND: Kind = Kind {
     summary: "loads events from JSONL or CSV files into a warehouse table (below)",
     parse: |p, t, id, span| p.ingest(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
     warehouse: &[],
+    api_routes: None,
     routes: None,
 };
 

@@ -13,6 +13,7 @@ pub static KIND: Kind = Kind {
     summary: "succeeds at once, in process (a join point, like Airflow's EmptyOperator)",
     parse: |_, _, _, _| Some(Arc::new(NoopSpec)),
     warehouse: &[],
+    api_routes: None,
     routes: None,
 };
 

@@ -15,6 +15,7 @@ pub static KIND: Kind = Kind {
     summary: "`sh -c command` in its own process group, working directory = the DAG file's folder (or `cwd` relative to it); stdout and stderr go to the log; exit code 0 is success",
     parse: |p, t, id, span| p.shell(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
     warehouse: &[],
+    api_routes: None,
     routes: None,
 };
 

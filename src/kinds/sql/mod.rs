@@ -14,6 +14,7 @@ pub static KIND: Kind = Kind {
     summary: "runs the statements on a warehouse connection",
     parse: |p, t, id, span| p.sql(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
     warehouse: &[],
+    api_routes: None,
     routes: None,
 };
 

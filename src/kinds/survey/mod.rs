@@ -1,5 +1,6 @@
 //! `survey_sync`: survey responses from Typeform- and Zigpoll-style APIs or CSV exports into the warehouse, then NPS and CSAT.
 
+pub mod api;
 pub mod chart;
 pub mod page;
 mod parse;
@@ -33,6 +34,7 @@ pub static KIND: Kind = Kind {
     summary: "survey responses from Typeform, Zigpoll or a CSV export into the warehouse, then NPS/CSAT (below)",
     parse: |p, t, id, span| p.survey(t, id, span).map(|s| Arc::new(s) as Arc<dyn Spec>),
     warehouse: run::MIGRATIONS,
+    api_routes: Some(api::router),
     routes: Some(page::router),
 };
 

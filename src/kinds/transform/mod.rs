@@ -20,6 +20,7 @@ pub static KIND: Kind = Kind {
             .map(|s| Arc::new(s) as Arc<dyn Spec>)
     },
     warehouse: run::MIGRATIONS,
+    api_routes: None,
     routes: None,
 };
 
