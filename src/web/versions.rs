@@ -7,14 +7,12 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
-use axum_csrf::CsrfToken;
 use serde::Deserialize;
 use similar::{ChangeTag, TextDiff};
 
 use super::AppState;
-use super::auth::Viewer;
 use super::error::{Error, Result};
-use super::pages::{Layout, layout, page};
+use super::pages::{Layout, Page};
 use super::views::{Time, dag_href, enc, time};
 use crate::dag::bundle::{Bundle, FileEntry};
 use crate::db::dags;
@@ -144,20 +142,13 @@ fn diff(old: &[FileView], new: &[FileView]) -> Vec<FileDiff> {
 
 pub async fn version_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Path((dag_id, version)): Path<(String, i32)>,
     Query(q): Query<VersionQuery>,
 ) -> Result<Response> {
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        format!("{dag_id} version {version}"),
-        "dags",
-        None,
-    )
-    .await?;
+    let layout = pg
+        .layout(&state, format!("{dag_id} version {version}"), "dags", None)
+        .await?;
     let all = dags::versions_of(&state.db.conn, &dag_id).await?;
     let Some(v) = all.iter().find(|v| v.version == version) else {
         return Err(Error::NotFound(format!(
@@ -181,28 +172,25 @@ pub async fn version_page(
     let files = files_of(v);
     let diffs = against.map_or_else(Vec::new, |o| diff(&files_of(o), &files));
     let base = format!("{}/versions", dag_href(&dag_id));
-    Ok(page(
-        token,
-        VersionPage {
-            layout,
-            dag_href: dag_href(&dag_id),
-            hash: v.source_hash.chars().take(12).collect(),
-            created: time(v.created_at),
-            version,
-            files,
-            against: against.map(|o| o.version),
-            diffs,
-            versions: all
-                .iter()
-                .map(|o| VersionLink {
-                    version: o.version,
-                    href: format!("{base}/{}?against={}", o.version, enc(&version.to_string())),
-                    current: o.version == version,
-                })
-                .collect(),
-            dag_id,
-        },
-    ))
+    Ok(pg.render(VersionPage {
+        layout,
+        dag_href: dag_href(&dag_id),
+        hash: v.source_hash.chars().take(12).collect(),
+        created: time(v.created_at),
+        version,
+        files,
+        against: against.map(|o| o.version),
+        diffs,
+        versions: all
+            .iter()
+            .map(|o| VersionLink {
+                version: o.version,
+                href: format!("{base}/{}?against={}", o.version, enc(&version.to_string())),
+                current: o.version == version,
+            })
+            .collect(),
+        dag_id,
+    }))
 }
 
 #[cfg(test)]

@@ -10,16 +10,14 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
-use axum_csrf::CsrfToken;
 
 use super::ExperimentSpec;
 use super::chart::{self as charts, ForestRow};
 use super::run as experiment;
 use crate::web::AppState;
-use crate::web::auth::Viewer;
 use crate::web::error::{Error, Result};
 use crate::web::insights::*;
-use crate::web::pages::{Layout, layout, page};
+use crate::web::pages::{Layout, Page};
 use crate::web::views::{dag_href, enc, lag};
 
 /// The routes of the experiment pages.
@@ -51,20 +49,10 @@ pub struct ExperimentsPage {
     pub rows: Vec<ExperimentRow>,
 }
 
-pub async fn experiments_page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
-) -> Result<Response> {
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        "Experiments".into(),
-        "experiments",
-        None,
-    )
-    .await?;
+pub async fn experiments_page(State(state): State<AppState>, pg: Page) -> Result<Response> {
+    let layout = pg
+        .layout(&state, "Experiments".into(), "experiments", None)
+        .await?;
     let mut rows = Vec::new();
     for d in experiments(&state) {
         let results = match warehouse(&state, &d.spec.connection).await {
@@ -103,7 +91,7 @@ pub async fn experiments_page(
             dag_id: d.dag_id,
         });
     }
-    Ok(page(token, ExperimentsPage { layout, rows }))
+    Ok(pg.render(ExperimentsPage { layout, rows }))
 }
 
 #[derive(Debug, Clone)]
@@ -154,8 +142,7 @@ pub struct ExperimentPage {
 
 pub async fn experiment_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Path(key): Path<String>,
 ) -> Result<Response> {
     let all = experiments(&state);
@@ -166,15 +153,9 @@ pub async fn experiment_page(
             "no experiment \"{key}\" in the DAGs{hint}"
         )));
     };
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        format!("Experiment {key}"),
-        "experiments",
-        None,
-    )
-    .await?;
+    let layout = pg
+        .layout(&state, format!("Experiment {key}"), "experiments", None)
+        .await?;
     let spec = &d.spec;
     let (results, lags, daily) = match warehouse(&state, &spec.connection).await {
         Some(c) => (
@@ -300,7 +281,7 @@ pub async fn experiment_page(
             })
             .collect(),
     };
-    Ok(page(token, page_data))
+    Ok(pg.render(page_data))
 }
 
 // ---------------------------------------------------------------- surveys

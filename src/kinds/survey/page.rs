@@ -11,17 +11,15 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
-use axum_csrf::CsrfToken;
 
 use super::SurveySpec;
 use super::chart::{self as charts, TrendPoint};
 use super::run as survey;
 use crate::stats;
 use crate::web::AppState;
-use crate::web::auth::Viewer;
 use crate::web::error::{Error, Result};
 use crate::web::insights::*;
-use crate::web::pages::{Layout, layout, page};
+use crate::web::pages::{Layout, Page};
 use crate::web::views::{dag_href, enc};
 
 /// The routes of the survey pages.
@@ -64,12 +62,8 @@ fn nps_text(m: &survey::StoredMetrics) -> String {
     }
 }
 
-pub async fn surveys_page(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
-) -> Result<Response> {
-    let layout = layout(&state, &viewer, &token, "Surveys".into(), "surveys", None).await?;
+pub async fn surveys_page(State(state): State<AppState>, pg: Page) -> Result<Response> {
+    let layout = pg.layout(&state, "Surveys".into(), "surveys", None).await?;
     let mut rows = Vec::new();
     for d in surveys(&state) {
         let provider = d.spec.provider.name();
@@ -101,7 +95,7 @@ pub async fn surveys_page(
             dag_id: d.dag_id,
         });
     }
-    Ok(page(token, SurveysPage { layout, rows }))
+    Ok(pg.render(SurveysPage { layout, rows }))
 }
 
 #[derive(Debug, Clone)]
@@ -218,8 +212,7 @@ fn counts(daily: &[(DateTime<Utc>, Option<i64>, i64)], lo: i64, hi: i64) -> Vec<
 
 pub async fn survey_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Path((provider, form_id)): Path<(String, String)>,
 ) -> Result<Response> {
     let all = surveys(&state);
@@ -231,15 +224,14 @@ pub async fn survey_page(
             "no survey_sync task reads {provider} form \"{form_id}\""
         )));
     };
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        format!("Survey {provider} {form_id}"),
-        "surveys",
-        None,
-    )
-    .await?;
+    let layout = pg
+        .layout(
+            &state,
+            format!("Survey {provider} {form_id}"),
+            "surveys",
+            None,
+        )
+        .await?;
     let spec = &d.spec;
     let p = spec.provider.name();
     let (st, nps_daily, csat_daily, metrics) = match warehouse(&state, &spec.connection).await {
@@ -331,7 +323,7 @@ pub async fn survey_page(
             })
             .collect(),
     };
-    Ok(page(token, page_data))
+    Ok(pg.render(page_data))
 }
 
 #[cfg(test)]

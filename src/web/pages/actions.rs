@@ -171,16 +171,15 @@ impl Action {
 
 pub async fn confirm_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Query(q): Query<ActionQuery>,
 ) -> Result<Response> {
-    let layout = layout(&state, &viewer, &token, "Confirm".into(), "dags", None).await?;
-    if viewer.0.is_none() {
+    let layout = pg.layout(&state, "Confirm".into(), "dags", None).await?;
+    if pg.viewer.0.is_none() {
         let next = format!("/confirm?{}", serde_urlencoded_query(&q));
         return Ok(Redirect::to(&format!("/login?next={}", enc(&next))).into_response());
     }
-    viewer.require(Role::Operator)?;
+    pg.viewer.require(Role::Operator)?;
     let action = parse_action(&q)?;
     let mut fields = Vec::new();
     for (k, v) in [
@@ -198,15 +197,12 @@ pub async fn confirm_page(
             });
         }
     }
-    Ok(page(
-        token,
-        ConfirmPage {
-            layout,
-            question: action.question(),
-            fields,
-            back: action.back(),
-        },
-    ))
+    Ok(pg.render(ConfirmPage {
+        layout,
+        question: action.question(),
+        fields,
+        back: action.back(),
+    }))
 }
 
 fn serde_urlencoded_query(q: &ActionQuery) -> String {
@@ -228,12 +224,11 @@ fn serde_urlencoded_query(q: &ActionQuery) -> String {
 
 pub async fn action_post(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Form(q): Form<ActionQuery>,
 ) -> Result<Response> {
-    crate::web::auth::verify_csrf(&token, &viewer, q.authenticity_token.as_ref())?;
-    viewer.require(Role::Operator)?;
+    crate::web::auth::verify_csrf(&pg.token, &pg.viewer, q.authenticity_token.as_ref())?;
+    pg.viewer.require(Role::Operator)?;
     let action = parse_action(&q)?;
     let now = Utc::now();
     let back = action.back();
@@ -275,7 +270,8 @@ pub async fn action_post(
             format!("marked {task} {s}")
         }
         Action::MarkRun { dag, run, state: s } => {
-            let by = viewer
+            let by = pg
+                .viewer
                 .0
                 .as_ref()
                 .map_or("an operator", |u| u.username.as_str());

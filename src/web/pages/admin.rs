@@ -38,20 +38,10 @@ pub struct ImportErrorsPage {
     pub errors: Vec<ImportErrorRow>,
 }
 
-pub async fn import_errors(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
-) -> Result<Response> {
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        "Import errors".into(),
-        "dags",
-        None,
-    )
-    .await?;
+pub async fn import_errors(State(state): State<AppState>, pg: Page) -> Result<Response> {
+    let layout = pg
+        .layout(&state, "Import errors".into(), "dags", None)
+        .await?;
     let errors = dags::import_errors(&state.db.conn)
         .await?
         .into_iter()
@@ -61,7 +51,7 @@ pub async fn import_errors(
             found: time(e.created_at),
         })
         .collect();
-    Ok(page(token, ImportErrorsPage { layout, errors }))
+    Ok(pg.render(ImportErrorsPage { layout, errors }))
 }
 
 #[derive(Template, WebTemplate)]
@@ -73,11 +63,10 @@ pub struct PoolsPage {
 
 pub async fn pools_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response> {
-    let layout = layout(&state, &viewer, &token, "Pools".into(), "pools", q.notice).await?;
+    let layout = pg.layout(&state, "Pools".into(), "pools", q.notice).await?;
     let used = stats::pool_usage(&state.db.conn).await?;
     let pools = dags::pools(&state.db.conn)
         .await?
@@ -92,7 +81,7 @@ pub async fn pools_page(
             }
         })
         .collect();
-    Ok(page(token, PoolsPage { layout, pools }))
+    Ok(pg.render(PoolsPage { layout, pools }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,12 +93,11 @@ pub struct PoolForm {
 
 pub async fn pools_post(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Form(f): Form<PoolForm>,
 ) -> Result<Response> {
-    crate::web::auth::verify_csrf(&token, &viewer, Some(&f.authenticity_token))?;
-    viewer.require(Role::Admin)?;
+    crate::web::auth::verify_csrf(&pg.token, &pg.viewer, Some(&f.authenticity_token))?;
+    pg.viewer.require(Role::Admin)?;
     let name = f.name.trim();
     if name.is_empty()
         || !name
@@ -158,12 +146,11 @@ pub struct TokenRow {
 
 pub async fn users_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response> {
-    let layout = layout(&state, &viewer, &token, "Users".into(), "users", q.notice).await?;
-    viewer.require(Role::Admin)?;
+    let layout = pg.layout(&state, "Users".into(), "users", q.notice).await?;
+    pg.viewer.require(Role::Admin)?;
     let mut tokens: BTreeMap<i64, Vec<TokenRow>> = BTreeMap::new();
     for t in users::tokens(&state.db.conn, None).await? {
         tokens.entry(t.user_id).or_default().push(TokenRow {
@@ -185,7 +172,7 @@ pub async fn users_page(
             disabled: u.disabled,
         })
         .collect();
-    Ok(page(token, UsersPage { layout, users }))
+    Ok(pg.render(UsersPage { layout, users }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,12 +187,11 @@ pub struct ManageUserForm {
 /// Disables, enables or deletes a user, or revokes one of their API tokens (admin).
 pub async fn users_manage(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Form(f): Form<ManageUserForm>,
 ) -> Result<Response> {
-    crate::web::auth::verify_csrf(&token, &viewer, Some(&f.authenticity_token))?;
-    let me = viewer.require(Role::Admin)?;
+    crate::web::auth::verify_csrf(&pg.token, &pg.viewer, Some(&f.authenticity_token))?;
+    let me = pg.viewer.require(Role::Admin)?;
     let user = accounts::find(&state.db, &f.user).await?;
     if user.id == me.id && matches!(f.op.as_str(), "disable" | "delete") {
         return Err(Error::BadRequest(
@@ -253,12 +239,11 @@ pub struct UserForm {
 
 pub async fn users_post(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Form(f): Form<UserForm>,
 ) -> Result<Response> {
-    crate::web::auth::verify_csrf(&token, &viewer, Some(&f.authenticity_token))?;
-    viewer.require(Role::Admin)?;
+    crate::web::auth::verify_csrf(&pg.token, &pg.viewer, Some(&f.authenticity_token))?;
+    pg.viewer.require(Role::Admin)?;
     let username = f.username.trim().to_string();
     let role = Role::parse(&f.role).ok_or_else(|| {
         Error::BadRequest(format!(

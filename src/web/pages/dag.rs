@@ -61,19 +61,12 @@ pub struct DagsQuery {
 
 pub async fn dags_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Query(q): Query<DagsQuery>,
 ) -> Result<Response> {
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        "DAGs".into(),
-        "dags",
-        q.notice.clone(),
-    )
-    .await?;
+    let layout = pg
+        .layout(&state, "DAGs".into(), "dags", q.notice.clone())
+        .await?;
     let now = Utc::now();
     let db_dags: HashMap<String, crate::db::rows::DagRow> = dags::list_dags(&state.db.conn)
         .await?
@@ -155,17 +148,14 @@ pub async fn dags_page(
     }
     let mut layout = layout;
     layout.refresh = true;
-    Ok(page(
-        token,
-        DagsPage {
-            layout,
-            rows,
-            q: q.q.unwrap_or_default(),
-            tag,
-            all_tags: all_tags.into_iter().collect(),
-            total,
-        },
-    ))
+    Ok(pg.render(DagsPage {
+        layout,
+        rows,
+        q: q.q.unwrap_or_default(),
+        tag,
+        all_tags: all_tags.into_iter().collect(),
+        total,
+    }))
 }
 
 // ---------------------------------------------------------------- DAG detail
@@ -241,12 +231,11 @@ fn insight_links(dag: &Dag) -> Vec<Link> {
 
 pub async fn dag_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Path(dag_id): Path<String>,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response> {
-    let mut layout = layout(&state, &viewer, &token, dag_id.clone(), "dags", q.notice).await?;
+    let mut layout = pg.layout(&state, dag_id.clone(), "dags", q.notice).await?;
     layout.refresh = true;
     let (dag, _) = known_dag(&state, &dag_id)?;
     let paused = dags::get_dag(&state.db.conn, &dag_id)
@@ -335,41 +324,38 @@ pub async fn dag_page(
             duration: views::between(r.started_at, r.ended_at),
         })
         .collect();
-    Ok(page(
-        token,
-        DagPage {
-            layout,
-            insights: insight_links(&dag),
-            grid_runs: recent
-                .iter()
-                .map(|r| Dot {
-                    class: format!("s-{}", r.state),
-                    href: run_href(&dag_id, &r.run_id),
-                    title: format!("{} {}", r.run_id, r.state),
-                })
-                .collect(),
-            grid,
-            graph,
-            durations: views::duration_bars(&bars),
-            runs: runs_rows,
-            source: dag.source().to_string(),
-            versions,
-            description: dag.description.clone().unwrap_or_default(),
-            schedule: dag.schedule.as_str().to_string(),
-            schedule_human: dag.schedule.describe(),
-            timezone: dag.timezone.name().to_string(),
-            owner: dag.owner.clone().unwrap_or_default(),
-            tags: dag.tags.clone(),
-            paused,
-            pause_href: format!(
-                "/confirm?action={}&dag={}",
-                if paused { "unpause" } else { "pause" },
-                enc(&dag_id)
-            ),
-            trigger_href: format!("{}/trigger", dag_href(&dag_id)),
-            dag_id,
-        },
-    ))
+    Ok(pg.render(DagPage {
+        layout,
+        insights: insight_links(&dag),
+        grid_runs: recent
+            .iter()
+            .map(|r| Dot {
+                class: format!("s-{}", r.state),
+                href: run_href(&dag_id, &r.run_id),
+                title: format!("{} {}", r.run_id, r.state),
+            })
+            .collect(),
+        grid,
+        graph,
+        durations: views::duration_bars(&bars),
+        runs: runs_rows,
+        source: dag.source().to_string(),
+        versions,
+        description: dag.description.clone().unwrap_or_default(),
+        schedule: dag.schedule.as_str().to_string(),
+        schedule_human: dag.schedule.describe(),
+        timezone: dag.timezone.name().to_string(),
+        owner: dag.owner.clone().unwrap_or_default(),
+        tags: dag.tags.clone(),
+        paused,
+        pause_href: format!(
+            "/confirm?action={}&dag={}",
+            if paused { "unpause" } else { "pause" },
+            enc(&dag_id)
+        ),
+        trigger_href: format!("{}/trigger", dag_href(&dag_id)),
+        dag_id,
+    }))
 }
 
 // ---------------------------------------------------------------- trigger
@@ -421,43 +407,32 @@ fn param_fields(dag: &Dag, given: &BTreeMap<String, String>) -> Vec<ParamField> 
 
 pub async fn trigger_form(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Path(dag_id): Path<String>,
 ) -> Result<Response> {
-    let layout = layout(
-        &state,
-        &viewer,
-        &token,
-        format!("Trigger {dag_id}"),
-        "dags",
-        None,
-    )
-    .await?;
-    viewer.require(Role::Operator)?;
+    let layout = pg
+        .layout(&state, format!("Trigger {dag_id}"), "dags", None)
+        .await?;
+    pg.viewer.require(Role::Operator)?;
     let (dag, _) = known_dag(&state, &dag_id)?;
     let fields = param_fields(&dag, &BTreeMap::new());
-    Ok(page(
-        token,
-        TriggerPage {
-            layout,
-            action: format!("{}/trigger", dag_href(&dag_id)),
-            dag_id,
-            fields,
-            error: String::new(),
-        },
-    ))
+    Ok(pg.render(TriggerPage {
+        layout,
+        action: format!("{}/trigger", dag_href(&dag_id)),
+        dag_id,
+        fields,
+        error: String::new(),
+    }))
 }
 
 pub async fn trigger_post(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Path(dag_id): Path<String>,
     Form(form): Form<BTreeMap<String, String>>,
 ) -> Result<Response> {
-    crate::web::auth::verify_csrf(&token, &viewer, form.get("authenticity_token"))?;
-    viewer.require(Role::Operator)?;
+    crate::web::auth::verify_csrf(&pg.token, &pg.viewer, form.get("authenticity_token"))?;
+    pg.viewer.require(Role::Operator)?;
     let (dag, vid) = known_dag(&state, &dag_id)?;
     let mut params = BTreeMap::new();
     for p in &dag.params {
@@ -482,8 +457,7 @@ pub async fn trigger_post(
             Err(e) => {
                 return trigger_error(
                     &state,
-                    &viewer,
-                    token,
+                    pg,
                     &dag,
                     &form,
                     format!("conf is not valid JSON: {e}"),
@@ -506,30 +480,21 @@ pub async fn trigger_post(
             ))
             .into_response())
         }
-        Err(commands::CommandError::Invalid(m)) => {
-            trigger_error(&state, &viewer, token, &dag, &form, m).await
-        }
+        Err(commands::CommandError::Invalid(m)) => trigger_error(&state, pg, &dag, &form, m).await,
         Err(e) => Err(e.into()),
     }
 }
 
 async fn trigger_error(
     state: &AppState,
-    viewer: &Viewer,
-    token: CsrfToken,
+    pg: Page,
     dag: &Dag,
     form: &BTreeMap<String, String>,
     error: String,
 ) -> Result<Response> {
-    let layout = layout(
-        state,
-        viewer,
-        &token,
-        format!("Trigger {}", dag.dag_id),
-        "dags",
-        None,
-    )
-    .await?;
+    let layout = pg
+        .layout(state, format!("Trigger {}", dag.dag_id), "dags", None)
+        .await?;
     let given: BTreeMap<String, String> = form
         .iter()
         .filter_map(|(k, v)| k.strip_prefix("param_").map(|n| (n.to_string(), v.clone())))
@@ -541,7 +506,7 @@ async fn trigger_error(
         fields: param_fields(dag, &given),
         error,
     };
-    Ok((axum::http::StatusCode::BAD_REQUEST, page(token, t)).into_response())
+    Ok((axum::http::StatusCode::BAD_REQUEST, pg.render(t)).into_response())
 }
 
 // ---------------------------------------------------------------- run

@@ -75,12 +75,8 @@ pub struct DashboardPage {
     pub slow: Vec<SlowRow>,
 }
 
-pub async fn dashboard(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
-) -> Result<Response> {
-    let mut layout = layout(&state, &viewer, &token, "Health".into(), "health", None).await?;
+pub async fn dashboard(State(state): State<AppState>, pg: Page) -> Result<Response> {
+    let mut layout = pg.layout(&state, "Health".into(), "health", None).await?;
     layout.refresh = true;
     let now = Utc::now();
     let c = &state.db.conn;
@@ -150,21 +146,18 @@ pub async fn dashboard(
     let freshness =
         lag_rows(stats::lags(c, transform::KIND.name, Some(ingest::KIND.name), week).await?);
     let turnaround = lag_rows(stats::lags(c, experiment::KIND.name, None, week).await?);
-    Ok(page(
-        token,
-        DashboardPage {
-            freshness,
-            turnaround,
-            layout,
-            dag_rates,
-            kind_rates,
-            running: live.get(&TaskState::Running).copied().unwrap_or(0),
-            queued: live.get(&TaskState::Queued).copied().unwrap_or(0),
-            scheduled: live.get(&TaskState::Scheduled).copied().unwrap_or(0),
-            retrying: live.get(&TaskState::UpForRetry).copied().unwrap_or(0),
-            slow,
-        },
-    ))
+    Ok(pg.render(DashboardPage {
+        freshness,
+        turnaround,
+        layout,
+        dag_rates,
+        kind_rates,
+        running: live.get(&TaskState::Running).copied().unwrap_or(0),
+        queued: live.get(&TaskState::Queued).copied().unwrap_or(0),
+        scheduled: live.get(&TaskState::Scheduled).copied().unwrap_or(0),
+        retrying: live.get(&TaskState::UpForRetry).copied().unwrap_or(0),
+        slow,
+    }))
 }
 
 // ---------------------------------------------------------------- import errors, pools, users

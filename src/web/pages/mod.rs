@@ -99,6 +99,50 @@ pub(crate) async fn layout(
     })
 }
 
+/// What a page handler starts from, extracted together: who is asking and the CSRF
+/// token its forms carry; it builds the layout around the page and renders it (with the
+/// token's cookie).
+pub struct Page {
+    pub viewer: Viewer,
+    pub token: CsrfToken,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Page {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> std::result::Result<Self, Response> {
+        let viewer = Viewer::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let token = CsrfToken::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Page { viewer, token })
+    }
+}
+
+impl Page {
+    /// The layout of a page titled `title` under the `nav` section; checks that the
+    /// viewer may read.
+    pub async fn layout(
+        &self,
+        state: &AppState,
+        title: String,
+        nav: &'static str,
+        notice: Option<String>,
+    ) -> Result<Layout> {
+        layout(state, &self.viewer, &self.token, title, nav, notice).await
+    }
+
+    /// The page's response, with the CSRF cookie.
+    pub fn render(self, body: impl IntoResponse) -> Response {
+        (self.token, body).into_response()
+    }
+}
+
 pub(crate) fn page(token: CsrfToken, t: impl IntoResponse) -> Response {
     (token, t).into_response()
 }

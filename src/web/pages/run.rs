@@ -67,20 +67,13 @@ fn confirm_href(action: &str, dag: &str, run: &str, task: &str, extra: &str) -> 
 
 pub async fn run_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Path((dag_id, run_id)): Path<(String, String)>,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response> {
-    let mut layout = layout(
-        &state,
-        &viewer,
-        &token,
-        format!("{dag_id} / {run_id}"),
-        "dags",
-        q.notice,
-    )
-    .await?;
+    let mut layout = pg
+        .layout(&state, format!("{dag_id} / {run_id}"), "dags", q.notice)
+        .await?;
     let run = runs::find_run(&state.db.conn, &dag_id, &run_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
@@ -158,26 +151,23 @@ pub async fn run_page(
             confirm_href("mark_run", &dag_id, &run_id, "", "&state=failed"),
         ));
     }
-    Ok(page(
-        token,
-        RunPage {
-            layout,
-            dag_href: dag_href(&dag_id),
-            state: run.state.to_string(),
-            run_type: run.run_type.to_string(),
-            logical: time(run.logical_date),
-            interval_start: time(run.data_interval_start),
-            interval_end: time(run.data_interval_end),
-            duration: views::between(run.started_at, run.ended_at),
-            params: pretty(&run.params),
-            conf: pretty(&run.conf),
-            rows,
-            gantt: views::gantt(&gantt_rows, run.started_at),
-            actions,
-            dag_id,
-            run_id,
-        },
-    ))
+    Ok(pg.render(RunPage {
+        layout,
+        dag_href: dag_href(&dag_id),
+        state: run.state.to_string(),
+        run_type: run.run_type.to_string(),
+        logical: time(run.logical_date),
+        interval_start: time(run.data_interval_start),
+        interval_end: time(run.data_interval_end),
+        duration: views::between(run.started_at, run.ended_at),
+        params: pretty(&run.params),
+        conf: pretty(&run.conf),
+        rows,
+        gantt: views::gantt(&gantt_rows, run.started_at),
+        actions,
+        dag_id,
+        run_id,
+    }))
 }
 
 // ---------------------------------------------------------------- task try
@@ -311,20 +301,18 @@ fn parse_try(q: &TryQuery) -> Result<Option<i32>> {
 
 pub async fn task_page(
     State(state): State<AppState>,
-    viewer: Viewer,
-    token: CsrfToken,
+    pg: Page,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
     Query(q): Query<TryQuery>,
 ) -> Result<Response> {
-    let mut layout = layout(
-        &state,
-        &viewer,
-        &token,
-        format!("{dag_id} / {task_id}"),
-        "dags",
-        q.notice.clone(),
-    )
-    .await?;
+    let mut layout = pg
+        .layout(
+            &state,
+            format!("{dag_id} / {task_id}"),
+            "dags",
+            q.notice.clone(),
+        )
+        .await?;
     let want = parse_try(&q)?;
     let ti = find_ti(&state, &dag_id, &run_id, &task_id).await?;
     let tries = tasks::tries_of(&state.db.conn, ti.id).await?;
@@ -345,7 +333,7 @@ pub async fn task_page(
     };
     let current = tries.iter().find(|t| t.try_number == selected);
     let log = match current {
-        Some(_) if viewer.can_read_logs(&state).is_err() => {
+        Some(_) if pg.viewer.can_read_logs(&state).is_err() => {
             "(log in to read task logs: anonymous readers do not see them unless public_logs = true)".to_string()
         }
         Some(t) => tasks::read_log(&state.db.conn, t.id).await?,
@@ -360,50 +348,47 @@ pub async fn task_page(
         } else {
             Vec::new()
         };
-    Ok(page(
-        token,
-        TaskPage {
-            layout,
-            dag_href: dag_href(&dag_id),
-            run_href: run_href(&dag_id, &run_id),
-            state: ti.state.to_string(),
-            kind: ti.kind.clone(),
-            tries: tries
-                .iter()
-                .map(|t| TryRow {
-                    number: t.try_number,
-                    href: format!("{base}?try={}", t.try_number),
-                    state: t.state.to_string(),
-                    started: time(t.started_at),
-                    duration: t
-                        .duration_ms
-                        .map(duration_ms)
-                        .unwrap_or_else(|| views::between(Some(t.started_at), t.ended_at)),
-                    exit_code: t
-                        .exit_code
-                        .map(|c| c.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    error: t.error.clone().unwrap_or_default(),
-                    hostname: t.hostname.clone(),
-                    selected: t.try_number == selected,
-                })
-                .collect(),
-            selected,
-            log,
-            raw_href: format!("{base}/log?try={selected}"),
-            follow,
-            blocked_by,
-            error: current.and_then(|t| t.error.clone()).unwrap_or_default(),
-            exit_code: current
-                .and_then(|t| t.exit_code)
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "-".into()),
-            hostname: current.map(|t| t.hostname.clone()).unwrap_or_default(),
-            dag_id,
-            run_id,
-            task_id,
-        },
-    ))
+    Ok(pg.render(TaskPage {
+        layout,
+        dag_href: dag_href(&dag_id),
+        run_href: run_href(&dag_id, &run_id),
+        state: ti.state.to_string(),
+        kind: ti.kind.clone(),
+        tries: tries
+            .iter()
+            .map(|t| TryRow {
+                number: t.try_number,
+                href: format!("{base}?try={}", t.try_number),
+                state: t.state.to_string(),
+                started: time(t.started_at),
+                duration: t
+                    .duration_ms
+                    .map(duration_ms)
+                    .unwrap_or_else(|| views::between(Some(t.started_at), t.ended_at)),
+                exit_code: t
+                    .exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                error: t.error.clone().unwrap_or_default(),
+                hostname: t.hostname.clone(),
+                selected: t.try_number == selected,
+            })
+            .collect(),
+        selected,
+        log,
+        raw_href: format!("{base}/log?try={selected}"),
+        follow,
+        blocked_by,
+        error: current.and_then(|t| t.error.clone()).unwrap_or_default(),
+        exit_code: current
+            .and_then(|t| t.exit_code)
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
+        hostname: current.map(|t| t.hostname.clone()).unwrap_or_default(),
+        dag_id,
+        run_id,
+        task_id,
+    }))
 }
 
 /// The raw log of a try as text (download, and the log follower's source).
