@@ -3,6 +3,43 @@
 //! (seconds, capped at 60); 401/403/404 fail at once. Errors name the URL without its
 //! query string (which may carry a key) and never the credentials.
 
+/// Why a GET of JSON failed. `url` is the address without its query string. Transport
+/// and decoding errors keep their source.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("GET {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: HTTP {status} after {attempts} attempts")]
+    GaveUp {
+        url: String,
+        status: u16,
+        attempts: u32,
+    },
+    #[error("GET {url}: HTTP {status}{hint}")]
+    Refused {
+        url: String,
+        status: u16,
+        hint: &'static str,
+    },
+    #[error("GET {url}: the body was cut off or could not be read: {source}")]
+    Body {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: the body is not JSON ({bytes} bytes): {source}")]
+    NotJson {
+        url: String,
+        bytes: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// How a request authenticates.
 #[derive(Debug, Clone, Copy)]
 pub enum Auth<'a> {
@@ -18,7 +55,7 @@ pub async fn get_json(
     url: &reqwest::Url,
     auth: Auth<'_>,
     shown: &str,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, FetchError> {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     let client = CLIENT.get_or_init(|| {
         reqwest::Client::builder()
@@ -42,14 +79,21 @@ pub async fn get_json(
                 delay *= 2;
                 continue;
             }
-            Err(e) => return Err(format!("GET {shown}: {e}")),
+            Err(source) => {
+                return Err(FetchError::Transport {
+                    url: shown.to_string(),
+                    source,
+                });
+            }
         };
         let status = resp.status().as_u16();
         if status == 429 || status >= 500 {
             if attempt == 6 {
-                return Err(format!(
-                    "GET {shown}: HTTP {status} after {attempt} attempts"
-                ));
+                return Err(FetchError::GaveUp {
+                    url: shown.to_string(),
+                    status,
+                    attempts: attempt,
+                });
             }
             let wait = resp
                 .headers()
@@ -67,22 +111,32 @@ pub async fn get_json(
                 404 => " (check the url)",
                 _ => "",
             };
-            return Err(format!("GET {shown}: HTTP {status}{hint}"));
+            return Err(FetchError::Refused {
+                url: shown.to_string(),
+                status,
+                hint,
+            });
         }
         // A body cut off midway (the connection dropped, a short Content-Length) fails
         // the try at once, saying so; it is never read as the end of the data.
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("GET {shown}: the body was cut off or could not be read: {e}"))?;
-        return serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
-            format!(
-                "GET {shown}: the body is not JSON ({} bytes): {e}",
-                bytes.len()
-            )
+        let bytes = resp.bytes().await.map_err(|source| FetchError::Body {
+            url: shown.to_string(),
+            source,
+        })?;
+        return serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|source| {
+            FetchError::NotJson {
+                url: shown.to_string(),
+                bytes: bytes.len(),
+                source,
+            }
         });
     }
-    Err(format!("GET {shown}: gave up"))
+    // Not reached: every branch of the sixth attempt returns.
+    Err(FetchError::GaveUp {
+        url: shown.to_string(),
+        status: 0,
+        attempts: 6,
+    })
 }
 
 /// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date; capped at

@@ -427,7 +427,9 @@ async fn fetch_http(
             u.query_pairs_mut().append_pair(&src.cursor_param, c);
         }
         let auth = token.as_deref().map_or(Auth::None, Auth::Bearer);
-        let body = get_json(&u, auth, &display).await?;
+        let body = get_json(&u, auth, &display)
+            .await
+            .map_err(|e| e.to_string())?;
         let items: Vec<serde_json::Value> = match &body {
             serde_json::Value::Array(a) => a.clone(),
             serde_json::Value::Object(o) => match o.get(&src.items) {
