@@ -92,7 +92,7 @@ fn dags_next_prints_intervals_as_json() {
         &[
             "dags",
             "next",
-            "hourly_product_events",
+            "daily_product_events",
             "-n",
             "2",
             "--after",
@@ -101,6 +101,14 @@ fn dags_next_prints_intervals_as_json() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
+    // The README's sample DAG is this shipped file, word for word.
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("readme");
+    let shipped =
+        std::fs::read_to_string(root.join("dags/daily_product_events.toml")).expect("dag");
+    assert!(
+        readme.contains(&format!("```toml\n{shipped}```")),
+        "README sample differs"
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     // 02:30 Berlin; on 2026-03-29 (spring forward) it runs at 03:00 CEST = 01:00 UTC.
     assert_eq!(v[0]["data_interval_start"], "2026-03-28T01:30:00Z");
