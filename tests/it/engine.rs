@@ -851,3 +851,27 @@ async fn the_state_machine_holes_stay_closed() {
         t.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn an_http_task_says_why_it_could_not_connect() {
+    let t = sqlite_db().await;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dag = format!(
+        "schedule = \"none\"\n[tasks.ping]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/health\"\n"
+    );
+    let env = Env::start(&t, &[("ping", &dag)], |_| {}, None).await;
+    let run = env.trigger("ping").await;
+    assert_eq!(env.wait_run(run.id, LIMIT).await, RunState::Failed);
+    let tis = tasks::of_run(&env.db.conn, run.id).await.expect("tis");
+    let error = tis[0].error.clone().unwrap_or_default();
+    assert!(
+        error.to_lowercase().contains("connection refused"),
+        "the cause is named: {error}"
+    );
+    env.stop().await;
+}

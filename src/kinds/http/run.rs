@@ -40,7 +40,7 @@ pub async fn send(
         if e.is_timeout() {
             format!("{method} {url}: timed out")
         } else {
-            format!("{method} {url}: {e}")
+            format!("{method} {url}: {}", with_causes(&e))
         }
     })?;
     let status = resp.status().as_u16();
@@ -103,4 +103,20 @@ pub async fn run(ctx: &mut RunContext<'_>, spec: &HttpSpec) -> TryOutcome {
             spec.method
         ))
     }
+}
+
+/// An error with its causes (`error sending request: client error (Connect): tcp connect
+/// error: Connection refused`): reqwest's own message alone hides why.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
