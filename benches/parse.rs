@@ -65,6 +65,35 @@ fn bench_parse(rows: &mut Vec<(String, String, String)>) {
     ));
 }
 
+/// A registry sync when nothing changed: every file (and what it reads) is read again
+/// and compared with its bundle; nothing is parsed or written.
+async fn bench_rescan(rows: &mut Vec<(String, String, String)>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags).expect("mkdir");
+    write_parse_corpus(&dags, 1000, 20);
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("weft.db").display());
+    let db = Db::connect(&url).await.expect("db");
+    db.migrate().await.expect("migrate");
+    let registry = Registry::new(dags, ValidationContext::default());
+    let first = registry.sync(&db, chrono::Utc::now()).await.expect("sync");
+    assert_eq!(first.loaded, 1000, "{:?}", first.errors.first());
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let r = registry.sync(&db, chrono::Utc::now()).await.expect("sync");
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(r.new_versions.is_empty());
+    }
+    eprintln!("rescan: {:.1} ms", median(times.clone()));
+    rows.push((
+        "DAG folder re-read, 1,000 unchanged files (registry sync: bundles re-read and compared)"
+            .into(),
+        format!("{:.1} ms", median(times)),
+        "< 100 ms (every `dag_poll_interval`, 2 s)".into(),
+    ));
+}
+
 struct Bed {
     _dir: tempfile::TempDir,
     db: Db,
@@ -742,7 +771,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    // WEFT_BENCH_ONLY=ui|ingest|analytics|runs|retention measures one part and leaves BENCHMARKS.md alone.
+    // WEFT_BENCH_ONLY=ui|ingest|analytics|runs|retention|parse measures one part and leaves BENCHMARKS.md alone.
     let only = std::env::var("WEFT_BENCH_ONLY").unwrap_or_default();
     if !only.is_empty() {
         match only.as_str() {
@@ -751,8 +780,14 @@ fn main() {
             "analytics" => bench_analytics(&mut rows),
             "retention" => rt.block_on(bench_retention(&mut rows)),
             "runs" => rt.block_on(bench_runs(&mut rows)),
+            "parse" => {
+                bench_parse(&mut rows);
+                rt.block_on(bench_rescan(&mut rows));
+            }
             other => {
-                panic!("WEFT_BENCH_ONLY={other}: use ui, ingest, analytics, runs or retention")
+                panic!(
+                    "WEFT_BENCH_ONLY={other}: use ui, ingest, analytics, runs, retention or parse"
+                )
             }
         }
         for (name, value, target) in &rows {
@@ -764,6 +799,7 @@ fn main() {
     bench_ingest(&mut rows);
     bench_analytics(&mut rows);
     bench_parse(&mut rows);
+    rt.block_on(bench_rescan(&mut rows));
     rt.block_on(bench_runs(&mut rows));
     rt.block_on(bench_ui(&mut rows));
     rt.block_on(bench_retention(&mut rows));
