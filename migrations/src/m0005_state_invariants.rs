@@ -3,9 +3,9 @@
 //! the `worker_id` that holds it, a running run has `started_at`. The state machine
 //! (`weft::db::machine`) keeps them; the database refuses any write that breaks one.
 //!
-//! PostgreSQL: CHECK constraints, `NOT VALID` so that an existing database with older
-//! rows upgrades (new writes are checked). SQLite cannot add a CHECK to a table without
-//! rebuilding it: triggers raise the same refusal on insert and update.
+//! Rows an older weft left untied are mended first. PostgreSQL: CHECK constraints
+//! (`NOT VALID`: the mended table is not scanned again). SQLite cannot add a CHECK to a
+//! table without rebuilding it: triggers raise the same refusal on insert and update.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
@@ -45,6 +45,21 @@ const CHECKS: &[(&str, &str, &str, &str)] = &[
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         let c = m.get_connection();
+        // Rows an older weft left untied are mended first, so that no later write to
+        // them is refused: a finished row gets an end, a held one without a worker is
+        // given back (queued) or failed (running).
+        for fix in [
+            "UPDATE task_instance SET ended_at = updated_at WHERE ended_at IS NULL \
+             AND state IN ('success', 'failed', 'upstream_failed', 'skipped', 'removed')",
+            "UPDATE task_instance SET state = 'scheduled' WHERE state = 'queued' AND worker_id IS NULL",
+            "UPDATE task_instance SET state = 'failed', ended_at = updated_at, \
+             error = 'its worker was unknown when weft was upgraded' \
+             WHERE state = 'running' AND worker_id IS NULL",
+            "UPDATE dag_run SET ended_at = created_at WHERE ended_at IS NULL AND state IN ('success', 'failed')",
+            "UPDATE dag_run SET started_at = created_at WHERE started_at IS NULL AND state = 'running'",
+        ] {
+            c.execute_unprepared(fix).await?;
+        }
         for (table, name, cond, message) in CHECKS {
             if c.get_database_backend() == DbBackend::Postgres {
                 c.execute_unprepared(&format!(

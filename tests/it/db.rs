@@ -395,3 +395,69 @@ async fn warehouse_tables_are_migrated_once_per_warehouse_and_legacy_tables_catc
         t.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn upgrading_mends_rows_an_older_weft_left_untied() {
+    use migration::MigratorTrait;
+    use sea_orm::ConnectionTrait;
+    for t in backends().await {
+        let db = &t.db;
+        let now = Utc::now();
+        let dag = sample_dag();
+        let vid = dags::upsert_dag(&db.conn, &dag.record(), now)
+            .await
+            .expect("dag");
+        let new = NewRun {
+            dag_id: "sample".into(),
+            run_id: "manual__legacy".into(),
+            run_type: RunType::Manual,
+            logical_date: now,
+            interval_start: now,
+            interval_end: now,
+            dag_version_id: vid,
+            params: serde_json::json!({}),
+            conf: serde_json::json!({}),
+        };
+        let run = runs::insert_run(&db.conn, &dag.new_tasks(None), &new, now)
+            .await
+            .expect("insert")
+            .expect("new");
+        // Before the invariants: a finished task without an end, a queued one without a
+        // worker, a finished run without an end.
+        migration::Migrator::down(&db.conn, Some(1))
+            .await
+            .expect("down");
+        for sql in [
+            format!(
+                "UPDATE task_instance SET state = 'skipped', ended_at = NULL WHERE dag_run_id = {} AND task_id = 'a'",
+                run.id
+            ),
+            format!(
+                "UPDATE task_instance SET state = 'queued', worker_id = NULL WHERE dag_run_id = {} AND task_id = 'b'",
+                run.id
+            ),
+            format!(
+                "UPDATE dag_run SET state = 'failed', ended_at = NULL WHERE id = {}",
+                run.id
+            ),
+        ] {
+            db.conn.execute_unprepared(&sql).await.expect("legacy row");
+        }
+        migration::Migrator::up(&db.conn, None).await.expect("up");
+        let tis = tasks::of_run(&db.conn, run.id).await.expect("tis");
+        let a = tis.iter().find(|t| t.task_id == "a").expect("a");
+        let b = tis.iter().find(|t| t.task_id == "b").expect("b");
+        assert!(a.ended_at.is_some(), "the skipped task got an end");
+        assert_eq!(
+            b.state,
+            TaskState::Scheduled,
+            "the unheld claim was given back"
+        );
+        let r = runs::get_run(&db.conn, run.id)
+            .await
+            .expect("q")
+            .expect("run");
+        assert!(r.ended_at.is_some());
+        t.cleanup().await;
+    }
+}
