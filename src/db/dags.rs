@@ -144,14 +144,6 @@ pub async fn set_import_error<C: ConnectionTrait>(
     Ok(())
 }
 
-pub async fn clear_import_error<C: ConnectionTrait>(c: &C, fileloc: &str) -> DbResult<()> {
-    import_error::Entity::delete_many()
-        .filter(import_error::Column::Fileloc.eq(fileloc))
-        .exec(c)
-        .await?;
-    Ok(())
-}
-
 /// Removes import errors of files that are not in `current` (deleted files).
 pub async fn retain_import_errors<C: ConnectionTrait>(c: &C, current: &[String]) -> DbResult<()> {
     import_error::Entity::delete_many()

@@ -26,6 +26,9 @@ struct Inner {
     files: BTreeMap<PathBuf, LoadedFile>,
     /// The dag_ids each file defined when it last parsed cleanly.
     good: BTreeMap<PathBuf, String>,
+    /// The import error last recorded for each broken file (recorded again only when
+    /// it changes).
+    recorded_errors: BTreeMap<PathBuf, String>,
 }
 
 /// What a sync found.
@@ -158,9 +161,10 @@ impl Registry {
                 tracing::error!(error = %e, "reading the dag folder panicked");
                 DagBag::default()
             });
+        let present: std::collections::HashSet<&PathBuf> = paths.iter().collect();
         let bag = {
             let mut w = self.write();
-            w.files.retain(|p, _| paths.contains(p));
+            w.files.retain(|p, _| present.contains(p));
             for f in fresh.files {
                 w.files.insert(f.path.clone(), f);
             }
@@ -190,8 +194,10 @@ impl Registry {
                         w.current.insert(dag.dag_id.clone(), (dag.clone(), vid));
                         report.new_versions.push(dag.dag_id.clone());
                     }
-                    self.write().good.insert(f.path.clone(), dag.dag_id.clone());
-                    dags::clear_import_error(&db.conn, &fileloc).await?;
+                    let mut w = self.write();
+                    w.good.insert(f.path.clone(), dag.dag_id.clone());
+                    // Its old import error, if any, goes with `retain_import_errors` below.
+                    w.recorded_errors.remove(&f.path);
                 }
                 Err(diags) => {
                     let message = diags
@@ -199,7 +205,13 @@ impl Registry {
                         .map(|d| d.to_string())
                         .collect::<Vec<_>>()
                         .join("\n");
-                    dags::set_import_error(&db.conn, &fileloc, &message, now).await?;
+                    let known = self.read().recorded_errors.get(&f.path) == Some(&message);
+                    if !known {
+                        dags::set_import_error(&db.conn, &fileloc, &message, now).await?;
+                        self.write()
+                            .recorded_errors
+                            .insert(f.path.clone(), message.clone());
+                    }
                     error_files.push(fileloc.clone());
                     report.errors.push((f.display.clone(), message));
                     // The last good definition from this file keeps running.
@@ -212,8 +224,9 @@ impl Registry {
         // DAGs whose file is gone stop being scheduled.
         {
             let mut w = self.write();
-            w.good.retain(|p, _| paths.contains(p));
-            let keep: Vec<String> = active.clone();
+            w.good.retain(|p, _| present.contains(p));
+            w.recorded_errors.retain(|p, _| present.contains(p));
+            let keep: std::collections::HashSet<&String> = active.iter().collect();
             w.current.retain(|id, _| keep.contains(id));
         }
         dags::deactivate_missing(&db.conn, &active).await?;
