@@ -13,7 +13,7 @@ use tower::ServiceExt;
 use weft::db::{Role, RunState, TaskState, users};
 use weft::web::{AppState, app, auth};
 
-use crate::support::{Env, sqlite_db};
+use crate::support::{Env, sqlite_db, utc};
 
 const HOSTILE: &str = r#"
 description = "<script>alert(1)</script> events"
@@ -1502,6 +1502,79 @@ async fn api_writes_take_only_a_bearer_token_never_a_session_cookie() {
             .expect("q")
             .expect("dag")
             .is_paused
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_trigger_form_takes_a_logical_date_and_keeps_what_was_typed_on_an_error() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router);
+    assert_eq!(
+        c.login("ada", "correct horse").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let token = c.csrf("/dags/fine/trigger").await;
+    let res = c
+        .post_form(
+            "/dags/fine/trigger",
+            &[
+                ("authenticity_token", &token),
+                ("conf", "{\"region\": \"eu\""),
+                ("logical_date", "2026-03-01"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    assert!(res.body.contains("conf is not valid JSON"), "{}", res.body);
+    assert!(
+        res.body
+            .contains("{&#34;region&#34;: &#34;eu&#34;</textarea>")
+            || res
+                .body
+                .contains("{&quot;region&quot;: &quot;eu&quot;</textarea>"),
+        "the conf is kept: {}",
+        res.body
+    );
+    assert!(
+        res.body.contains("value=\"2026-03-01\""),
+        "the date is kept"
+    );
+    let res = c
+        .post_form(
+            "/dags/fine/trigger",
+            &[
+                ("authenticity_token", &token),
+                ("logical_date", "March 1st"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.body.contains("logical date:"), "{}", res.body);
+    let res = c
+        .post_form(
+            "/dags/fine/trigger",
+            &[
+                ("authenticity_token", &token),
+                ("logical_date", "2026-03-01T02:00:00"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let runs = weft::db::runs::list_runs(
+        &env.db.conn,
+        &weft::db::runs::RunFilter {
+            dag_id: Some("fine".into()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("runs");
+    assert!(
+        runs.iter().any(|r| r.logical_date == utc(2026, 3, 1, 2, 0)),
+        "{:?}",
+        runs.iter().map(|r| r.logical_date).collect::<Vec<_>>()
     );
     env.stop().await;
 }

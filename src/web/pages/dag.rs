@@ -377,6 +377,11 @@ pub struct TriggerPage {
     pub dag_id: String,
     pub action: String,
     pub fields: Vec<ParamField>,
+    /// What the conf box held (kept when the form comes back with an error).
+    pub conf: String,
+    /// The logical date asked for, as typed (empty: now).
+    pub logical_date: String,
+    pub timezone: String,
     pub error: String,
 }
 
@@ -421,6 +426,9 @@ pub async fn trigger_form(
         action: format!("{}/trigger", dag_href(&dag_id)),
         dag_id,
         fields,
+        conf: String::new(),
+        logical_date: String::new(),
+        timezone: dag.timezone.name().to_string(),
         error: String::new(),
     }))
 }
@@ -467,7 +475,21 @@ pub async fn trigger_post(
         },
         None => serde_json::Value::Null,
     };
-    match commands::trigger(&state.db, &dag, vid, &params, conf, None, Utc::now()).await {
+    // A logical date in the DAG's time zone (a date, a local time, or RFC 3339).
+    let logical = match form
+        .get("logical_date")
+        .map(|d| d.trim())
+        .filter(|d| !d.is_empty())
+    {
+        Some(d) => match crate::dag::parse_datetime(d, dag.timezone) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                return trigger_error(&state, pg, &dag, &form, format!("logical date: {e}")).await;
+            }
+        },
+        None => None,
+    };
+    match commands::trigger(&state.db, &dag, vid, &params, conf, logical, Utc::now()).await {
         Ok(run) => {
             if let Some(e) = &state.engine {
                 e.wake();
@@ -504,6 +526,9 @@ async fn trigger_error(
         action: format!("{}/trigger", dag_href(&dag.dag_id)),
         dag_id: dag.dag_id.clone(),
         fields: param_fields(dag, &given),
+        conf: form.get("conf").cloned().unwrap_or_default(),
+        logical_date: form.get("logical_date").cloned().unwrap_or_default(),
+        timezone: dag.timezone.name().to_string(),
         error,
     };
     Ok((axum::http::StatusCode::BAD_REQUEST, pg.render(t)).into_response())
