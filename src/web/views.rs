@@ -20,6 +20,18 @@ pub fn time(t: DateTime<Utc>) -> Time {
     }
 }
 
+/// A time shown in a DAG's zone (as its schedule reads), with the zone's abbreviation;
+/// the `datetime` attribute stays UTC.
+pub fn time_in(t: DateTime<Utc>, tz: chrono_tz::Tz) -> Time {
+    if tz == chrono_tz::UTC {
+        return time(t);
+    }
+    Time {
+        iso: crate::dag::template::rfc3339(t),
+        text: t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+    }
+}
+
 pub fn opt_time(t: Option<DateTime<Utc>>) -> Option<Time> {
     t.map(time)
 }
@@ -319,6 +331,27 @@ pub fn sparkline(values: &[f64]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_show_in_the_dags_zone_with_its_abbreviation() {
+        use chrono::TimeZone;
+        let summer = Utc
+            .with_ymd_and_hms(2026, 7, 1, 0, 30, 0)
+            .single()
+            .expect("time");
+        let winter = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 30, 0)
+            .single()
+            .expect("time");
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().expect("tz");
+        assert_eq!(time_in(summer, berlin).text, "2026-07-01 02:30 CEST");
+        assert_eq!(time_in(winter, berlin).text, "2026-01-01 01:30 CET");
+        assert_eq!(time_in(summer, berlin).iso, "2026-07-01T00:30:00Z");
+        assert_eq!(
+            time_in(summer, chrono_tz::UTC).text,
+            "2026-07-01 00:30:00 UTC"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -116,7 +116,7 @@ pub async fn dags_page(
                 0,
             )
             .next_run_after
-            .map(time)
+            .map(|t| views::time_in(t, dag.timezone))
         };
         rows.push(DagRow {
             href: dag_href(&dag.dag_id),
