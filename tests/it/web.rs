@@ -1578,3 +1578,20 @@ async fn the_trigger_form_takes_a_logical_date_and_keeps_what_was_typed_on_an_er
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_task_graph_draws_its_edges_as_arrows() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router);
+    let page = c.get("/dags/fine").await;
+    assert_eq!(page.status, StatusCode::OK);
+    // fine has one edge (a -> b): one line, ending in the arrow marker.
+    assert_eq!(
+        page.body.matches("marker-end=\"url(#arrow)\"").count(),
+        1,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<marker id=\"arrow\""));
+    env.stop().await;
+}
