@@ -11,13 +11,25 @@
   // Auto-refresh pages that show live state, without a full reload.
   var every = document.body.getAttribute("data-refresh");
   if (every) {
+    var fields = "input[name]:not([type=hidden]), select[name], textarea[name]";
     setInterval(function () {
       if (document.hidden) return;
+      var main = document.querySelector("main");
+      // Never refresh under someone typing; what they typed survives the next refresh.
+      var active = document.activeElement;
+      if (active && main.contains(active) && active.matches(fields)) return;
       fetch(location.href, { headers: { "X-Weft-Refresh": "1" } }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
         if (!html) return;
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.querySelector("main");
-        if (fresh) { document.querySelector("main").replaceWith(fresh); localTimes(fresh); }
+        if (!fresh) return;
+        var old = document.querySelector("main");
+        old.querySelectorAll(fields).forEach(function (el) {
+          var twin = fresh.querySelector(el.tagName + '[name="' + el.name + '"]');
+          if (twin) { twin.value = el.value; }
+        });
+        old.replaceWith(fresh);
+        localTimes(fresh);
       }).catch(function () {});
     }, parseInt(every, 10) * 1000);
   }

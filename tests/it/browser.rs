@@ -193,6 +193,22 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
         assert!(who.contains("ada"), "logged in as {who}");
         std::fs::write(shots.join("01-dags.png"), client.screenshot().await?).expect("png");
 
+        // What is typed in the search box survives the page's auto-refresh (every 5 s),
+        // focused or not.
+        let search = client.find(Locator::Css("input[name=q]")).await?;
+        search.send_keys("dem").await?;
+        client
+            .execute("document.activeElement.blur(); return null;", vec![])
+            .await?;
+        tokio::time::sleep(Duration::from_millis(6_500)).await;
+        let kept = client
+            .find(Locator::Css("input[name=q]"))
+            .await?
+            .prop("value")
+            .await?
+            .unwrap_or_default();
+        assert_eq!(kept, "dem", "the refresh wiped the search box");
+
         client.goto(&format!("{base}/dags/demo/trigger")).await?;
         client
             .find(Locator::Id("trigger-submit"))
