@@ -293,13 +293,7 @@ pub async fn survey_page(
             String::new()
         },
         csat_distribution: if csat_counts.iter().any(|c| *c > 0) {
-            charts::score_bars(
-                1,
-                &csat_counts,
-                |s| {
-                    if s >= 4 { "promoter" } else { "passive" }
-                },
-            )
+            charts::score_bars(1, &csat_counts, csat_class)
         } else {
             String::new()
         },
@@ -326,9 +320,28 @@ pub async fn survey_page(
     Ok(pg.render(page_data))
 }
 
+/// How a CSAT score (1-5) is drawn: dissatisfied (1-2), neutral (3), satisfied (4-5),
+/// with the colours of NPS's detractors, passives and promoters.
+fn csat_class(score: i64) -> &'static str {
+    match score {
+        ..=2 => "detractor",
+        3 => "passive",
+        _ => "promoter",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csat_scores_are_drawn_in_three_groups() {
+        let classes: Vec<&str> = (1..=5).map(csat_class).collect();
+        assert_eq!(
+            classes,
+            vec!["detractor", "detractor", "passive", "promoter", "promoter"]
+        );
+    }
 
     fn dag(schedule: &str, tz: &str) -> crate::dag::Dag {
         let src = format!(
