@@ -108,11 +108,6 @@ where
     }
 }
 
-/// A successful try.
-pub fn success() -> TryOutcome {
-    TryOutcome::success()
-}
-
 /// Pools of warehouse connections by name, opened on first use.
 #[derive(Debug, Default)]
 pub struct Warehouses {

@@ -49,6 +49,9 @@ pub type Running<'a> = Pin<Box<dyn Future<Output = TryOutcome> + Send + 'a>>;
 pub(crate) type ParseFn =
     fn(&mut Parser<'_, '_>, &DeTable<'_>, &str, Range<usize>) -> Option<Arc<dyn Spec>>;
 
+/// Builds a kind's routes (its pages' handlers live in its folder).
+pub type RoutesFn = fn() -> axum::Router<crate::web::AppState>;
+
 /// One task kind, as the registry lists it.
 #[derive(Debug)]
 pub struct Kind {
@@ -64,9 +67,9 @@ pub struct Kind {
     /// Versioned migrations of the warehouse tables the kind writes.
     pub warehouse: &'static [warehouse::Migration],
     /// The routes of the kind's pages, if it has any (their handlers live in its folder).
-    pub routes: Option<fn() -> axum::Router<crate::web::AppState>>,
+    pub routes: Option<RoutesFn>,
     /// The kind's JSON API routes under `/api/v1`, if it has any.
-    pub api_routes: Option<fn() -> axum::Router<crate::web::AppState>>,
+    pub api_routes: Option<RoutesFn>,
 }
 
 /// Every kind, in the order messages list them.
@@ -93,17 +96,19 @@ pub fn names() -> impl Iterator<Item = &'static str> + Clone {
 
 /// The routes of the kinds that have pages (their handlers live in their folders).
 pub fn routes() -> axum::Router<crate::web::AppState> {
-    KINDS
-        .iter()
-        .filter_map(|k| k.routes)
-        .fold(axum::Router::new(), |r, f| r.merge(f()))
+    merged(|k| k.routes)
 }
 
 /// The JSON API routes of the kinds that have them (nested under `/api/v1`).
 pub fn api_routes() -> axum::Router<crate::web::AppState> {
+    merged(|k| k.api_routes)
+}
+
+/// One router of the routes `which` names in every kind that has them.
+fn merged(which: fn(&Kind) -> Option<RoutesFn>) -> axum::Router<crate::web::AppState> {
     KINDS
         .iter()
-        .filter_map(|k| k.api_routes)
+        .filter_map(|k| which(k))
         .fold(axum::Router::new(), |r, f| r.merge(f()))
 }
 

@@ -32,42 +32,22 @@ pub async fn login_page(
     token: CsrfToken,
     Query(q): Query<LoginQuery>,
 ) -> Result<Response> {
-    let mut layout = layout(
-        &state,
-        &Viewer(None),
-        &token,
-        "Log in".into(),
-        "login",
-        None,
-    )
-    .await
-    .or_else(|e| match e {
-        // The login page is readable even when reading needs a login.
-        Error::Unauthorized => Ok(Layout {
-            title: "Log in".into(),
-            nav: "login",
-            user: None,
-            role: String::new(),
-            operator: false,
-            admin: false,
-            csrf: crate::web::auth::csrf_token(&token, &Viewer(None))?,
-            notice: None,
-            import_errors: 0,
-            refresh: false,
-        }),
-        other => Err(other),
-    })?;
-    layout.refresh = false;
-    let no_users = users::count(&state.db.conn).await? == 0;
-    Ok(page(
+    // Anonymous whoever asks: the form's CSRF token is checked against no session, and
+    // the page is readable even when reading needs a login.
+    let pg = Page {
+        viewer: Viewer(None),
         token,
-        LoginPage {
-            layout,
-            next: q.next.unwrap_or_else(|| "/dags".into()),
-            failed: q.error.is_some(),
-            no_users,
-        },
-    ))
+    };
+    let layout = pg
+        .open_layout(&state, "Log in".into(), "login", None)
+        .await?;
+    let no_users = users::count(&state.db.conn).await? == 0;
+    Ok(pg.render(LoginPage {
+        layout,
+        next: q.next.unwrap_or_else(|| "/dags".into()),
+        failed: q.error.is_some(),
+        no_users,
+    }))
 }
 
 // ---------------------------------------------------------------- confirm + actions

@@ -69,36 +69,6 @@ pub struct NoticeQuery {
     pub notice: Option<String>,
 }
 
-pub(crate) async fn layout(
-    state: &AppState,
-    viewer: &Viewer,
-    token: &CsrfToken,
-    title: String,
-    nav: &'static str,
-    notice: Option<String>,
-) -> Result<Layout> {
-    viewer.can_read(state)?;
-    let import_errors = dags::count_import_errors(&state.db.conn).await?;
-    Ok(Layout {
-        title,
-        nav,
-        user: viewer.0.as_ref().map(|u| u.username.clone()),
-        role: viewer
-            .0
-            .as_ref()
-            .map(|u| u.role.to_string())
-            .unwrap_or_default(),
-        operator: viewer.has(Role::Operator),
-        admin: viewer.has(Role::Admin),
-        csrf: crate::web::auth::csrf_token(token, viewer)?,
-        notice: notice
-            .filter(|n| !n.is_empty())
-            .map(|n| n.chars().take(300).collect()),
-        import_errors,
-        refresh: false,
-    })
-}
-
 /// What a page handler starts from, extracted together: who is asking and the CSRF
 /// token its forms carry; it builds the layout around the page and renders it (with the
 /// token's cookie).
@@ -134,17 +104,49 @@ impl Page {
         nav: &'static str,
         notice: Option<String>,
     ) -> Result<Layout> {
-        layout(state, &self.viewer, &self.token, title, nav, notice).await
+        self.viewer.can_read(state)?;
+        self.open_layout(state, title, nav, notice).await
+    }
+
+    /// The layout of a page anyone may see (the login page): the import-error count
+    /// only for viewers who may read.
+    pub async fn open_layout(
+        &self,
+        state: &AppState,
+        title: String,
+        nav: &'static str,
+        notice: Option<String>,
+    ) -> Result<Layout> {
+        let viewer = &self.viewer;
+        let import_errors = if viewer.can_read(state).is_ok() {
+            dags::count_import_errors(&state.db.conn).await?
+        } else {
+            0
+        };
+        Ok(Layout {
+            title,
+            nav,
+            user: viewer.0.as_ref().map(|u| u.username.clone()),
+            role: viewer
+                .0
+                .as_ref()
+                .map(|u| u.role.to_string())
+                .unwrap_or_default(),
+            operator: viewer.has(Role::Operator),
+            admin: viewer.has(Role::Admin),
+            csrf: crate::web::auth::csrf_token(&self.token, viewer)?,
+            notice: notice
+                .filter(|n| !n.is_empty())
+                .map(|n| n.chars().take(300).collect()),
+            import_errors,
+            refresh: false,
+        })
     }
 
     /// The page's response, with the CSRF cookie.
     pub fn render(self, body: impl IntoResponse) -> Response {
         (self.token, body).into_response()
     }
-}
-
-pub(crate) fn page(token: CsrfToken, t: impl IntoResponse) -> Response {
-    (token, t).into_response()
 }
 
 fn known_dag(state: &AppState, dag_id: &str) -> Result<(std::sync::Arc<Dag>, i64)> {
