@@ -64,7 +64,9 @@ pub async fn get_json(
             .unwrap_or_default()
     });
     let mut delay = std::time::Duration::from_secs(1);
-    for attempt in 1..=6 {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let mut req = client.get(url.clone());
         match auth {
             Auth::None => {}
@@ -131,12 +133,6 @@ pub async fn get_json(
             }
         });
     }
-    // Not reached: every branch of the sixth attempt returns.
-    Err(FetchError::GaveUp {
-        url: shown.to_string(),
-        status: 0,
-        attempts: 6,
-    })
 }
 
 /// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date; capped at
