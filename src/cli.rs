@@ -1681,10 +1681,6 @@ fn read_new_password(name: &str, from_stdin: bool) -> Result<String> {
     Ok(p)
 }
 
-async fn find_user(db: &crate::db::Db, name: &str) -> Result<crate::db::rows::User> {
-    Ok(crate::accounts::find(db, name).await?)
-}
-
 async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
     // Without a terminal to ask on, say so before touching anything.
     let asks = match &c {
@@ -1725,7 +1721,7 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             name,
             password_stdin,
         } => {
-            find_user(&db, &name).await?;
+            crate::accounts::find(&db, &name).await?;
             let password = read_new_password(&name, password_stdin)?;
             crate::accounts::set_password(&db, &name, &password).await?;
             println!("password of {name} changed; their sessions ended");
@@ -1736,7 +1732,7 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             scope,
             expires_in,
         } => {
-            let user = find_user(&db, &name).await?;
+            let user = crate::accounts::find(&db, &name).await?;
             let scope = scope.unwrap_or_else(|| {
                 if user.role == crate::db::Role::Viewer {
                     "read"
@@ -1770,7 +1766,7 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
         }
         UsersCommand::Tokens { name } => {
             let only = match &name {
-                Some(n) => Some(find_user(&db, n).await?.id),
+                Some(n) => Some(crate::accounts::find(&db, n).await?.id),
                 None => None,
             };
             let names: std::collections::HashMap<i64, String> = crate::db::users::list(&db.conn)
@@ -1800,22 +1796,22 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             );
         }
         UsersCommand::Revoke { name, token_name } => {
-            let user = find_user(&db, &name).await?;
+            let user = crate::accounts::find(&db, &name).await?;
             crate::accounts::revoke_token(&db, &user, &token_name).await?;
             println!("revoked token \"{token_name}\" of {name}");
         }
         UsersCommand::Disable { name } => {
-            let user = find_user(&db, &name).await?;
+            let user = crate::accounts::find(&db, &name).await?;
             crate::accounts::set_disabled(&db, &user, true).await?;
             println!("disabled {name}: logins and tokens refused, sessions ended");
         }
         UsersCommand::Enable { name } => {
-            let user = find_user(&db, &name).await?;
+            let user = crate::accounts::find(&db, &name).await?;
             crate::accounts::set_disabled(&db, &user, false).await?;
             println!("enabled {name}");
         }
         UsersCommand::Delete { name } => {
-            let user = find_user(&db, &name).await?;
+            let user = crate::accounts::find(&db, &name).await?;
             crate::accounts::delete_user(&db, &user).await?;
             println!("deleted {name} with their sessions and tokens");
         }
