@@ -37,8 +37,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Migrate the database, load the DAGs, and run the scheduler and executor.
+    /// Migrate the database, load the DAGs, and run the scheduler, the executor and the
+    /// web server in one process (SQLite or PostgreSQL).
     Serve(ServeArgs),
+    /// Run a scheduler only (PostgreSQL): loads the DAG folder, creates runs, starts
+    /// queued runs, rescues dead workers' tries. Several may run; one leads.
+    Scheduler,
+    /// Run a worker only (PostgreSQL): claims and runs tries of the given queues.
+    Worker(WorkerArgs),
+    /// Run the web server only (PostgreSQL): UI and API.
+    Webserver(ServeArgs),
     /// Inspect and check DAG files.
     #[command(subcommand)]
     Dags(DagsCommand),
@@ -135,6 +143,16 @@ pub struct ServeArgs {
     /// Address of the web server (env WEFT_BIND; default 127.0.0.1:8080).
     #[arg(long)]
     pub bind: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Queues to serve, comma-separated (tasks name theirs with `queue`; default: every queue).
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Vec<String>,
+    /// Tries run at once by this worker (default: `parallelism`).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,6 +408,9 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Serve(a) => serve(cfg, a).await,
+        Command::Scheduler => scheduler_role(cfg).await,
+        Command::Worker(a) => worker_role(cfg, a).await,
+        Command::Webserver(a) => webserver_role(cfg, a).await,
         Command::Dags(c) => dags(cfg, c).await,
         Command::Db(c) => db_cmd(cfg, c).await,
         Command::Trigger(a) => trigger(cfg, a).await,
@@ -533,10 +554,15 @@ async fn db_cmd(cfg: Config, c: DbCommand) -> Result<i32> {
 /// The retention job of `serve`: every hour (the first pass a minute after start), old
 /// runs go in batches of 200 with a pause between them, so the scheduler's own writes
 /// are never held up for long.
-fn spawn_retention(db: Db, retention: Duration) {
+fn spawn_retention(db: Db, retention: Duration, engine: Engine) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
         loop {
+            // One scheduler does it: the one holding the lease.
+            if !engine.is_leader() {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                continue;
+            }
             let cutoff = Utc::now()
                 - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(90));
             match crate::db::maintenance::clean(&db.conn, cutoff, 200, Duration::from_millis(200))
@@ -674,7 +700,7 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     let web = crate::web::serve_on(listener, state)?;
     engine.set_base_url(format!("http://{web}"));
     if let Some(r) = cfg.retention {
-        spawn_retention(db.clone(), r);
+        spawn_retention(db.clone(), r, engine.clone());
         eprintln!(
             "  retention:  finished runs older than {} are deleted",
             humantime::format_duration(r)
@@ -698,6 +724,147 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
         eprintln!("              weft users create NAME --role admin");
     }
     eprintln!("  web UI:     http://{}", web);
+    run_engine(engine).await
+}
+
+/// The distributed roles share one PostgreSQL; on SQLite (one process) they are refused.
+fn require_postgres(cfg: &Config, role: &str) -> Result<()> {
+    if cfg.database_url.starts_with("postgres") {
+        return Ok(());
+    }
+    Err(anyhow::Error::new(Usage(format!(
+        "`weft {role}` needs PostgreSQL: the scheduler, worker and web server roles share one database, and SQLite ({}) belongs to one process. Set WEFT_DATABASE_URL=postgres://... or run everything in one process with `weft serve`",
+        crate::db::redact_url(&cfg.database_url)
+    ))))
+}
+
+/// `weft scheduler`: reads the DAG folder, plans runs (the leader), starts queued runs,
+/// rescues dead workers' tries; runs no task.
+async fn scheduler_role(cfg: Config) -> Result<i32> {
+    require_postgres(&cfg, "scheduler")?;
+    let db = open_db(&cfg).await?;
+    let registry = Registry::new(
+        cfg.dags_folder.clone(),
+        crate::dag::ValidationContext::of(&cfg),
+    );
+    let report = registry.sync(&db, Utc::now()).await?;
+    let options = EngineOptions {
+        execute: false,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(
+        db.clone(),
+        cfg.clone(),
+        registry,
+        Arc::new(SystemClock),
+        options,
+    )
+    .await?;
+    eprintln!("weft {} scheduler", env!("CARGO_PKG_VERSION"));
+    eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
+    eprintln!(
+        "  dags:       {} ({} loaded, {} with errors)",
+        cfg.dags_folder.display(),
+        report.loaded,
+        report.errors.len()
+    );
+    eprintln!("  id:         {}", engine.shared.worker_id);
+    if let Some(r) = cfg.retention {
+        spawn_retention(db.clone(), r, engine.clone());
+    }
+    run_engine(engine).await
+}
+
+/// `weft worker`: claims and runs tries (of `--queues`), with DAG definitions from the
+/// database.
+async fn worker_role(mut cfg: Config, a: WorkerArgs) -> Result<i32> {
+    require_postgres(&cfg, "worker")?;
+    if let Some(bad) = a.queues.iter().find(|q| !crate::dag::valid_queue(q)) {
+        return Err(anyhow::Error::new(Usage(format!(
+            "--queues: \"{bad}\" is not a queue name (1 to 64 letters, digits, `_`, `-` or `.`)"
+        ))));
+    }
+    if let Some(n) = a.concurrency {
+        if n == 0 {
+            return Err(anyhow::Error::new(Usage(
+                "--concurrency must be at least 1".into(),
+            )));
+        }
+        cfg.parallelism = n;
+    }
+    let db = open_db(&cfg).await?;
+    let registry = Registry::new(
+        cfg.dags_folder.clone(),
+        crate::dag::ValidationContext::of(&cfg),
+    );
+    let n = registry.sync_from_db(&db).await?;
+    let options = EngineOptions {
+        cron: false,
+        schedule: false,
+        watch_folder: false,
+        queues: a.queues.clone(),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(
+        db.clone(),
+        cfg.clone(),
+        registry,
+        Arc::new(SystemClock),
+        options,
+    )
+    .await?;
+    eprintln!("weft {} worker", env!("CARGO_PKG_VERSION"));
+    eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
+    eprintln!("  dags:       {n} (from the database)");
+    eprintln!(
+        "  queues:     {}",
+        if a.queues.is_empty() {
+            "all".to_string()
+        } else {
+            a.queues.join(", ")
+        }
+    );
+    eprintln!("  concurrency {}", cfg.parallelism);
+    eprintln!("  id:         {}", engine.shared.worker_id);
+    run_engine(engine).await
+}
+
+/// `weft webserver`: the UI and the API, with DAG definitions from the database.
+async fn webserver_role(mut cfg: Config, a: ServeArgs) -> Result<i32> {
+    require_postgres(&cfg, "webserver")?;
+    if let Some(b) = a.bind {
+        cfg.bind = b;
+    }
+    let listener = crate::web::bind(&cfg.bind).await?;
+    let db = open_db(&cfg).await?;
+    let registry = Registry::new(
+        cfg.dags_folder.clone(),
+        crate::dag::ValidationContext::of(&cfg),
+    );
+    let n = registry.sync_from_db(&db).await?;
+    // Definitions follow what the schedulers record.
+    let (reg, refresh_db, every) = (registry.clone(), db.clone(), cfg.dag_poll_interval);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = reg.sync_from_db(&refresh_db).await {
+                tracing::warn!(error = %e, "could not refresh the dag definitions");
+            }
+        }
+    });
+    let state = crate::web::AppState::new(db.clone(), cfg.clone(), registry, None).await?;
+    let web = crate::web::serve_on(listener, state)?;
+    eprintln!("weft {} webserver", env!("CARGO_PKG_VERSION"));
+    eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
+    eprintln!("  dags:       {n} (from the database)");
+    eprintln!("  web UI:     http://{web}");
+    shutdown_signal().await;
+    eprintln!("weft stopped");
+    Ok(0)
+}
+
+/// Runs an engine until SIGINT/SIGTERM; exit status 1 if it broke.
+async fn run_engine(engine: Engine) -> Result<i32> {
     engine.run(shutdown_signal()).await;
     if let Some(why) = engine.fault() {
         eprintln!("weft stopped because the engine broke: {why}");

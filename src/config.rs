@@ -44,6 +44,9 @@ const ENV_SETTINGS: &[(&str, EnvKind)] = &[
     ("kill_grace", EnvKind::Text),
     ("shutdown_grace", EnvKind::Text),
     ("dag_poll_interval", EnvKind::Text),
+    ("lease_timeout", EnvKind::Text),
+    ("web_concurrency", EnvKind::Integer),
+    ("web_db_connections", EnvKind::Integer),
     ("log_max_bytes", EnvKind::Integer),
     ("default_pool_slots", EnvKind::Integer),
     ("public_read", EnvKind::Bool),
@@ -130,6 +133,16 @@ pub struct Config {
     /// How often the DAG folder is checked for changed files.
     #[serde(deserialize_with = "duration")]
     pub dag_poll_interval: Duration,
+    /// The scheduler lease (cron planning, sweeps) expires after this without renewal;
+    /// another scheduler then takes over.
+    #[serde(deserialize_with = "duration")]
+    pub lease_timeout: Duration,
+    /// Web requests served at once; more wait up to a few seconds for a turn, then get
+    /// 503 with `Retry-After`.
+    pub web_concurrency: u32,
+    /// Database connections of the web server (its own pool on PostgreSQL; read-only
+    /// connections beside the one writer on SQLite).
+    pub web_db_connections: u32,
     /// Bytes of log kept per try; the rest is replaced by a truncation marker.
     pub log_max_bytes: usize,
     /// Slots of the default pool.
@@ -178,6 +191,9 @@ impl Default for Config {
             kill_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             dag_poll_interval: Duration::from_secs(2),
+            lease_timeout: Duration::from_secs(10),
+            web_concurrency: 64,
+            web_db_connections: 8,
             log_max_bytes: 4 * 1024 * 1024,
             default_pool_slots: 128,
             pools: BTreeMap::new(),
@@ -461,6 +477,30 @@ impl Config {
         }
         if self.dag_poll_interval.is_zero() {
             return Err(invalid("dag_poll_interval", "must be more than 0s".into()));
+        }
+        if self.lease_timeout < Duration::from_secs(2) {
+            return Err(invalid(
+                "lease_timeout",
+                format!(
+                    "{} is too short: a scheduler renews its lease about every second; give at least 2s",
+                    human(self.lease_timeout)
+                ),
+            ));
+        }
+        if !(1..=10_000).contains(&self.web_concurrency) {
+            return Err(invalid(
+                "web_concurrency",
+                format!("{} is out of range: give 1 to 10000", self.web_concurrency),
+            ));
+        }
+        if !(1..=1_000).contains(&self.web_db_connections) {
+            return Err(invalid(
+                "web_db_connections",
+                format!(
+                    "{} is out of range: give 1 to 1000",
+                    self.web_db_connections
+                ),
+            ));
         }
         if self.log_max_bytes < 1024 {
             return Err(invalid(

@@ -10,6 +10,7 @@ mod m0002_settings;
 mod m0003_security;
 mod m0004_bundles;
 mod m0005_state_invariants;
+mod m0006_scale_out;
 pub use m0003_security::TOKEN_SCOPES;
 
 /// The ordered list of migrations applied by `weft db migrate` and `weft serve`.
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_security::Migration),
             Box::new(m0004_bundles::Migration),
             Box::new(m0005_state_invariants::Migration),
+            Box::new(m0006_scale_out::Migration),
         ]
     }
 }

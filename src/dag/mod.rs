@@ -63,6 +63,17 @@ pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(24 *
 /// The pool every task uses unless it names another.
 pub use crate::config::DEFAULT_POOL;
 
+/// The queue of tasks that name none; `weft worker` serves it unless told otherwise.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A queue name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`.
+pub fn valid_queue(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// A plain SQL name (table, column, model): a letter or `_`, then letters, digits and
 /// `_`, at most 60 characters. Names like these are spliced into SQL unquoted.
 pub fn is_sql_name(s: &str) -> bool {
@@ -135,6 +146,7 @@ impl Dag {
                 max_tries: i32::try_from(t.retries).unwrap_or(i32::MAX - 1) + 1,
                 pool: t.pool.clone(),
                 pool_slots: i32::try_from(t.pool_slots).unwrap_or(1),
+                queue: t.queue.clone(),
                 priority: t.priority,
             })
             .collect()
@@ -399,6 +411,8 @@ pub struct Task {
     pub trigger_rule: TriggerRule,
     pub pool: String,
     pub pool_slots: u32,
+    /// The worker queue the task runs on (`weft worker --queues`).
+    pub queue: String,
     pub priority: i32,
     pub env: BTreeMap<String, String>,
     pub callbacks: Callbacks,

@@ -54,6 +54,7 @@ pub async fn upsert_dag<C: ConnectionTrait>(
         tags: Set(tags),
         latest_version_id: Set(None),
         last_parsed_at: Set(now),
+        next_run_after: Set(None),
     };
     // An existing row keeps its paused flag and latest version.
     dag::Entity::insert(row)
@@ -105,11 +106,20 @@ pub async fn upsert_dag<C: ConnectionTrait>(
                 }
             }
         };
-        dag::Entity::update_many()
+        let mut up = dag::Entity::update_many()
             .col_expr(dag::Column::LatestVersionId, Expr::value(id))
-            .filter(dag::Column::DagId.eq(&d.dag_id))
-            .exec(c)
-            .await?;
+            .filter(dag::Column::DagId.eq(&d.dag_id));
+        if latest.as_ref().is_none_or(|v| v.id != id) {
+            // A new version may have a new schedule: the next pass plans it again.
+            up = up.col_expr(
+                dag::Column::NextRunAfter,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            );
+        }
+        up.exec(c).await?;
+        if latest.as_ref().is_none_or(|v| v.id != id) {
+            super::notify(c).await?;
+        }
         return Ok(id);
     }
     Err(DbError::Conflict(format!(
@@ -188,13 +198,131 @@ pub async fn list_dags<C: ConnectionTrait>(c: &C) -> DbResult<Vec<dag::Model>> {
         .await?)
 }
 
-/// Pauses or unpauses; an unknown DAG is an error naming it.
-pub async fn set_paused<C: ConnectionTrait>(c: &C, dag_id: &str, paused: bool) -> DbResult<()> {
-    let res = dag::Entity::update_many()
-        .col_expr(dag::Column::IsPaused, Expr::value(paused))
+/// `next_run_after` of a DAG that has nothing more to schedule (no schedule, or its
+/// end date has passed): far beyond any date a DAG may name.
+pub fn never() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(253_402_214_400, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The DAGs a scheduling pass must plan: active, not paused, and due (`next_run_after`
+/// passed) or never planned since they changed (`NULL`), oldest first, at most `limit`.
+/// One indexed query, whatever the number of DAGs.
+pub async fn due_dags<C: ConnectionTrait>(
+    c: &C,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> DbResult<Vec<String>> {
+    use sea_orm::{QuerySelect, sea_query::Condition};
+    Ok(dag::Entity::find()
+        .select_only()
+        .column(dag::Column::DagId)
+        .filter(dag::Column::IsActive.eq(true))
+        .filter(dag::Column::IsPaused.eq(false))
+        .filter(
+            Condition::any()
+                .add(dag::Column::NextRunAfter.is_null())
+                .add(dag::Column::NextRunAfter.lte(now)),
+        )
+        .order_by_asc(dag::Column::NextRunAfter)
+        .limit(limit)
+        .into_tuple()
+        .all(c)
+        .await?)
+}
+
+/// When the next scheduled run of any active, unpaused DAG is due (for the scheduler's
+/// sleep): one indexed query.
+pub async fn earliest_next_run<C: ConnectionTrait>(c: &C) -> DbResult<Option<DateTime<Utc>>> {
+    use sea_orm::QuerySelect;
+    let t: Option<Option<DateTime<Utc>>> = dag::Entity::find()
+        .select_only()
+        .column(dag::Column::NextRunAfter)
+        .filter(dag::Column::IsActive.eq(true))
+        .filter(dag::Column::IsPaused.eq(false))
+        .filter(dag::Column::NextRunAfter.is_not_null())
+        .order_by_asc(dag::Column::NextRunAfter)
+        .into_tuple()
+        .one(c)
+        .await?;
+    Ok(t.flatten())
+}
+
+/// Records when a DAG's next scheduled run is due (written by the scheduler after it
+/// planned the DAG).
+pub async fn set_next_run_after<C: ConnectionTrait>(
+    c: &C,
+    dag_id: &str,
+    at: DateTime<Utc>,
+) -> DbResult<()> {
+    dag::Entity::update_many()
+        .col_expr(dag::Column::NextRunAfter, Expr::value(at))
         .filter(dag::Column::DagId.eq(dag_id))
         .exec(c)
         .await?;
+    Ok(())
+}
+
+/// Asks the next scheduling pass to plan a DAG again (it was unpaused, or one of its
+/// runs ended and may have made room under `max_active_runs`).
+pub async fn replan<C: ConnectionTrait>(c: &C, dag_id: &str) -> DbResult<()> {
+    dag::Entity::update_many()
+        .col_expr(
+            dag::Column::NextRunAfter,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(dag::Column::DagId.eq(dag_id))
+        .exec(c)
+        .await?;
+    super::notify(c).await?;
+    Ok(())
+}
+
+/// The paused DAGs (usually few; never a list of every DAG).
+pub async fn paused_ids<C: ConnectionTrait>(c: &C) -> DbResult<Vec<String>> {
+    use sea_orm::QuerySelect;
+    Ok(dag::Entity::find()
+        .select_only()
+        .column(dag::Column::DagId)
+        .filter(dag::Column::IsPaused.eq(true))
+        .into_tuple()
+        .all(c)
+        .await?)
+}
+
+/// Each active DAG with the version that describes it now (workers and web servers
+/// that do not read the DAG folder take their definitions from here).
+pub async fn active_versions<C: ConnectionTrait>(c: &C) -> DbResult<Vec<(String, i64)>> {
+    use sea_orm::QuerySelect;
+    Ok(dag::Entity::find()
+        .select_only()
+        .column(dag::Column::DagId)
+        .column(dag::Column::LatestVersionId)
+        .filter(dag::Column::IsActive.eq(true))
+        .filter(dag::Column::LatestVersionId.is_not_null())
+        .into_tuple::<(String, Option<i64>)>()
+        .all(c)
+        .await?
+        .into_iter()
+        .filter_map(|(d, v)| Some((d, v?)))
+        .collect())
+}
+
+/// Pauses or unpauses; an unknown DAG is an error naming it. Unpausing asks the next
+/// pass to plan the DAG.
+pub async fn set_paused<C: ConnectionTrait>(c: &C, dag_id: &str, paused: bool) -> DbResult<()> {
+    let mut up = dag::Entity::update_many()
+        .col_expr(dag::Column::IsPaused, Expr::value(paused))
+        .filter(dag::Column::DagId.eq(dag_id));
+    if !paused {
+        up = up.col_expr(
+            dag::Column::NextRunAfter,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        );
+    }
+    let res = up.exec(c).await?;
+    if !paused {
+        super::notify(c).await?;
+    }
     if res.rows_affected == 0 {
         return Err(DbError::NotFound(format!(
             "no dag \"{dag_id}\" in the database (has `weft serve` or `weft dags sync` loaded it?)"

@@ -22,6 +22,7 @@ pub mod dag {
         pub tags: String,
         pub latest_version_id: Option<i64>,
         pub last_parsed_at: DateTimeUtc,
+        pub next_run_after: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -121,6 +122,7 @@ pub mod task_instance {
         pub next_retry_at: Option<DateTimeUtc>,
         pub error: Option<String>,
         pub updated_at: DateTimeUtc,
+        pub queue: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

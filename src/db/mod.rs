@@ -3,6 +3,7 @@
 
 pub mod dags;
 pub mod entities;
+pub mod lease;
 pub mod machine;
 pub mod maintenance;
 pub mod runs;
@@ -44,12 +45,29 @@ pub enum DbError {
 
 pub type DbResult<T> = Result<T, DbError>;
 
-/// A handle on the database of record.
+impl DbError {
+    /// No connection came free in time (the pool is at capacity): worth retrying.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, DbError::Db(DbErr::ConnectionAcquire(_)))
+    }
+}
+
+/// A handle on the database of record: `conn` for writes (and the engine's reads),
+/// `read` for the web server's reads. They are the same pool except in a web server's
+/// handle (`for_web`): there, on SQLite, `read` is a pool of read-only connections
+/// beside the one writer (WAL lets them read while it writes), and on PostgreSQL both
+/// are a pool of the web server's own, so page load never takes a connection the
+/// engine needs.
 #[derive(Debug, Clone)]
 pub struct Db {
     pub conn: DatabaseConnection,
+    pub read: DatabaseConnection,
     url: String,
 }
+
+/// How long a web request waits for a database connection before it is answered 503
+/// (`Retry-After`): a fast answer, never a minute-long wait.
+pub const WEB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Db {
     /// Connects. SQLite gets WAL, `synchronous=NORMAL`, foreign keys and a busy
@@ -77,8 +95,72 @@ impl Db {
         }
         let conn = Database::connect(opts).await?;
         Ok(Db {
+            read: conn.clone(),
             conn,
             url: url.to_string(),
+        })
+    }
+
+    /// A handle with a pool of its own (`size` connections, waiting at most
+    /// `acquire` for one): on PostgreSQL for the heartbeat (1) and the web server.
+    async fn own_pool(&self, size: u32, acquire: Duration) -> DbResult<DatabaseConnection> {
+        let mut opts = ConnectOptions::new(self.url.clone());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(acquire)
+            .max_connections(size)
+            .min_connections(1);
+        Ok(Database::connect(opts).await?)
+    }
+
+    /// A handle on one connection of its own (PostgreSQL; SQLite shares its writer).
+    pub async fn dedicated(&self) -> DbResult<Db> {
+        if !self.is_postgres() {
+            return Ok(self.clone());
+        }
+        let conn = self.own_pool(1, Duration::from_secs(10)).await?;
+        Ok(Db {
+            read: conn.clone(),
+            conn,
+            url: self.url.clone(),
+        })
+    }
+
+    /// The web server's handle: on SQLite, the writer of this process plus `readers`
+    /// read-only connections; on PostgreSQL, a pool of `readers` connections of its own.
+    /// Either way a request waits at most `WEB_ACQUIRE_TIMEOUT` for a connection.
+    pub async fn for_web(&self, readers: u32) -> DbResult<Db> {
+        let readers = readers.max(1);
+        if self.is_postgres() {
+            let conn = self.own_pool(readers, WEB_ACQUIRE_TIMEOUT).await?;
+            return Ok(Db {
+                read: conn.clone(),
+                conn,
+                url: self.url.clone(),
+            });
+        }
+        let Some(path) = self.sqlite_path() else {
+            // An in-memory database exists only on its one connection.
+            return Ok(self.clone());
+        };
+        let mut opts = ConnectOptions::new(format!("sqlite://{path}"));
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(WEB_ACQUIRE_TIMEOUT)
+            .max_connections(readers)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+        opts.map_sqlx_sqlite_opts(|o| {
+            o.read_only(true)
+                .busy_timeout(Duration::from_secs(2))
+                .foreign_keys(true)
+        });
+        let read = Database::connect(opts).await?;
+        Ok(Db {
+            conn: self.conn.clone(),
+            read,
+            url: self.url.clone(),
         })
     }
 
@@ -185,6 +267,22 @@ pub fn ph(b: DbBackend, i: usize) -> String {
     } else {
         "?".into()
     }
+}
+
+/// The PostgreSQL channel on which weft processes wake each other: a transaction that
+/// makes work (tasks scheduled, a run created, a DAG due) notifies it, and PostgreSQL
+/// delivers the notification when that transaction commits (several in one
+/// transaction are delivered once).
+pub const WAKE_CHANNEL: &str = "weft_wake";
+
+/// Notifies the other weft processes sharing this PostgreSQL that there is work (a
+/// no-op on SQLite, where one process does everything).
+pub async fn notify<C: ConnectionTrait>(c: &C) -> DbResult<()> {
+    if c.get_database_backend() == DbBackend::Postgres {
+        c.execute_unprepared(&format!("NOTIFY {WAKE_CHANNEL}"))
+            .await?;
+    }
+    Ok(())
 }
 
 /// `url` with any password replaced by `***`, for printing.

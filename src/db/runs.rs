@@ -20,6 +20,7 @@ pub struct NewTask {
     pub max_tries: i32,
     pub pool: String,
     pub pool_slots: i32,
+    pub queue: String,
     pub priority: i32,
 }
 
@@ -81,6 +82,8 @@ pub async fn insert_run<C: ConnectionTrait>(
         _ => return Ok(None),
     };
     insert_task_instances(c, id, &r.dag_id, tasks, now).await?;
+    // Schedulers elsewhere start it when there is room.
+    super::notify(c).await?;
     Ok(dag_run::Entity::find_by_id(id).one(c).await?)
 }
 
@@ -105,6 +108,7 @@ pub async fn insert_task_instances<C: ConnectionTrait>(
             max_tries: Set(t.max_tries),
             pool: Set(t.pool.clone()),
             pool_slots: Set(t.pool_slots),
+            queue: Set(t.queue.clone()),
             priority: Set(t.priority),
             scheduled_at: Set(None),
             queued_at: Set(None),

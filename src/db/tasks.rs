@@ -95,6 +95,9 @@ pub async fn transition_by_task<C: ConnectionTrait>(
         .filter(task_instance::Column::State.is_in(mv.from_strs()))
         .exec(c)
         .await?;
+    if to == TaskState::Scheduled && res.rows_affected > 0 {
+        super::notify(c).await?;
+    }
     Ok(res.rows_affected)
 }
 
@@ -205,10 +208,19 @@ pub async fn reset_for_clear<C: ConnectionTrait>(
 pub struct ClaimLimits {
     /// max_active_tasks per DAG (DAGs not listed are not claimed: they are unknown to
     /// this worker).
-    pub dag_max_active: HashMap<String, u32>,
+    pub dag_max_active: std::sync::Arc<HashMap<String, u32>>,
     /// How many tries this worker may start now.
     pub capacity: u64,
+    /// The queues this worker serves; all when empty.
+    pub queues: Vec<String>,
+    /// DAGs not to claim from (paused ones).
+    pub excluded_dags: Vec<String>,
 }
+
+/// Up to this many DAGs are named in the claim query (`dag_id IN ...`); beyond, the
+/// query names the DAGs it must skip instead (full or excluded), so a claim costs the
+/// same with 10,000 DAGs as with 10.
+pub const CLAIM_LIST_DAGS: usize = 100;
 
 /// Claims up to `limits.capacity` scheduled task instances for `worker_id`, highest
 /// priority first, without exceeding any pool's slots or any DAG's max_active_tasks:
@@ -295,8 +307,24 @@ pub async fn claim<C: ConnectionTrait>(
     }
     let mut q = task_instance::Entity::find()
         .filter(task_instance::Column::State.eq(TaskState::Scheduled.as_str()))
-        .filter(task_instance::Column::Pool.is_in(open_pools))
-        .filter(task_instance::Column::DagId.is_in(open_dags))
+        .filter(task_instance::Column::Pool.is_in(open_pools));
+    if dag_room.len() <= CLAIM_LIST_DAGS {
+        q = q.filter(task_instance::Column::DagId.is_in(open_dags));
+    } else {
+        let skip: Vec<String> = dag_room
+            .iter()
+            .filter(|(_, r)| **r <= 0)
+            .map(|(d, _)| d.clone())
+            .chain(limits.excluded_dags.iter().cloned())
+            .collect();
+        if !skip.is_empty() {
+            q = q.filter(task_instance::Column::DagId.is_not_in(skip));
+        }
+    }
+    if !limits.queues.is_empty() {
+        q = q.filter(task_instance::Column::Queue.is_in(limits.queues.iter().cloned()));
+    }
+    let mut q = q
         .order_by_desc(task_instance::Column::Priority)
         .order_by_asc(task_instance::Column::Id)
         .limit(limits.capacity * 4 + 16);
@@ -653,6 +681,7 @@ pub async fn promote_due_retries<C: ConnectionTrait>(
         .filter(task_instance::Column::State.is_in(RETRY.from_strs()))
         .exec(c)
         .await?;
+    super::notify(c).await?;
     let mut runs: Vec<i64> = due.into_iter().map(|(_, r)| r).collect();
     runs.sort_unstable();
     runs.dedup();
@@ -726,6 +755,9 @@ pub async fn unclaim<C: ConnectionTrait>(
         .filter(task_instance::Column::WorkerId.eq(worker_id))
         .exec(c)
         .await?;
+    if res.rows_affected == 1 {
+        super::notify(c).await?;
+    }
     Ok(res.rows_affected == 1)
 }
 
@@ -797,16 +829,37 @@ pub async fn register_worker<C: ConnectionTrait>(
     Ok(())
 }
 
-pub async fn heartbeat<C: ConnectionTrait>(c: &C, id: &str, now: DateTime<Utc>) -> DbResult<()> {
-    worker::Entity::update_many()
+/// Records that worker `id` is alive. False when it was declared dead meanwhile (it
+/// stopped sending heartbeats for longer than the timeout, e.g. paused by SIGSTOP):
+/// its tries were rescued, and it must stop them and `revive` before claiming again.
+pub async fn heartbeat<C: ConnectionTrait>(c: &C, id: &str, now: DateTime<Utc>) -> DbResult<bool> {
+    let res = worker::Entity::update_many()
         .col_expr(worker::Column::HeartbeatAt, Expr::value(now))
         .filter(worker::Column::Id.eq(id))
+        .filter(worker::Column::StoppedAt.is_null())
         .exec(c)
         .await?;
+    if res.rows_affected == 0 {
+        return Ok(false);
+    }
     task_instance::Entity::update_many()
         .col_expr(task_instance::Column::HeartbeatAt, Expr::value(now))
         .filter(task_instance::Column::WorkerId.eq(id))
         .filter(task_instance::Column::State.eq(TaskState::Running.as_str()))
+        .exec(c)
+        .await?;
+    Ok(true)
+}
+
+/// A worker that was declared dead and is running again registers as alive again.
+pub async fn revive<C: ConnectionTrait>(c: &C, id: &str, now: DateTime<Utc>) -> DbResult<()> {
+    worker::Entity::update_many()
+        .col_expr(worker::Column::HeartbeatAt, Expr::value(now))
+        .col_expr(
+            worker::Column::StoppedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(worker::Column::Id.eq(id))
         .exec(c)
         .await?;
     Ok(())
@@ -821,6 +874,11 @@ pub async fn stop_worker<C: ConnectionTrait>(c: &C, id: &str, now: DateTime<Utc>
     Ok(())
 }
 
+/// One worker's row.
+pub async fn worker<C: ConnectionTrait>(c: &C, id: &str) -> DbResult<Option<worker::Model>> {
+    Ok(worker::Entity::find_by_id(id.to_string()).one(c).await?)
+}
+
 /// Workers that are not stopped, for the orphan sweep.
 pub async fn live_workers<C: ConnectionTrait>(c: &C) -> DbResult<Vec<worker::Model>> {
     Ok(worker::Entity::find()
@@ -829,7 +887,22 @@ pub async fn live_workers<C: ConnectionTrait>(c: &C) -> DbResult<Vec<worker::Mod
         .await?)
 }
 
-/// Marks a worker stopped (it was found dead) and forgets its old rows eventually.
-pub async fn bury_worker<C: ConnectionTrait>(c: &C, id: &str, now: DateTime<Utc>) -> DbResult<()> {
-    stop_worker(c, id, now).await
+/// Declares a worker dead, re-checking in the same statement that it is still silent
+/// (no heartbeat since `silent_since`; `None` when it is known gone, e.g. its process
+/// no longer exists on this host). True when this call declared it dead: only then
+/// may its tries be rescued, so a worker whose heartbeat arrived meanwhile keeps them.
+pub async fn bury_worker<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    silent_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> DbResult<bool> {
+    let mut q = worker::Entity::update_many()
+        .col_expr(worker::Column::StoppedAt, Expr::value(now))
+        .filter(worker::Column::Id.eq(id))
+        .filter(worker::Column::StoppedAt.is_null());
+    if let Some(t) = silent_since {
+        q = q.filter(worker::Column::HeartbeatAt.lt(t));
+    }
+    Ok(q.exec(c).await?.rows_affected == 1)
 }

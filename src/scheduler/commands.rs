@@ -64,7 +64,11 @@ pub async fn evaluate<C: ConnectionTrait>(
         return Ok(None);
     }
     match rules::run_outcome(dag, &states) {
-        Some(fin) if runs::transition(c, &m::RUN_FINISH, run.id, fin, now).await? => Ok(Some(fin)),
+        Some(fin) if runs::transition(c, &m::RUN_FINISH, run.id, fin, now).await? => {
+            // The run made room under max_active_runs: plan the DAG again.
+            crate::db::dags::replan(c, &dag.dag_id).await?;
+            Ok(Some(fin))
+        }
         _ => Ok(None),
     }
 }
@@ -537,6 +541,8 @@ pub async fn mark_task(
     tasks::transition_by_task(&txn, &m::MARK, run.id, &[task_id.to_string()], state, now).await?;
     tasks::mark_ended(&txn, run.id, task_id, now).await?;
     reopen_and_evaluate(&txn, &dag, &run, now).await?;
+    // A worker elsewhere running the marked try stops it at once.
+    crate::db::notify(&txn).await?;
     txn.commit().await?;
     Ok(())
 }
@@ -615,7 +621,11 @@ pub async fn mark_run(
             )));
         }
     }
-    runs::transition(&txn, &m::RUN_MARK, run.id, state, now).await?;
+    if runs::transition(&txn, &m::RUN_MARK, run.id, state, now).await? {
+        crate::db::dags::replan(&txn, dag_id).await?;
+    }
+    // Workers elsewhere stop what was marked at once.
+    crate::db::notify(&txn).await?;
     txn.commit().await?;
     Ok(())
 }

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use crate::config::Config;
 use crate::db::runs::{self, NewRun};
 use crate::db::tasks::{self, ClaimLimits};
-use crate::db::{Db, DbResult, RunState, RunType, dags};
+use crate::db::{Db, DbResult, RunState, RunType, dags, lease};
 use crate::kinds::Warehouses;
 use crate::process;
 pub use registry::Registry;
@@ -184,16 +184,25 @@ pub struct RunEvent {
     pub state: RunState,
 }
 
-/// What an engine does besides running tries.
+/// What an engine does: `serve` does everything; `weft scheduler`, `weft worker`,
+/// backfills and `dags test` do parts.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Create runs from cron schedules.
+    /// Create runs from cron schedules (the leader only: it holds the scheduler lease).
     pub cron: bool,
-    /// Re-read the DAG folder when files change.
+    /// Start queued runs, promote retries and sweep dead workers' tries.
+    pub schedule: bool,
+    /// Claim and run tries.
+    pub execute: bool,
+    /// The queues whose tasks this engine runs; all when empty.
+    pub queues: Vec<String>,
+    /// Read the DAG folder (and record new versions); otherwise take the DAG
+    /// definitions from the database, as recorded by a scheduler.
     pub watch_folder: bool,
     /// Work only on these DAGs (backfill, `dags test`); all when empty.
     pub only_dags: Vec<String>,
-    /// How often to look for runs created by other processes.
+    /// How often to look for work made by other processes when no notification came
+    /// (on PostgreSQL notifications wake the engine at once; this is the fallback).
     pub poll_interval: Duration,
 }
 
@@ -201,12 +210,23 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             cron: true,
+            schedule: true,
+            execute: true,
+            queues: Vec::new(),
             watch_folder: true,
             only_dags: Vec::new(),
             poll_interval: Duration::from_secs(1),
         }
     }
 }
+
+/// How many due DAGs one pass plans at most (the rest wait for the next pass, which
+/// comes at once).
+const DUE_DAGS_PER_PASS: u64 = 1000;
+
+/// How long a DAG blocked by `max_active_runs` waits before it is planned again (a run
+/// that ends plans it again at once; this bounds a missed wake-up).
+const BLOCKED_RECHECK: Duration = Duration::from_secs(30);
 
 /// State shared by the scheduler loop and the tries it runs.
 #[derive(Debug)]
@@ -226,14 +246,23 @@ pub struct Shared {
     /// Ends of tries go through one finisher task that records them in batches (a
     /// bounded queue: a worker waits when the finisher is that far behind).
     pub finisher: tokio::sync::mpsc::Sender<FinishRequest>,
+    /// Another process made work (a PostgreSQL notification arrived).
+    pub remote_wake: Notify,
+    /// The connection heartbeats go through: on PostgreSQL one of its own, so no load
+    /// on the engine's or the web server's pools can delay them.
+    heartbeat_db: Db,
+    /// True while this engine holds the scheduler lease.
+    leader: AtomicBool,
     /// The tries and callbacks running in this process: shutdown waits for them.
     pub tracker: tokio_util::task::TaskTracker,
     permits: Arc<Semaphore>,
     paused: Mutex<HashSet<String>>,
+    /// `claimable_dags` as of a registry generation.
+    claimable: Mutex<(u64, Arc<HashMap<String, u32>>)>,
     running: AtomicUsize,
     stopping: AtomicBool,
     last_sync: Mutex<Option<DateTime<Utc>>>,
-    last_heartbeat: Mutex<Option<DateTime<Utc>>>,
+    last_sweep: Mutex<Option<DateTime<Utc>>>,
     /// Set when a long-lived part of the engine (the finisher) stopped: `/health` then
     /// answers 503 and `serve` exits non-zero.
     fault: Mutex<Option<String>>,
@@ -302,8 +331,16 @@ impl Engine {
             clock.clone(),
             rx,
         ));
+        let heartbeat_db = if db.is_postgres() {
+            db.dedicated().await?
+        } else {
+            db.clone()
+        };
         let shared = Shared {
             finisher,
+            remote_wake: Notify::new(),
+            heartbeat_db,
+            leader: AtomicBool::new(false),
             tracker: tokio_util::task::TaskTracker::new(),
             db,
             registry,
@@ -317,10 +354,11 @@ impl Engine {
             options,
             permits,
             paused: Mutex::new(HashSet::new()),
+            claimable: Mutex::new((0, Arc::new(HashMap::new()))),
             running: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             last_sync: Mutex::new(None),
-            last_heartbeat: Mutex::new(None),
+            last_sweep: Mutex::new(None),
             fault: Mutex::new(None),
             fault_notify: Notify::new(),
             logged_errors: Mutex::new(HashMap::new()),
@@ -384,12 +422,24 @@ impl Engine {
         self.shared.running.load(Ordering::SeqCst)
     }
 
+    /// Whether this engine holds the scheduler lease (plans cron runs, sweeps).
+    pub fn is_leader(&self) -> bool {
+        self.shared.leader.load(Ordering::SeqCst)
+    }
+
     /// Runs until `shutdown` resolves, then shuts down gracefully: no new claims,
     /// running tries get `shutdown_grace` to finish, the rest are stopped (process
     /// groups killed) and recorded as failed tries, retried later if they have tries
-    /// left.
+    /// left. Heartbeats go on in a task of their own meanwhile, and on PostgreSQL a
+    /// listener wakes the loop when another process made work.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let heartbeats = tokio::spawn(self.clone().heartbeats());
+        let listener = self
+            .shared
+            .db
+            .is_postgres()
+            .then(|| tokio::spawn(self.clone().listen()));
         loop {
             if self.fault().is_some() {
                 break;
@@ -410,6 +460,7 @@ impl Engine {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.shared.remote_wake.notified() => {}
                 _ = self.shared.wake.notified() => {
                     // A try finished: its downstream work is already scheduled, so go
                     // straight to claiming it.
@@ -426,6 +477,92 @@ impl Engine {
             }
         }
         self.shutdown().await;
+        heartbeats.abort();
+        if let Some(l) = listener {
+            l.abort();
+        }
+    }
+
+    /// Sends this worker's heartbeat every `heartbeat_interval`, on a task and (on
+    /// PostgreSQL) a connection of its own, so neither scheduler passes nor web load
+    /// can delay it. Finding itself declared dead (it was paused past the timeout), it
+    /// stops its tries, which others have taken over, and registers as alive again.
+    async fn heartbeats(self) {
+        let s = self.shared.clone();
+        let mut every = tokio::time::interval(s.config.heartbeat_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = self.heartbeat_once().await {
+                tracing::error!(error = %e, "heartbeat failed; retrying at the next interval");
+            }
+        }
+    }
+
+    /// One heartbeat, then stops the tries running here that are no longer this
+    /// worker's (marked, cancelled, or taken over after it was declared dead).
+    pub async fn heartbeat_once(&self) -> DbResult<()> {
+        let s = &self.shared;
+        let now = s.clock.now();
+        if !tasks::heartbeat(&s.heartbeat_db.conn, &s.worker_id, now).await? {
+            tracing::error!(
+                worker = %s.worker_id,
+                "this worker was declared dead (no heartbeat within heartbeat_timeout); its tries were handed to others: stopping them and registering again"
+            );
+            for tx in s
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+            {
+                let _ = tx.send(Some(
+                    "this worker was declared dead (no heartbeat within heartbeat_timeout); the task was handed to another try".into(),
+                ));
+            }
+            tasks::revive(&s.heartbeat_db.conn, &s.worker_id, now).await?;
+        }
+        self.stop_unwanted_tries().await
+    }
+
+    /// Wakes the loop on each PostgreSQL notification that another process made work;
+    /// reconnects with backoff when the connection drops (polling covers the gap).
+    async fn listen(self) {
+        use sea_orm::sqlx::postgres::PgListener;
+        let url = self.shared.config.database_url.clone();
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let mut listener = match PgListener::connect(&url).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %crate::db::redact_url(&e.to_string()), "cannot listen for notifications; polling meanwhile, retrying in {}", humantime::format_duration(backoff));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(crate::db::WAKE_CHANNEL).await {
+                tracing::warn!(error = %e, "cannot listen for notifications; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+            backoff = Duration::from_millis(250);
+            // Whatever was missed while not listening is found by the next pass.
+            self.shared.remote_wake.notify_one();
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(_)) => self.shared.remote_wake.notify_one(),
+                    Ok(None) => {
+                        tracing::warn!("the notification connection was lost; reconnecting");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for notifications failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     async fn shutdown(&self) {
@@ -474,6 +611,11 @@ impl Engine {
         if let Err(e) = tasks::stop_worker(&s.db.conn, &s.worker_id, s.clock.now()).await {
             tracing::error!(error = %e, "could not mark this worker stopped");
         }
+        if self.is_leader()
+            && let Err(e) = lease::release(&s.db.conn, lease::SCHEDULER, &s.worker_id).await
+        {
+            tracing::error!(error = %e, "could not give up the scheduler lease");
+        }
     }
 
     fn due(slot: &Mutex<Option<DateTime<Utc>>>, now: DateTime<Utc>, every: Duration) -> bool {
@@ -502,97 +644,176 @@ impl Engine {
 
     async fn tick_inner(&self) -> DbResult<Duration> {
         let s = &self.shared;
+        let o = &s.options;
         let now = s.clock.now();
-        if s.options.watch_folder && Self::due(&s.last_sync, now, s.config.dag_poll_interval) {
-            let report = s.registry.sync(&s.db, now).await?;
-            // Each broken file is logged once per change of its problems, not every poll.
-            let mut seen = s.logged_errors.lock().unwrap_or_else(|e| e.into_inner());
-            for (file, msg) in &report.errors {
-                if seen.get(file) != Some(msg) {
-                    tracing::warn!(file = %file, "dag file has errors; the last good version (if any) keeps running:\n{msg}");
-                    seen.insert(file.clone(), msg.clone());
-                }
-            }
-            seen.retain(|file, _| report.errors.iter().any(|(f, _)| f == file));
-            drop(seen);
-            for d in &report.new_versions {
-                tracing::info!(dag = %d, "loaded a new version of the dag");
+        if Self::due(&s.last_sync, now, s.config.dag_poll_interval) {
+            if o.watch_folder {
+                self.sync_folder(now).await?;
+            } else {
+                s.registry.sync_from_db(&s.db).await?;
             }
         }
-        if Self::due(&s.last_heartbeat, now, s.config.heartbeat_interval) {
-            tasks::heartbeat(&s.db.conn, &s.worker_id, now).await?;
-            self.stop_unwanted_tries().await?;
+        // The lease goes to one scheduler; engines that plan no cron runs (a worker, a
+        // backfill) never take it.
+        let leader = o.cron && self.take_lease(now).await?;
+        if s.leader.swap(leader, Ordering::SeqCst) != leader {
+            if leader {
+                tracing::info!(worker = %s.worker_id, "took the scheduler lease: this scheduler plans cron runs and sweeps dead workers");
+            } else {
+                tracing::warn!(worker = %s.worker_id, "lost the scheduler lease");
+            }
+        }
+        // Sweeps run on the leader, or on an engine that has no leader role (a backfill):
+        // every rescue is fenced, so a second sweeper changes nothing.
+        if o.schedule
+            && (leader || !o.cron)
+            && Self::due(&s.last_sweep, now, s.config.heartbeat_interval)
+        {
             self.sweep_orphans(now).await?;
         }
-        let paused: HashSet<String> = dags::list_dags(&s.db.conn)
-            .await?
-            .into_iter()
-            .filter(|d| d.is_paused)
-            .map(|d| d.dag_id)
-            .collect();
+        let paused: HashSet<String> = dags::paused_ids(&s.db.conn).await?.into_iter().collect();
         *s.paused.lock().unwrap_or_else(|e| e.into_inner()) = paused.clone();
         let mut next: Option<DateTime<Utc>> = None;
-        let mut earliest = |t: Option<DateTime<Utc>>| {
-            if let Some(t) = t {
+        if leader {
+            self.plan_due_dags(now).await?;
+            next = dags::earliest_next_run(&s.db.conn).await?;
+        }
+        if o.schedule {
+            tasks::promote_due_retries(&s.db.conn, now).await?;
+            if let Some(t) = tasks::next_retry_at(&s.db.conn).await? {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
-        };
-        for (dag, vid) in s.registry.all() {
-            if !self.wanted(&dag.dag_id) || paused.contains(&dag.dag_id) {
-                continue;
-            }
-            if s.options.cron && !dag.schedule.is_none() {
-                let last = runs::latest_scheduled(&s.db.conn, &dag.dag_id).await?;
-                let active = runs::count_runs(
-                    &s.db.conn,
-                    &dag.dag_id,
-                    &[RunState::Queued, RunState::Running],
-                )
-                .await?;
-                let room = usize::try_from(u64::from(dag.max_active_runs).saturating_sub(active))
-                    .unwrap_or(0);
-                let p = plan::plan(&dag.timetable(), dag.catchup, last, now, room);
-                for iv in &p.due {
-                    let new = NewRun {
-                        dag_id: dag.dag_id.clone(),
-                        run_id: runs::run_id_for(RunType::Scheduled, iv.start),
-                        run_type: RunType::Scheduled,
-                        logical_date: iv.start,
-                        interval_start: iv.start,
-                        interval_end: iv.end,
-                        dag_version_id: vid,
-                        params: serde_json::to_value(dag.default_params()).unwrap_or_default(),
-                        conf: serde_json::json!({}),
-                    };
-                    if let Some(run) = commands::create_run(&s.db, &dag, vid, &new, now).await? {
-                        tracing::info!(dag = %dag.dag_id, run = %run.run_id, "created scheduled run");
-                    }
+            for dag_id in runs::dags_with_queued_runs(&s.db.conn).await? {
+                if !self.wanted(&dag_id) || paused.contains(&dag_id) {
+                    continue;
                 }
-                if p.due.len() == plan::MAX_RUNS_PER_PASS {
-                    tracing::info!(dag = %dag.dag_id, "catching up: created {} runs in this pass; the next pass creates more", p.due.len());
-                }
-                if p.due.len() < room || p.due.is_empty() {
-                    earliest(p.next_run_after);
+                if let Some((dag, vid)) = s.registry.current(&dag_id) {
+                    commands::start_queued(&s.db, &dag, vid, now).await?;
                 }
             }
         }
-        tasks::promote_due_retries(&s.db.conn, now).await?;
-        earliest(tasks::next_retry_at(&s.db.conn).await?);
-        for dag_id in runs::dags_with_queued_runs(&s.db.conn).await? {
-            if !self.wanted(&dag_id) || paused.contains(&dag_id) {
-                continue;
-            }
-            if let Some((dag, vid)) = s.registry.current(&dag_id) {
-                commands::start_queued(&s.db, &dag, vid, now).await?;
-            }
+        if o.execute {
+            // Tries an operator marked or cancelled elsewhere stop within a pass.
+            self.stop_unwanted_tries().await?;
         }
         self.claim_and_spawn().await?;
-        let mut wait = s.options.poll_interval.min(s.config.heartbeat_interval);
+        let mut wait = o.poll_interval.min(s.config.heartbeat_interval);
         if let Some(t) = next {
             let until = (t - now).to_std().unwrap_or(Duration::ZERO);
             wait = wait.min(until.max(Duration::from_millis(5)));
         }
         Ok(wait)
+    }
+
+    /// Takes or renews the scheduler lease. A holder known to be dead (its worker row
+    /// stopped, or its process gone from this host, as after a `kill -9` and restart)
+    /// is replaced at once rather than when its lease expires.
+    async fn take_lease(&self, now: DateTime<Utc>) -> DbResult<bool> {
+        let s = &self.shared;
+        let ttl = s.config.lease_timeout;
+        if lease::hold(&s.db.conn, lease::SCHEDULER, &s.worker_id, now, ttl).await? {
+            return Ok(true);
+        }
+        let Some((holder, _)) = lease::holder(&s.db.conn, lease::SCHEDULER).await? else {
+            return Ok(false);
+        };
+        let dead = match tasks::worker(&s.db.conn, &holder).await? {
+            Some(w) => {
+                w.stopped_at.is_some()
+                    || (w.hostname == s.hostname
+                        && w.pid != i32::try_from(std::process::id()).unwrap_or(0)
+                        && !process::pid_alive(w.pid))
+            }
+            None => true,
+        };
+        Ok(dead
+            && lease::take_over(
+                &s.db.conn,
+                lease::SCHEDULER,
+                &holder,
+                &s.worker_id,
+                now,
+                ttl,
+            )
+            .await?)
+    }
+
+    /// Re-reads the DAG folder; logs each broken file once per change of its problems.
+    async fn sync_folder(&self, now: DateTime<Utc>) -> DbResult<()> {
+        let s = &self.shared;
+        let report = s.registry.sync(&s.db, now).await?;
+        let mut seen = s.logged_errors.lock().unwrap_or_else(|e| e.into_inner());
+        for (file, msg) in &report.errors {
+            if seen.get(file) != Some(msg) {
+                tracing::warn!(file = %file, "dag file has errors; the last good version (if any) keeps running:\n{msg}");
+                seen.insert(file.clone(), msg.clone());
+            }
+        }
+        seen.retain(|file, _| report.errors.iter().any(|(f, _)| f == file));
+        drop(seen);
+        for d in &report.new_versions {
+            tracing::info!(dag = %d, "loaded a new version of the dag");
+        }
+        Ok(())
+    }
+
+    /// Creates the scheduled runs that are due, for the DAGs whose `next_run_after`
+    /// passed (one bounded query, whatever the number of DAGs), and records when each
+    /// is due next.
+    async fn plan_due_dags(&self, now: DateTime<Utc>) -> DbResult<()> {
+        let s = &self.shared;
+        for dag_id in dags::due_dags(&s.db.conn, now, DUE_DAGS_PER_PASS).await? {
+            let Some((dag, vid)) = s.registry.current(&dag_id) else {
+                // Not loaded here (yet): look again after the next folder read.
+                let later = now + chrono::Duration::from_std(BLOCKED_RECHECK).unwrap_or_default();
+                dags::set_next_run_after(&s.db.conn, &dag_id, later).await?;
+                continue;
+            };
+            if !self.wanted(&dag_id) {
+                continue;
+            }
+            if dag.schedule.is_none() {
+                dags::set_next_run_after(&s.db.conn, &dag_id, dags::never()).await?;
+                continue;
+            }
+            let last = runs::latest_scheduled(&s.db.conn, &dag.dag_id).await?;
+            let active = runs::count_runs(
+                &s.db.conn,
+                &dag.dag_id,
+                &[RunState::Queued, RunState::Running],
+            )
+            .await?;
+            let room =
+                usize::try_from(u64::from(dag.max_active_runs).saturating_sub(active)).unwrap_or(0);
+            let p = plan::plan(&dag.timetable(), dag.catchup, last, now, room);
+            for iv in &p.due {
+                let new = NewRun {
+                    dag_id: dag.dag_id.clone(),
+                    run_id: runs::run_id_for(RunType::Scheduled, iv.start),
+                    run_type: RunType::Scheduled,
+                    logical_date: iv.start,
+                    interval_start: iv.start,
+                    interval_end: iv.end,
+                    dag_version_id: vid,
+                    params: serde_json::to_value(dag.default_params()).unwrap_or_default(),
+                    conf: serde_json::json!({}),
+                };
+                if let Some(run) = commands::create_run(&s.db, &dag, vid, &new, now).await? {
+                    tracing::info!(dag = %dag.dag_id, run = %run.run_id, "created scheduled run");
+                }
+            }
+            let next = if p.due.len() == plan::MAX_RUNS_PER_PASS {
+                tracing::info!(dag = %dag.dag_id, "catching up: created {} runs in this pass; the next pass creates more", p.due.len());
+                now
+            } else if p.due.len() >= room && p.next_run_after.is_some_and(|t| t <= now) {
+                // Blocked by max_active_runs: a run that ends plans the DAG again.
+                now + chrono::Duration::from_std(BLOCKED_RECHECK).unwrap_or_default()
+            } else {
+                p.next_run_after.unwrap_or_else(dags::never)
+            };
+            dags::set_next_run_after(&s.db.conn, &dag.dag_id, next).await?;
+        }
+        Ok(())
     }
 
     /// Claims as much scheduled work as this process has room for and starts it.
@@ -605,18 +826,16 @@ impl Engine {
         if capacity == 0 {
             return Ok(0);
         }
+        if !s.options.execute {
+            return Ok(0);
+        }
         // Paused DAGs as of the last full pass (at most one poll interval old).
         let paused = s.paused.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let dag_max_active: HashMap<String, u32> = s
-            .registry
-            .all()
-            .into_iter()
-            .filter(|(d, _)| self.wanted(&d.dag_id) && !paused.contains(&d.dag_id))
-            .map(|(d, _)| (d.dag_id.clone(), d.max_active_tasks))
-            .collect();
         let limits = ClaimLimits {
-            dag_max_active,
+            dag_max_active: self.claimable_dags(),
             capacity,
+            queues: s.options.queues.clone(),
+            excluded_dags: paused.into_iter().collect(),
         };
         let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
         let claimed = tasks::claim(&txn, &s.worker_id, &s.hostname, &limits, s.clock.now()).await?;
@@ -647,6 +866,41 @@ impl Engine {
             });
         }
         Ok(n)
+    }
+
+    /// The DAGs this engine claims from with their `max_active_tasks`, rebuilt only
+    /// when the registry changed. Paused DAGs are left out of a small map (the claim
+    /// names the open DAGs) and excluded by the claim from a big one.
+    fn claimable_dags(&self) -> Arc<HashMap<String, u32>> {
+        let s = &self.shared;
+        let generation = s.registry.generation();
+        let all = {
+            let mut cache = s.claimable.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.0 != generation || cache.1.is_empty() {
+                *cache = (
+                    generation,
+                    Arc::new(
+                        s.registry
+                            .all()
+                            .into_iter()
+                            .filter(|(d, _)| self.wanted(&d.dag_id))
+                            .map(|(d, _)| (d.dag_id.clone(), d.max_active_tasks))
+                            .collect(),
+                    ),
+                );
+            }
+            cache.1.clone()
+        };
+        if all.len() > tasks::CLAIM_LIST_DAGS {
+            return all;
+        }
+        let paused = s.paused.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::new(
+            all.iter()
+                .filter(|(d, _)| !paused.contains(*d))
+                .map(|(d, m)| (d.clone(), *m))
+                .collect(),
+        )
     }
 
     /// Stops tries running here whose task instance is no longer this worker's running
@@ -708,13 +962,18 @@ impl Engine {
                     w.id, w.heartbeat_at
                 )
             };
+            // Declared dead only if it is still silent at this moment (re-checked in the
+            // same statement): a heartbeat that arrived meanwhile keeps its tries.
+            let silent_since = (!gone_here).then(|| now - timeout);
+            if !tasks::bury_worker(&s.db.conn, &w.id, silent_since, now).await? {
+                continue;
+            }
+            tracing::warn!(worker = %w.id, "{reason}");
             for ti in tasks::held_by(&s.db.conn, std::slice::from_ref(&w.id)).await? {
                 self.kill_leftover(&ti).await;
                 commands::rescue(&s.db, &s.registry, &ti, &reason, now).await?;
                 rescued += 1;
             }
-            tasks::bury_worker(&s.db.conn, &w.id, now).await?;
-            tracing::warn!(worker = %w.id, "{reason}");
         }
         for ti in tasks::held_by_unknown_workers(&s.db.conn).await? {
             self.kill_leftover(&ti).await;

@@ -45,6 +45,8 @@ pub struct Registry {
     folder: PathBuf,
     ctx: ValidationContext,
     inner: RwLock<Inner>,
+    /// Bumped whenever the registry may have changed (for caches built from it).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -53,6 +55,7 @@ impl Registry {
             folder,
             ctx,
             inner: RwLock::new(Inner::default()),
+            generation: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -65,7 +68,40 @@ impl Registry {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes whenever the registry may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Takes the current definition of each active DAG from the database (the versions
+    /// a scheduler recorded): for workers and web servers that do not read the DAG
+    /// folder. Only versions not seen before are parsed. Returns how many DAGs it knows.
+    pub async fn sync_from_db(&self, db: &Db) -> DbResult<usize> {
+        let rows = dags::active_versions(&db.conn).await?;
+        let unchanged = {
+            let r = self.read();
+            r.current.len() == rows.len()
+                && rows
+                    .iter()
+                    .all(|(d, v)| r.current.get(d).is_some_and(|(_, cv)| cv == v))
+        };
+        if unchanged {
+            return Ok(rows.len());
+        }
+        let mut current = BTreeMap::new();
+        for (dag_id, vid) in rows {
+            if let Some(d) = self.version(db, vid).await? {
+                current.insert(dag_id, (d, vid));
+            }
+        }
+        let n = current.len();
+        self.write().current = current;
+        Ok(n)
     }
 
     pub fn current(&self, dag_id: &str) -> Option<(Arc<Dag>, i64)> {

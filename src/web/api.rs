@@ -350,7 +350,7 @@ fn known(
 }
 
 async fn find_run(state: &AppState, dag_id: &str, run_id: &str) -> Result<Run, ApiError> {
-    runs::find_run(&state.db.conn, dag_id, run_id)
+    runs::find_run(&state.db.read, dag_id, run_id)
         .await?
         .ok_or_else(|| {
             ApiError(Error::NotFound(format!(
@@ -363,7 +363,7 @@ async fn find_run(state: &AppState, dag_id: &str, run_id: &str) -> Result<Run, A
 #[utoipa::path(get, path = "/api/v1/dags", responses((status = 200, body = [DagView])))]
 async fn list_dags(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Vec<DagView>> {
     read(&state, &viewer)?;
-    let paused: HashMap<String, bool> = dags::list_dags(&state.db.conn)
+    let paused: HashMap<String, bool> = dags::list_dags(&state.db.read)
         .await?
         .into_iter()
         .map(|d| (d.dag_id, d.is_paused))
@@ -385,7 +385,7 @@ async fn get_dag(
 ) -> ApiResult<DagView> {
     read(&state, &viewer)?;
     let (d, _) = known(&state, &dag_id)?;
-    let paused = dags::get_dag(&state.db.conn, &dag_id)
+    let paused = dags::get_dag(&state.db.read, &dag_id)
         .await?
         .is_some_and(|x| x.is_paused);
     Ok(Json(dag_view(&d, paused)))
@@ -461,7 +461,7 @@ async fn list_runs(
         None => Vec::new(),
     };
     let list = runs::list_runs(
-        &state.db.conn,
+        &state.db.read,
         &RunFilter {
             dag_id: Some(dag_id),
             states,
@@ -537,7 +537,7 @@ async fn list_tasks(
     read(&state, &viewer)?;
     let run = find_run(&state, &dag_id, &run_id).await?;
     Ok(Json(
-        tasks::of_run(&state.db.conn, run.id)
+        tasks::of_run(&state.db.read, run.id)
             .await?
             .iter()
             .map(ti_view)
@@ -615,7 +615,7 @@ async fn mark_task(
     .await?;
     super::stop_marked(&state).await;
     let run = find_run(&state, &dag_id, &run_id).await?;
-    let ti = tasks::of_run(&state.db.conn, run.id)
+    let ti = tasks::of_run(&state.db.read, run.id)
         .await?
         .into_iter()
         .find(|t| t.task_id == task_id)
@@ -661,7 +661,7 @@ async fn task_logs(
 ) -> ApiResult<LogView> {
     viewer.can_read_logs(&state).map_err(ApiError)?;
     let run = find_run(&state, &dag_id, &run_id).await?;
-    let ti = tasks::of_run(&state.db.conn, run.id)
+    let ti = tasks::of_run(&state.db.read, run.id)
         .await?
         .into_iter()
         .find(|t| t.task_id == task_id)
@@ -670,7 +670,7 @@ async fn task_logs(
                 "run \"{run_id}\" has no task \"{task_id}\""
             )))
         })?;
-    let tries = tasks::tries_of(&state.db.conn, ti.id).await?;
+    let tries = tasks::tries_of(&state.db.read, ti.id).await?;
     let wanted = match q.get("try") {
         Some(s) => Some(s.parse::<i32>().map_err(|_| {
             ApiError(Error::BadRequest(format!(
@@ -688,7 +688,7 @@ async fn task_logs(
             "task \"{task_id}\" has no such try"
         )))
     })?;
-    let content = tasks::read_log(&state.db.conn, t.id).await?;
+    let content = tasks::read_log(&state.db.read, t.id).await?;
     Ok(Json(LogView {
         try_number: t.try_number,
         state: t.state.to_string(),
@@ -700,9 +700,9 @@ async fn task_logs(
 #[utoipa::path(get, path = "/api/v1/pools", responses((status = 200, body = [PoolView])))]
 async fn list_pools(State(state): State<AppState>, viewer: Viewer) -> ApiResult<Vec<PoolView>> {
     read(&state, &viewer)?;
-    let used = crate::db::stats::pool_usage(&state.db.conn).await?;
+    let used = crate::db::stats::pool_usage(&state.db.read).await?;
     Ok(Json(
-        dags::pools(&state.db.conn)
+        dags::pools(&state.db.read)
             .await?
             .into_iter()
             .map(|p| PoolView {
@@ -719,7 +719,7 @@ async fn list_pools(State(state): State<AppState>, viewer: Viewer) -> ApiResult<
 async fn health(State(state): State<AppState>, viewer: Viewer) -> Result<Response, ApiError> {
     read(&state, &viewer)?;
     let mut body = super::health_body(&state).await;
-    let live = crate::db::stats::live_task_counts(&state.db.conn).await?;
+    let live = crate::db::stats::live_task_counts(&state.db.read).await?;
     let counts: BTreeMap<String, i64> = live.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
     body["tasks"] = serde_json::to_value(counts).unwrap_or_default();
     Ok(Json(body).into_response())
@@ -733,7 +733,7 @@ async fn list_import_errors(
 ) -> ApiResult<Vec<ImportErrorView>> {
     read(&state, &viewer)?;
     Ok(Json(
-        dags::import_errors(&state.db.conn)
+        dags::import_errors(&state.db.read)
             .await?
             .into_iter()
             .map(|e| ImportErrorView {

@@ -109,7 +109,7 @@ impl FromRequestParts<AppState> for Viewer {
         };
         let id_hash = token_hash(&id);
         Ok(Viewer(
-            users::session_user(&state.db.conn, &id_hash, now)
+            users::session_user(&state.db.read, &id_hash, now)
                 .await?
                 .map(|u| User {
                     id: u.id,
@@ -302,7 +302,7 @@ pub async fn login_post(
         )
             .into_response());
     }
-    let user = users::find_by_name(&state.db.conn, &username).await?;
+    let user = users::find_by_name(&state.db.read, &username).await?;
     // Unknown and disabled users are checked against a dummy hash: same time, same
     // answer, so user names cannot be found by timing.
     let hash = user

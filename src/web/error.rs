@@ -20,6 +20,9 @@ pub enum Error {
     NotFound(String),
     /// 409: the request conflicts with the current state.
     Conflict(String),
+    /// 503 with `Retry-After`: the server is at capacity (no web slot or database
+    /// connection came free in time).
+    Busy,
     /// 500: logged with its detail, answered generically.
     Internal(String),
 }
@@ -38,6 +41,11 @@ impl Error {
             Error::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
             Error::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             Error::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            Error::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the server is busy; try again in a moment".into(),
+            ),
             Error::Internal(detail) => {
                 tracing::error!("internal error while serving a request: {detail}");
                 (
@@ -51,12 +59,14 @@ impl Error {
 
     /// The JSON form used by the API: `{"error": {"code", "message"}}`.
     pub fn into_json(self) -> Response {
+        let busy = matches!(self, Error::Busy);
         let (status, code, message) = self.parts();
-        (
+        let res = (
             status,
             Json(serde_json::json!({"error": {"code": code, "message": message}})),
         )
-            .into_response()
+            .into_response();
+        retry_after(res, busy)
     }
 }
 
@@ -65,6 +75,10 @@ impl From<DbError> for Error {
         match e {
             DbError::NotFound(m) => Error::NotFound(m),
             DbError::Conflict(m) => Error::Conflict(m),
+            e if e.is_busy() => {
+                tracing::warn!(error = %e, "no database connection came free for a web request: answered 503");
+                Error::Busy
+            }
             DbError::Db(e) => Error::Internal(e.to_string()),
         }
     }
@@ -101,6 +115,7 @@ impl From<askama::Error> for Error {
 /// Pages answer errors with a small HTML page (escaped).
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        let busy = matches!(self, Error::Busy);
         let (status, _, message) = self.parts();
         // A 401 offers the way in.
         let login = if status == StatusCode::UNAUTHORIZED {
@@ -115,8 +130,19 @@ impl IntoResponse for Error {
             status.canonical_reason().unwrap_or("error"),
             html_escape(&message)
         );
-        (status, Html(body)).into_response()
+        retry_after((status, Html(body)).into_response(), busy)
     }
+}
+
+/// A busy answer says when to come back.
+fn retry_after(mut res: Response, busy: bool) -> Response {
+    if busy {
+        res.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    res
 }
 
 /// Escapes text for HTML (for the few strings not rendered through askama).

@@ -37,7 +37,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<Response> {
-    let c = &state.db.conn;
+    let c = &state.db.read;
     for (s, n) in stats::run_counts(c).await? {
         metrics::gauge!("weft_dag_runs", "state" => s).set(n as f64);
     }

@@ -45,7 +45,13 @@ pub struct AppState {
     pub warehouses: Arc<crate::kinds::Warehouses>,
     /// Failed logins per account and client address.
     pub login_guard: Arc<auth::LoginGuard>,
+    /// Turns to serve a request (`web_concurrency`): a request beyond capacity waits
+    /// up to `ADMISSION_WAIT` for one, then gets 503 with `Retry-After`.
+    pub admission: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a request waits for a turn before the server answers 503.
+const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +93,11 @@ impl AppState {
         registry: Arc<Registry>,
         engine: Option<Engine>,
     ) -> crate::accounts::AccountResult<AppState> {
+        // The web server's own connections: page load never takes one the engine needs.
+        let db = db
+            .for_web(config.web_db_connections)
+            .await
+            .map_err(crate::accounts::AccountError::Db)?;
         let stored = crate::accounts::session_key(&db, || hex(Key::generate().master())).await?;
         let key = unhex(&stored)
             .filter(|b| b.len() >= 64)
@@ -97,6 +108,7 @@ impl AppState {
             .with_cookie_name("weft_csrf")
             .with_cookie_same_site(axum_csrf::SameSite::Strict)
             .with_secure(config.secure_cookies);
+        let config_web_concurrency = config.web_concurrency.max(1);
         Ok(AppState {
             db,
             warehouses: crate::kinds::Warehouses::new(
@@ -108,6 +120,7 @@ impl AppState {
             key,
             csrf,
             login_guard: Arc::new(auth::LoginGuard::default()),
+            admission: Arc::new(tokio::sync::Semaphore::new(config_web_concurrency as usize)),
         })
     }
 }
@@ -127,6 +140,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::kinds::routes())
         .nest("/api/v1", api::router())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), admit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security_headers,
@@ -172,6 +186,33 @@ pub(crate) async fn stop_marked(state: &AppState) {
             tracing::warn!(error = %err, "could not stop marked tries at once");
         }
         e.wake();
+    }
+}
+
+/// Serves at most `web_concurrency` requests at once; the rest wait briefly for a
+/// turn and are answered 503 with `Retry-After` when none comes, so load beyond
+/// capacity gets a fast answer instead of a long queue. `/health` and static files
+/// are always served (a load balancer must see the truth).
+async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/health" || path.starts_with("/static/") {
+        return next.run(req).await;
+    }
+    let api = path.starts_with("/api/");
+    match tokio::time::timeout(ADMISSION_WAIT, state.admission.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => {
+            let res = next.run(req).await;
+            drop(permit);
+            res
+        }
+        _ => {
+            ::metrics::counter!("weft_web_rejected_total").increment(1);
+            if api {
+                error::Error::Busy.into_json()
+            } else {
+                error::Error::Busy.into_response()
+            }
+        }
     }
 }
 
@@ -333,7 +374,7 @@ pub async fn health(State(s): State<AppState>) -> Response {
 
 pub(crate) async fn health_body(s: &AppState) -> serde_json::Value {
     let db_ok = s.db.ping().await.is_ok();
-    let heartbeat = match crate::db::tasks::live_workers(&s.db.conn).await {
+    let heartbeat = match crate::db::tasks::live_workers(&s.db.read).await {
         Ok(ws) => ws.iter().map(|w| w.heartbeat_at).max(),
         Err(e) => {
             tracing::error!(error = %e, "health check could not read workers");

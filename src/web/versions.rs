@@ -149,7 +149,7 @@ pub async fn version_page(
     let layout = pg
         .layout(&state, format!("{dag_id} version {version}"), "dags", None)
         .await?;
-    let all = dags::versions_of(&state.db.conn, &dag_id).await?;
+    let all = dags::versions_of(&state.db.read, &dag_id).await?;
     let Some(v) = all.iter().find(|v| v.version == version) else {
         return Err(Error::NotFound(format!(
             "DAG \"{dag_id}\" has no version {version}"

@@ -216,8 +216,9 @@ async fn roundtrip(t: &TestDb) {
     .await
     .expect("sched");
     let limits = tasks::ClaimLimits {
-        dag_max_active: [("sample".to_string(), 16)].into(),
+        dag_max_active: std::sync::Arc::new([("sample".to_string(), 16)].into()),
         capacity: 10,
+        ..Default::default()
     };
     dags::sync_pools(&db.conn, &[("default_pool".to_string(), 128)].into())
         .await
@@ -424,7 +425,7 @@ async fn upgrading_mends_rows_an_older_weft_left_untied() {
             .expect("new");
         // Before the invariants: a finished task without an end, a queued one without a
         // worker, a finished run without an end.
-        migration::Migrator::down(&db.conn, Some(1))
+        migration::Migrator::down(&db.conn, Some(2))
             .await
             .expect("down");
         for sql in [

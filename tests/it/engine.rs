@@ -806,8 +806,9 @@ async fn the_state_machine_holes_stay_closed() {
         // no log line and changes nothing.
         set(id("a"), "scheduled", "").await;
         let limits = tasks::ClaimLimits {
-            dag_max_active: [("holes".to_string(), 16)].into_iter().collect(),
+            dag_max_active: std::sync::Arc::new([("holes".to_string(), 16)].into_iter().collect()),
             capacity: 16,
+            ..Default::default()
         };
         let claimed = tasks::claim(&env.db.conn, "w1", "h", &limits, Utc::now())
             .await

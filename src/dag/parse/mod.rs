@@ -59,6 +59,7 @@ pub(crate) const COMMON_KEYS: &[&str] = &[
     "trigger_rule",
     "pool",
     "pool_slots",
+    "queue",
     "priority",
     "env",
     "on_failure",
@@ -171,6 +172,7 @@ pub(crate) struct Common {
     trigger_rule: TriggerRule,
     pool: String,
     pool_slots: u32,
+    queue: String,
     priority: i32,
     env: BTreeMap<String, String>,
     callbacks: Callbacks,
@@ -187,6 +189,7 @@ impl Default for Common {
             trigger_rule: TriggerRule::AllSuccess,
             pool: super::DEFAULT_POOL.to_string(),
             pool_slots: 1,
+            queue: super::DEFAULT_QUEUE.to_string(),
             priority: 0,
             env: BTreeMap::new(),
             callbacks: Callbacks::default(),
@@ -508,6 +511,15 @@ impl<'s> Parser<'s, '_> {
                 .integer(v, task, "pool_slots", 1, 100_000)
                 .map_or(1, |n| n as u32);
         }
+        if let Some(v) = lookup(t, "queue")
+            && let Some(s) = self.string(v, task, "queue")
+        {
+            if super::valid_queue(&s) {
+                c.queue = s;
+            } else {
+                self.err(v.span(), task, format!("queue \"{}\" is not a queue name: use 1 to 64 letters, digits, `_`, `-` or `.`", s.chars().take(80).collect::<String>()));
+            }
+        }
         if let Some(v) = lookup(t, "priority") {
             c.priority = self
                 .integer(v, task, "priority", -1_000_000, 1_000_000)
@@ -638,6 +650,7 @@ impl<'s> Parser<'s, '_> {
                 trigger_rule: common.trigger_rule,
                 pool: common.pool,
                 pool_slots: common.pool_slots,
+                queue: common.queue,
                 priority: common.priority,
                 env: common.env,
                 callbacks: common.callbacks,

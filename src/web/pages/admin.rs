@@ -42,7 +42,7 @@ pub async fn import_errors(State(state): State<AppState>, pg: Page) -> Result<Re
     let layout = pg
         .layout(&state, "Import errors".into(), "dags", None)
         .await?;
-    let errors = dags::import_errors(&state.db.conn)
+    let errors = dags::import_errors(&state.db.read)
         .await?
         .into_iter()
         .map(|e| ImportErrorRow {
@@ -67,8 +67,8 @@ pub async fn pools_page(
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response> {
     let layout = pg.layout(&state, "Pools".into(), "pools", q.notice).await?;
-    let used = stats::pool_usage(&state.db.conn).await?;
-    let pools = dags::pools(&state.db.conn)
+    let used = stats::pool_usage(&state.db.read).await?;
+    let pools = dags::pools(&state.db.read)
         .await?
         .into_iter()
         .map(|p| {
@@ -152,7 +152,7 @@ pub async fn users_page(
     let layout = pg.layout(&state, "Users".into(), "users", q.notice).await?;
     pg.viewer.require(Role::Admin)?;
     let mut tokens: BTreeMap<i64, Vec<TokenRow>> = BTreeMap::new();
-    for t in users::tokens(&state.db.conn, None).await? {
+    for t in users::tokens(&state.db.read, None).await? {
         tokens.entry(t.user_id).or_default().push(TokenRow {
             name: t.name,
             scope: t.scope,
@@ -160,7 +160,7 @@ pub async fn users_page(
             last_used: views::opt_time(t.last_used_at),
         });
     }
-    let users = users::list(&state.db.conn)
+    let users = users::list(&state.db.read)
         .await?
         .into_iter()
         .map(|u| UserRow {

@@ -68,19 +68,19 @@ pub async fn dags_page(
         .layout(&state, "DAGs".into(), "dags", q.notice.clone())
         .await?;
     let now = Utc::now();
-    let db_dags: HashMap<String, crate::db::rows::DagRow> = dags::list_dags(&state.db.conn)
+    let db_dags: HashMap<String, crate::db::rows::DagRow> = dags::list_dags(&state.db.read)
         .await?
         .into_iter()
         .map(|d| (d.dag_id.clone(), d))
         .collect();
     let mut recent: HashMap<String, Vec<Run>> = HashMap::new();
-    for r in stats::recent_runs(&state.db.conn, 10).await? {
+    for r in stats::recent_runs(&state.db.read, 10).await? {
         recent.entry(r.dag_id.clone()).or_default().push(r);
     }
     let week = now - Duration::days(7);
-    let run_rates = stats::run_failure_by_dag(&state.db.conn, week).await?;
-    let try_rates = stats::try_failure_by_dag(&state.db.conn, week).await?;
-    let last_sched = stats::latest_scheduled_by_dag(&state.db.conn).await?;
+    let run_rates = stats::run_failure_by_dag(&state.db.read, week).await?;
+    let try_rates = stats::try_failure_by_dag(&state.db.read, week).await?;
+    let last_sched = stats::latest_scheduled_by_dag(&state.db.read).await?;
     let search = q.q.clone().unwrap_or_default().to_lowercase();
     let tag = q.tag.clone().unwrap_or_default();
     let mut all_tags = std::collections::BTreeSet::new();
@@ -238,11 +238,11 @@ pub async fn dag_page(
     let mut layout = pg.layout(&state, dag_id.clone(), "dags", q.notice).await?;
     layout.refresh = true;
     let (dag, _) = known_dag(&state, &dag_id)?;
-    let paused = dags::get_dag(&state.db.conn, &dag_id)
+    let paused = dags::get_dag(&state.db.read, &dag_id)
         .await?
         .is_some_and(|d| d.is_paused);
     let mut recent = runs::list_runs(
-        &state.db.conn,
+        &state.db.read,
         &RunFilter {
             dag_id: Some(dag_id.clone()),
             limit: 25,
@@ -252,7 +252,7 @@ pub async fn dag_page(
     .await?;
     recent.reverse();
     let ids: Vec<i64> = recent.iter().map(|r| r.id).collect();
-    let tis = tasks::of_runs(&state.db.conn, &ids).await?;
+    let tis = tasks::of_runs(&state.db.read, &ids).await?;
     let mut by_cell: HashMap<(i64, &str), &TaskInstance> = HashMap::new();
     for t in &tis {
         by_cell.insert((t.dag_run_id, t.task_id.as_str()), t);
@@ -301,7 +301,7 @@ pub async fn dag_page(
             _ => None,
         })
         .collect();
-    let versions = dags::versions_of(&state.db.conn, &dag_id)
+    let versions = dags::versions_of(&state.db.read, &dag_id)
         .await?
         .into_iter()
         .map(|v| VersionRow {

@@ -79,7 +79,7 @@ pub async fn dashboard(State(state): State<AppState>, pg: Page) -> Result<Respon
     let mut layout = pg.layout(&state, "Health".into(), "health", None).await?;
     layout.refresh = true;
     let now = Utc::now();
-    let c = &state.db.conn;
+    let c = &state.db.read;
     let windows = [
         now - Duration::hours(24),
         now - Duration::days(7),

@@ -41,7 +41,7 @@ pub async fn login_page(
     let layout = pg
         .open_layout(&state, "Log in".into(), "login", None)
         .await?;
-    let no_users = users::count(&state.db.conn).await? == 0;
+    let no_users = users::count(&state.db.read).await? == 0;
     Ok(pg.render(LoginPage {
         layout,
         next: q.next.unwrap_or_else(|| "/dags".into()),

@@ -119,7 +119,7 @@ impl Page {
     ) -> Result<Layout> {
         let viewer = &self.viewer;
         let import_errors = if viewer.can_read(state).is_ok() {
-            dags::count_import_errors(&state.db.conn).await?
+            dags::count_import_errors(&state.db.read).await?
         } else {
             0
         };

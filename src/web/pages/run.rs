@@ -74,7 +74,7 @@ pub async fn run_page(
     let mut layout = pg
         .layout(&state, format!("{dag_id} / {run_id}"), "dags", q.notice)
         .await?;
-    let run = runs::find_run(&state.db.conn, &dag_id, &run_id)
+    let run = runs::find_run(&state.db.read, &dag_id, &run_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
     layout.refresh = !run.state.is_finished();
@@ -82,7 +82,7 @@ pub async fn run_page(
         .registry
         .version(&state.db, run.dag_version_id)
         .await?;
-    let mut tis = tasks::of_run(&state.db.conn, run.id).await?;
+    let mut tis = tasks::of_run(&state.db.read, run.id).await?;
     if let Some(d) = &dag {
         let order: HashMap<&str, usize> = d
             .topo_order
@@ -232,7 +232,7 @@ async fn upstream_blockers(
     dag_id: &str,
     run_id: &str,
 ) -> Result<Vec<UpstreamRow>> {
-    let Some(run) = runs::get_run(&state.db.conn, ti.dag_run_id).await? else {
+    let Some(run) = runs::get_run(&state.db.read, ti.dag_run_id).await? else {
         return Ok(Vec::new());
     };
     let Some(dag) = state
@@ -245,7 +245,7 @@ async fn upstream_blockers(
     let Some(task) = dag.task(&ti.task_id) else {
         return Ok(Vec::new());
     };
-    let states: BTreeMap<String, TaskState> = tasks::states_of_run(&state.db.conn, run.id)
+    let states: BTreeMap<String, TaskState> = tasks::states_of_run(&state.db.read, run.id)
         .await?
         .into_iter()
         .collect();
@@ -276,10 +276,10 @@ async fn find_ti(
     run_id: &str,
     task_id: &str,
 ) -> Result<TaskInstance> {
-    let run = runs::find_run(&state.db.conn, dag_id, run_id)
+    let run = runs::find_run(&state.db.read, dag_id, run_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
-    let tis = tasks::of_run(&state.db.conn, run.id).await?;
+    let tis = tasks::of_run(&state.db.read, run.id).await?;
     let names: Vec<String> = tis.iter().map(|t| t.task_id.clone()).collect();
     tis.into_iter()
         .find(|t| t.task_id == task_id)
@@ -315,7 +315,7 @@ pub async fn task_page(
         .await?;
     let want = parse_try(&q)?;
     let ti = find_ti(&state, &dag_id, &run_id, &task_id).await?;
-    let tries = tasks::tries_of(&state.db.conn, ti.id).await?;
+    let tries = tasks::tries_of(&state.db.read, ti.id).await?;
     let selected = match want {
         Some(n) => {
             tries
@@ -336,7 +336,7 @@ pub async fn task_page(
         Some(_) if pg.viewer.can_read_logs(&state).is_err() => {
             "(log in to read task logs: anonymous readers do not see them unless public_logs = true)".to_string()
         }
-        Some(t) => tasks::read_log(&state.db.conn, t.id).await?,
+        Some(t) => tasks::read_log(&state.db.read, t.id).await?,
         None => String::new(),
     };
     let follow = current.is_some_and(|t| t.state == crate::db::TryState::Running);
@@ -401,13 +401,13 @@ pub async fn raw_log(
     viewer.can_read_logs(&state)?;
     let want = parse_try(&q)?;
     let ti = find_ti(&state, &dag_id, &run_id, &task_id).await?;
-    let tries = tasks::tries_of(&state.db.conn, ti.id).await?;
+    let tries = tasks::tries_of(&state.db.read, ti.id).await?;
     let t = match want {
         Some(n) => tries.iter().find(|t| t.try_number == n),
         None => tries.last(),
     }
     .ok_or_else(|| Error::NotFound(format!("task \"{task_id}\" has no such try")))?;
-    let text = tasks::read_log(&state.db.conn, t.id).await?;
+    let text = tasks::read_log(&state.db.read, t.id).await?;
     let name = format!("{dag_id}_{task_id}_try{}.log", t.try_number).replace(
         |c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '.' && c != '-',
         "_",
