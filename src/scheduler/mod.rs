@@ -290,8 +290,14 @@ pub struct Engine {
     pub shared: Arc<Shared>,
 }
 
-/// This machine's name.
+/// This machine's name, as workers record it (`WEFT_HOSTNAME` overrides it: for
+/// containers that share one, or several "hosts" on one machine in tests).
 pub fn hostname() -> String {
+    if let Ok(h) = std::env::var("WEFT_HOSTNAME")
+        && !h.trim().is_empty()
+    {
+        return h.trim().chars().take(255).collect();
+    }
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -521,7 +527,53 @@ impl Engine {
             }
             tasks::revive(&s.heartbeat_db.conn, &s.worker_id, now).await?;
         }
-        self.stop_unwanted_tries().await
+        self.stop_unwanted_tries().await?;
+        self.release_lost_claims(now).await
+    }
+
+    /// Task instances held by this worker that it does not run: a claim whose start
+    /// failed (the database went away between the two transactions), or a start whose
+    /// commit was lost. After a grace period the claim goes back to `scheduled` and the
+    /// lost try is rescued (failed, retried if it has tries left), so a database fault
+    /// never leaves work held by a live worker forever.
+    async fn release_lost_claims(&self, now: DateTime<Utc>) -> DbResult<()> {
+        let s = &self.shared;
+        let grace = chrono::Duration::seconds(30);
+        let held = tasks::held_by(&s.db.conn, std::slice::from_ref(&s.worker_id)).await?;
+        for ti in held {
+            if s.inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&ti.id)
+            {
+                continue;
+            }
+            let since = ti.started_at.or(ti.queued_at).unwrap_or(ti.updated_at);
+            if now - since < grace {
+                continue;
+            }
+            if ti.state == crate::db::TaskState::Queued {
+                tracing::warn!(
+                    ti = ti.id,
+                    "a claim of this worker never started; releasing it"
+                );
+                tasks::unclaim(&s.db.conn, ti.id, &s.worker_id, now).await?;
+            } else {
+                tracing::warn!(
+                    ti = ti.id,
+                    "a try this worker started is not running here; rescuing it"
+                );
+                commands::rescue(
+                    &s.db,
+                    &s.registry,
+                    &ti,
+                    "the worker lost track of this try (a database error while starting it)",
+                    now,
+                )
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Wakes the loop on each PostgreSQL notification that another process made work;
@@ -697,7 +749,7 @@ impl Engine {
             self.stop_unwanted_tries().await?;
         }
         self.claim_and_spawn().await?;
-        let mut wait = o.poll_interval.min(s.config.heartbeat_interval);
+        let mut wait = o.poll_interval;
         if let Some(t) = next {
             let until = (t - now).to_std().unwrap_or(Duration::ZERO);
             wait = wait.min(until.max(Duration::from_millis(5)));
@@ -846,10 +898,17 @@ impl Engine {
         // Claimed (queued) instances start at once, together: one transaction counts
         // their tries and records them.
         let ids: Vec<i64> = claimed.iter().map(|t| t.id).collect();
-        let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
-        let started =
-            tasks::start_tries(&txn, &ids, &s.worker_id, &s.hostname, s.clock.now()).await?;
-        txn.commit().await?;
+        let started = match self.start_claimed(&ids).await {
+            Ok(started) => started,
+            Err(e) => {
+                // Hand the claims back at once (if the database answers; otherwise the
+                // heartbeat releases them later).
+                for id in &ids {
+                    let _ = tasks::unclaim(&s.db.conn, *id, &s.worker_id, s.clock.now()).await;
+                }
+                return Err(e);
+            }
+        };
         let n = started.len();
         for (st, run) in started {
             let Ok(permit) = s.permits.clone().try_acquire_owned() else {
@@ -866,6 +925,18 @@ impl Engine {
             });
         }
         Ok(n)
+    }
+
+    async fn start_claimed(
+        &self,
+        ids: &[i64],
+    ) -> DbResult<Vec<(tasks::StartedTry, crate::db::rows::Run)>> {
+        let s = &self.shared;
+        let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
+        let started =
+            tasks::start_tries(&txn, ids, &s.worker_id, &s.hostname, s.clock.now()).await?;
+        txn.commit().await?;
+        Ok(started)
     }
 
     /// The DAGs this engine claims from with their `max_active_tasks`, rebuilt only

@@ -14,7 +14,7 @@ pub(crate) fn weft() -> Command {
     c
 }
 
-fn run_in(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn run_in(dir: &Path, args: &[&str]) -> Output {
     weft()
         .current_dir(dir)
         .args(args)
@@ -22,7 +22,7 @@ fn run_in(dir: &Path, args: &[&str]) -> Output {
         .expect("run weft")
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -36,7 +36,7 @@ pub(crate) fn project(dags: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 /// A project whose weft.toml also carries `extra` (e.g. a database_url).
-fn project_with(dags: &[(&str, &str)], extra: &str) -> tempfile::TempDir {
+pub(crate) fn project_with(dags: &[(&str, &str)], extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("dags")).expect("mkdir");
     for (name, src) in dags {
@@ -230,7 +230,7 @@ fn tasks_json(dir: &Path, run_id: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
 }
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -11,6 +11,7 @@ mod fuzz;
 mod hardening;
 mod ingest;
 mod maintenance;
+mod scale;
 mod schedule;
 mod survey;
 mod tidy;

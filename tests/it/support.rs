@@ -155,6 +155,23 @@ impl Env {
         tweak: impl FnOnce(&mut Config),
         clock: Option<Arc<dyn Clock>>,
     ) -> Env {
+        let options = EngineOptions {
+            cron: false,
+            watch_folder: false,
+            poll_interval: Duration::from_millis(100),
+            ..Default::default()
+        };
+        Env::start_with(db, dags, tweak, clock, options).await
+    }
+
+    /// `start` with the engine's options given.
+    pub async fn start_with(
+        db: &TestDb,
+        dags: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Config),
+        clock: Option<Arc<dyn Clock>>,
+        options: EngineOptions,
+    ) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("dags")).expect("mkdir");
         for (name, src) in dags {
@@ -169,12 +186,6 @@ impl Env {
         );
         let manual = clock.is_some();
         let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let options = EngineOptions {
-            cron: false,
-            watch_folder: false,
-            poll_interval: Duration::from_millis(100),
-            ..Default::default()
-        };
         let engine = Engine::new(
             db.db.clone(),
             config.clone(),
