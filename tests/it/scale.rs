@@ -493,9 +493,8 @@ async fn cutting_every_database_connection_mid_run_loses_nothing() {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let state = loop {
-        match finished(c2.clone()).await.as_deref() {
-            Some(s @ ("success" | "failed")) => break s.to_string(),
-            _ => {}
+        if let Some(s @ ("success" | "failed")) = finished(c2.clone()).await.as_deref() {
+            break s.to_string();
         }
         assert!(
             Instant::now() < deadline,
