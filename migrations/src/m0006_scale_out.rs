@@ -12,7 +12,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        // Existing DAGs start due (the epoch): the first pass plans each of them once.
+        // Existing DAGs start with NULL (= plan me): the first pass plans each once.
         m.alter_table(
             Table::alter()
                 .table("dag")
@@ -25,6 +25,16 @@ impl MigrationTrait for Migration {
                 .name("ix_dag_next_run_after")
                 .table("dag")
                 .col("next_run_after")
+                .take(),
+        )
+        .await?;
+        // The paused set is read every pass: an index keeps that independent of the
+        // number of DAGs.
+        m.create_index(
+            Index::create()
+                .name("ix_dag_paused")
+                .table("dag")
+                .col("is_paused")
                 .take(),
         )
         .await?;
@@ -62,6 +72,8 @@ impl MigrationTrait for Migration {
                 .take(),
         )
         .await?;
+        m.drop_index(Index::drop().name("ix_dag_paused").table("dag").to_owned())
+            .await?;
         m.drop_index(
             Index::drop()
                 .name("ix_dag_next_run_after")

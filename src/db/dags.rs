@@ -212,22 +212,34 @@ pub async fn due_dags<C: ConnectionTrait>(
     now: DateTime<Utc>,
     limit: u64,
 ) -> DbResult<Vec<String>> {
-    use sea_orm::{QuerySelect, sea_query::Condition};
-    Ok(dag::Entity::find()
-        .select_only()
-        .column(dag::Column::DagId)
-        .filter(dag::Column::IsActive.eq(true))
-        .filter(dag::Column::IsPaused.eq(false))
-        .filter(
-            Condition::any()
-                .add(dag::Column::NextRunAfter.is_null())
-                .add(dag::Column::NextRunAfter.lte(now)),
-        )
-        .order_by_asc(dag::Column::NextRunAfter)
+    use sea_orm::QuerySelect;
+    // Two range reads of the index on next_run_after (an OR would scan the table).
+    let query = || {
+        dag::Entity::find()
+            .select_only()
+            .column(dag::Column::DagId)
+            .filter(dag::Column::IsActive.eq(true))
+            .filter(dag::Column::IsPaused.eq(false))
+    };
+    let mut due: Vec<String> = query()
+        .filter(dag::Column::NextRunAfter.is_null())
         .limit(limit)
         .into_tuple()
         .all(c)
-        .await?)
+        .await?;
+    let left = limit.saturating_sub(due.len() as u64);
+    if left > 0 {
+        due.extend(
+            query()
+                .filter(dag::Column::NextRunAfter.lte(now))
+                .order_by_asc(dag::Column::NextRunAfter)
+                .limit(left)
+                .into_tuple::<String>()
+                .all(c)
+                .await?,
+        );
+    }
+    Ok(due)
 }
 
 /// When the next scheduled run of any active, unpaused DAG is due (for the scheduler's

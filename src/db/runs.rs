@@ -189,6 +189,66 @@ pub async fn latest_scheduled<C: ConnectionTrait>(
     Ok(row.map(|r| r.logical_date))
 }
 
+/// `latest_scheduled` of many DAGs in one query (DAGs without a scheduled run are
+/// absent).
+pub async fn latest_scheduled_of<C: ConnectionTrait>(
+    c: &C,
+    dag_ids: &[String],
+) -> DbResult<std::collections::HashMap<String, DateTime<Utc>>> {
+    if dag_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, Option<DateTime<Utc>>)> = dag_run::Entity::find()
+        .select_only()
+        .column(dag_run::Column::DagId)
+        .column_as(
+            Expr::from(sea_orm::sea_query::Func::max(Expr::col(
+                dag_run::Column::LogicalDate,
+            ))),
+            "latest",
+        )
+        .filter(dag_run::Column::DagId.is_in(dag_ids.iter().cloned()))
+        .filter(dag_run::Column::RunType.eq(RunType::Scheduled.as_str()))
+        .group_by(dag_run::Column::DagId)
+        .into_tuple()
+        .all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(d, t)| Some((d, t?)))
+        .collect())
+}
+
+/// `count_runs` of many DAGs in one query (DAGs without such runs are absent).
+pub async fn count_runs_of<C: ConnectionTrait>(
+    c: &C,
+    dag_ids: &[String],
+    states: &[RunState],
+) -> DbResult<std::collections::HashMap<String, u64>> {
+    if dag_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, i64)> = dag_run::Entity::find()
+        .select_only()
+        .column(dag_run::Column::DagId)
+        .column_as(
+            Expr::from(sea_orm::sea_query::Func::count(Expr::col(
+                dag_run::Column::Id,
+            ))),
+            "n",
+        )
+        .filter(dag_run::Column::DagId.is_in(dag_ids.iter().cloned()))
+        .filter(dag_run::Column::State.is_in(states.iter().map(|s| s.as_str())))
+        .group_by(dag_run::Column::DagId)
+        .into_tuple()
+        .all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(d, n)| (d, u64::try_from(n).unwrap_or(0)))
+        .collect())
+}
+
 pub async fn count_runs<C: ConnectionTrait>(
     c: &C,
     dag_id: &str,

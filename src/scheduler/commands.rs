@@ -156,14 +156,28 @@ pub async fn create_run(
     now: DateTime<Utc>,
 ) -> DbResult<Option<dag_run::Model>> {
     let txn = db.conn.begin().await?;
-    let Some(run) = runs::insert_run(&txn, &dag.new_tasks(None), new, now).await? else {
+    let Some(run) = create_run_in(&txn, dag, version_id, new, now).await? else {
         txn.rollback().await?;
         return Ok(None);
     };
-    start_queued_in(&txn, dag, version_id, now).await?;
-    let run = runs::get_run(&txn, run.id).await?.unwrap_or(run);
     txn.commit().await?;
     Ok(Some(run))
+}
+
+/// `create_run` inside a transaction of the caller's (the scheduler creates the runs
+/// of many due DAGs in one transaction).
+pub async fn create_run_in<C: ConnectionTrait>(
+    c: &C,
+    dag: &Dag,
+    version_id: i64,
+    new: &NewRun,
+    now: DateTime<Utc>,
+) -> DbResult<Option<dag_run::Model>> {
+    let Some(run) = runs::insert_run(c, &dag.new_tasks(None), new, now).await? else {
+        return Ok(None);
+    };
+    start_queued_in(c, dag, version_id, now).await?;
+    Ok(Some(runs::get_run(c, run.id).await?.unwrap_or(run)))
 }
 
 /// A manual run: params are type-checked against the DAG's `[params]`.

@@ -224,6 +224,9 @@ impl Default for EngineOptions {
 /// comes at once).
 const DUE_DAGS_PER_PASS: u64 = 1000;
 
+/// How many due DAGs get their runs in one transaction.
+const PLAN_BATCH: usize = 50;
+
 /// How long a DAG blocked by `max_active_runs` waits before it is planned again (a run
 /// that ends plans it again at once; this bounds a missed wake-up).
 const BLOCKED_RECHECK: Duration = Duration::from_secs(30);
@@ -811,59 +814,66 @@ impl Engine {
 
     /// Creates the scheduled runs that are due, for the DAGs whose `next_run_after`
     /// passed (one bounded query, whatever the number of DAGs), and records when each
-    /// is due next.
+    /// is due next. Reads are batched over the due DAGs and their runs are written
+    /// `PLAN_BATCH` DAGs per transaction.
     async fn plan_due_dags(&self, now: DateTime<Utc>) -> DbResult<()> {
         let s = &self.shared;
-        for dag_id in dags::due_dags(&s.db.conn, now, DUE_DAGS_PER_PASS).await? {
-            let Some((dag, vid)) = s.registry.current(&dag_id) else {
+        let c = &s.db.conn;
+        let later = now + chrono::Duration::from_std(BLOCKED_RECHECK).unwrap_or_default();
+        let mut plannable = Vec::new();
+        for dag_id in dags::due_dags(c, now, DUE_DAGS_PER_PASS).await? {
+            match s.registry.current(&dag_id) {
                 // Not loaded here (yet): look again after the next folder read.
-                let later = now + chrono::Duration::from_std(BLOCKED_RECHECK).unwrap_or_default();
-                dags::set_next_run_after(&s.db.conn, &dag_id, later).await?;
-                continue;
-            };
-            if !self.wanted(&dag_id) {
-                continue;
-            }
-            if dag.schedule.is_none() {
-                dags::set_next_run_after(&s.db.conn, &dag_id, dags::never()).await?;
-                continue;
-            }
-            let last = runs::latest_scheduled(&s.db.conn, &dag.dag_id).await?;
-            let active = runs::count_runs(
-                &s.db.conn,
-                &dag.dag_id,
-                &[RunState::Queued, RunState::Running],
-            )
-            .await?;
-            let room =
-                usize::try_from(u64::from(dag.max_active_runs).saturating_sub(active)).unwrap_or(0);
-            let p = plan::plan(&dag.timetable(), dag.catchup, last, now, room);
-            for iv in &p.due {
-                let new = NewRun {
-                    dag_id: dag.dag_id.clone(),
-                    run_id: runs::run_id_for(RunType::Scheduled, iv.start),
-                    run_type: RunType::Scheduled,
-                    logical_date: iv.start,
-                    interval_start: iv.start,
-                    interval_end: iv.end,
-                    dag_version_id: vid,
-                    params: serde_json::to_value(dag.default_params()).unwrap_or_default(),
-                    conf: serde_json::json!({}),
-                };
-                if let Some(run) = commands::create_run(&s.db, &dag, vid, &new, now).await? {
-                    tracing::info!(dag = %dag.dag_id, run = %run.run_id, "created scheduled run");
+                None => dags::set_next_run_after(c, &dag_id, later).await?,
+                Some((dag, _)) if dag.schedule.is_none() => {
+                    dags::set_next_run_after(c, &dag_id, dags::never()).await?
                 }
+                Some(_) if !self.wanted(&dag_id) => {}
+                Some((dag, vid)) => plannable.push((dag, vid)),
             }
-            let next = if p.due.len() == plan::MAX_RUNS_PER_PASS {
-                tracing::info!(dag = %dag.dag_id, "catching up: created {} runs in this pass; the next pass creates more", p.due.len());
-                now
-            } else if p.due.len() >= room && p.next_run_after.is_some_and(|t| t <= now) {
-                // Blocked by max_active_runs: a run that ends plans the DAG again.
-                now + chrono::Duration::from_std(BLOCKED_RECHECK).unwrap_or_default()
-            } else {
-                p.next_run_after.unwrap_or_else(dags::never)
-            };
-            dags::set_next_run_after(&s.db.conn, &dag.dag_id, next).await?;
+        }
+        if plannable.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = plannable.iter().map(|(d, _)| d.dag_id.clone()).collect();
+        let latest = runs::latest_scheduled_of(c, &ids).await?;
+        let active = runs::count_runs_of(c, &ids, &[RunState::Queued, RunState::Running]).await?;
+        for batch in plannable.chunks(PLAN_BATCH) {
+            let txn = sea_orm::TransactionTrait::begin(c).await?;
+            for (dag, vid) in batch {
+                let running = active.get(&dag.dag_id).copied().unwrap_or(0);
+                let room = usize::try_from(u64::from(dag.max_active_runs).saturating_sub(running))
+                    .unwrap_or(0);
+                let last = latest.get(&dag.dag_id).copied();
+                let p = plan::plan(&dag.timetable(), dag.catchup, last, now, room);
+                for iv in &p.due {
+                    let new = NewRun {
+                        dag_id: dag.dag_id.clone(),
+                        run_id: runs::run_id_for(RunType::Scheduled, iv.start),
+                        run_type: RunType::Scheduled,
+                        logical_date: iv.start,
+                        interval_start: iv.start,
+                        interval_end: iv.end,
+                        dag_version_id: *vid,
+                        params: serde_json::to_value(dag.default_params()).unwrap_or_default(),
+                        conf: serde_json::json!({}),
+                    };
+                    if let Some(run) = commands::create_run_in(&txn, dag, *vid, &new, now).await? {
+                        tracing::info!(dag = %dag.dag_id, run = %run.run_id, "created scheduled run");
+                    }
+                }
+                let next = if p.due.len() == plan::MAX_RUNS_PER_PASS {
+                    tracing::info!(dag = %dag.dag_id, "catching up: created {} runs in this pass; the next pass creates more", p.due.len());
+                    now
+                } else if p.due.len() >= room && p.next_run_after.is_some_and(|t| t <= now) {
+                    // Blocked by max_active_runs: a run that ends plans the DAG again.
+                    later
+                } else {
+                    p.next_run_after.unwrap_or_else(dags::never)
+                };
+                dags::set_next_run_after(&txn, &dag.dag_id, next).await?;
+            }
+            txn.commit().await?;
         }
         Ok(())
     }

@@ -595,6 +595,22 @@ async fn the_scheduler_plans_only_due_dags_and_keeps_next_run_after() {
         };
         assert_eq!(runs_of("h1").await, 2);
         assert_eq!(runs_of("h2").await, 1, "paused: no new run");
+        // The batched reads the planner uses.
+        let ids = vec!["h1".to_string(), "h2".to_string(), "manual".to_string()];
+        let latest = weft::db::runs::latest_scheduled_of(c, &ids)
+            .await
+            .expect("latest");
+        assert_eq!(latest.get("h1"), Some(&utc(2026, 5, 1, 10, 0)));
+        assert_eq!(latest.get("h2"), Some(&utc(2026, 5, 1, 9, 0)));
+        assert!(!latest.contains_key("manual"));
+        let active = weft::db::runs::count_runs_of(
+            c,
+            &ids,
+            &[weft::db::RunState::Queued, weft::db::RunState::Running],
+        )
+        .await
+        .expect("active");
+        assert_eq!((active.get("h1"), active.get("h2")), (Some(&2), Some(&1)));
         weft::scheduler::commands::set_paused(&env.db, "h2", false, None)
             .await
             .expect("unpause");

@@ -1,0 +1,593 @@
+//! `cargo bench --bench scale`: the scheduler with many DAGs, and the web server under
+//! load while the engine runs. Prints a table and rewrites its block of BENCHMARKS.md.
+//!
+//! `WEFT_BENCH_ONLY=scheduler|load` runs one part (and leaves BENCHMARKS.md alone);
+//! `WEFT_BENCH_POSTGRES_URL` (or `WEFT_TEST_POSTGRES_URL`) adds PostgreSQL;
+//! `WEFT_BENCH_LOAD_SECS` (60) is how long the load lasts.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use weft::config::Config;
+use weft::db::{Db, dags};
+use weft::scheduler::{Clock, Engine, EngineOptions, ManualClock, Registry};
+
+type Rows = Vec<(String, String, String)>;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn pg_admin() -> Option<String> {
+    ["WEFT_BENCH_POSTGRES_URL", "WEFT_TEST_POSTGRES_URL"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+/// A database for one measurement: a SQLite file in `dir`, or a fresh PostgreSQL
+/// database (dropped by `drop_pg`).
+async fn fresh_db(dir: &Path, pg: Option<&str>) -> (String, Option<String>) {
+    match pg {
+        None => (
+            format!("sqlite://{}?mode=rwc", dir.join("weft.db").display()),
+            None,
+        ),
+        Some(admin) => {
+            let name = format!("weft_bench_{}", uuid::Uuid::new_v4().simple());
+            let a = Db::connect(admin).await.expect("admin");
+            a.conn
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create database");
+            a.conn.close().await.ok();
+            let base = admin.rsplit_once('/').map(|(b, _)| b).expect("url");
+            (format!("{base}/{name}"), Some(name))
+        }
+    }
+}
+
+async fn drop_pg(name: Option<String>) {
+    if let (Some(name), Some(admin)) = (name, pg_admin())
+        && let Ok(a) = Db::connect(&admin).await
+    {
+        let _ = a
+            .conn
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    }
+}
+
+const HOURLY: &str = "schedule = \"0 * * * *\"\nstart_date = \"2026-01-01T00:00:00Z\"\ncatchup = false\n[tasks.t]\nkind = \"noop\"\n";
+
+/// The scheduler alone (no tries run) with `n` hourly DAGs: the pass with nothing due,
+/// the CPU of an idle scheduler, and the time to create every run at the top of the hour.
+async fn scheduler_scale(n: usize, pg: Option<&str>, rows: &mut Rows) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("dags");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    for i in 0..n {
+        std::fs::write(folder.join(format!("d{i:05}.toml")), HOURLY).expect("write");
+    }
+    let (url, pg_name) = fresh_db(dir.path(), pg).await;
+    let db = Db::connect(&url).await.expect("db");
+    db.migrate().await.expect("migrate");
+    let cfg = Config {
+        database_url: url.clone(),
+        dags_folder: folder.clone(),
+        ..Default::default()
+    };
+    let registry = Registry::new(folder, weft::dag::ValidationContext::of(&cfg));
+    let t = Instant::now();
+    registry.sync(&db, Utc::now()).await.expect("sync");
+    let first_sync = t.elapsed();
+    let t = Instant::now();
+    registry.sync(&db, Utc::now()).await.expect("sync");
+    let poll = t.elapsed();
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 5, 1, 10, 30, 0).unwrap());
+    let options = EngineOptions {
+        cron: true,
+        execute: false,
+        watch_folder: false,
+        ..Default::default()
+    };
+    let engine = Engine::new(
+        db.clone(),
+        cfg,
+        registry.clone(),
+        clock.clone() as Arc<dyn Clock>,
+        options,
+    )
+    .await
+    .expect("engine");
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let until_planned = |engine: Engine, db: Db, now| async move {
+        let t = Instant::now();
+        loop {
+            engine.tick().await.expect("tick");
+            if dags::due_dags(&db.conn, now, 1)
+                .await
+                .expect("due")
+                .is_empty()
+            {
+                break;
+            }
+        }
+        t.elapsed()
+    };
+    until_planned(engine.clone(), db.clone(), clock.now()).await;
+    // Nothing due: the cost of one pass.
+    let mut passes = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        engine.tick().await.expect("tick");
+        passes.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    // Idle: the loop as it runs, for 10 s.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let e = engine.clone();
+    let cpu0 = cpu_seconds();
+    let job = tokio::spawn(async move {
+        e.run(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_cpu = (cpu_seconds() - cpu0) / 10.0 * 100.0;
+    let _ = stop.send(());
+    let _ = job.await;
+    // The top of the hour: every DAG is due at once.
+    let top = Utc.with_ymd_and_hms(2026, 5, 1, 11, 0, 0).unwrap();
+    clock.set(top);
+    let engine = Engine::new(
+        db.clone(),
+        Config {
+            database_url: url,
+            ..Default::default()
+        },
+        registry,
+        clock.clone() as Arc<dyn Clock>,
+        EngineOptions {
+            cron: true,
+            execute: false,
+            watch_folder: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("engine");
+    let create = until_planned(engine, db.clone(), top).await;
+    let runs: i64 = db
+        .conn
+        .query_one_raw(Statement::from_string(
+            db.backend(),
+            "SELECT COUNT(*) FROM dag_run",
+        ))
+        .await
+        .expect("count")
+        .and_then(|r| r.try_get_by_index(0).ok())
+        .unwrap_or(0);
+    assert_eq!(runs, 2 * n as i64, "one run per DAG per hour");
+    let label = format!("{n} hourly DAGs, {backend}");
+    rows.push((
+        format!("scheduler pass with nothing due, {label}"),
+        format!("{:.2} ms", median(passes)),
+        "flat from 100 to 10,000 DAGs".into(),
+    ));
+    rows.push((
+        format!("idle scheduler CPU (no folder reads), {label}"),
+        format!("{idle_cpu:.2} %"),
+        "flat".into(),
+    ));
+    rows.push((
+        format!("create the {n} due runs at the top of the hour, {label}"),
+        format!("{:.2} s", create.as_secs_f64()),
+        "< 60 s for 10,000".into(),
+    ));
+    if pg.is_none() {
+        rows.push((
+            format!(
+                "DAG-folder poll, {n} unchanged files (first read {:.1} s)",
+                first_sync.as_secs_f64()
+            ),
+            format!("{:.0} ms", poll.as_secs_f64() * 1000.0),
+            "every dag_poll_interval (2 s)".into(),
+        ));
+    }
+    db.conn.clone().close().await.ok();
+    drop_pg(pg_name).await;
+}
+
+const DAGS: usize = 20;
+const RUNS_PER_DAG: usize = 2_500;
+const TASKS: usize = 20;
+
+fn chain_dag() -> String {
+    let mut s = String::from("schedule = \"none\"\nmax_active_runs = 64\n");
+    for j in 0..TASKS {
+        let _ = write!(s, "[tasks.t{j}]\nkind = \"shell\"\ncommand = \"true\"\n");
+        if j > 0 {
+            let _ = writeln!(s, "depends_on = [\"t{}\"]", j - 1);
+        }
+    }
+    s
+}
+
+/// 20 DAGs x 2,500 hourly runs x 20 task instances (1,000,000), tries for the last
+/// 30 days, written by SQL.
+async fn load_fixture(db: &Db) {
+    let pg = db.backend() == DbBackend::Postgres;
+    let (runs, tis, tries) = if pg {
+        (
+            format!(
+                "INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, data_interval_start, data_interval_end, dag_version_id, params, conf, created_at, started_at, ended_at) \
+                 SELECT d.dag_id, 'scheduled__' || n, 'scheduled', CASE WHEN n % 10 = 3 THEN 'failed' ELSE 'success' END, \
+                   now() - (n + 1) * interval '1 hour', now() - (n + 1) * interval '1 hour', now() - n * interval '1 hour', d.latest_version_id, '{{}}', '{{}}', \
+                   now() - n * interval '1 hour', now() - n * interval '1 hour', now() - n * interval '1 hour' + interval '5 minutes' \
+                 FROM dag d, generate_series(0, {}) n",
+                RUNS_PER_DAG - 1
+            ),
+            format!(
+                "INSERT INTO task_instance (dag_run_id, dag_id, task_id, kind, state, try_number, max_tries, pool, pool_slots, priority, started_at, ended_at, duration_ms, updated_at, queue) \
+                 SELECT r.id, r.dag_id, 't' || j, 'shell', CASE WHEN r.state = 'failed' AND j = {last} THEN 'failed' ELSE 'success' END, 1, 1, 'default_pool', 1, 0, r.started_at, r.ended_at, 15000, r.ended_at, 'default' \
+                 FROM dag_run r, generate_series(0, {last}) j",
+                last = TASKS - 1
+            ),
+            "INSERT INTO task_try (task_instance_id, dag_run_id, dag_id, task_id, try_number, state, started_at, ended_at, duration_ms, hostname, worker_id) \
+             SELECT ti.id, ti.dag_run_id, ti.dag_id, ti.task_id, 1, ti.state, ti.started_at, ti.ended_at, 15000, 'bench', 'bench' \
+             FROM task_instance ti JOIN dag_run r ON r.id = ti.dag_run_id WHERE r.ended_at >= now() - interval '30 days'"
+                .to_string(),
+        )
+    } else {
+        let ts = |e: &str| format!("strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now', {e})");
+        (
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+                 INSERT INTO dag_run (dag_id, run_id, run_type, state, logical_date, data_interval_start, data_interval_end, dag_version_id, params, conf, created_at, started_at, ended_at) \
+                 SELECT d.dag_id, 'scheduled__' || n.i, 'scheduled', CASE WHEN n.i % 10 = 3 THEN 'failed' ELSE 'success' END, \
+                   {a}, {a}, {b}, d.latest_version_id, '{{}}', '{{}}', {b}, {b}, {c} FROM dag d, n",
+                RUNS_PER_DAG - 1,
+                a = ts("'-' || (n.i + 1) || ' hours'"),
+                b = ts("'-' || n.i || ' hours'"),
+                c = ts("'-' || n.i || ' hours', '+5 minutes'"),
+            ),
+            format!(
+                "WITH RECURSIVE t(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM t WHERE j < {last}) \
+                 INSERT INTO task_instance (dag_run_id, dag_id, task_id, kind, state, try_number, max_tries, pool, pool_slots, priority, started_at, ended_at, duration_ms, updated_at, queue) \
+                 SELECT r.id, r.dag_id, 't' || t.j, 'shell', CASE WHEN r.state = 'failed' AND t.j = {last} THEN 'failed' ELSE 'success' END, 1, 1, 'default_pool', 1, 0, r.started_at, r.ended_at, 15000, r.ended_at, 'default' \
+                 FROM dag_run r, t",
+                last = TASKS - 1
+            ),
+            format!(
+                "INSERT INTO task_try (task_instance_id, dag_run_id, dag_id, task_id, try_number, state, started_at, ended_at, duration_ms, hostname, worker_id) \
+                 SELECT ti.id, ti.dag_run_id, ti.dag_id, ti.task_id, 1, ti.state, ti.started_at, ti.ended_at, 15000, 'bench', 'bench' \
+                 FROM task_instance ti JOIN dag_run r ON r.id = ti.dag_run_id WHERE r.ended_at >= {}",
+                ts("'-30 days'")
+            ),
+        )
+    };
+    for sql in [runs, tis, tries] {
+        db.conn.execute_unprepared(&sql).await.expect("fixture");
+    }
+    db.conn
+        .execute_unprepared("ANALYZE")
+        .await
+        .expect("analyze");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// What the load measured.
+#[derive(Default)]
+struct Tally {
+    latencies: std::collections::BTreeMap<&'static str, Vec<f64>>,
+    ok: u64,
+    busy: u64,
+    errors: u64,
+}
+
+const PAGES: &[(&str, &str)] = &[
+    ("/dags", "/dags"),
+    ("DAG page (grid)", "/dags/dag_05"),
+    ("run page", "/dags/dag_05/runs/scheduled__7"),
+    ("/dashboard", "/dashboard"),
+    ("API runs", "/api/v1/dags/dag_05/runs?limit=25"),
+];
+
+async fn get(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Empty<axum::body::Bytes>,
+    >,
+    url: &str,
+) -> Result<(u16, axum::body::Bytes), String> {
+    use http_body_util::BodyExt;
+    let uri: axum::http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let res = client.get(uri).await.map_err(|e| e.to_string())?;
+    let status = res.status().as_u16();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// `weft serve` on 1,000,000 task instances, with 200 keep-alive clients reading pages
+/// for `secs` seconds while a run is triggered every 5 s.
+async fn web_load(pg: Option<&str>, secs: u64, rows: &mut Rows) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("dags");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    for i in 0..DAGS {
+        std::fs::write(folder.join(format!("dag_{i:02}.toml")), chain_dag()).expect("write");
+    }
+    let (url, pg_name) = fresh_db(dir.path(), pg).await;
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("weft.toml"),
+        format!("database_url = \"{url}\"\nbind = \"127.0.0.1:{port}\"\n"),
+    )
+    .expect("config");
+    {
+        let db = Db::connect(&url).await.expect("db");
+        db.migrate().await.expect("migrate");
+        let cfg = Config {
+            database_url: url.clone(),
+            dags_folder: folder.clone(),
+            ..Default::default()
+        };
+        let registry = Registry::new(folder.clone(), weft::dag::ValidationContext::of(&cfg));
+        registry.sync(&db, Utc::now()).await.expect("sync");
+        let t = Instant::now();
+        load_fixture(&db).await;
+        eprintln!(
+            "load fixture: {DAGS} dags x {RUNS_PER_DAG} runs x {TASKS} tasks in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        db.conn.close().await.ok();
+    }
+    let exe = env!("CARGO_BIN_EXE_weft");
+    let mut server = std::process::Command::new(exe)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("WEFT_LOG", "weft=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).expect("log"))
+        .spawn()
+        .expect("spawn serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+    let ready = Instant::now();
+    while get(&client, &format!("{base}/health")).await.is_err() {
+        assert!(
+            ready.elapsed() < Duration::from_secs(60),
+            "serve did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the first passes settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut clients = Vec::new();
+    for c in 0..200usize {
+        let client = client.clone();
+        let base = base.clone();
+        clients.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut i = c;
+            while Instant::now() < deadline {
+                let (label, path) = PAGES[i % PAGES.len()];
+                i += 1;
+                let t = Instant::now();
+                match get(&client, &format!("{base}{path}")).await {
+                    Ok((200, _)) => {
+                        tally.ok += 1;
+                        tally
+                            .latencies
+                            .entry(label)
+                            .or_default()
+                            .push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok((503, _)) => tally.busy += 1,
+                    _ => tally.errors += 1,
+                }
+            }
+            tally
+        }));
+    }
+    // Triggers (a CLI process each, as an operator would) and heartbeat samples.
+    let mut heartbeat_max: f64 = 0.0;
+    let mut triggered = 0;
+    let mut next_trigger = Instant::now();
+    while Instant::now() < deadline {
+        if Instant::now() >= next_trigger {
+            let d = format!("dag_{:02}", triggered % DAGS);
+            let cwd = dir.path().to_path_buf();
+            let ok = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(exe)
+                    .args(["trigger", &d])
+                    .current_dir(cwd)
+                    .env("WEFT_LOG", "weft=warn")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .await
+            .unwrap_or(false);
+            if ok {
+                triggered += 1;
+            }
+            next_trigger += Duration::from_secs(5);
+        }
+        if let Ok((_, body)) = get(&client, &format!("{base}/health")).await
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+            && let Some(a) = v["scheduler_heartbeat_age_seconds"].as_f64()
+        {
+            heartbeat_max = heartbeat_max.max(a);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut total = Tally::default();
+    for c in clients {
+        let t = c.await.expect("client");
+        total.ok += t.ok;
+        total.busy += t.busy;
+        total.errors += t.errors;
+        for (k, v) in t.latencies {
+            total.latencies.entry(k).or_default().extend(v);
+        }
+    }
+    // Give the last runs time to finish, then read trigger-to-first-task from the database.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let db = Db::connect(&url).await.expect("db");
+    let starts = db
+        .conn
+        .query_all_raw(Statement::from_string(
+            db.backend(),
+            "SELECT r.created_at, MIN(ti.started_at) FROM dag_run r JOIN task_instance ti ON ti.dag_run_id = r.id \
+             WHERE r.run_type = 'manual' GROUP BY r.id, r.created_at",
+        ))
+        .await
+        .expect("starts");
+    let mut to_first: Vec<f64> = starts
+        .iter()
+        .filter_map(|r| {
+            let created: chrono::DateTime<Utc> = r.try_get_by_index(0).ok()?;
+            let first: Option<chrono::DateTime<Utc>> = r.try_get_by_index(1).ok()?;
+            Some((first? - created).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect();
+    let unstarted = starts.len() - to_first.len();
+    db.conn.close().await.ok();
+    drop_pg(pg_name).await;
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let requests = total.ok + total.busy + total.errors;
+    rows.push((
+        format!("200 clients x {secs} s on 1,000,000 task instances, {backend}: requests"),
+        format!(
+            "{:.0} req/s, {} errors, {} busy (503)",
+            requests as f64 / secs as f64,
+            total.errors,
+            total.busy
+        ),
+        "0 errors".into(),
+    ));
+    for (label, _) in PAGES {
+        let mut v = total.latencies.remove(label).unwrap_or_default();
+        let p50 = percentile(&mut v, 0.5);
+        let p99 = percentile(&mut v, 0.99);
+        rows.push((
+            format!("  {label} under that load, {backend}"),
+            format!("p50 {p50:.0} ms, p99 {p99:.0} ms"),
+            "p99 < 100 ms".into(),
+        ));
+    }
+    rows.push((
+        format!("  trigger -> first task under that load, {backend} ({triggered} runs)"),
+        format!(
+            "median {:.0} ms, max {:.0} ms{}",
+            median(to_first.clone()),
+            percentile(&mut to_first, 1.0),
+            if unstarted > 0 {
+                format!(", {unstarted} not started")
+            } else {
+                String::new()
+            }
+        ),
+        "< 100 ms".into(),
+    ));
+    rows.push((
+        format!("  scheduler heartbeat age under that load, {backend}"),
+        format!("max {heartbeat_max:.1} s"),
+        "< 5 s".into(),
+    ));
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let only = std::env::var("WEFT_BENCH_ONLY").unwrap_or_default();
+    let secs: u64 = std::env::var("WEFT_BENCH_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let pg = pg_admin();
+    let mut rows = Rows::new();
+    if only.is_empty() || only == "scheduler" {
+        for n in [100, 1_000, 10_000] {
+            rt.block_on(scheduler_scale(n, None, &mut rows));
+        }
+        if let Some(pg) = &pg {
+            for n in [100, 1_000, 10_000] {
+                rt.block_on(scheduler_scale(n, Some(pg), &mut rows));
+            }
+        }
+    }
+    if only.is_empty() || only == "load" {
+        rt.block_on(web_load(None, secs, &mut rows));
+        if let Some(pg) = &pg {
+            rt.block_on(web_load(Some(pg), secs, &mut rows));
+        }
+    }
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
+    println!("\n{:<w$}  {:>34}  target", "benchmark", "result");
+    for (name, value, target) in &rows {
+        println!("{name:<w$}  {value:>34}  {target}");
+    }
+    if !only.is_empty() {
+        return;
+    }
+    let mut md = String::from(
+        "Produced by `cargo bench --bench scale` (benches/scale.rs). The scheduler figures run the engine in-process with a manual clock (no tries run); the load figures run `weft serve` as a child process with 200 keep-alive clients (hyper, in the bench process, on the same 2 cores) reading five pages in turn while a `weft trigger` runs every 5 s.\n\n| benchmark | result | target |\n|---|---|---|\n",
+    );
+    for (name, value, target) in &rows {
+        let _ = writeln!(md, "| {name} | {value} | {target} |");
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let start = "<!-- generated by `cargo bench --bench scale` (benches/scale.rs) -->";
+    let end = "<!-- end of scale figures -->";
+    let block = format!("{start}\n{md}{end}");
+    let new = match (old.find(start), old.find(end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{block}{}", &old[..a], &old[b + end.len()..]),
+        _ => format!("{old}\n## Scale-out\n\n{block}\n"),
+    };
+    std::fs::write(&path, new).expect("write BENCHMARKS.md");
+    println!("\nwrote {}", path.display());
+}
