@@ -378,6 +378,45 @@ async fn web_load(pg: Option<&str>, secs: u64, rows: &mut Rows) {
         db.conn.close().await.ok();
     }
     let exe = env!("CARGO_BIN_EXE_weft");
+    // An API token to trigger runs with, as an operator's script would.
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(exe)
+            .args(args)
+            .current_dir(dir.path())
+            .env("WEFT_LOG", "weft=warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("weft");
+        if let Some(text) = stdin {
+            let _ = child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes());
+        }
+        let out = child.wait_with_output().expect("weft");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    cli(
+        &[
+            "users",
+            "create",
+            "bench",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        Some("benchpass123\n"),
+    );
+    let token = cli(&["users", "token", "bench"], None)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let mut server = std::process::Command::new(exe)
         .arg("serve")
         .current_dir(dir.path())
@@ -400,6 +439,22 @@ async fn web_load(pg: Option<&str>, secs: u64, rows: &mut Rows) {
     }
     // Let the first passes settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each page alone first (median of 5): what one request costs without contention.
+    for (label, path) in PAGES {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let r = get(&client, &format!("{base}{path}")).await;
+            assert!(matches!(r, Ok((200, _))), "{path}: {:?}", r.map(|(s, _)| s));
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+        rows.push((
+            format!("  {label} alone (no load), {backend}"),
+            format!("{:.1} ms", median(v)),
+            "".into(),
+        ));
+    }
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut clients = Vec::new();
     for c in 0..200usize {
@@ -428,25 +483,27 @@ async fn web_load(pg: Option<&str>, secs: u64, rows: &mut Rows) {
             tally
         }));
     }
-    // Triggers (a CLI process each, as an operator would) and heartbeat samples.
+    // Triggers (through the API) and heartbeat samples.
+    let poster = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<axum::body::Bytes>>();
     let mut heartbeat_max: f64 = 0.0;
     let mut triggered = 0;
     let mut next_trigger = Instant::now();
     while Instant::now() < deadline {
         if Instant::now() >= next_trigger {
             let d = format!("dag_{:02}", triggered % DAGS);
-            let cwd = dir.path().to_path_buf();
-            let ok = tokio::task::spawn_blocking(move || {
-                std::process::Command::new(exe)
-                    .args(["trigger", &d])
-                    .current_dir(cwd)
-                    .env("WEFT_LOG", "weft=warn")
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .await
-            .unwrap_or(false);
-            if ok {
+            let req = axum::http::Request::post(format!("{base}/api/v1/dags/{d}/runs"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(axum::body::Bytes::from_static(
+                    b"{}",
+                )))
+                .expect("request");
+            if poster
+                .request(req)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 triggered += 1;
             }
             next_trigger += Duration::from_secs(5);

@@ -292,10 +292,11 @@ pub async fn replan<C: ConnectionTrait>(c: &C, dag_id: &str) -> DbResult<()> {
 /// The paused DAGs (usually few; never a list of every DAG).
 pub async fn paused_ids<C: ConnectionTrait>(c: &C) -> DbResult<Vec<String>> {
     use sea_orm::QuerySelect;
+    // A literal TRUE (not a bound value) lets the partial index of paused DAGs serve it.
     Ok(dag::Entity::find()
         .select_only()
         .column(dag::Column::DagId)
-        .filter(dag::Column::IsPaused.eq(true))
+        .filter(Expr::cust("is_paused = TRUE"))
         .into_tuple()
         .all(c)
         .await?)

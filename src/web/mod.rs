@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod charts;
 pub mod error;
+pub mod figures;
 pub(crate) mod insights;
 mod metrics;
 pub mod pages;
@@ -48,6 +49,8 @@ pub struct AppState {
     /// Turns to serve a request (`web_concurrency`): a request beyond capacity waits
     /// up to `ADMISSION_WAIT` for one, then gets 503 with `Retry-After`.
     pub admission: Arc<tokio::sync::Semaphore>,
+    /// Aggregates over the history, cached for a few seconds.
+    pub figures: Arc<figures::Figures>,
 }
 
 /// How long a request waits for a turn before the server answers 503.
@@ -120,6 +123,7 @@ impl AppState {
             key,
             csrf,
             login_guard: Arc::new(auth::LoginGuard::default()),
+            figures: Arc::new(figures::Figures::default()),
             admission: Arc::new(tokio::sync::Semaphore::new(config_web_concurrency as usize)),
         })
     }

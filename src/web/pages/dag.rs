@@ -77,9 +77,12 @@ pub async fn dags_page(
     for r in stats::recent_runs(&state.db.read, 10).await? {
         recent.entry(r.dag_id.clone()).or_default().push(r);
     }
-    let week = now - Duration::days(7);
-    let run_rates = stats::run_failure_by_dag(&state.db.read, week).await?;
-    let try_rates = stats::try_failure_by_dag(&state.db.read, week).await?;
+    let figures = state
+        .figures
+        .dag_list
+        .get(|| crate::web::figures::DagListFigures::compute(&state.db, now))
+        .await?;
+    let (run_rates, try_rates) = (&figures.run_rates, &figures.try_rates);
     let last_sched = stats::latest_scheduled_by_dag(&state.db.read).await?;
     let search = q.q.clone().unwrap_or_default().to_lowercase();
     let tag = q.tag.clone().unwrap_or_default();

@@ -80,18 +80,12 @@ pub async fn dashboard(State(state): State<AppState>, pg: Page) -> Result<Respon
     layout.refresh = true;
     let now = Utc::now();
     let c = &state.db.read;
-    let windows = [
-        now - Duration::hours(24),
-        now - Duration::days(7),
-        now - Duration::days(30),
-    ];
-    let mut by_dag = Vec::new();
-    let mut by_kind = Vec::new();
-    for since in windows {
-        by_dag.push(stats::try_failure_by_dag(c, since).await?);
-        by_kind.push(stats::try_failure_by_kind(c, since).await?);
-    }
-    let daily = stats::daily_try_failure(c, now - Duration::days(14)).await?;
+    let figures = state
+        .figures
+        .health
+        .get(|| crate::web::figures::HealthFigures::compute(&state.db, now))
+        .await?;
+    let (by_dag, by_kind, daily) = (&figures.by_dag, &figures.by_kind, &figures.daily);
     // The trend has one point per UTC day of the last 14, days without tries at 0.
     let days: Vec<String> = (0..14)
         .rev()
@@ -127,12 +121,13 @@ pub async fn dashboard(State(state): State<AppState>, pg: Page) -> Result<Respon
             })
             .collect::<Vec<_>>()
     };
-    let dag_rates = rate_rows(&by_dag, true, &daily);
-    let kind_rates = rate_rows(&by_kind, false, &HashMap::new());
+    let dag_rates = rate_rows(by_dag, true, daily);
+    let kind_rates = rate_rows(by_kind, false, &HashMap::new());
     let live = stats::live_task_counts(c).await?;
-    let slow = stats::slowest_tasks(c, now - Duration::days(7), 10)
-        .await?
-        .into_iter()
+    let slow = figures
+        .slow
+        .iter()
+        .cloned()
         .map(|s| SlowRow {
             avg: duration_ms(s.avg_ms as i64),
             max: duration_ms(s.max_ms),
@@ -141,11 +136,8 @@ pub async fn dashboard(State(state): State<AppState>, pg: Page) -> Result<Respon
             task_id: s.task_id,
         })
         .collect();
-    use crate::kinds::{experiment, ingest, transform};
-    let week = now - Duration::days(7);
-    let freshness =
-        lag_rows(stats::lags(c, transform::KIND.name, Some(ingest::KIND.name), week).await?);
-    let turnaround = lag_rows(stats::lags(c, experiment::KIND.name, None, week).await?);
+    let freshness = lag_rows(figures.freshness.clone());
+    let turnaround = lag_rows(figures.turnaround.clone());
     Ok(pg.render(DashboardPage {
         freshness,
         turnaround,
