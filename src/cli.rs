@@ -669,10 +669,7 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     // registers a worker, or creates a database.
     let listener = crate::web::bind(&cfg.bind).await?;
     let db = open_db(&cfg).await?;
-    let registry = Registry::new(
-        cfg.dags_folder.clone(),
-        crate::dag::ValidationContext::of(&cfg),
-    );
+    let registry = registry_of(&cfg);
     let report = registry.sync(&db, Utc::now()).await?;
     eprintln!("weft {} serving", env!("CARGO_PKG_VERSION"));
     eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
@@ -686,14 +683,7 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
         eprintln!("  import error in {file}:\n{}", indent(msg));
     }
     eprintln!("  parallelism {}", cfg.parallelism);
-    let engine = Engine::new(
-        db.clone(),
-        cfg.clone(),
-        registry.clone(),
-        Arc::new(SystemClock),
-        EngineOptions::default(),
-    )
-    .await?;
+    let engine = engine_of(&db, &cfg, registry.clone(), EngineOptions::default()).await?;
     engine.shared.registry.sync(&db, Utc::now()).await?;
     let state =
         crate::web::AppState::new(db.clone(), cfg.clone(), registry, Some(engine.clone())).await?;
@@ -727,6 +717,31 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     run_engine(engine).await
 }
 
+/// The registry of DAG definitions for `cfg`'s DAG folder.
+fn registry_of(cfg: &Config) -> Arc<Registry> {
+    Registry::new(
+        cfg.dags_folder.clone(),
+        crate::dag::ValidationContext::of(cfg),
+    )
+}
+
+/// An engine of the system clock with these options.
+async fn engine_of(
+    db: &Db,
+    cfg: &Config,
+    registry: Arc<Registry>,
+    options: EngineOptions,
+) -> Result<Engine> {
+    Ok(Engine::new(
+        db.clone(),
+        cfg.clone(),
+        registry,
+        Arc::new(SystemClock),
+        options,
+    )
+    .await?)
+}
+
 /// The distributed roles share one PostgreSQL; on SQLite (one process) they are refused.
 fn require_postgres(cfg: &Config, role: &str) -> Result<()> {
     if cfg.database_url.starts_with("postgres") {
@@ -743,23 +758,13 @@ fn require_postgres(cfg: &Config, role: &str) -> Result<()> {
 async fn scheduler_role(cfg: Config) -> Result<i32> {
     require_postgres(&cfg, "scheduler")?;
     let db = open_db(&cfg).await?;
-    let registry = Registry::new(
-        cfg.dags_folder.clone(),
-        crate::dag::ValidationContext::of(&cfg),
-    );
+    let registry = registry_of(&cfg);
     let report = registry.sync(&db, Utc::now()).await?;
     let options = EngineOptions {
         execute: false,
         ..EngineOptions::default()
     };
-    let engine = Engine::new(
-        db.clone(),
-        cfg.clone(),
-        registry,
-        Arc::new(SystemClock),
-        options,
-    )
-    .await?;
+    let engine = engine_of(&db, &cfg, registry, options).await?;
     eprintln!("weft {} scheduler", env!("CARGO_PKG_VERSION"));
     eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
     eprintln!(
@@ -793,10 +798,7 @@ async fn worker_role(mut cfg: Config, a: WorkerArgs) -> Result<i32> {
         cfg.parallelism = n;
     }
     let db = open_db(&cfg).await?;
-    let registry = Registry::new(
-        cfg.dags_folder.clone(),
-        crate::dag::ValidationContext::of(&cfg),
-    );
+    let registry = registry_of(&cfg);
     let n = registry.sync_from_db(&db).await?;
     let options = EngineOptions {
         cron: false,
@@ -805,14 +807,7 @@ async fn worker_role(mut cfg: Config, a: WorkerArgs) -> Result<i32> {
         queues: a.queues.clone(),
         ..EngineOptions::default()
     };
-    let engine = Engine::new(
-        db.clone(),
-        cfg.clone(),
-        registry,
-        Arc::new(SystemClock),
-        options,
-    )
-    .await?;
+    let engine = engine_of(&db, &cfg, registry, options).await?;
     eprintln!("weft {} worker", env!("CARGO_PKG_VERSION"));
     eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
     eprintln!("  dags:       {n} (from the database)");
@@ -837,10 +832,7 @@ async fn webserver_role(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     }
     let listener = crate::web::bind(&cfg.bind).await?;
     let db = open_db(&cfg).await?;
-    let registry = Registry::new(
-        cfg.dags_folder.clone(),
-        crate::dag::ValidationContext::of(&cfg),
-    );
+    let registry = registry_of(&cfg);
     let n = registry.sync_from_db(&db).await?;
     // Definitions follow what the schedulers record.
     let (reg, refresh_db, every) = (registry.clone(), db.clone(), cfg.dag_poll_interval);

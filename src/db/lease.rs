@@ -14,6 +14,10 @@ use super::entities::lease;
 /// The lease of the scheduler that plans cron runs and sweeps dead workers.
 pub const SCHEDULER: &str = "scheduler";
 
+fn expiry(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(10))
+}
+
 /// Takes or renews the lease `name` for `holder` until `now + ttl`: true when `holder`
 /// holds it now (it was free, expired, or already `holder`'s).
 pub async fn hold<C: ConnectionTrait>(
@@ -23,7 +27,7 @@ pub async fn hold<C: ConnectionTrait>(
     now: DateTime<Utc>,
     ttl: std::time::Duration,
 ) -> DbResult<bool> {
-    let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(10));
+    let until = expiry(now, ttl);
     let res = lease::Entity::update_many()
         .col_expr(lease::Column::Holder, Expr::value(holder))
         .col_expr(lease::Column::ExpiresAt, Expr::value(until))
@@ -65,7 +69,7 @@ pub async fn take_over<C: ConnectionTrait>(
     now: DateTime<Utc>,
     ttl: std::time::Duration,
 ) -> DbResult<bool> {
-    let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(10));
+    let until = expiry(now, ttl);
     let res = lease::Entity::update_many()
         .col_expr(lease::Column::Holder, Expr::value(holder))
         .col_expr(lease::Column::ExpiresAt, Expr::value(until))

@@ -386,6 +386,15 @@ pub(crate) async fn health_body(s: &AppState) -> serde_json::Value {
         }
     };
     let age = heartbeat.map(|h| (Utc::now() - h).num_milliseconds() as f64 / 1000.0);
+    // Who plans cron runs now (none when the lease expired: no scheduler is leading).
+    let leader = match crate::db::lease::holder(&s.db.read, crate::db::lease::SCHEDULER).await {
+        Ok(Some((holder, until))) if until > Utc::now() => Some(holder),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "health check could not read the scheduler lease");
+            None
+        }
+    };
     let fault = s.engine.as_ref().and_then(Engine::fault);
     let healthy = db_ok
         && fault.is_none()
@@ -395,6 +404,7 @@ pub(crate) async fn health_body(s: &AppState) -> serde_json::Value {
         "engine": match &fault { Some(_) => "stopped", None if s.engine.is_some() => "ok", None => "not in this process" },
         "database": if db_ok { "ok" } else { "unreachable" },
         "scheduler_heartbeat_age_seconds": age,
+        "scheduler_leader": leader,
         "dags_loaded": s.registry.all().len(),
     })
 }

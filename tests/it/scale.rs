@@ -143,6 +143,38 @@ impl Cluster {
         }
     }
 
+    /// Waits until a scheduler has recorded `dag`.
+    async fn recorded(&self, dag: &str) {
+        let sql = format!("SELECT COUNT(*) FROM dag WHERE dag_id = '{dag}'");
+        self.until(
+            "the dag to be recorded",
+            Duration::from_secs(30),
+            || async { self.int(&sql).await == 1 },
+        )
+        .await;
+    }
+
+    /// Waits until the slow task runs and has written its start.
+    async fn slow_started(&self) {
+        self.until("slow to start", Duration::from_secs(30), || async {
+            self.int("SELECT COUNT(*) FROM task_instance WHERE state = 'running'")
+                .await
+                == 1
+                && ran(self).len() == 1
+        })
+        .await;
+    }
+
+    /// Waits until the (only) run finished.
+    async fn run_finished(&self) {
+        self.until("the run to finish", Duration::from_secs(60), || async {
+            self.int("SELECT COUNT(*) FROM dag_run WHERE state IN ('success', 'failed')")
+                .await
+                == 1
+        })
+        .await;
+    }
+
     /// The index of the process whose worker id holds the running try of `task`.
     async fn holder_of(&self, task: &str) -> usize {
         let rows = self
@@ -211,32 +243,12 @@ async fn a_worker_killed_mid_task_loses_its_try_to_another_worker_once() {
     c.start("scheduler", &["scheduler"], None);
     c.start("w1", &["worker"], None);
     c.start("w2", &["worker"], None);
-    c.until(
-        "the dag to be recorded",
-        Duration::from_secs(30),
-        || async {
-            c.int("SELECT COUNT(*) FROM dag WHERE dag_id = 'slow'")
-                .await
-                == 1
-        },
-    )
-    .await;
+    c.recorded("slow").await;
     let run_id = trigger(&c, "slow");
-    c.until("slow to start", Duration::from_secs(30), || async {
-        c.int("SELECT COUNT(*) FROM task_instance WHERE state = 'running'")
-            .await
-            == 1
-            && ran(&c).len() == 1
-    })
-    .await;
+    c.slow_started().await;
     let victim = c.holder_of("slow").await;
     c.procs[victim].kill9();
-    c.until("the run to finish", Duration::from_secs(60), || async {
-        c.int("SELECT COUNT(*) FROM dag_run WHERE state IN ('success', 'failed')")
-            .await
-            == 1
-    })
-    .await;
+    c.run_finished().await;
     let state = c.rows("SELECT state FROM dag_run").await[0]
         .try_get_by_index::<String>(0)
         .expect("state");
@@ -275,24 +287,9 @@ async fn a_worker_paused_past_its_timeout_is_fenced_and_stops_what_it_no_longer_
     c.start("scheduler", &["scheduler"], None);
     // The workers are "elsewhere": the scheduler cannot kill their processes itself.
     c.start("w1", &["worker"], Some("host-a"));
-    c.until(
-        "the dag to be recorded",
-        Duration::from_secs(30),
-        || async {
-            c.int("SELECT COUNT(*) FROM dag WHERE dag_id = 'slow'")
-                .await
-                == 1
-        },
-    )
-    .await;
+    c.recorded("slow").await;
     trigger(&c, "slow");
-    c.until("slow to start", Duration::from_secs(30), || async {
-        c.int("SELECT COUNT(*) FROM task_instance WHERE state = 'running'")
-            .await
-            == 1
-            && ran(&c).len() == 1
-    })
-    .await;
+    c.slow_started().await;
     c.start("w2", &["worker"], Some("host-b"));
     let paused = c.holder_of("slow").await;
     c.procs[paused].signal(nix::sys::signal::Signal::SIGSTOP);
@@ -308,12 +305,7 @@ async fn a_worker_paused_past_its_timeout_is_fenced_and_stops_what_it_no_longer_
     )
     .await;
     c.procs[paused].signal(nix::sys::signal::Signal::SIGCONT);
-    c.until("the run to finish", Duration::from_secs(60), || async {
-        c.int("SELECT COUNT(*) FROM dag_run WHERE state IN ('success', 'failed')")
-            .await
-            == 1
-    })
-    .await;
+    c.run_finished().await;
     // The late worker found itself declared dead and stopped its process (one end,
     // from the retry); its late result was refused by the fence (try 1 keeps the
     // rescue's verdict).
@@ -453,16 +445,7 @@ async fn cutting_every_database_connection_mid_run_loses_nothing() {
     let mut c = Cluster::new(&pg.url, &[("chain", CHAIN)]).await;
     c.start("scheduler", &["scheduler"], None);
     c.start("worker", &["worker"], None);
-    c.until(
-        "the dag to be recorded",
-        Duration::from_secs(30),
-        || async {
-            c.int("SELECT COUNT(*) FROM dag WHERE dag_id = 'chain'")
-                .await
-                == 1
-        },
-    )
-    .await;
+    c.recorded("chain").await;
     trigger(&c, "chain");
     let db_name = pg.url.rsplit('/').next().expect("db name").to_string();
     // What a PostgreSQL restart does to its clients, three times during the run.
