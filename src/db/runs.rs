@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, NotSet, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, NotSet, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TryInsertResult,
 };
 
 use super::entities::{dag_run, task_instance};
@@ -259,6 +259,20 @@ pub async fn count_runs<C: ConnectionTrait>(
         .filter(dag_run::Column::State.is_in(states.iter().map(|s| s.as_str())))
         .count(c)
         .await?)
+}
+
+/// Serialises, per DAG, the transactions that start its queued runs (a
+/// transaction-scoped advisory lock on PostgreSQL; SQLite has one writer anyway).
+pub async fn lock_dag_runs<C: ConnectionTrait>(c: &C, dag_id: &str) -> DbResult<()> {
+    if c.get_database_backend() == DbBackend::Postgres {
+        c.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(7318203, hashtext($1))",
+            [dag_id.into()],
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// Queued runs of a DAG, oldest logical date first.

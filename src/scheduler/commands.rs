@@ -112,6 +112,10 @@ pub async fn start_queued_in<C: ConnectionTrait>(
     version_id: i64,
     now: DateTime<Utc>,
 ) -> DbResult<Vec<i64>> {
+    // Several schedulers (and workers finishing runs) may start a DAG's queued runs
+    // at once: on PostgreSQL they take turns per DAG, so the count below stays true
+    // until this transaction ends and max_active_runs holds across processes.
+    runs::lock_dag_runs(c, &dag.dag_id).await?;
     let running = runs::count_runs(c, &dag.dag_id, &[RunState::Running]).await?;
     let room = u64::from(dag.max_active_runs).saturating_sub(running);
     if room == 0 {

@@ -805,3 +805,72 @@ async fn web_requests_beyond_capacity_get_a_fast_503_with_retry_after() {
     assert_eq!(res.status(), axum::http::StatusCode::OK);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_schedulers_starting_queued_runs_keep_max_active_runs() {
+    let Some(t) = crate::support::postgres_db().await else {
+        return;
+    };
+    let one = "schedule = \"none\"\nmax_active_runs = 1\n[tasks.a]\nkind = \"shell\"\ncommand = \"true\"\n";
+    let options = EngineOptions {
+        cron: false,
+        schedule: false,
+        execute: false,
+        watch_folder: false,
+        ..Default::default()
+    };
+    let env = Env::start_with(&t, &[("one", one)], |_| {}, None, options).await;
+    let (dag, vid) = env.registry.current("one").expect("dag");
+    let other = Db::connect(&t.url).await.expect("second scheduler");
+    let running = |db: Db| async move {
+        weft::db::runs::count_runs(&db.conn, "one", &[weft::db::RunState::Running])
+            .await
+            .expect("count")
+    };
+    for round in 0..10 {
+        // One run running, two queued; the running one ends, and two schedulers race to
+        // start the next.
+        let mut made = Vec::new();
+        for _ in 0..3 {
+            made.push(
+                weft::scheduler::commands::trigger(
+                    &env.db,
+                    &dag,
+                    vid,
+                    &Default::default(),
+                    serde_json::Value::Null,
+                    None,
+                    chrono::Utc::now(),
+                )
+                .await
+                .expect("trigger"),
+            );
+        }
+        assert_eq!(running(env.db.clone()).await, 1, "round {round}");
+        for r in &made {
+            let _ = weft::scheduler::commands::mark_run(
+                &env.db,
+                &env.registry,
+                "one",
+                &r.run_id,
+                weft::db::RunState::Success,
+                "test",
+                chrono::Utc::now(),
+            )
+            .await;
+            let now = chrono::Utc::now();
+            let (a, b) = tokio::join!(
+                weft::scheduler::commands::start_queued(&env.db, &dag, vid, now),
+                weft::scheduler::commands::start_queued(&other, &dag, vid, now)
+            );
+            a.expect("a");
+            b.expect("b");
+            assert!(
+                running(env.db.clone()).await <= 1,
+                "round {round}: max_active_runs = 1 was exceeded"
+            );
+        }
+    }
+    env.stop().await;
+    t.cleanup().await;
+}
