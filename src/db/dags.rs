@@ -351,14 +351,46 @@ pub async fn get_version<C: ConnectionTrait>(
     Ok(dag_version::Entity::find_by_id(id).one(c).await?)
 }
 
-pub async fn versions_of<C: ConnectionTrait>(
-    c: &C,
-    dag_id: &str,
-) -> DbResult<Vec<dag_version::Model>> {
+pub async fn versions_of<C: ConnectionTrait>(c: &C, dag_id: &str) -> DbResult<Vec<VersionSummary>> {
+    // Not the bundles: a DAG with many big versions would read them all per page view.
+    use sea_orm::QuerySelect;
     Ok(dag_version::Entity::find()
+        .select_only()
+        .column(dag_version::Column::Version)
+        .column(dag_version::Column::SourceHash)
+        .column(dag_version::Column::CreatedAt)
         .filter(dag_version::Column::DagId.eq(dag_id))
         .order_by_desc(dag_version::Column::Version)
+        .into_tuple::<(i32, String, DateTime<Utc>)>()
         .all(c)
+        .await?
+        .into_iter()
+        .map(|(version, source_hash, created_at)| VersionSummary {
+            version,
+            source_hash,
+            created_at,
+        })
+        .collect())
+}
+
+/// A version of a DAG without its bundle, for lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionSummary {
+    pub version: i32,
+    pub source_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Version number `version` of a DAG, with its bundle.
+pub async fn version_numbered<C: ConnectionTrait>(
+    c: &C,
+    dag_id: &str,
+    version: i32,
+) -> DbResult<Option<dag_version::Model>> {
+    Ok(dag_version::Entity::find()
+        .filter(dag_version::Column::DagId.eq(dag_id))
+        .filter(dag_version::Column::Version.eq(version))
+        .one(c)
         .await?)
 }
 

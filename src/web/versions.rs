@@ -150,7 +150,7 @@ pub async fn version_page(
         .layout(&state, format!("{dag_id} version {version}"), "dags", None)
         .await?;
     let all = dags::versions_of(&state.db.read, &dag_id).await?;
-    let Some(v) = all.iter().find(|v| v.version == version) else {
+    let Some(v) = dags::version_numbered(&state.db.read, &dag_id, version).await? else {
         return Err(Error::NotFound(format!(
             "DAG \"{dag_id}\" has no version {version}"
         )));
@@ -163,14 +163,16 @@ pub async fn version_page(
     });
     let against = match against_no {
         Some(n) => Some(
-            all.iter()
-                .find(|o| o.version == n)
+            dags::version_numbered(&state.db.read, &dag_id, n)
+                .await?
                 .ok_or_else(|| Error::NotFound(format!("DAG \"{dag_id}\" has no version {n}")))?,
         ),
         None => None,
     };
-    let files = files_of(v);
-    let diffs = against.map_or_else(Vec::new, |o| diff(&files_of(o), &files));
+    let files = files_of(&v);
+    let diffs = against
+        .as_ref()
+        .map_or_else(Vec::new, |o| diff(&files_of(o), &files));
     let base = format!("{}/versions", dag_href(&dag_id));
     Ok(pg.render(VersionPage {
         layout,
