@@ -672,13 +672,7 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     let registry = registry_of(&cfg);
     let report = registry.sync(&db, Utc::now()).await?;
     eprintln!("weft {} serving", env!("CARGO_PKG_VERSION"));
-    eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
-    eprintln!(
-        "  dags:       {} ({} loaded, {} with errors)",
-        cfg.dags_folder.display(),
-        report.loaded,
-        report.errors.len()
-    );
+    print_sources(&cfg, &report);
     for (file, msg) in &report.errors {
         eprintln!("  import error in {file}:\n{}", indent(msg));
     }
@@ -715,6 +709,17 @@ async fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32> {
     }
     eprintln!("  web UI:     http://{}", web);
     run_engine(engine).await
+}
+
+/// The start-up lines naming the database and the DAG folder a process reads.
+fn print_sources(cfg: &Config, report: &crate::scheduler::registry::SyncReport) {
+    eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
+    eprintln!(
+        "  dags:       {} ({} loaded, {} with errors)",
+        cfg.dags_folder.display(),
+        report.loaded,
+        report.errors.len()
+    );
 }
 
 /// The registry of DAG definitions for `cfg`'s DAG folder.
@@ -766,13 +771,7 @@ async fn scheduler_role(cfg: Config) -> Result<i32> {
     };
     let engine = engine_of(&db, &cfg, registry, options).await?;
     eprintln!("weft {} scheduler", env!("CARGO_PKG_VERSION"));
-    eprintln!("  database:   {}", crate::db::redact_url(&cfg.database_url));
-    eprintln!(
-        "  dags:       {} ({} loaded, {} with errors)",
-        cfg.dags_folder.display(),
-        report.loaded,
-        report.errors.len()
-    );
+    print_sources(&cfg, &report);
     eprintln!("  id:         {}", engine.shared.worker_id);
     if let Some(r) = cfg.retention {
         spawn_retention(db.clone(), r, engine.clone());

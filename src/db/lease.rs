@@ -18,6 +18,25 @@ fn expiry(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(10))
 }
 
+/// Gives the lease `name` to `holder` until `until` if its row meets `condition`: the
+/// one conditional update both taking and taking over are made of.
+async fn assign<C: ConnectionTrait>(
+    c: &C,
+    name: &str,
+    holder: &str,
+    until: DateTime<Utc>,
+    condition: Condition,
+) -> DbResult<bool> {
+    let res = lease::Entity::update_many()
+        .col_expr(lease::Column::Holder, Expr::value(holder))
+        .col_expr(lease::Column::ExpiresAt, Expr::value(until))
+        .filter(lease::Column::Name.eq(name))
+        .filter(condition)
+        .exec(c)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
 /// Takes or renews the lease `name` for `holder` until `now + ttl`: true when `holder`
 /// holds it now (it was free, expired, or already `holder`'s).
 pub async fn hold<C: ConnectionTrait>(
@@ -28,18 +47,10 @@ pub async fn hold<C: ConnectionTrait>(
     ttl: std::time::Duration,
 ) -> DbResult<bool> {
     let until = expiry(now, ttl);
-    let res = lease::Entity::update_many()
-        .col_expr(lease::Column::Holder, Expr::value(holder))
-        .col_expr(lease::Column::ExpiresAt, Expr::value(until))
-        .filter(lease::Column::Name.eq(name))
-        .filter(
-            Condition::any()
-                .add(lease::Column::Holder.eq(holder))
-                .add(lease::Column::ExpiresAt.lt(now)),
-        )
-        .exec(c)
-        .await?;
-    if res.rows_affected == 1 {
+    let free_or_ours = Condition::any()
+        .add(lease::Column::Holder.eq(holder))
+        .add(lease::Column::ExpiresAt.lt(now));
+    if assign(c, name, holder, until, free_or_ours).await? {
         return Ok(true);
     }
     // No row yet: the first to insert it holds it.
@@ -69,15 +80,8 @@ pub async fn take_over<C: ConnectionTrait>(
     now: DateTime<Utc>,
     ttl: std::time::Duration,
 ) -> DbResult<bool> {
-    let until = expiry(now, ttl);
-    let res = lease::Entity::update_many()
-        .col_expr(lease::Column::Holder, Expr::value(holder))
-        .col_expr(lease::Column::ExpiresAt, Expr::value(until))
-        .filter(lease::Column::Name.eq(name))
-        .filter(lease::Column::Holder.eq(from))
-        .exec(c)
-        .await?;
-    Ok(res.rows_affected == 1)
+    let held_by_from = Condition::all().add(lease::Column::Holder.eq(from));
+    assign(c, name, holder, expiry(now, ttl), held_by_from).await
 }
 
 /// Gives the lease up (at shutdown), so another holder takes over at once.
