@@ -59,6 +59,9 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// List runs.
     Runs(RunsArgs),
+    /// The schedulers and workers sharing this database: heartbeat age, running tries,
+    /// which one leads; and the depth of each queue.
+    Status(StatusArgs),
     /// Task instance actions.
     #[command(subcommand)]
     Tasks(TasksCommand),
@@ -280,6 +283,12 @@ pub struct BackfillArgs {
 const MAX_BACKFILL: usize = 100_000;
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RunsArgs {
     pub dag_id: Option<String>,
     #[arg(long)]
@@ -416,6 +425,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Trigger(a) => trigger(cfg, a).await,
         Command::Backfill(a) => backfill(cfg, a).await,
         Command::Runs(a) => list_runs(cfg, a).await,
+        Command::Status(a) => status(cfg, a).await,
         Command::Tasks(c) => tasks_cmd(cfg, c).await,
         Command::Logs(a) => logs(cfg, a).await,
         Command::Users(c) => users_cmd(cfg, c).await,
@@ -1226,6 +1236,92 @@ async fn trigger(cfg: Config, a: TriggerArgs) -> Result<i32> {
             "created run {} of dag \"{}\" ({}); `weft serve` runs it",
             run.run_id, run.dag_id, run.state
         );
+    }
+    Ok(0)
+}
+
+async fn status(cfg: Config, a: StatusArgs) -> Result<i32> {
+    let db = open_db_existing(&cfg).await?;
+    let now = Utc::now();
+    let d = crate::db::stats::deployment(&db.conn, now).await?;
+    let timeout = cfg.heartbeat_timeout;
+    if a.json {
+        let processes: Vec<_> = d
+            .processes
+            .iter()
+            .map(|p| serde_json::json!({"id": p.id, "role": p.role, "hostname": p.hostname, "pid": p.pid, "queues": if p.queues.is_empty() { Vec::new() } else { p.queues.split(',').collect() }, "capacity": p.capacity, "running": p.running, "started_at": rfc3339(p.started_at), "heartbeat_at": rfc3339(p.heartbeat_at), "heartbeat_age_seconds": p.heartbeat_age(now), "stopped_at": p.stopped_at.map(rfc3339), "condition": p.condition(now, timeout), "leader": d.leader.as_ref().is_some_and(|(h, _)| *h == p.id)}))
+            .collect();
+        let queues: Vec<_> = d
+            .queues
+            .iter()
+            .map(|q| serde_json::json!({"queue": q.queue, "scheduled": q.scheduled, "queued": q.queued, "running": q.running}))
+            .collect();
+        print_json(
+            &serde_json::json!({"leader": d.leader.as_ref().map(|(h, _)| h), "processes": processes, "queues": queues}),
+        )?;
+        return Ok(0);
+    }
+    match &d.leader {
+        Some((holder, until)) => println!(
+            "leader: {holder} (lease until {})",
+            until.format("%H:%M:%S UTC")
+        ),
+        None => println!("leader: none (no scheduler holds the lease)"),
+    }
+    println!();
+    if d.processes.is_empty() {
+        println!("No scheduler or worker has run in the last hour.");
+    } else {
+        let rows: Vec<Vec<String>> = d
+            .processes
+            .iter()
+            .map(|p| {
+                let leads = d.leader.as_ref().is_some_and(|(h, _)| *h == p.id);
+                vec![
+                    p.id.clone(),
+                    if leads {
+                        format!("{} (leader)", p.role)
+                    } else {
+                        p.role.clone()
+                    },
+                    p.condition(now, timeout).to_string(),
+                    p.heartbeat_label(now),
+                    p.load_label(),
+                    p.queues_label(),
+                    format!("{}:{}", p.hostname, p.pid),
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "PROCESS",
+                "ROLE",
+                "STATE",
+                "HEARTBEAT",
+                "RUNNING",
+                "QUEUES",
+                "HOST:PID",
+            ],
+            &rows,
+        );
+    }
+    println!();
+    if d.queues.is_empty() {
+        println!("No task instance is waiting or running.");
+    } else {
+        let rows: Vec<Vec<String>> = d
+            .queues
+            .iter()
+            .map(|q| {
+                vec![
+                    q.queue.clone(),
+                    q.scheduled.to_string(),
+                    q.queued.to_string(),
+                    q.running.to_string(),
+                ]
+            })
+            .collect();
+        print_table(&["QUEUE", "WAITING", "CLAIMED", "RUNNING"], &rows);
     }
     Ok(0)
 }

@@ -11,6 +11,7 @@ mod m0003_security;
 mod m0004_bundles;
 mod m0005_state_invariants;
 mod m0006_scale_out;
+mod m0007_processes;
 pub use m0003_security::TOKEN_SCOPES;
 
 /// The ordered list of migrations applied by `weft db migrate` and `weft serve`.
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_bundles::Migration),
             Box::new(m0005_state_invariants::Migration),
             Box::new(m0006_scale_out::Migration),
+            Box::new(m0007_processes::Migration),
         ]
     }
 }

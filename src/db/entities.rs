@@ -268,6 +268,9 @@ pub mod worker {
         pub started_at: DateTimeUtc,
         pub heartbeat_at: DateTimeUtc,
         pub stopped_at: Option<DateTimeUtc>,
+        pub role: String,
+        pub queues: String,
+        pub capacity: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -334,3 +334,179 @@ pub async fn lags<C: ConnectionTrait>(
     }
     Ok(out)
 }
+
+/// An engine process (scheduler, worker or both) as `weft status` and the Health page
+/// show it.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub id: String,
+    pub hostname: String,
+    pub pid: i32,
+    pub role: String,
+    /// Empty: every queue.
+    pub queues: String,
+    pub capacity: i32,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Tries it runs now.
+    pub running: i64,
+}
+
+#[derive(FromQueryResult)]
+struct HolderCount {
+    worker_id: String,
+    n: i64,
+}
+
+/// The engines alive, and those that stopped (or were declared dead) after `since`,
+/// newest first, with how many tries each runs now.
+pub async fn processes<C: ConnectionTrait>(c: &C, since: DateTime<Utc>) -> DbResult<Vec<Process>> {
+    use super::entities::worker;
+    use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder};
+    let workers = worker::Entity::find()
+        .filter(
+            Condition::any()
+                .add(worker::Column::StoppedAt.is_null())
+                .add(worker::Column::StoppedAt.gt(since)),
+        )
+        .order_by_desc(worker::Column::StartedAt)
+        .all(c)
+        .await?;
+    let running: HashMap<String, i64> = HolderCount::find_by_statement(stmt(
+        c,
+        "SELECT worker_id, CAST(COUNT(*) AS BIGINT) AS n FROM task_instance \
+         WHERE state = 'running' AND worker_id IS NOT NULL GROUP BY worker_id",
+        vec![],
+    ))
+    .all(c)
+    .await?
+    .into_iter()
+    .map(|r| (r.worker_id, r.n))
+    .collect();
+    Ok(workers
+        .into_iter()
+        .map(|w| Process {
+            running: running.get(&w.id).copied().unwrap_or(0),
+            id: w.id,
+            hostname: w.hostname,
+            pid: w.pid,
+            role: w.role,
+            queues: w.queues,
+            capacity: w.capacity,
+            started_at: w.started_at,
+            heartbeat_at: w.heartbeat_at,
+            stopped_at: w.stopped_at,
+        })
+        .collect())
+}
+
+/// Task instances waiting for or holding a worker, per queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub queue: String,
+    /// Ready, waiting for a slot (pool, concurrency) or a worker.
+    pub scheduled: i64,
+    /// Claimed by a worker, not started yet.
+    pub queued: i64,
+    pub running: i64,
+}
+
+#[derive(FromQueryResult)]
+struct QueueStateCount {
+    queue: String,
+    state: String,
+    n: i64,
+}
+
+/// Per queue, how many task instances are scheduled, queued and running, by queue name.
+pub async fn queue_depths<C: ConnectionTrait>(c: &C) -> DbResult<Vec<QueueDepth>> {
+    let rows = QueueStateCount::find_by_statement(stmt(
+        c,
+        "SELECT queue, state, CAST(COUNT(*) AS BIGINT) AS n FROM task_instance \
+         WHERE state IN ('scheduled', 'queued', 'running') GROUP BY queue, state",
+        vec![],
+    ))
+    .all(c)
+    .await?;
+    let mut by_queue: std::collections::BTreeMap<String, QueueDepth> = Default::default();
+    for r in rows {
+        let d = by_queue
+            .entry(r.queue.clone())
+            .or_insert_with(|| QueueDepth {
+                queue: r.queue,
+                ..Default::default()
+            });
+        match r.state.as_str() {
+            "scheduled" => d.scheduled = r.n,
+            "queued" => d.queued = r.n,
+            _ => d.running = r.n,
+        }
+    }
+    Ok(by_queue.into_values().collect())
+}
+
+impl Process {
+    /// `alive`, `silent` (no heartbeat for longer than `timeout`: about to be declared
+    /// dead) or `stopped` (stopped, or declared dead).
+    pub fn condition(&self, now: DateTime<Utc>, timeout: std::time::Duration) -> &'static str {
+        if self.stopped_at.is_some() {
+            "stopped"
+        } else if (now - self.heartbeat_at).to_std().unwrap_or_default() > timeout {
+            "silent"
+        } else {
+            "alive"
+        }
+    }
+
+    /// Seconds since its last heartbeat.
+    pub fn heartbeat_age(&self, now: DateTime<Utc>) -> f64 {
+        (now - self.heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0
+    }
+
+    /// The heartbeat age as shown (`-` once stopped).
+    pub fn heartbeat_label(&self, now: DateTime<Utc>) -> String {
+        match self.stopped_at {
+            Some(_) => "-".into(),
+            None => format!("{:.1}s", self.heartbeat_age(now)),
+        }
+    }
+
+    /// Running tries out of its capacity (`-` when it runs none: a scheduler).
+    pub fn load_label(&self) -> String {
+        match self.capacity {
+            0 => "-".into(),
+            n => format!("{}/{n}", self.running),
+        }
+    }
+
+    /// The queues it serves: `all`, a list, or `-` when it runs no tries.
+    pub fn queues_label(&self) -> String {
+        match (self.capacity, self.queues.is_empty()) {
+            (0, _) => "-".into(),
+            (_, true) => "all".into(),
+            _ => self.queues.replace(',', ", "),
+        }
+    }
+}
+
+/// The processes of a deployment, the queues and the scheduler lease's holder.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub processes: Vec<Process>,
+    pub queues: Vec<QueueDepth>,
+    /// The engine holding the scheduler lease, and until when, if any holds it.
+    pub leader: Option<(String, DateTime<Utc>)>,
+}
+
+/// What `weft status` prints: live engines and those stopped in the last hour.
+pub async fn deployment<C: ConnectionTrait>(c: &C, now: DateTime<Utc>) -> DbResult<Deployment> {
+    let leader = super::lease::holder(c, super::lease::SCHEDULER)
+        .await?
+        .filter(|(_, until)| *until > now);
+    Ok(Deployment {
+        processes: processes(c, now - chrono::Duration::hours(1)).await?,
+        queues: queue_depths(c).await?,
+        leader,
+    })
+}

@@ -808,21 +808,36 @@ pub async fn read_log<C: ConnectionTrait>(c: &C, try_id: i64) -> DbResult<String
     Ok(chunks.into_iter().map(|c| c.content).collect())
 }
 
-/// Registers a worker (or re-registers it) as alive.
+/// What an engine registers about itself: who it is and what work it takes.
+#[derive(Debug, Clone)]
+pub struct NewWorker {
+    pub id: String,
+    pub hostname: String,
+    pub pid: i32,
+    /// `serve`, `scheduler`, `worker` or `local` (a one-DAG engine of the CLI).
+    pub role: &'static str,
+    /// The queues whose tries it runs; empty: all (or none, for a scheduler).
+    pub queues: Vec<String>,
+    /// Tries it runs at once; 0 when it runs none.
+    pub capacity: i32,
+}
+
+/// Registers a worker as alive.
 pub async fn register_worker<C: ConnectionTrait>(
     c: &C,
-    id: &str,
-    hostname: &str,
-    pid: i32,
+    w: &NewWorker,
     now: DateTime<Utc>,
 ) -> DbResult<()> {
     worker::Entity::insert(worker::ActiveModel {
-        id: Set(id.to_string()),
-        hostname: Set(hostname.to_string()),
-        pid: Set(pid),
+        id: Set(w.id.clone()),
+        hostname: Set(w.hostname.clone()),
+        pid: Set(w.pid),
         started_at: Set(now),
         heartbeat_at: Set(now),
         stopped_at: Set(None),
+        role: Set(w.role.to_string()),
+        queues: Set(w.queues.join(",")),
+        capacity: Set(w.capacity),
     })
     .exec_without_returning(c)
     .await?;

@@ -206,6 +206,18 @@ pub struct EngineOptions {
     pub poll_interval: Duration,
 }
 
+impl EngineOptions {
+    /// What this engine is, as `weft status` shows it.
+    pub fn role(&self) -> &'static str {
+        match (self.schedule, self.execute) {
+            _ if !self.only_dags.is_empty() => "local",
+            (true, true) => "serve",
+            (true, false) => "scheduler",
+            _ => "worker",
+        }
+    }
+}
+
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
@@ -322,14 +334,19 @@ impl Engine {
             "{hostname}-{pid}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        tasks::register_worker(
-            &db.conn,
-            &worker_id,
-            &hostname,
-            i32::try_from(pid).unwrap_or(0),
-            clock.now(),
-        )
-        .await?;
+        let me = tasks::NewWorker {
+            id: worker_id.clone(),
+            hostname: hostname.clone(),
+            pid: i32::try_from(pid).unwrap_or(0),
+            role: options.role(),
+            queues: options.queues.clone(),
+            capacity: if options.execute {
+                i32::try_from(config.parallelism).unwrap_or(i32::MAX)
+            } else {
+                0
+            },
+        };
+        tasks::register_worker(&db.conn, &me, clock.now()).await?;
         dags::sync_pools(&db.conn, &config.pool_slots()).await?;
         let warehouses = Warehouses::new(config.connections.clone().into_iter().collect());
         let permits = Arc::new(Semaphore::new(config.parallelism as usize));

@@ -202,7 +202,15 @@ async fn roundtrip(t: &TestDb) {
     }
 
     // Logs round-trip in order.
-    tasks::register_worker(&db.conn, "w1", "host", 1, now)
+    let w1 = tasks::NewWorker {
+        id: "w1".into(),
+        hostname: "host".into(),
+        pid: 1,
+        role: "worker",
+        queues: Vec::new(),
+        capacity: 1,
+    };
+    tasks::register_worker(&db.conn, &w1, now)
         .await
         .expect("worker");
     tasks::transition_by_task(

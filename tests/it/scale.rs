@@ -207,6 +207,12 @@ fn ran(c: &Cluster) -> Vec<String> {
         .collect()
 }
 
+fn status(c: &Cluster) -> serde_json::Value {
+    let o = run_in(c.path(), &["status", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
 fn trigger(c: &Cluster, dag: &str) -> String {
     let o = run_in(c.path(), &["trigger", dag, "--json"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -241,14 +247,73 @@ async fn a_worker_killed_mid_task_loses_its_try_to_another_worker_once() {
     };
     let mut c = Cluster::new(&pg.url, &[("slow", SLOW)]).await;
     c.start("scheduler", &["scheduler"], None);
-    c.start("w1", &["worker"], None);
-    c.start("w2", &["worker"], None);
+    c.start("w1", &["worker", "--concurrency", "3"], None);
+    c.start("w2", &["worker", "--queues", "default,reports"], None);
     c.recorded("slow").await;
     let run_id = trigger(&c, "slow");
     c.slow_started().await;
+    // `weft status` lists the three processes, which leads, who runs the try.
+    let before = status(&c);
+    let roles: Vec<(String, bool, i64, i64)> = before["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .map(|p| {
+            (
+                p["role"].as_str().unwrap_or("").to_string(),
+                p["leader"].as_bool().unwrap_or(false),
+                p["running"].as_i64().unwrap_or(-1),
+                p["capacity"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(roles.len(), 3, "{before}");
+    assert!(roles.contains(&("scheduler".into(), true, 0, 0)), "{before}");
+    assert_eq!(
+        roles.iter().filter(|r| r.0 == "worker").map(|r| r.2).sum::<i64>(),
+        1,
+        "{before}"
+    );
+    assert!(roles.iter().any(|r| r.0 == "worker" && r.3 == 3), "{before}");
+    assert!(
+        before["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .any(|p| p["queues"] == serde_json::json!(["default", "reports"])),
+        "{before}"
+    );
+    assert_eq!(
+        before["queues"],
+        serde_json::json!([{"queue": "default", "scheduled": 0, "queued": 0, "running": 1}]),
+        "{before}"
+    );
     let victim = c.holder_of("slow").await;
     c.procs[victim].kill9();
     c.run_finished().await;
+    // The killed worker is listed as stopped (declared dead), the others alive.
+    let after = status(&c);
+    let conditions: Vec<&str> = after["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .map(|p| p["condition"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        conditions.iter().filter(|c| **c == "stopped").count(),
+        1,
+        "{after}"
+    );
+    assert_eq!(
+        conditions.iter().filter(|c| **c == "alive").count(),
+        2,
+        "{after}"
+    );
+    let table = run_in(c.path(), &["status"]);
+    assert!(table.status.success(), "{}", text(&table));
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains("scheduler (leader)"), "{table}");
+    assert!(table.contains("default, reports"), "{table}");
     let state = c.rows("SELECT state FROM dag_run").await[0]
         .try_get_by_index::<String>(0)
         .expect("state");

@@ -1407,6 +1407,36 @@ async fn a_favicon_and_a_login_link_on_the_401_page() {
 }
 
 #[tokio::test]
+async fn the_health_page_lists_the_engine_and_the_queues() {
+    let (_t, env, router) = setup().await;
+    let mut c = Client::new(router);
+    // This engine plans no cron runs (the tests' engines don't): give it the lease.
+    let held = weft::db::lease::hold(
+        &env.db.conn,
+        weft::db::lease::SCHEDULER,
+        &env.engine.shared.worker_id,
+        Utc::now(),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .expect("lease");
+    assert!(held);
+    let page = c.get("/dashboard").await.body;
+    let table = page
+        .split("id=\"processes\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .expect("a table of processes");
+    // One engine: the all-in-one serve, alive, holding the lease, running every queue.
+    assert_eq!(table.matches("<tr><td>").count(), 1, "{table}");
+    assert!(table.contains("serve <span class=\"tag\">leader</span>"), "{table}");
+    assert!(table.contains(">alive<"), "{table}");
+    assert!(table.contains("<td>all</td>"), "{table}");
+    assert!(page.contains("No task instance is waiting or running."), "{page}");
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn the_failure_trend_has_a_point_for_each_of_14_days() {
     let (_t, env, router) = setup().await;
     let run = env.trigger("fine").await;

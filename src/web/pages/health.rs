@@ -60,9 +60,26 @@ fn lag_rows(lags: HashMap<String, Vec<f64>>) -> Vec<LagRow> {
     rows
 }
 
+/// A scheduler or worker, as the Health page lists it.
+#[derive(Debug, Clone)]
+pub struct ProcessRow {
+    pub id: String,
+    pub role: String,
+    pub leader: bool,
+    pub condition: &'static str,
+    /// The state colour: alive as success, silent as up for retry, stopped as removed.
+    pub class: &'static str,
+    pub heartbeat: String,
+    pub load: String,
+    pub queues: String,
+    pub host: String,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
 pub struct DashboardPage {
+    pub processes: Vec<ProcessRow>,
+    pub queues: Vec<stats::QueueDepth>,
     pub freshness: Vec<LagRow>,
     pub turnaround: Vec<LagRow>,
     pub layout: Layout,
@@ -124,6 +141,30 @@ pub async fn dashboard(State(state): State<AppState>, pg: Page) -> Result<Respon
     let dag_rates = rate_rows(by_dag, true, daily);
     let kind_rates = rate_rows(by_kind, false, &HashMap::new());
     let live = stats::live_task_counts(c).await?;
+    let deployment = stats::deployment(c, now).await?;
+    let leader = deployment.leader.map(|(h, _)| h);
+    let processes = deployment
+        .processes
+        .iter()
+        .map(|p| {
+            let condition = p.condition(now, state.config.heartbeat_timeout);
+            ProcessRow {
+                leader: leader.as_deref() == Some(p.id.as_str()),
+                class: match condition {
+                    "alive" => "s-success",
+                    "silent" => "s-up_for_retry",
+                    _ => "s-removed",
+                },
+                condition,
+                heartbeat: p.heartbeat_label(now),
+                load: p.load_label(),
+                queues: p.queues_label(),
+                host: format!("{}:{}", p.hostname, p.pid),
+                role: p.role.clone(),
+                id: p.id.clone(),
+            }
+        })
+        .collect();
     let slow = figures
         .slow
         .iter()
@@ -139,6 +180,8 @@ pub async fn dashboard(State(state): State<AppState>, pg: Page) -> Result<Respon
     let freshness = lag_rows(figures.freshness.clone());
     let turnaround = lag_rows(figures.turnaround.clone());
     Ok(pg.render(DashboardPage {
+        processes,
+        queues: deployment.queues,
         freshness,
         turnaround,
         layout,
