@@ -268,13 +268,23 @@ async fn a_worker_killed_mid_task_loses_its_try_to_another_worker_once() {
         })
         .collect();
     assert_eq!(roles.len(), 3, "{before}");
-    assert!(roles.contains(&("scheduler".into(), true, 0, 0)), "{before}");
+    assert!(
+        roles.contains(&("scheduler".into(), true, 0, 0)),
+        "{before}"
+    );
     assert_eq!(
-        roles.iter().filter(|r| r.0 == "worker").map(|r| r.2).sum::<i64>(),
+        roles
+            .iter()
+            .filter(|r| r.0 == "worker")
+            .map(|r| r.2)
+            .sum::<i64>(),
         1,
         "{before}"
     );
-    assert!(roles.iter().any(|r| r.0 == "worker" && r.3 == 3), "{before}");
+    assert!(
+        roles.iter().any(|r| r.0 == "worker" && r.3 == 3),
+        "{before}"
+    );
     assert!(
         before["processes"]
             .as_array()
@@ -938,4 +948,191 @@ async fn two_schedulers_starting_queued_runs_keep_max_active_runs() {
     }
     env.stop().await;
     t.cleanup().await;
+}
+
+/// A soak DAG of 20 tasks in a binary tree (task i depends on task (i-1)/2), one daily
+/// run due. `fail_once` tasks fail their first try and are retried; `fail_always`
+/// tasks fail for good (their subtrees end `upstream_failed`, the run `failed`). Every
+/// third task takes a slot of the `soak` pool.
+fn soak_dag(fail_once: &[usize], fail_always: &[usize]) -> String {
+    let start = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let mut s =
+        format!("schedule = \"0 0 * * *\"\nstart_date = \"{start}T00:00:00Z\"\ncatchup = true\n");
+    for i in 0..20 {
+        let command = if fail_always.contains(&i) {
+            "sleep 0.05; exit 3"
+        } else if fail_once.contains(&i) {
+            "sleep 0.05; test {{ try_number }} -gt 1"
+        } else {
+            "sleep 0.05"
+        };
+        // Retries also cover tries lost with a killed worker.
+        let retries = if fail_always.contains(&i) { 0 } else { 5 };
+        s.push_str(&format!(
+            "[tasks.t{i}]\nkind = \"shell\"\ncommand = \"{command}\"\nretries = {retries}\nretry_delay = \"1s\"\n"
+        ));
+        if i % 3 == 0 {
+            s.push_str("pool = \"soak\"\n");
+        }
+        if i > 0 {
+            s.push_str(&format!("depends_on = [\"t{}\"]\n", (i - 1) / 2));
+        }
+    }
+    s
+}
+
+/// xorshift64: the soak's choices, reproducible from the seed it prints.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+const SOAK_POOL_SLOTS: i64 = 3;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn soak_two_schedulers_three_workers_random_failures_and_kills() {
+    let Some(pg) = crate::support::postgres_db().await else {
+        return;
+    };
+    // A new seed each run; WEFT_SOAK_SEED replays one.
+    let seed = std::env::var("WEFT_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+        | 1;
+    println!("soak seed {seed} (WEFT_SOAK_SEED replays it)");
+    let mut rng = Rng(seed);
+    let mut dags = Vec::new();
+    let mut failing = 0;
+    for d in 0..50 {
+        let fail_once: Vec<usize> = (0..3).map(|_| rng.below(20)).collect();
+        let fail_always: Vec<usize> = if d % 10 == 0 {
+            failing += 1;
+            vec![1 + rng.below(19)]
+        } else {
+            Vec::new()
+        };
+        dags.push((format!("soak_{d:02}"), soak_dag(&fail_once, &fail_always)));
+    }
+    let refs: Vec<(&str, &str)> = dags.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    let mut c = Cluster::new(&pg.url, &refs).await;
+    let config = c.path().join("weft.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("[pools]\nsoak = {SOAK_POOL_SLOTS}\n"));
+    std::fs::write(&config, text).expect("config");
+    // Each process on its own "host", so a killed one is found by its silence.
+    let roles: [(&str, &[&str]); 5] = [
+        ("s1", &["scheduler"]),
+        ("s2", &["scheduler"]),
+        ("w1", &["worker", "--concurrency", "6"]),
+        ("w2", &["worker", "--concurrency", "6"]),
+        ("w3", &["worker", "--concurrency", "6"]),
+    ];
+    let mut live: Vec<usize> = roles
+        .iter()
+        .map(|(name, args)| c.start(name, args, Some(&format!("host-{name}"))))
+        .collect();
+    // Kill a random process every 1-3 s, eight times, restarting it at once.
+    let mut kills = Vec::new();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(1000 + 250 * rng.below(9) as u64)).await;
+        let r = rng.below(roles.len());
+        c.procs[live[r]].kill9();
+        kills.push(roles[r].0);
+        let (name, args) = roles[r];
+        live[r] = c.start(
+            &format!("{name}-{}", kills.len()),
+            args,
+            Some(&format!("host-{name}")),
+        );
+    }
+    println!("killed {kills:?}");
+    c.until("every run to end", Duration::from_secs(180), || async {
+        c.int("SELECT COUNT(*) FROM dag_run").await == 50
+            && c.int("SELECT COUNT(*) FROM dag_run WHERE state IN ('success', 'failed')")
+                .await
+                == 50
+    })
+    .await;
+    // One run per DAG, each terminal with terminal task instances.
+    assert_eq!(
+        c.int("SELECT COUNT(*) FROM dag_run WHERE state = 'failed'")
+            .await,
+        failing,
+        "seed {seed}"
+    );
+    assert_eq!(
+        c.int("SELECT COUNT(*) FROM task_instance WHERE state NOT IN ('success', 'failed', 'upstream_failed')")
+            .await,
+        0,
+        "seed {seed}"
+    );
+    // Every succeeded task has exactly one successful try; no other has any.
+    assert_eq!(
+        c.int("SELECT COUNT(*) FROM task_instance ti WHERE (ti.state = 'success') <> \
+               ((SELECT COUNT(*) FROM task_try t WHERE t.task_instance_id = ti.id AND t.state = 'success') = 1)")
+            .await,
+        0,
+        "seed {seed}"
+    );
+    assert_eq!(
+        c.int(
+            "SELECT COUNT(*) FROM (SELECT task_instance_id FROM task_try WHERE state = 'success' \
+               GROUP BY task_instance_id HAVING COUNT(*) > 1) x"
+        )
+        .await,
+        0,
+        "seed {seed}"
+    );
+    assert_eq!(
+        c.int("SELECT COUNT(*) FROM task_try WHERE state = 'running' OR ended_at IS NULL")
+            .await,
+        0,
+        "seed {seed}"
+    );
+    // The pool was never over its slots: replay the tries of its tasks in time order.
+    let rows = c
+        .rows(
+            "SELECT t.started_at, t.ended_at FROM task_try t \
+             JOIN task_instance ti ON ti.id = t.task_instance_id WHERE ti.pool = 'soak'",
+        )
+        .await;
+    let mut events: Vec<(chrono::DateTime<chrono::Utc>, i64)> = Vec::new();
+    for r in &rows {
+        events.push((r.try_get_by_index(0).expect("start"), 1));
+        events.push((r.try_get_by_index(1).expect("end"), -1));
+    }
+    // Ends before starts at the same instant: a slot freed and taken at once.
+    events.sort();
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in &events {
+        now += d;
+        most = most.max(now);
+    }
+    assert!(rows.len() >= 50 * 7, "{} pool tries", rows.len());
+    assert!(
+        most <= SOAK_POOL_SLOTS,
+        "{most} tries of the soak pool at once (seed {seed})"
+    );
+    assert!(most >= 2, "the pool was never shared: {most}");
+    let lost = c
+        .int("SELECT COUNT(*) FROM task_try WHERE error LIKE '%heartbeat%'")
+        .await;
+    println!(
+        "{} tries, {lost} lost with a killed worker, pool peak {most}/{SOAK_POOL_SLOTS}",
+        c.int("SELECT COUNT(*) FROM task_try").await
+    );
+    drop(c);
+    pg.cleanup().await;
 }

@@ -1429,10 +1429,16 @@ async fn the_health_page_lists_the_engine_and_the_queues() {
         .expect("a table of processes");
     // One engine: the all-in-one serve, alive, holding the lease, running every queue.
     assert_eq!(table.matches("<tr><td>").count(), 1, "{table}");
-    assert!(table.contains("serve <span class=\"tag\">leader</span>"), "{table}");
+    assert!(
+        table.contains("serve <span class=\"tag\">leader</span>"),
+        "{table}"
+    );
     assert!(table.contains(">alive<"), "{table}");
     assert!(table.contains("<td>all</td>"), "{table}");
-    assert!(page.contains("No task instance is waiting or running."), "{page}");
+    assert!(
+        page.contains("No task instance is waiting or running."),
+        "{page}"
+    );
     env.stop().await;
 }
 
