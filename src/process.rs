@@ -266,7 +266,8 @@ pub async fn run_shell(
     log: &mut impl Output,
     on_spawn: impl AsyncFnOnce(i32),
 ) -> std::io::Result<Exit> {
-    let mut cmd = Command::new("sh");
+    // The shell by its path, as system(3) does: no search of the task's PATH.
+    let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(command)
         .current_dir(cwd)

@@ -11,6 +11,13 @@ use crate::db::{Db, tasks};
 const CHUNK_BYTES: usize = 64 * 1024;
 const CHUNK_AGE: Duration = Duration::from_secs(1);
 
+/// The last chunk of a try's log, written with the try's result.
+#[derive(Debug, Clone)]
+pub struct LogTail {
+    pub seq: i32,
+    pub content: String,
+}
+
 /// Collects the output of one try.
 #[derive(Debug)]
 pub struct LogSink {
@@ -82,6 +89,23 @@ impl LogSink {
         {
             self.flush().await;
         }
+    }
+
+    /// What is still buffered, as the log's next chunk, for the caller to write in a
+    /// transaction of its own (the end of a try is written with its result).
+    pub fn take_tail(&mut self) -> Option<LogTail> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let chunk = std::mem::take(&mut self.buf);
+        self.first_buffered = None;
+        let tail = LogTail {
+            seq: self.seq,
+            content: chunk,
+        };
+        self.seq += 1;
+        self.written += tail.content.len();
+        Some(tail)
     }
 
     /// Writes what is buffered. A failed write is logged, not fatal: the try goes on.

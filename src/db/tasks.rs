@@ -335,7 +335,7 @@ pub async fn claim<C: ConnectionTrait>(
         );
     }
     let candidates = q.all(c).await?;
-    let mut chosen = Vec::new();
+    let mut chosen: Vec<Ti> = Vec::new();
     for ti in candidates {
         if chosen.len() as u64 >= limits.capacity {
             break;
@@ -348,12 +348,13 @@ pub async fn claim<C: ConnectionTrait>(
         }
         free.insert(ti.pool.clone(), pool_free - slots);
         dag_room.insert(ti.dag_id.clone(), room - 1);
-        chosen.push(ti.id);
+        chosen.push(ti);
     }
     if chosen.is_empty() {
         return Ok(Vec::new());
     }
-    task_instance::Entity::update_many()
+    let ids: Vec<i64> = chosen.iter().map(|t| t.id).collect();
+    let res = task_instance::Entity::update_many()
         .col_expr(
             task_instance::Column::State,
             Expr::value(CLAIM.to[0].as_str()),
@@ -362,12 +363,24 @@ pub async fn claim<C: ConnectionTrait>(
         .col_expr(task_instance::Column::Hostname, Expr::value(hostname))
         .col_expr(task_instance::Column::QueuedAt, Expr::value(now))
         .col_expr(task_instance::Column::UpdatedAt, Expr::value(now))
-        .filter(task_instance::Column::Id.is_in(chosen.clone()))
+        .filter(task_instance::Column::Id.is_in(ids.clone()))
         .filter(task_instance::Column::State.is_in(CLAIM.from_strs()))
         .exec(c)
         .await?;
+    if res.rows_affected == chosen.len() as u64 {
+        // Every chosen row moved (they were read in this transaction, locked on
+        // PostgreSQL): they are what a re-read would return.
+        for ti in &mut chosen {
+            ti.state = TaskState::Queued;
+            ti.worker_id = Some(worker_id.to_string());
+            ti.hostname = Some(hostname.to_string());
+            ti.queued_at = Some(now);
+            ti.updated_at = now;
+        }
+        return Ok(chosen);
+    }
     Ok(task_instance::Entity::find()
-        .filter(task_instance::Column::Id.is_in(chosen))
+        .filter(task_instance::Column::Id.is_in(ids))
         .filter(task_instance::Column::State.eq(TaskState::Queued.as_str()))
         .filter(task_instance::Column::WorkerId.eq(worker_id))
         .order_by_desc(task_instance::Column::Priority)
@@ -470,20 +483,15 @@ pub async fn start_tries<C: ConnectionTrait>(
             pid: Set(None),
         })
         .collect();
+    let mut tries: HashMap<(i64, i32), i64> = HashMap::new();
     for chunk in rows.chunks(500) {
-        task_try::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(c)
-            .await?;
+        for t in task_try::Entity::insert_many(chunk.to_vec())
+            .exec_with_returning(c)
+            .await?
+        {
+            tries.insert((t.task_instance_id, t.try_number), t.id);
+        }
     }
-    let ti_ids: Vec<i64> = started.iter().map(|t| t.id).collect();
-    let tries: HashMap<(i64, i32), i64> = task_try::Entity::find()
-        .filter(task_try::Column::TaskInstanceId.is_in(ti_ids))
-        .filter(task_try::Column::State.eq(TryState::Running.as_str()))
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|t| ((t.task_instance_id, t.try_number), t.id))
-        .collect();
     let mut run_ids: Vec<i64> = started.iter().map(|t| t.dag_run_id).collect();
     run_ids.sort_unstable();
     run_ids.dedup();

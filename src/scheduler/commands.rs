@@ -269,6 +269,9 @@ pub struct FinishItem {
     /// move): the line written to the try's log, in the same transaction as the fenced
     /// update, so it is written exactly when the rescue happens.
     pub lost: Option<String>,
+    /// The end of the try's log, written in the same transaction as its result (one
+    /// commit less per try).
+    pub log_tail: Option<crate::tasklog::LogTail>,
 }
 
 /// Records the end of a try and, in the same transaction, schedules what it unblocks:
@@ -288,6 +291,7 @@ pub async fn finish_try(
         worker_id: worker_id.to_string(),
         outcome: outcome.clone(),
         lost: None,
+        log_tail: None,
     };
     let mut out = finish_tries(db, reg, std::slice::from_ref(&item), now).await?;
     out.pop()
@@ -351,6 +355,10 @@ pub async fn finish_tries(
         } else {
             &m::FINISH
         };
+        if let Some(tail) = &it.log_tail {
+            // Written whether or not the result is: it is what the try printed.
+            tasks::append_log(&txn, it.try_id, tail.seq, &tail.content, now).await?;
+        }
         let recorded = tasks::finish_try(
             &txn,
             mv,
@@ -489,6 +497,7 @@ pub async fn rescue(
                 worker_id: worker,
                 outcome: TryOutcome::failed(reason),
                 lost: Some(format!("[weft] this try was lost: {reason}\n")),
+                log_tail: None,
             };
             finish_tries(db, reg, &[item], now).await?;
         }

@@ -916,26 +916,22 @@ impl Engine {
             queues: s.options.queues.clone(),
             excluded_dags: paused.into_iter().collect(),
         };
+        // Claiming and starting are one transaction: a claim never outlives a failed
+        // start, and a try costs one commit less.
         let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
-        let claimed = tasks::claim(&txn, &s.worker_id, &s.hostname, &limits, s.clock.now()).await?;
-        txn.commit().await?;
+        let now = s.clock.now();
+        let claimed = tasks::claim(&txn, &s.worker_id, &s.hostname, &limits, now).await?;
         if claimed.is_empty() {
+            txn.commit().await?;
             return Ok(0);
         }
-        // Claimed (queued) instances start at once, together: one transaction counts
-        // their tries and records them.
         let ids: Vec<i64> = claimed.iter().map(|t| t.id).collect();
-        let started = match self.start_claimed(&ids).await {
-            Ok(started) => started,
-            Err(e) => {
-                // Hand the claims back at once (if the database answers; otherwise the
-                // heartbeat releases them later).
-                for id in &ids {
-                    let _ = tasks::unclaim(&s.db.conn, *id, &s.worker_id, s.clock.now()).await;
-                }
-                return Err(e);
-            }
-        };
+        // Read after the claim took its lock: a try's start is after the end of the try
+        // whose slot it took (the try history shows pools and limits honestly).
+        let started_at = s.clock.now();
+        let started =
+            tasks::start_tries(&txn, &ids, &s.worker_id, &s.hostname, started_at).await?;
+        txn.commit().await?;
         let n = started.len();
         for (st, run) in started {
             let Ok(permit) = s.permits.clone().try_acquire_owned() else {
@@ -952,18 +948,6 @@ impl Engine {
             });
         }
         Ok(n)
-    }
-
-    async fn start_claimed(
-        &self,
-        ids: &[i64],
-    ) -> DbResult<Vec<(tasks::StartedTry, crate::db::rows::Run)>> {
-        let s = &self.shared;
-        let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
-        let started =
-            tasks::start_tries(&txn, ids, &s.worker_id, &s.hostname, s.clock.now()).await?;
-        txn.commit().await?;
-        Ok(started)
     }
 
     /// The DAGs this engine claims from with their `max_active_tasks`, rebuilt only

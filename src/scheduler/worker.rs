@@ -46,7 +46,6 @@ pub async fn run_started(
         None => log.line("[weft] task succeeded").await,
         Some(e) => log.line(&format!("[weft] task failed: {e}")).await,
     }
-    log.flush().await;
     let (reply, wait) = tokio::sync::oneshot::channel();
     let item = commands::FinishItem {
         ti: ti.clone(),
@@ -54,6 +53,7 @@ pub async fn run_started(
         worker_id: shared.worker_id.clone(),
         outcome: outcome.clone(),
         lost: None,
+        log_tail: log.take_tail(),
     };
     let finished = match shared
         .finisher

@@ -431,9 +431,9 @@ async fn upgrading_mends_rows_an_older_weft_left_untied() {
             .await
             .expect("insert")
             .expect("new");
-        // Before the invariants: a finished task without an end, a queued one without a
+        // Before the invariants (m0005 and the two after it undone): a finished task without an end, a queued one without a
         // worker, a finished run without an end.
-        migration::Migrator::down(&db.conn, Some(2))
+        migration::Migrator::down(&db.conn, Some(3))
             .await
             .expect("down");
         for sql in [
