@@ -93,7 +93,22 @@ impl Db {
         } else {
             opts.max_connections(10).min_connections(1);
         }
-        let conn = Database::connect(opts).await?;
+        // Two processes opening a new SQLite file at once (`weft serve` and a `weft
+        // trigger` started beside it) can find it locked while the other one switches
+        // it to WAL or migrates it, before the busy timeout applies: try again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let conn = loop {
+            match Database::connect(opts.clone()).await {
+                Err(e)
+                    if url.starts_with("sqlite:")
+                        && e.to_string().contains("database is locked")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                r => break r?,
+            }
+        };
         Ok(Db {
             read: conn.clone(),
             conn,

@@ -219,10 +219,23 @@ fn serve(dir: &Path) -> Serve {
             .current_dir(dir)
             .arg("serve")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("serve.log")).expect("serve.log"))
             .spawn()
             .expect("spawn serve"),
     )
+}
+
+/// Prints the server's log when the test fails, so a CI failure says what
+/// the server saw.
+struct PrintOnPanic(PathBuf);
+
+impl Drop for PrintOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
+            eprintln!("--- {} ---\n{log}", self.0.display());
+        }
+    }
 }
 
 fn tasks_json(dir: &Path, run_id: &str) -> serde_json::Value {
@@ -282,6 +295,7 @@ depends_on = ["slow"]
         .as_str()
         .expect("run id")
         .to_string();
+    let _print = PrintOnPanic(dir.join("serve.log"));
     wait_for("slow to run", Duration::from_secs(30), || {
         tasks_json(&dir, &run_id).as_array().is_some_and(|a| {
             a.iter()
