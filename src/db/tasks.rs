@@ -794,15 +794,28 @@ pub async fn append_log<C: ConnectionTrait>(
     content: &str,
     now: DateTime<Utc>,
 ) -> DbResult<()> {
-    task_log::Entity::insert(task_log::ActiveModel {
-        id: NotSet,
-        task_try_id: Set(try_id),
-        seq: Set(seq),
-        content: Set(content.to_string()),
-        created_at: Set(now),
-    })
-    .exec_without_returning(c)
-    .await?;
+    append_logs(c, &[(try_id, seq, content)], now).await
+}
+
+/// Appends chunks of tries' logs (`(try id, seq, content)`) in one statement per 500.
+pub async fn append_logs<C: ConnectionTrait>(
+    c: &C,
+    chunks: &[(i64, i32, &str)],
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    for part in chunks.chunks(500) {
+        task_log::Entity::insert_many(part.iter().map(|(try_id, seq, content)| {
+            task_log::ActiveModel {
+                id: NotSet,
+                task_try_id: Set(*try_id),
+                seq: Set(*seq),
+                content: Set(content.to_string()),
+                created_at: Set(now),
+            }
+        }))
+        .exec_without_returning(c)
+        .await?;
+    }
     Ok(())
 }
 

@@ -322,13 +322,17 @@ pub async fn finish_tries(
         }
     }
     let txn = db.conn.begin().await?;
-    // Runs are locked in id order so concurrent batches cannot deadlock.
-    let mut locked: HashMap<i64, dag_run::Model> = HashMap::new();
-    for id in &run_ids {
-        if let Some(r) = runs::lock_run(&txn, *id).await? {
-            locked.insert(*id, r);
-        }
-    }
+    // The ends of the tries' logs, whether or not their results are recorded below: it
+    // is what the tries printed.
+    let tails: Vec<(i64, i32, &str)> = items
+        .iter()
+        .filter_map(|it| {
+            it.log_tail
+                .as_ref()
+                .map(|t| (it.try_id, t.seq, t.content.as_str()))
+        })
+        .collect();
+    tasks::append_logs(&txn, &tails, now).await?;
     let mut out = Vec::with_capacity(items.len());
     let mut to_evaluate: BTreeMap<i64, usize> = BTreeMap::new();
     for it in items {
@@ -355,10 +359,6 @@ pub async fn finish_tries(
         } else {
             &m::FINISH
         };
-        if let Some(tail) = &it.log_tail {
-            // Written whether or not the result is: it is what the try printed.
-            tasks::append_log(&txn, it.try_id, tail.seq, &tail.content, now).await?;
-        }
         let recorded = tasks::finish_try(
             &txn,
             mv,
@@ -384,9 +384,22 @@ pub async fn finish_tries(
             recorded,
             state,
             run_finished: None,
-            run: locked.get(&ti.dag_run_id).cloned(),
+            run: None,
             dag,
         });
+    }
+    // The runs are locked only now, for their evaluation: the fenced updates above
+    // touch this batch's own rows, so batches of other workers record their tries in
+    // parallel and take turns only to evaluate a run they share. Locked in id order so
+    // concurrent batches cannot deadlock.
+    let mut locked: HashMap<i64, dag_run::Model> = HashMap::new();
+    for id in &run_ids {
+        if let Some(r) = runs::lock_run(&txn, *id).await? {
+            locked.insert(*id, r);
+        }
+    }
+    for (f, it) in out.iter_mut().zip(items) {
+        f.run = locked.get(&it.ti.dag_run_id).cloned();
     }
     for (run_id, last_item) in to_evaluate {
         let (Some(run), Some(dag)) = (locked.get(&run_id), defs.get(&run_id)) else {

@@ -916,22 +916,44 @@ impl Engine {
             queues: s.options.queues.clone(),
             excluded_dags: paused.into_iter().collect(),
         };
-        // Claiming and starting are one transaction: a claim never outlives a failed
-        // start, and a try costs one commit less.
+        // On SQLite (one writer) claiming and starting are one transaction: a try
+        // costs one commit less. On PostgreSQL the claim commits first: its lock
+        // serialises every worker's claims, so it is held for the claim only.
         let txn = sea_orm::TransactionTrait::begin(&s.db.conn).await?;
-        let now = s.clock.now();
-        let claimed = tasks::claim(&txn, &s.worker_id, &s.hostname, &limits, now).await?;
-        if claimed.is_empty() {
-            txn.commit().await?;
-            return Ok(0);
-        }
+        let claimed = tasks::claim(&txn, &s.worker_id, &s.hostname, &limits, s.clock.now()).await?;
         let ids: Vec<i64> = claimed.iter().map(|t| t.id).collect();
+        let apart = s.db.is_postgres() || ids.is_empty();
+        let txn = if apart {
+            txn.commit().await?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            sea_orm::TransactionTrait::begin(&s.db.conn).await?
+        } else {
+            txn
+        };
         // Read after the claim took its lock: a try's start is after the end of the try
         // whose slot it took (the try history shows pools and limits honestly).
         let started_at = s.clock.now();
-        let started =
-            tasks::start_tries(&txn, &ids, &s.worker_id, &s.hostname, started_at).await?;
-        txn.commit().await?;
+        let start = async {
+            let started =
+                tasks::start_tries(&txn, &ids, &s.worker_id, &s.hostname, started_at).await?;
+            txn.commit().await?;
+            DbResult::Ok(started)
+        };
+        let started = match start.await {
+            Ok(started) => started,
+            Err(e) => {
+                if apart {
+                    // Hand the claims back at once (if the database answers; otherwise
+                    // the heartbeat releases them later).
+                    for id in &ids {
+                        let _ = tasks::unclaim(&s.db.conn, *id, &s.worker_id, s.clock.now()).await;
+                    }
+                }
+                return Err(e);
+            }
+        };
         let n = started.len();
         for (st, run) in started {
             let Ok(permit) = s.permits.clone().try_acquire_owned() else {
