@@ -1,7 +1,7 @@
 //! `cargo bench --bench scale`: the scheduler with many DAGs, and the web server under
 //! load while the engine runs. Prints a table and rewrites its block of BENCHMARKS.md.
 //!
-//! `WEFT_BENCH_ONLY=scheduler|load` runs one part (and leaves BENCHMARKS.md alone);
+//! `WEFT_BENCH_ONLY=scheduler|throughput|load` runs one part (and leaves BENCHMARKS.md alone);
 //! `WEFT_BENCH_POSTGRES_URL` (or `WEFT_TEST_POSTGRES_URL`) adds PostgreSQL;
 //! `WEFT_BENCH_LOAD_SECS` (60) is how long the load lasts.
 
@@ -594,6 +594,188 @@ async fn web_load(pg: Option<&str>, secs: u64, rows: &mut Rows) {
     ));
 }
 
+/// A child process of the bench, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `weft <args>` in `dir`, quiet.
+fn spawn_weft(dir: &Path, args: &[&str]) -> Child {
+    Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .current_dir(dir)
+            .env("WEFT_LOG", "weft=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("weft"),
+    )
+}
+
+async fn pg_floats(db: &Db, sql: &str) -> Vec<f64> {
+    db.conn
+        .query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.try_get_by_index::<f64>(0).expect("float"))
+        .collect()
+}
+
+/// Triggers `dag` from the CLI and waits for its run; its duration (created to ended,
+/// from the database) in seconds, and the run's primary key.
+async fn run_once(dir: &Path, db: &Db, dag: &str) -> (f64, i64) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["trigger", dag, "--json"])
+        .current_dir(dir)
+        .env("WEFT_LOG", "weft=warn")
+        .output()
+        .expect("trigger");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("trigger json");
+    let run_id = v["run_id"].as_str().expect("run id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let rows = db
+            .conn
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!(
+                    "SELECT id, state, EXTRACT(EPOCH FROM (ended_at - created_at))::float8 FROM dag_run WHERE dag_id = '{dag}' AND run_id = '{run_id}'"
+                ),
+            ))
+            .await
+            .expect("run");
+        if let Some(r) = rows.first() {
+            let state: String = r.try_get_by_index(1).expect("state");
+            if state == "success" || state == "failed" {
+                assert_eq!(state, "success", "{dag} {run_id}");
+                return (
+                    r.try_get_by_index::<f64>(2).expect("secs"),
+                    r.try_get_by_index::<i64>(0).expect("id"),
+                );
+            }
+        }
+        assert!(Instant::now() < deadline, "{dag} did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The peer kit's W2 (start -> 100 `true` -> join) on PostgreSQL with a scheduler and
+/// two workers, then 2,000 no-op tries fanned out over four: tries per second and the
+/// claim latency (from a claim's start to its tries' start: the claim lock's wait and
+/// the candidate reads), p50 and p99.
+async fn throughput(pg: &str, rows: &mut Rows) {
+    const FAN: usize = 2_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("dags");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let mut w2 = String::from(
+        "schedule = \"none\"\nmax_active_tasks = 128\n[tasks.start]\nkind = \"shell\"\ncommand = \"true\"\n",
+    );
+    for i in 1..=100 {
+        let _ = write!(
+            w2,
+            "[tasks.m{i}]\nkind = \"shell\"\ncommand = \"true\"\ndepends_on = [\"start\"]\n"
+        );
+    }
+    let all: Vec<String> = (1..=100).map(|i| format!("\"m{i}\"")).collect();
+    let _ = write!(
+        w2,
+        "[tasks.join]\nkind = \"shell\"\ncommand = \"true\"\ndepends_on = [{}]\n",
+        all.join(", ")
+    );
+    std::fs::write(folder.join("w2.toml"), w2).expect("write");
+    let mut fan =
+        format!("schedule = \"none\"\nmax_active_tasks = {FAN}\n[tasks.start]\nkind = \"noop\"\n");
+    for i in 0..FAN {
+        let _ = write!(
+            fan,
+            "[tasks.n{i}]\nkind = \"noop\"\ndepends_on = [\"start\"]\n"
+        );
+    }
+    std::fs::write(folder.join("fan.toml"), fan).expect("write");
+    let (url, pg_name) = fresh_db(dir.path(), Some(pg)).await;
+    std::fs::write(
+        dir.path().join("weft.toml"),
+        format!("database_url = \"{url}\"\ndefault_pool_slots = 100000\n"),
+    )
+    .expect("config");
+    let db = Db::connect(&url).await.expect("db");
+    db.migrate().await.expect("migrate");
+    let mut procs = vec![spawn_weft(dir.path(), &["scheduler"])];
+    for _ in 0..2 {
+        procs.push(spawn_weft(dir.path(), &["worker", "--concurrency", "32"]));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg_floats(&db, "SELECT COUNT(*)::float8 FROM dag").await[0] < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the scheduler did not record the DAGs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run_once(dir.path(), &db, "w2").await; // warm-up
+    let mut w2_times = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        w2_times.push(run_once(dir.path(), &db, "w2").await.0);
+    }
+    let w2_median = median(w2_times.clone());
+    rows.push((
+        "W2 (1 + 100 + 1 shell tasks), PostgreSQL, 2 workers: run, median of 5".into(),
+        format!(
+            "{:.0} ms (min {:.0}, max {:.0})",
+            w2_median * 1e3,
+            w2_times.iter().cloned().fold(f64::INFINITY, f64::min) * 1e3,
+            w2_times.iter().cloned().fold(0.0, f64::max) * 1e3
+        ),
+        "< 500 ms".into(),
+    ));
+    for _ in 0..2 {
+        procs.push(spawn_weft(dir.path(), &["worker", "--concurrency", "32"]));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, run_pk) = run_once(dir.path(), &db, "fan").await;
+    let span = pg_floats(
+        &db,
+        &format!(
+            "SELECT EXTRACT(EPOCH FROM (MAX(ended_at) - MIN(started_at)))::float8 FROM task_try WHERE dag_run_id = {run_pk} AND task_id <> 'start'"
+        ),
+    )
+    .await[0];
+    rows.push((
+        format!("{FAN} no-op tries, PostgreSQL, 4 workers x 32: tries per second"),
+        format!("{:.0} /s ({FAN} in {:.2} s)", FAN as f64 / span, span),
+        ">= 2,000 /s".into(),
+    ));
+    let mut claim = pg_floats(
+        &db,
+        &format!(
+            "SELECT EXTRACT(EPOCH FROM (t.started_at - ti.queued_at))::float8 * 1000 FROM task_try t JOIN task_instance ti ON ti.id = t.task_instance_id WHERE t.dag_run_id = {run_pk}"
+        ),
+    )
+    .await;
+    rows.push((
+        "claim latency under that load (claim start -> tries started), p50 / p99".into(),
+        format!(
+            "{:.1} / {:.1} ms",
+            percentile(&mut claim, 0.5),
+            percentile(&mut claim, 0.99)
+        ),
+        "p99 < 20 ms".into(),
+    ));
+    drop(procs);
+    db.conn.close().await.ok();
+    drop_pg(pg_name).await;
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -615,6 +797,11 @@ fn main() {
                 rt.block_on(scheduler_scale(n, Some(pg), &mut rows));
             }
         }
+    }
+    if (only.is_empty() || only == "throughput")
+        && let Some(pg) = &pg
+    {
+        rt.block_on(throughput(pg, &mut rows));
     }
     if only.is_empty() || only == "load" {
         rt.block_on(web_load(None, secs, &mut rows));
