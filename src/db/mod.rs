@@ -50,6 +50,28 @@ impl DbError {
     pub fn is_busy(&self) -> bool {
         matches!(self, DbError::Db(DbErr::ConnectionAcquire(_)))
     }
+
+    /// The database could not be reached (it is restarting, the connection was cut, or
+    /// no connection came free): the same statement may well succeed later.
+    pub fn is_unreachable(&self) -> bool {
+        const CUT: [&str; 7] = [
+            "not currently accepting connections",
+            "the database system is",
+            "terminating connection",
+            "connection reset",
+            "broken pipe",
+            "connection refused",
+            "unexpected eof",
+        ];
+        match self {
+            DbError::Db(DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) => true,
+            DbError::Db(e) => {
+                let text = e.to_string().to_lowercase();
+                CUT.iter().any(|c| text.contains(c))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A handle on the database of record: `conn` for writes (and the engine's reads),

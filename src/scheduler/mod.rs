@@ -119,8 +119,9 @@ async fn run_finisher(
     }
 }
 
-/// Records finished tries in one transaction (retried up to 5 times), on a task of its
-/// own so that a panic is caught: `None` when it panicked.
+/// Records finished tries in one transaction (retried while the database is
+/// unreachable, else up to 5 times), on a task of its own so that a panic is caught:
+/// `None` when it panicked.
 async fn record_batch(
     db: &Db,
     registry: &Arc<Registry>,
@@ -129,18 +130,31 @@ async fn record_batch(
 ) -> Option<Result<Vec<commands::Finished>, String>> {
     let (db, registry, clock) = (db.clone(), registry.clone(), clock.clone());
     let job = tokio::spawn(async move {
-        let mut result = Err(String::new());
-        for attempt in 0..5u32 {
+        // While the database cannot be reached (a restart), keep the results and try
+        // again for up to UNREACHABLE; any other error, five times.
+        const UNREACHABLE: Duration = Duration::from_secs(600);
+        let since = std::time::Instant::now();
+        let (mut failures, mut attempts) = (0u32, 0u32);
+        loop {
             match commands::finish_tries(&db, &registry, &items, clock.now()).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
-                    tracing::error!(attempt, error = %e, "recording {} finished tries failed; retrying", items.len());
-                    result = Err(e.to_string());
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    let wait = if e.is_unreachable() {
+                        since.elapsed() < UNREACHABLE
+                    } else {
+                        failures += 1;
+                        failures < 5
+                    };
+                    if !wait {
+                        return Err(e.to_string());
+                    }
+                    tracing::error!(error = %e, "recording {} finished tries failed; retrying", items.len());
+                    let backoff = 100u64 << attempts.min(4);
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(backoff.min(1000))).await;
                 }
             }
         }
-        result
     });
     match job.await {
         Ok(r) => Some(r),
@@ -278,6 +292,10 @@ pub struct Shared {
     stopping: AtomicBool,
     last_sync: Mutex<Option<DateTime<Utc>>>,
     last_sweep: Mutex<Option<DateTime<Utc>>>,
+    /// When this process last failed to reach the database. Workers silent since then
+    /// may only have been cut off as it was (a database restart): none is declared
+    /// dead until this process has reached it for a whole `heartbeat_timeout`.
+    db_failed_at: Mutex<Option<DateTime<Utc>>>,
     /// Set when a long-lived part of the engine (the finisher) stopped: `/health` then
     /// answers 503 and `serve` exits non-zero.
     fault: Mutex<Option<String>>,
@@ -387,6 +405,7 @@ impl Engine {
             last_sweep: Mutex::new(None),
             fault: Mutex::new(None),
             fault_notify: Notify::new(),
+            db_failed_at: Mutex::new(None),
             logged_errors: Mutex::new(HashMap::new()),
             base_url: std::sync::OnceLock::new(),
             config,
@@ -476,6 +495,7 @@ impl Engine {
             let wait = match tokio::spawn(async move { e.tick().await }).await {
                 Ok(Ok(w)) => w,
                 Ok(Err(e)) => {
+                    self.database_failed();
                     tracing::error!(error = %e, "scheduler pass failed; retrying in 1s");
                     Duration::from_secs(1)
                 }
@@ -520,6 +540,7 @@ impl Engine {
         loop {
             every.tick().await;
             if let Err(e) = self.heartbeat_once().await {
+                self.database_failed();
                 tracing::error!(error = %e, "heartbeat failed; retrying at the next interval");
             }
         }
@@ -1039,18 +1060,31 @@ impl Engine {
         Ok(())
     }
 
+    /// Notes that this process could not reach the database (see `db_failed_at`).
+    fn database_failed(&self) {
+        *self
+            .shared
+            .db_failed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(self.shared.clock.now());
+    }
+
     /// Finds workers that died (no heartbeat within `heartbeat_timeout`, or a process on
     /// this host that no longer exists), kills what they left running on this host, and
-    /// fails or requeues their task instances.
+    /// fails or requeues their task instances. Silence counts only once this process
+    /// has itself reached the database for a whole `heartbeat_timeout`: after a
+    /// database restart every worker was silent, and none of them died.
     pub async fn sweep_orphans(&self, now: DateTime<Utc>) -> DbResult<usize> {
         let s = &self.shared;
         let timeout = chrono::Duration::from_std(s.config.heartbeat_timeout).unwrap_or_default();
+        let failed_at = *s.db_failed_at.lock().unwrap_or_else(|e| e.into_inner());
+        let silence_counts = failed_at.is_none_or(|t| now - t > timeout);
         let mut rescued = 0;
         for w in tasks::live_workers(&s.db.conn).await? {
             if w.id == s.worker_id {
                 continue;
             }
-            let silent = now - w.heartbeat_at > timeout;
+            let silent = silence_counts && now - w.heartbeat_at > timeout;
             let gone_here = w.hostname == s.hostname && !process::pid_alive(w.pid);
             if !(silent || gone_here) {
                 continue;

@@ -513,7 +513,7 @@ depends_on = ["c"]
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cutting_every_database_connection_mid_run_loses_nothing() {
+async fn a_database_restart_mid_run_loses_nothing_and_declares_no_one_dead() {
     let Some(pg) = crate::support::postgres_db().await else {
         return;
     };
@@ -527,15 +527,32 @@ async fn cutting_every_database_connection_mid_run_loses_nothing() {
     let admin = Db::connect(&std::env::var("WEFT_TEST_POSTGRES_URL").expect("admin url"))
         .await
         .expect("admin");
-    for _ in 0..3 {
+    let sql = |s: String| {
+        let admin = admin.clone();
+        async move { admin.conn.execute_unprepared(&s).await.expect(&s) }
+    };
+    for cut in 0..3 {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        admin
-            .conn
-            .execute_unprepared(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}' AND pid <> pg_backend_pid()"
+        // The second time the database stays down for 3 s, refusing new connections,
+        // as a restarting server does.
+        let down = cut == 1;
+        if down {
+            sql(format!(
+                "ALTER DATABASE \"{db_name}\" ALLOW_CONNECTIONS false"
             ))
-            .await
-            .expect("terminate");
+            .await;
+        }
+        sql(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}' AND pid <> pg_backend_pid()"
+        ))
+        .await;
+        if down {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            sql(format!(
+                "ALTER DATABASE \"{db_name}\" ALLOW_CONNECTIONS true"
+            ))
+            .await;
+        }
     }
     // The test's own connection was cut too: a new one.
     let c2 = Db::connect(&pg.url).await.expect("reconnect");
@@ -562,6 +579,10 @@ async fn cutting_every_database_connection_mid_run_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(state, "success", "{}", c.logs());
+    // They said so, and nobody was declared dead for the database's silence.
+    let logs = c.logs();
+    assert!(logs.contains("reconnecting"), "{logs}");
+    assert!(!logs.contains("declared dead"), "{logs}");
     let chain = std::fs::read_to_string(c.path().join("dags").join("chain.txt")).expect("chain");
     assert_eq!(chain, "a\nb\nc\nd\n", "{}", c.logs());
     c.db = c2;
