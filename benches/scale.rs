@@ -1,7 +1,7 @@
 //! `cargo bench --bench scale`: the scheduler with many DAGs, and the web server under
 //! load while the engine runs. Prints a table and rewrites its block of BENCHMARKS.md.
 //!
-//! `WEFT_BENCH_ONLY=scheduler|throughput|load` runs one part (and leaves BENCHMARKS.md alone);
+//! `WEFT_BENCH_ONLY=scheduler|throughput|explain|load` runs one part (and leaves BENCHMARKS.md alone);
 //! `WEFT_BENCH_POSTGRES_URL` (or `WEFT_TEST_POSTGRES_URL`) adds PostgreSQL;
 //! `WEFT_BENCH_LOAD_SECS` (60) is how long the load lasts.
 
@@ -776,6 +776,171 @@ async fn throughput(pg: &str, rows: &mut Rows) {
     drop_pg(pg_name).await;
 }
 
+/// Every page and API answer the operator reads, for `explain`.
+const EXPLAINED: &[&str] = &[
+    "/dags",
+    "/dags?q=dag_0",
+    "/dags/dag_05",
+    "/dags/dag_05/runs/scheduled__7",
+    "/dags/dag_05/runs/scheduled__7/tasks/t7",
+    "/dags/dag_05/runs/scheduled__7/tasks/t7/log",
+    "/dashboard",
+    "/import-errors",
+    "/experiments",
+    "/surveys",
+    "/health",
+    "/metrics",
+    "/api/v1/dags",
+    "/api/v1/dags/dag_05",
+    "/api/v1/dags/dag_05/runs?limit=25",
+    "/api/v1/dags/dag_05/runs/scheduled__7",
+    "/api/v1/dags/dag_05/runs/scheduled__7/tasks",
+    "/api/v1/dags/dag_05/runs/scheduled__7/tasks/t7/logs",
+    "/api/v1/pools",
+    "/api/v1/health",
+    "/api/v1/import-errors",
+];
+
+/// The tables that grow with the history: a page must never read one of them whole.
+const HISTORY_TABLES: [&str; 4] = ["task_instance", "task_try", "task_log", "dag_run"];
+
+/// A full read of a history table in a plan line, if there is one.
+fn full_scan(backend: DbBackend, line: &str) -> Option<&'static str> {
+    HISTORY_TABLES.into_iter().find(|t| match backend {
+        // `SCAN t` reads the table; `SCAN t USING INDEX` walks an index in order
+        // (under a LIMIT, a few entries) and `SEARCH` seeks one.
+        DbBackend::Sqlite => {
+            let l = line.trim_start_matches(|c: char| !c.is_alphabetic());
+            l.starts_with(&format!("SCAN {t}")) && !l.contains("USING") || l == format!("SCAN {t}")
+        }
+        _ => {
+            line.contains(&format!("Seq Scan on {t} "))
+                || line.ends_with(&format!("Seq Scan on {t}"))
+        }
+    })
+}
+
+/// Every statement the pages run, with 1M task instances stored: its plan (`EXPLAIN
+/// QUERY PLAN` on SQLite, `EXPLAIN` with the real values on PostgreSQL) must not read
+/// a history table whole, and the slowest statement of each page is reported.
+async fn explain(pg: Option<&str>, rows: &mut Rows) {
+    use tower::ServiceExt as _;
+    let backend_name = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("dags");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    for i in 0..DAGS {
+        std::fs::write(folder.join(format!("dag_{i:02}.toml")), chain_dag()).expect("write");
+    }
+    let (url, pg_name) = fresh_db(dir.path(), pg).await;
+    let mut db = Db::connect(&url).await.expect("db");
+    db.migrate().await.expect("migrate");
+    let cfg = Config {
+        database_url: url.clone(),
+        dags_folder: folder.clone(),
+        ..Default::default()
+    };
+    let registry = Registry::new(folder.clone(), weft::dag::ValidationContext::of(&cfg));
+    registry.sync(&db, Utc::now()).await.expect("sync");
+    let t = Instant::now();
+    load_fixture(&db).await;
+    eprintln!(
+        "explain, {backend_name}: {DAGS} dags x {RUNS_PER_DAG} runs x {TASKS} tasks loaded in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    // Every statement the pages run, with its values and how long it took.
+    type Seen = Vec<(String, String, f64)>;
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
+    let sink = seen.clone();
+    db.conn.set_metric_callback(move |info| {
+        sink.lock().expect("seen").push((
+            info.statement.sql.clone(),
+            info.statement.to_string(),
+            info.elapsed.as_secs_f64() * 1000.0,
+        ));
+    });
+    db.read = db.conn.clone();
+    let mut state = weft::web::AppState::new(db.clone(), cfg, registry, None)
+        .await
+        .expect("state");
+    state.db = db.clone();
+    let app = weft::web::app(state);
+    let backend = db.backend();
+    let (mut statements, mut scans) = (0usize, Vec::new());
+    let mut slowest: (f64, &str) = (0.0, "");
+    let mut slow: Vec<(f64, &str, String)> = Vec::new();
+    for path in EXPLAINED {
+        seen.lock().expect("seen").clear();
+        let req = axum::http::Request::get(*path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let status = app.clone().oneshot(req).await.expect("answer").status();
+        // No engine runs here, so `/health` rightly answers 503.
+        let health = path.ends_with("/health") && status.as_u16() == 503;
+        assert!(status.as_u16() < 500 || health, "{path}: {status}");
+        let ran = std::mem::take(&mut *seen.lock().expect("seen"));
+        let mut page_max = 0.0f64;
+        let mut distinct = std::collections::HashSet::new();
+        for (sql, inlined, ms) in ran {
+            page_max = page_max.max(ms);
+            if ms > 20.0 {
+                slow.push((ms, path, inlined.clone()));
+            }
+            let head = sql.trim_start().to_uppercase();
+            if !(head.starts_with("SELECT") || head.starts_with("WITH")) || !distinct.insert(sql) {
+                continue;
+            }
+            statements += 1;
+            let plan_sql = match backend {
+                DbBackend::Sqlite => format!("EXPLAIN QUERY PLAN {inlined}"),
+                _ => format!("EXPLAIN {inlined}"),
+            };
+            let plan: Vec<String> = db
+                .conn
+                .query_all_raw(Statement::from_string(backend, plan_sql))
+                .await
+                .expect("explain")
+                .iter()
+                .filter_map(|r| {
+                    r.try_get::<String>("", "detail")
+                        .or_else(|_| r.try_get::<String>("", "QUERY PLAN"))
+                        .ok()
+                })
+                .collect();
+            if let Some(table) = plan.iter().find_map(|l| full_scan(backend, l)) {
+                eprintln!(
+                    "{path}: reads all of {table}:\n{inlined}\n{}\n",
+                    plan.join("\n")
+                );
+                scans.push(format!("{path} ({table})"));
+            }
+        }
+        if page_max > slowest.0 {
+            slowest = (page_max, path);
+        }
+    }
+    slow.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (ms, path, sql) in slow.iter().take(3) {
+        eprintln!("{backend_name}, slow on {path}: {ms:.1} ms\n{sql}\n");
+    }
+    rows.push((
+        format!("page statements with 1M TIs, {backend_name}: full scans of history"),
+        if scans.is_empty() {
+            format!("none of {statements}")
+        } else {
+            format!("{} of {statements}: {}", scans.len(), scans.join(", "))
+        },
+        "none".into(),
+    ));
+    rows.push((
+        format!("  slowest page statement, {backend_name}"),
+        format!("{:.1} ms ({})", slowest.0, slowest.1),
+        "".into(),
+    ));
+    db.conn.close().await.ok();
+    drop_pg(pg_name).await;
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -802,6 +967,12 @@ fn main() {
         && let Some(pg) = &pg
     {
         rt.block_on(throughput(pg, &mut rows));
+    }
+    if only.is_empty() || only == "explain" {
+        rt.block_on(explain(None, &mut rows));
+        if let Some(pg) = &pg {
+            rt.block_on(explain(Some(pg), &mut rows));
+        }
     }
     if only.is_empty() || only == "load" {
         rt.block_on(web_load(None, secs, &mut rows));

@@ -3,8 +3,11 @@
 //! many tries it runs at once, so `weft status` and the Health page can list the
 //! schedulers and workers of a deployment.
 //!
-//! And the claim's index: ready task instances in claim order (priority, then age), so
-//! a claim reads the first few instead of sorting every ready one.
+//! And two indexes on task instances: the claim's (ready ones in claim order: priority,
+//! then age), so a claim reads the first few instead of sorting every ready one; and
+//! by kind (never updated, so it costs only an insert), so the Health page's freshness
+//! and turnaround figures find the runs with a transform or an experiment without
+//! reading every task instance.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -36,10 +39,26 @@ impl MigrationTrait for Migration {
                 .col("id")
                 .take(),
         )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_ti_kind_run")
+                .table("task_instance")
+                .col("kind")
+                .col("dag_run_id")
+                .take(),
+        )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(
+            Index::drop()
+                .name("ix_ti_kind_run")
+                .table("task_instance")
+                .to_owned(),
+        )
+        .await?;
         m.drop_index(
             Index::drop()
                 .name("ix_ti_claim")

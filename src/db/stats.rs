@@ -199,23 +199,13 @@ pub async fn live_task_counts<C: ConnectionTrait>(c: &C) -> DbResult<HashMap<Tas
         .collect())
 }
 
-/// Runs per state (all time), for metrics.
-pub async fn run_counts<C: ConnectionTrait>(c: &C) -> DbResult<Vec<(String, i64)>> {
+/// Runs queued or running, per state, for metrics (finished runs are counted as they
+/// finish: `weft_dag_runs_total`).
+pub async fn live_run_counts<C: ConnectionTrait>(c: &C) -> DbResult<Vec<(String, i64)>> {
     let rows = StateCount::find_by_statement(stmt(
         c,
-        "SELECT state, CAST(COUNT(*) AS BIGINT) AS n FROM dag_run GROUP BY state",
-        vec![],
-    ))
-    .all(c)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
-}
-
-/// Task instances per state (all time), for metrics.
-pub async fn task_counts<C: ConnectionTrait>(c: &C) -> DbResult<Vec<(String, i64)>> {
-    let rows = StateCount::find_by_statement(stmt(
-        c,
-        "SELECT state, CAST(COUNT(*) AS BIGINT) AS n FROM task_instance GROUP BY state",
+        "SELECT state, CAST(COUNT(*) AS BIGINT) AS n FROM dag_run \
+         WHERE state IN ('queued', 'running') GROUP BY state",
         vec![],
     ))
     .all(c)

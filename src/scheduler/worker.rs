@@ -83,6 +83,8 @@ pub async fn run_started(
                     fire_callbacks(&shared, dag, run, &ti, &f, &outcome, shared.base_url());
                 }
                 if let Some(state) = f.run_finished {
+                    metrics::counter!("weft_dag_runs_total", "state" => state.as_str())
+                        .increment(1);
                     if state == crate::db::RunState::Failed {
                         tracing::warn!(dag = %dag.dag_id, run = %run.run_id, "run failed");
                     }

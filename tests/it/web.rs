@@ -261,7 +261,9 @@ async fn every_page_and_api_route_renders() {
     assert!(log.contains("fine"), "{log}");
     let metrics = c.get("/metrics").await.body;
     assert!(
-        metrics.contains("weft_dag_runs{state=\"success\"}"),
+        metrics.contains("weft_dag_runs_total{state=\"success\"}")
+            && metrics.contains("weft_dag_runs{state=\"running\"}")
+            && metrics.contains("weft_task_instances{state=\"scheduled\"}"),
         "{metrics}"
     );
     assert!(metrics.contains("weft_dag_import_errors 1"), "{metrics}");
