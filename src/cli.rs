@@ -311,6 +311,15 @@ pub enum TasksCommand {
         /// Also clear everything downstream of the named tasks.
         #[arg(long)]
         downstream: bool,
+        /// Also clear everything upstream of the named tasks.
+        #[arg(long)]
+        upstream: bool,
+        /// Clear only tasks that failed or were upstream_failed.
+        #[arg(long)]
+        only_failed: bool,
+        /// List what would be cleared and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the task instances of a run.
     List {
@@ -327,6 +336,12 @@ pub enum TasksCommand {
         task_id: String,
         #[arg(long, value_parser = ["success", "failed"])]
         state: String,
+        /// Also mark everything downstream of the task.
+        #[arg(long)]
+        downstream: bool,
+        /// Also mark everything upstream of the task.
+        #[arg(long)]
+        upstream: bool,
     },
 }
 
@@ -1142,6 +1157,8 @@ async fn set_paused(cfg: Config, dag_id: &str, paused: bool) -> Result<i32> {
     commands::set_paused(&db, dag_id, paused, definition.as_deref())
         .await
         .map_err(|e| anyhow!("{e}"))?;
+    let action = if paused { "pause" } else { "unpause" };
+    audit(&db, action, Some(dag_id), None, None, String::new()).await;
     println!(
         "dag \"{dag_id}\" {}",
         if paused { "paused" } else { "unpaused" }
@@ -1227,6 +1244,15 @@ async fn trigger(cfg: Config, a: TriggerArgs) -> Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
+    audit(
+        &db,
+        "trigger",
+        Some(&run.dag_id),
+        Some(&run.run_id),
+        None,
+        format!("logical date {}", rfc3339(run.logical_date)),
+    )
+    .await;
     if a.json {
         print_json(
             &serde_json::json!({"dag_id": run.dag_id, "run_id": run.run_id, "state": run.state, "logical_date": rfc3339(run.logical_date)}),
@@ -1434,6 +1460,8 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
             run_id,
             task_id,
             state,
+            downstream,
+            upstream,
         } => {
             find_run(&db, &dag_id, &run_id).await?;
             let registry = Registry::new(
@@ -1446,11 +1474,35 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
             } else {
                 TaskState::Failed
             };
-            match commands::mark_task(&db, &registry, &dag_id, &run_id, &task_id, to, Utc::now())
-                .await
+            let scope = commands::Scope {
+                upstream,
+                downstream,
+                only_failed: false,
+            };
+            match commands::mark_task(
+                &db,
+                &registry,
+                &dag_id,
+                &run_id,
+                &task_id,
+                to,
+                &scope,
+                Utc::now(),
+            )
+            .await
             {
-                Ok(()) => {
-                    println!("marked {task_id} {state}");
+                Ok(marked) => {
+                    let what = marked.join(", ");
+                    audit(
+                        &db,
+                        "mark",
+                        Some(&dag_id),
+                        Some(&run_id),
+                        Some(&task_id),
+                        format!("marked {what} {state}"),
+                    )
+                    .await;
+                    println!("marked {what} {state}");
                     Ok(0)
                 }
                 Err(commands::CommandError::Db(e)) => Err(e.into()),
@@ -1465,6 +1517,9 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
             run_id,
             tasks: task_ids,
             downstream,
+            upstream,
+            only_failed,
+            dry_run,
         } => {
             find_run(&db, &dag_id, &run_id).await?;
             let registry = Registry::new(
@@ -1472,13 +1527,37 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
                 crate::dag::ValidationContext::of(&cfg),
             );
             registry.sync(&db, Utc::now()).await?;
+            let scope = commands::Scope {
+                upstream,
+                downstream,
+                only_failed,
+            };
+            if dry_run {
+                let preview = match commands::clear_preview(
+                    &db, &registry, &dag_id, &run_id, &task_ids, &scope,
+                )
+                .await
+                {
+                    Ok(p) => p,
+                    Err(commands::CommandError::Db(e)) => return Err(e.into()),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Ok(2);
+                    }
+                };
+                println!("would clear {} task(s):", preview.len());
+                for (t, st) in preview {
+                    println!("  {t} ({st})");
+                }
+                return Ok(0);
+            }
             match commands::clear(
                 &db,
                 &registry,
                 &dag_id,
                 &run_id,
                 &task_ids,
-                downstream,
+                &scope,
                 Utc::now(),
             )
             .await
@@ -1487,6 +1566,15 @@ async fn tasks_cmd(cfg: Config, c: TasksCommand) -> Result<i32> {
                     println!("nothing to clear (tasks that are queued or running are left alone)")
                 }
                 Ok(cleared) => {
+                    audit(
+                        &db,
+                        "clear",
+                        Some(&dag_id),
+                        Some(&run_id),
+                        None,
+                        format!("cleared {}", cleared.join(", ")),
+                    )
+                    .await;
                     println!("cleared {} task(s): {}", cleared.len(), cleared.join(", "))
                 }
                 Err(commands::CommandError::Db(e)) => return Err(e.into()),
@@ -1834,7 +1922,7 @@ async fn backfill(cfg: Config, a: BackfillArgs) -> Result<i32> {
                         &d.dag_id,
                         &existing.run_id,
                         &[],
-                        false,
+                        &commands::Scope::default(),
                         Utc::now(),
                     )
                     .await
@@ -1969,6 +2057,15 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             crate::accounts::check_username(&name)?;
             let password = read_new_password(&name, password_stdin)?;
             crate::accounts::create_user(&db, &name, &password, role, Utc::now()).await?;
+            audit(
+                &db,
+                "user.create",
+                None,
+                None,
+                None,
+                format!("{name} ({role})"),
+            )
+            .await;
             println!("created {role} {name}");
         }
         UsersCommand::Password {
@@ -1978,6 +2075,7 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             crate::accounts::find(&db, &name).await?;
             let password = read_new_password(&name, password_stdin)?;
             crate::accounts::set_password(&db, &name, &password).await?;
+            audit(&db, "user.password", None, None, None, name.clone()).await;
             println!("password of {name} changed; their sessions ended");
         }
         UsersCommand::Token {
@@ -2010,6 +2108,15 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
             let token =
                 crate::accounts::issue_token(&db, &user, &token_name, &scope, expires_at, now)
                     .await?;
+            audit(
+                &db,
+                "user.token",
+                None,
+                None,
+                None,
+                format!("{name}: token \"{token_name}\" ({scope})"),
+            )
+            .await;
             println!("{token}");
             eprintln!(
                 "API token \"{token_name}\" for {name} (scope {scope}{}); it is shown only now. Send it as: Authorization: Bearer <token>",
@@ -2052,21 +2159,33 @@ async fn users_cmd(cfg: Config, c: UsersCommand) -> Result<i32> {
         UsersCommand::Revoke { name, token_name } => {
             let user = crate::accounts::find(&db, &name).await?;
             crate::accounts::revoke_token(&db, &user, &token_name).await?;
+            audit(
+                &db,
+                "user.revoke",
+                None,
+                None,
+                None,
+                format!("{name}: token \"{token_name}\""),
+            )
+            .await;
             println!("revoked token \"{token_name}\" of {name}");
         }
         UsersCommand::Disable { name } => {
             let user = crate::accounts::find(&db, &name).await?;
             crate::accounts::set_disabled(&db, &user, true).await?;
+            audit(&db, "user.disable", None, None, None, name.clone()).await;
             println!("disabled {name}: logins and tokens refused, sessions ended");
         }
         UsersCommand::Enable { name } => {
             let user = crate::accounts::find(&db, &name).await?;
             crate::accounts::set_disabled(&db, &user, false).await?;
+            audit(&db, "user.enable", None, None, None, name.clone()).await;
             println!("enabled {name}");
         }
         UsersCommand::Delete { name } => {
             let user = crate::accounts::find(&db, &name).await?;
             crate::accounts::delete_user(&db, &user).await?;
+            audit(&db, "user.delete", None, None, None, name.clone()).await;
             println!("deleted {name} with their sessions and tokens");
         }
         UsersCommand::List => {
@@ -2176,4 +2295,32 @@ async fn models_cmd(cfg: Config, c: ModelsCommand) -> Result<i32> {
             Ok(if failed > 0 { 1 } else { 0 })
         }
     }
+}
+
+/// Records a CLI action in the audit log: who is the OS user, from is this host.
+async fn audit(
+    db: &Db,
+    action: &str,
+    dag_id: Option<&str>,
+    run_id: Option<&str>,
+    task_id: Option<&str>,
+    detail: String,
+) {
+    let who = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    let actor = commands::Actor {
+        who,
+        source: "cli",
+        client: Some(crate::scheduler::hostname()),
+    };
+    let entry = commands::AuditEntry {
+        action,
+        dag_id,
+        run_id,
+        task_id,
+        detail,
+    };
+    commands::audit(db, &actor, entry).await;
 }

@@ -12,6 +12,7 @@ mod m0004_bundles;
 mod m0005_state_invariants;
 mod m0006_scale_out;
 mod m0007_processes;
+mod m0008_audit_notes;
 pub use m0003_security::TOKEN_SCOPES;
 
 /// The ordered list of migrations applied by `weft db migrate` and `weft serve`.
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_state_invariants::Migration),
             Box::new(m0006_scale_out::Migration),
             Box::new(m0007_processes::Migration),
+            Box::new(m0008_audit_notes::Migration),
         ]
     }
 }

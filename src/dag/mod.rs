@@ -193,6 +193,20 @@ impl Dag {
         out
     }
 
+    /// `task_id` and everything upstream of it, transitively.
+    pub fn upstream_closure(&self, roots: &[&str]) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        let mut stack: Vec<String> = roots.iter().map(|s| s.to_string()).collect();
+        while let Some(t) = stack.pop() {
+            if out.insert(t.clone())
+                && let Some(task) = self.task(&t)
+            {
+                stack.extend(task.depends_on.iter().cloned());
+            }
+        }
+        out
+    }
+
     /// The folder relative paths (commands' working directory, SQL files) resolve
     /// against: the DAG file's folder.
     pub fn base_dir(&self) -> PathBuf {

@@ -81,6 +81,7 @@ pub mod dag_run {
         pub created_at: DateTimeUtc,
         pub started_at: Option<DateTimeUtc>,
         pub ended_at: Option<DateTimeUtc>,
+        pub note: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -123,6 +124,7 @@ pub mod task_instance {
         pub error: Option<String>,
         pub updated_at: DateTimeUtc,
         pub queue: String,
+        pub note: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -354,6 +356,31 @@ pub mod api_token {
         pub created_at: DateTimeUtc,
         pub expires_at: Option<DateTimeUtc>,
         pub last_used_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_log {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub at: DateTimeUtc,
+        pub actor: String,
+        pub source: String,
+        pub client: Option<String>,
+        pub action: String,
+        pub dag_id: Option<String>,
+        pub run_id: Option<String>,
+        pub task_id: Option<String>,
+        pub detail: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,7 @@
 //! The database of record: sea-orm entities and every query weft runs. The only module
 //! that talks SQL. Works on SQLite (embedded default) and PostgreSQL.
 
+pub mod audit;
 pub mod dags;
 pub mod entities;
 pub mod lease;
@@ -21,6 +22,7 @@ pub use state::{Role, RunState, RunType, TaskState, TryState};
 
 /// The rows the layers above read, by name: they never name the ORM's entities.
 pub mod rows {
+    pub use super::entities::audit_log::Model as AuditEntry;
     pub use super::entities::dag::Model as DagRow;
     pub use super::entities::dag_run::Model as Run;
     pub use super::entities::dag_version::Model as DagVersion;

@@ -71,6 +71,7 @@ pub async fn insert_run<C: ConnectionTrait>(
         created_at: Set(now),
         started_at: Set(None),
         ended_at: Set(None),
+        note: NotSet,
     };
     let res = dag_run::Entity::insert(am)
         .on_conflict(OnConflict::new().do_nothing().to_owned())
@@ -123,6 +124,7 @@ pub async fn insert_task_instances<C: ConnectionTrait>(
             next_retry_at: Set(None),
             error: Set(None),
             updated_at: Set(now),
+            note: NotSet,
         })
         .collect();
     // Chunked so that large DAGs stay under the bind-parameter limits of both backends.

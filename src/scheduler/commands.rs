@@ -2,7 +2,8 @@
 //! conditional updates (`db`) and pure decisions (`rules`, `plan`). The web UI, the
 //! CLI and the engine change state only through these functions.
 
-use std::collections::{BTreeMap, HashMap};
+pub use crate::db::audit::{Actor, Entry as AuditEntry};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -417,18 +418,60 @@ pub async fn finish_tries(
     Ok(out)
 }
 
-/// Clears task instances of a run so they run again (with `downstream`, everything
-/// downstream of them too). Returns the cleared task ids. An empty `task_ids` clears
-/// every task. Tasks that are queued or running are left alone.
-pub async fn clear(
+/// Which task instances a clear (or a mark) reaches beyond the named ones, as in
+/// Airflow: everything upstream and/or downstream of them; `only_failed` keeps only
+/// those that failed or were upstream_failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub upstream: bool,
+    pub downstream: bool,
+    pub only_failed: bool,
+}
+
+impl Scope {
+    /// `downstream` alone, the clear of earlier versions.
+    pub fn downstream(downstream: bool) -> Scope {
+        Scope {
+            downstream,
+            ..Scope::default()
+        }
+    }
+
+    /// The tasks `roots` reach with this scope (every task when `roots` is empty).
+    fn reach(&self, dag: &Dag, roots: &[String], all: &[String]) -> BTreeSet<String> {
+        if roots.is_empty() {
+            return all.iter().cloned().collect();
+        }
+        let r: Vec<&str> = roots.iter().map(String::as_str).collect();
+        let mut out: BTreeSet<String> = roots.iter().cloned().collect();
+        if self.downstream {
+            out.extend(dag.downstream_closure(&r));
+        }
+        if self.upstream {
+            out.extend(dag.upstream_closure(&r));
+        }
+        out
+    }
+}
+
+/// Can a task instance in `state` be cleared (queued and running ones are left alone)?
+fn clearable(state: TaskState, only_failed: bool) -> bool {
+    if only_failed {
+        return matches!(state, TaskState::Failed | TaskState::UpstreamFailed);
+    }
+    !matches!(state, TaskState::Queued | TaskState::Running)
+}
+
+/// The run, its definition and version, and the task instances a clear of `task_ids`
+/// with `scope` would reset, in DAG order, with their current states.
+async fn clear_targets(
     db: &Db,
     reg: &Registry,
     dag_id: &str,
     run_id: &str,
     task_ids: &[String],
-    downstream: bool,
-    now: DateTime<Utc>,
-) -> CommandResult<Vec<String>> {
+    scope: &Scope,
+) -> CommandResult<(dag_run::Model, Arc<Dag>, i64, Vec<(String, TaskState)>)> {
     let run = runs::find_run(&db.conn, dag_id, run_id)
         .await?
         .ok_or_else(|| {
@@ -443,27 +486,59 @@ pub async fn clear(
             (d, run.dag_version_id)
         }
     };
-    let tis = tasks::of_run(&db.conn, run.id).await?;
+    let tis = tasks::states_of_run(&db.conn, run.id).await?;
     for t in task_ids {
-        if !tis.iter().any(|ti| &ti.task_id == t) {
-            let hint = crate::dag::diag::did_you_mean(t, tis.iter().map(|ti| ti.task_id.as_str()));
+        if !tis.iter().any(|(id, _)| id == t) {
+            let hint = crate::dag::diag::did_you_mean(t, tis.iter().map(|(id, _)| id.as_str()));
             return Err(CommandError::NotFound(format!(
                 "run \"{run_id}\" has no task \"{t}\"{hint}"
             )));
         }
     }
-    let targets: Vec<String> = if task_ids.is_empty() {
-        tis.iter().map(|t| t.task_id.clone()).collect()
-    } else if downstream {
-        let roots: Vec<&str> = task_ids.iter().map(String::as_str).collect();
-        dag.downstream_closure(&roots).into_iter().collect()
-    } else {
-        task_ids.to_vec()
-    };
+    let all: Vec<String> = tis.iter().map(|(t, _)| t.clone()).collect();
+    let reach = scope.reach(&dag, task_ids, &all);
+    let order = |t: &str| dag.task_index(t).unwrap_or(usize::MAX);
+    let mut targets: Vec<(String, TaskState)> = tis
+        .into_iter()
+        .filter(|(t, s)| reach.contains(t) && clearable(*s, scope.only_failed))
+        .collect();
+    targets.sort_by_key(|(t, _)| (order(t), t.clone()));
+    Ok((run, dag, vid, targets))
+}
+
+/// What `clear` would reset, without changing anything: the preview an operator
+/// confirms.
+pub async fn clear_preview(
+    db: &Db,
+    reg: &Registry,
+    dag_id: &str,
+    run_id: &str,
+    task_ids: &[String],
+    scope: &Scope,
+) -> CommandResult<Vec<(String, TaskState)>> {
+    Ok(clear_targets(db, reg, dag_id, run_id, task_ids, scope)
+        .await?
+        .3)
+}
+
+/// Clears task instances of a run so they run again: the named ones and what `scope`
+/// reaches from them (an empty `task_ids` clears every task). Returns the cleared task
+/// ids. Tasks that are queued or running are left alone.
+pub async fn clear(
+    db: &Db,
+    reg: &Registry,
+    dag_id: &str,
+    run_id: &str,
+    task_ids: &[String],
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> CommandResult<Vec<String>> {
+    let (run, dag, vid, targets) = clear_targets(db, reg, dag_id, run_id, task_ids, scope).await?;
+    let targets: BTreeSet<String> = targets.into_iter().map(|(t, _)| t).collect();
     let txn = db.conn.begin().await?;
     let mut cleared = Vec::new();
     for ti in tasks::of_run(&txn, run.id).await? {
-        if !targets.contains(&ti.task_id) {
+        if !targets.contains(&ti.task_id) || !clearable(ti.state, scope.only_failed) {
             continue;
         }
         let retries = dag.task(&ti.task_id).map_or(0, |t| t.retries);
@@ -541,9 +616,11 @@ async fn run_and_dag(
     Ok((run, dag))
 }
 
-/// Operator action: sets one task instance to `success` or `failed` (a running try is
-/// stopped by its worker within a heartbeat), then re-evaluates the run, reopening it
-/// if it had finished.
+/// Operator action: sets one task instance to `success` or `failed` (with `scope`,
+/// its upstream and/or downstream tasks too; a running try is stopped by its worker
+/// at once), then re-evaluates the run, reopening it if it had finished. Returns the
+/// task ids it marked.
+#[allow(clippy::too_many_arguments)]
 pub async fn mark_task(
     db: &Db,
     reg: &Registry,
@@ -551,8 +628,9 @@ pub async fn mark_task(
     run_id: &str,
     task_id: &str,
     state: TaskState,
+    scope: &Scope,
     now: DateTime<Utc>,
-) -> CommandResult<()> {
+) -> CommandResult<Vec<String>> {
     if !matches!(state, TaskState::Success | TaskState::Failed) {
         return Err(CommandError::Invalid(format!(
             "a task can be marked success or failed, not {state}"
@@ -568,23 +646,38 @@ pub async fn mark_task(
             "run \"{run_id}\" has no task \"{task_id}\"{hint}"
         )));
     };
-    if *current == state {
+    let widened = scope.upstream || scope.downstream;
+    if *current == state && !widened {
         return Err(CommandError::Invalid(format!(
             "task \"{task_id}\" is already {state}"
         )));
     }
-    if !m::MARK.from.contains(current) {
+    if !m::MARK.from.contains(current) && !widened {
         return Err(CommandError::Invalid(format!(
             "task \"{task_id}\" is {current}: it is not in this run's DAG version, so it cannot be marked"
         )));
     }
-    tasks::transition_by_task(&txn, &m::MARK, run.id, &[task_id.to_string()], state, now).await?;
-    tasks::mark_ended(&txn, run.id, task_id, now).await?;
+    let all: Vec<String> = tis.iter().map(|(t, _)| t.clone()).collect();
+    let reach = scope.reach(&dag, &[task_id.to_string()], &all);
+    let marked: Vec<String> = tis
+        .iter()
+        .filter(|(t, s)| reach.contains(t) && *s != state && m::MARK.from.contains(s))
+        .map(|(t, _)| t.clone())
+        .collect();
+    if marked.is_empty() {
+        return Err(CommandError::Invalid(format!(
+            "every task this mark reaches is already {state}"
+        )));
+    }
+    tasks::transition_by_task(&txn, &m::MARK, run.id, &marked, state, now).await?;
+    for t in &marked {
+        tasks::mark_ended(&txn, run.id, t, now).await?;
+    }
     reopen_and_evaluate(&txn, &dag, &run, now).await?;
     // A worker elsewhere running the marked try stops it at once.
     crate::db::notify(&txn).await?;
     txn.commit().await?;
-    Ok(())
+    Ok(marked)
 }
 
 /// A finished run whose tasks changed goes back to running and is evaluated again.
@@ -796,5 +889,54 @@ async fn repair_one(
             Ok(done.is_some())
         }
         _ => Ok(false),
+    }
+}
+
+/// The longest note an operator can keep on a run or a task instance.
+pub const NOTE_MAX: usize = 10_000;
+
+/// Operator action: sets (an empty text removes) the note of a run, or of one of its
+/// task instances.
+pub async fn set_note(
+    db: &Db,
+    dag_id: &str,
+    run_id: &str,
+    task_id: Option<&str>,
+    note: &str,
+) -> CommandResult<()> {
+    let note = note.trim();
+    if note.chars().count() > NOTE_MAX {
+        return Err(CommandError::Invalid(format!(
+            "a note holds at most {NOTE_MAX} characters; this one has {}",
+            note.chars().count()
+        )));
+    }
+    let run = runs::find_run(&db.conn, dag_id, run_id)
+        .await?
+        .ok_or_else(|| {
+            CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\""))
+        })?;
+    match task_id {
+        None => crate::db::audit::set_run_note(&db.conn, run.id, note).await?,
+        Some(t) => {
+            let tis = tasks::of_run(&db.conn, run.id).await?;
+            let Some(ti) = tis.iter().find(|ti| ti.task_id == t) else {
+                let hint =
+                    crate::dag::diag::did_you_mean(t, tis.iter().map(|ti| ti.task_id.as_str()));
+                return Err(CommandError::NotFound(format!(
+                    "run \"{run_id}\" has no task \"{t}\"{hint}"
+                )));
+            };
+            crate::db::audit::set_task_note(&db.conn, ti.id, note).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records an operator's action in the audit log. A failure to record is logged, not
+/// returned: the action itself already happened.
+pub async fn audit(db: &Db, actor: &Actor, entry: AuditEntry<'_>) {
+    if let Err(e) = crate::db::audit::record(&db.conn, actor, &entry, Utc::now()).await {
+        tracing::error!(error = %e, action = entry.action, "could not record an action in the audit log");
     }
 }

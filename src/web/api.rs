@@ -141,8 +141,18 @@ pub struct TriggerBody {
 #[derive(Debug, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ClearBody {
+    /// Also clear everything downstream of the task.
     #[serde(default)]
     pub downstream: bool,
+    /// Also clear everything upstream of the task.
+    #[serde(default)]
+    pub upstream: bool,
+    /// Clear only task instances that failed or were upstream_failed.
+    #[serde(default)]
+    pub only_failed: bool,
+    /// Answer what would be cleared and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// An empty body means the defaults; anything else must be a JSON object of
@@ -254,7 +264,7 @@ pub fn read(state: &AppState, viewer: &Viewer) -> Result<(), ApiError> {
 /// a session cookie is not enough for the API (it has no CSRF tokens), and neither is
 /// any other kind of `Authorization` header.
 #[derive(Debug)]
-pub struct BearerUser(pub super::auth::User);
+pub struct BearerUser(pub super::auth::User, pub Option<std::net::IpAddr>);
 
 impl axum::extract::FromRequestParts<AppState> for BearerUser {
     type Rejection = ApiError;
@@ -264,7 +274,14 @@ impl axum::extract::FromRequestParts<AppState> for BearerUser {
         state: &AppState,
     ) -> Result<Self, ApiError> {
         let token = super::auth::bearer(&parts.headers).ok_or(ApiError(Error::Unauthorized))?;
-        Ok(BearerUser(super::auth::token_user(state, &token).await?))
+        let client = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(BearerUser(
+            super::auth::token_user(state, &token).await?,
+            client,
+        ))
     }
 }
 
@@ -276,6 +293,33 @@ impl BearerUser {
             .map_err(ApiError)?;
         Ok(&self.0)
     }
+
+    /// Who acts, for the audit log.
+    fn actor(&self) -> commands::Actor {
+        commands::Actor {
+            who: self.0.username.clone(),
+            source: "api",
+            client: self.1.map(|a| a.to_string()),
+        }
+    }
+}
+
+/// Records an API action in the audit log.
+async fn audit(
+    state: &AppState,
+    bearer: &BearerUser,
+    action: &str,
+    at: (&str, Option<&str>, Option<&str>),
+    detail: String,
+) {
+    let entry = commands::AuditEntry {
+        action,
+        dag_id: Some(at.0),
+        run_id: at.1,
+        task_id: at.2,
+        detail,
+    };
+    commands::audit(&state.db, &bearer.actor(), entry).await;
 }
 
 fn t(d: Option<DateTime<Utc>>) -> Option<String> {
@@ -420,6 +464,15 @@ async fn set_paused(
     bearer.operator()?;
     let (d, _) = known(&state, &dag_id)?;
     commands::set_paused(&state.db, &dag_id, paused, None).await?;
+    let action = if paused { "pause" } else { "unpause" };
+    audit(
+        &state,
+        &bearer,
+        action,
+        (&dag_id, None, None),
+        String::new(),
+    )
+    .await;
     Ok(Json(dag_view(&d, paused)))
 }
 
@@ -510,6 +563,14 @@ async fn trigger_run(
         Utc::now(),
     )
     .await?;
+    audit(
+        &state,
+        &bearer,
+        "trigger",
+        (&dag_id, Some(&run.run_id), None),
+        format!("logical date {}", rfc3339(run.logical_date)),
+    )
+    .await;
     if let Some(e) = &state.engine {
         e.wake();
     }
@@ -554,17 +615,41 @@ async fn clear_task(
     body: axum::body::Bytes,
 ) -> ApiResult<Cleared> {
     bearer.operator()?;
-    let downstream = parse_clear_body(&body)?.downstream;
+    let b = parse_clear_body(&body)?;
+    let scope = commands::Scope {
+        upstream: b.upstream,
+        downstream: b.downstream,
+        only_failed: b.only_failed,
+    };
+    let tasks = [task_id.clone()];
+    if b.dry_run {
+        let preview =
+            commands::clear_preview(&state.db, &state.registry, &dag_id, &run_id, &tasks, &scope)
+                .await?;
+        let cleared = preview.into_iter().map(|(t, _)| t).collect();
+        return Ok(Json(Cleared { cleared }));
+    }
     let cleared = commands::clear(
         &state.db,
         &state.registry,
         &dag_id,
         &run_id,
-        &[task_id],
-        downstream,
+        &tasks,
+        &scope,
         Utc::now(),
     )
     .await?;
+    if !cleared.is_empty() {
+        let detail = format!("cleared {}", cleared.join(", "));
+        audit(
+            &state,
+            &bearer,
+            "clear",
+            (&dag_id, Some(&run_id), Some(&task_id)),
+            detail,
+        )
+        .await;
+    }
     if let Some(e) = &state.engine {
         e.wake();
     }
@@ -577,6 +662,12 @@ async fn clear_task(
 pub struct MarkBody {
     /// `success` or `failed`.
     pub state: String,
+    /// Also mark everything downstream of the task.
+    #[serde(default)]
+    pub downstream: bool,
+    /// Also mark everything upstream of the task.
+    #[serde(default)]
+    pub upstream: bool,
 }
 
 /// Mark a task instance success or failed (operator); a running try is stopped.
@@ -603,16 +694,31 @@ async fn mark_task(
             ))));
         }
     };
-    commands::mark_task(
+    let scope = commands::Scope {
+        upstream: body.upstream,
+        downstream: body.downstream,
+        only_failed: false,
+    };
+    let marked = commands::mark_task(
         &state.db,
         &state.registry,
         &dag_id,
         &run_id,
         &task_id,
         to,
+        &scope,
         Utc::now(),
     )
     .await?;
+    let detail = format!("marked {} {to}", marked.join(", "));
+    audit(
+        &state,
+        &bearer,
+        "mark",
+        (&dag_id, Some(&run_id), Some(&task_id)),
+        detail,
+    )
+    .await;
     super::stop_marked(&state).await;
     let run = find_run(&state, &dag_id, &run_id).await?;
     let ti = tasks::of_run(&state.db.read, run.id)
@@ -646,6 +752,14 @@ async fn cancel_run(
         Utc::now(),
     )
     .await?;
+    audit(
+        &state,
+        &bearer,
+        "cancel",
+        (&dag_id, Some(&run_id), None),
+        String::new(),
+    )
+    .await;
     super::stop_marked(&state).await;
     let run = find_run(&state, &dag_id, &run_id).await?;
     Ok(Json(run_view(&run)))

@@ -638,8 +638,8 @@ fn dags_test_never_writes_the_real_warehouse() {
     assert!(chosen.exists());
 }
 
-#[test]
-fn tasks_mark_marks_and_the_run_finishes() {
+#[tokio::test]
+async fn tasks_mark_marks_and_the_run_finishes() {
     let dir = project(&[(
         "m",
         "schedule = \"none\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"exit 1\"\n",
@@ -664,6 +664,45 @@ fn tasks_mark_marks_and_the_run_finishes() {
         &["tasks", "mark", "m", &run_id, "a", "--state", "running"],
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // A dry run says what a clear would reset and changes nothing.
+    let o = run_in(
+        dir.path(),
+        &[
+            "tasks",
+            "clear",
+            "m",
+            &run_id,
+            "a",
+            "--only-failed",
+            "--dry-run",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("would clear 0 task(s)"), "{}", text(&o));
+    let o = run_in(dir.path(), &["tasks", "clear", "m", &run_id, "--dry-run"]);
+    assert!(
+        text(&o).contains("would clear 1 task(s)") && text(&o).contains("a (success)"),
+        "{}",
+        text(&o)
+    );
+    let o = run_in(dir.path(), &["tasks", "list", "m", &run_id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v[0]["state"], "success");
+    // The trigger and the mark are in the audit log, from the CLI.
+    let url = format!("sqlite://{}?mode=ro", dir.path().join("weft.db").display());
+    let db = weft::db::Db::connect(&url).await.expect("db");
+    let (entries, _) = weft::db::audit::list(&db.conn, &Default::default(), 10, 0)
+        .await
+        .expect("audit");
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.source.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("mark", "cli"), ("trigger", "cli")],
+        "{entries:?}"
+    );
 }
 
 #[test]

@@ -397,7 +397,7 @@ async fn clear_with_downstream_reruns_exactly_those_tasks() {
             "clearme",
             &run.run_id,
             &["b".into()],
-            true,
+            &commands::Scope::downstream(true),
             Utc::now(),
         )
         .await
@@ -450,7 +450,7 @@ async fn clear_with_downstream_reruns_exactly_those_tasks() {
             "clearme",
             &run.run_id,
             &["bb".into()],
-            false,
+            &commands::Scope::default(),
             Utc::now(),
         )
         .await
@@ -681,6 +681,7 @@ async fn marks_and_clears_keep_history_honest() {
         &run.run_id,
         "a",
         TaskState::Success,
+        &commands::Scope::default(),
         Utc::now(),
     )
     .await
@@ -713,7 +714,7 @@ async fn marks_and_clears_keep_history_honest() {
         "hist",
         &run.run_id,
         &["a".into()],
-        false,
+        &commands::Scope::default(),
         Utc::now(),
     )
     .await
@@ -782,6 +783,7 @@ async fn the_state_machine_holes_stay_closed() {
             &run.run_id,
             "b",
             TaskState::Success,
+            &commands::Scope::default(),
             Utc::now(),
         )
         .await
@@ -796,7 +798,7 @@ async fn the_state_machine_holes_stay_closed() {
             "holes",
             &run.run_id,
             &[],
-            false,
+            &commands::Scope::default(),
             Utc::now(),
         )
         .await

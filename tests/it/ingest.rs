@@ -160,7 +160,7 @@ async fn scenario(t: &TestDb) {
         "ingest_test",
         &run.run_id,
         &["load".into()],
-        false,
+        &commands::Scope::default(),
         Utc::now(),
     )
     .await
@@ -341,7 +341,7 @@ async fn a_drop_zone_loads_each_file_once() {
         "ingest_test",
         &day2.run_id,
         &[],
-        false,
+        &commands::Scope::default(),
         Utc::now(),
     )
     .await
@@ -510,7 +510,7 @@ async fn re_runs_are_order_independent() {
                     "order",
                     &run_id,
                     &[task.into()],
-                    false,
+                    &commands::Scope::default(),
                     Utc::now(),
                 )
                 .await

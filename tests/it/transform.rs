@@ -308,7 +308,7 @@ async fn incremental_dates_are_days_of_the_dags_time_zone() {
                     "inc",
                     &runs[1].run_id,
                     &["m".into()],
-                    false,
+                    &commands::Scope::default(),
                     Utc::now(),
                 )
                 .await

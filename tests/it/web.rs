@@ -1633,3 +1633,212 @@ async fn the_task_graph_draws_its_edges_as_arrows() {
     assert!(page.body.contains("<marker id=\"arrow\""));
     env.stop().await;
 }
+
+#[tokio::test]
+async fn clears_preview_their_scope_and_every_action_and_note_is_in_the_audit_log() {
+    // a -> b -> c, and d beside them; b fails, so c is upstream_failed.
+    let dag = "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n[tasks.b]\nkind = \"shell\"\ncommand = \"exit 1\"\ndepends_on = [\"a\"]\n[tasks.c]\nkind = \"noop\"\ndepends_on = [\"b\"]\n[tasks.d]\nkind = \"noop\"\n";
+    let (_t, env, router, _) = app_with(&[("abc", dag)]).await;
+    let hash = weft::accounts::hash_password("correct horse").expect("hash");
+    users::create(&env.db.conn, "ada", &hash, Role::Admin, Utc::now())
+        .await
+        .expect("admin");
+    let mut op = Client::new(router.clone());
+    op.login("otto", "correct horse").await;
+    let run = env.trigger("abc").await;
+    assert_eq!(
+        env.wait_run(run.id, std::time::Duration::from_secs(30))
+            .await,
+        RunState::Failed
+    );
+    let r = weft::web::views::enc(&run.run_id);
+    let confirm = |extra: &str| format!("/confirm?action=clear&dag=abc&run={r}&task=b{extra}");
+    let preview = |page: &str| -> Vec<String> {
+        let Some(table) = page.split("id=\"preview\"").nth(1) else {
+            return Vec::new();
+        };
+        let body = table.split("</table>").next().unwrap_or_default();
+        body.split("<tr><td>")
+            .skip(1)
+            .filter_map(|row| row.split("</td>").next().map(str::to_string))
+            .collect()
+    };
+    // The preview lists exactly what each scope clears, in DAG order.
+    let page = op.get(&confirm("")).await.body;
+    assert_eq!(preview(&page), ["b"], "{page}");
+    let page = op.get(&confirm("&downstream=1")).await.body;
+    assert_eq!(preview(&page), ["b", "c"], "{page}");
+    let page = op.get(&confirm("&upstream=1")).await.body;
+    assert_eq!(preview(&page), ["a", "b"], "{page}");
+    let page = op
+        .get(&confirm("&upstream=1&downstream=1&only_failed=1"))
+        .await
+        .body;
+    assert_eq!(
+        preview(&page),
+        ["b", "c"],
+        "only failed and upstream_failed: {page}"
+    );
+    assert!(
+        page.contains("name=\"only_failed\" value=\"1\" checked"),
+        "{page}"
+    );
+    // Clearing with that scope clears what the preview said, and nothing else.
+    let csrf = op.csrf(&confirm("")).await;
+    let res = op
+        .post_form(
+            "/actions",
+            &[
+                ("action", "clear"),
+                ("dag", "abc"),
+                ("run", &run.run_id),
+                ("task", "b"),
+                ("upstream", "1"),
+                ("downstream", "1"),
+                ("only_failed", "1"),
+                ("authenticity_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    // b ran again (and failed again); a and d kept their only try.
+    assert_eq!(
+        env.wait_run(run.id, std::time::Duration::from_secs(30))
+            .await,
+        RunState::Failed
+    );
+    let tries: BTreeMap<String, i32> = weft::db::tasks::of_run(&env.db.conn, run.id)
+        .await
+        .expect("tis")
+        .into_iter()
+        .map(|t| (t.task_id, t.try_number))
+        .collect();
+    assert_eq!(tries["a"], 1, "{tries:?}");
+    assert_eq!(tries["d"], 1, "{tries:?}");
+    assert_eq!(tries["b"], 2, "{tries:?}");
+    // A note on the run and one on a task, kept and shown.
+    for (task, note) in [
+        ("", "rerun after the <fix> of b"),
+        ("b", "flaky: see ticket 42"),
+    ] {
+        let res = op
+            .post_form(
+                "/actions",
+                &[
+                    ("action", "note"),
+                    ("dag", "abc"),
+                    ("run", &run.run_id),
+                    ("task", task),
+                    ("note", note),
+                    ("authenticity_token", &csrf),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    }
+    let long = "x".repeat(10_001);
+    let res = op
+        .post_form(
+            "/actions",
+            &[
+                ("action", "note"),
+                ("dag", "abc"),
+                ("run", &run.run_id),
+                ("note", &long),
+                ("authenticity_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    let page = op.get(&format!("/dags/abc/runs/{r}")).await.body;
+    assert!(
+        page.contains("rerun after the &#60;fix&#62; of b") && !page.contains("<fix>"),
+        "the note, escaped: {page}"
+    );
+    let history = page.split("id=\"history\"").nth(1).expect("history table");
+    assert!(
+        history.contains(">otto<") && history.contains(">clear<"),
+        "{history}"
+    );
+    assert!(history.contains("cleared b, c"), "{history}");
+    assert!(
+        history.contains(">note<") && history.contains(">ui"),
+        "{history}"
+    );
+    let task_page = op.get(&format!("/dags/abc/runs/{r}/tasks/b")).await.body;
+    assert!(task_page.contains("flaky: see ticket 42"), "{task_page}");
+    // The audit log is for admins, with filters.
+    assert_eq!(op.get("/audit").await.status, StatusCode::FORBIDDEN);
+    let mut admin = Client::new(router);
+    admin.login("ada", "correct horse").await;
+    let all = admin.get("/audit").await.body;
+    assert!(all.contains("1–3 of 3"), "{all}");
+    let notes = admin.get("/audit?action=note").await.body;
+    let table = notes.split("id=\"audit\"").nth(1).expect("audit table");
+    assert_eq!(table.matches("<tr><td>").count(), 2, "{table}");
+    assert!(!table.contains(">clear<"), "{table}");
+    let none = admin.get("/audit?actor=nobody").await.body;
+    assert!(none.contains("No action matches"), "{none}");
+    assert_eq!(
+        admin.get("/audit?page=0").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_previews_clears_marks_downstream_and_records_who_from_where() {
+    let dag = "schedule = \"none\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"exit 1\"\n[tasks.b]\nkind = \"noop\"\ndepends_on = [\"a\"]\n[tasks.c]\nkind = \"noop\"\ndepends_on = [\"b\"]\n";
+    let (_t, env, router, otto) = app_with(&[("chain", dag)]).await;
+    let (tok, th) = weft::accounts::new_token();
+    users::create_token(&env.db.conn, otto, "ci", &th, "operate", None, Utc::now())
+        .await
+        .expect("token");
+    let mut api = Client::new(router);
+    api.bearer = Some(tok);
+    let run = env.trigger("chain").await;
+    assert_eq!(
+        env.wait_run(run.id, std::time::Duration::from_secs(30))
+            .await,
+        RunState::Failed
+    );
+    let r = weft::web::views::enc(&run.run_id);
+    let res = api
+        .post_json(
+            &format!("/api/v1/dags/chain/runs/{r}/tasks/a/clear"),
+            serde_json::json!({"downstream": true, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let v: serde_json::Value = serde_json::from_str(&res.body).expect("json");
+    assert_eq!(v["cleared"], serde_json::json!(["a", "b", "c"]));
+    // The dry run changed nothing.
+    assert_eq!(env.states(run.id).await["a"], TaskState::Failed);
+    let res = api
+        .post_json(
+            &format!("/api/v1/dags/chain/runs/{r}/tasks/a/mark"),
+            serde_json::json!({"state": "success", "downstream": true}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let states = env.states(run.id).await;
+    assert!(
+        states.values().all(|s| *s == TaskState::Success),
+        "{states:?}"
+    );
+    assert_eq!(
+        env.wait_run(run.id, std::time::Duration::from_secs(30))
+            .await,
+        RunState::Success
+    );
+    let (entries, total) = weft::db::audit::list(&env.db.conn, &Default::default(), 10, 0)
+        .await
+        .expect("audit");
+    assert_eq!(total, 1, "a dry run is not an action: {entries:?}");
+    assert_eq!(entries[0].actor, "otto");
+    assert_eq!(entries[0].source, "api");
+    assert_eq!(entries[0].action, "mark");
+    assert_eq!(entries[0].task_id.as_deref(), Some("a"));
+    assert_eq!(entries[0].detail, "marked a, b, c success");
+    env.stop().await;
+}

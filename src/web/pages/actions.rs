@@ -21,7 +21,36 @@ pub struct ActionQuery {
     pub task: Option<String>,
     pub state: Option<String>,
     pub downstream: Option<String>,
+    pub upstream: Option<String>,
+    pub only_failed: Option<String>,
+    pub note: Option<String>,
     pub authenticity_token: Option<String>,
+}
+
+impl ActionQuery {
+    /// The scope a clear or mark reaches (checkboxes: present and "1").
+    fn scope(&self) -> commands::Scope {
+        let on = |v: &Option<String>| v.as_deref() == Some("1");
+        commands::Scope {
+            upstream: on(&self.upstream),
+            downstream: on(&self.downstream),
+            only_failed: on(&self.only_failed),
+        }
+    }
+
+    /// The query's fields by name, for hidden fields and links.
+    fn fields(&self) -> [(&'static str, &Option<String>); 8] {
+        [
+            ("action", &self.action),
+            ("dag", &self.dag),
+            ("run", &self.run),
+            ("task", &self.task),
+            ("state", &self.state),
+            ("downstream", &self.downstream),
+            ("upstream", &self.upstream),
+            ("only_failed", &self.only_failed),
+        ]
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -31,6 +60,20 @@ pub struct ConfirmPage {
     pub question: String,
     pub fields: Vec<HiddenField>,
     pub back: String,
+    /// The scope checkboxes of a clear or a mark (none for other actions), and the
+    /// fields that stay when they change.
+    pub options: Vec<ScopeBox>,
+    pub fixed: Vec<HiddenField>,
+    /// For a clear: exactly what it will reset (task, current state).
+    pub preview: Option<Vec<(String, String)>>,
+}
+
+/// A scope checkbox on the confirmation page.
+#[derive(Debug)]
+pub struct ScopeBox {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub checked: bool,
 }
 
 /// A parsed operator action.
@@ -40,13 +83,19 @@ enum Action {
         dag: String,
         run: String,
         task: Option<String>,
-        downstream: bool,
+        scope: commands::Scope,
     },
     MarkTask {
         dag: String,
         run: String,
         task: String,
         state: TaskState,
+        scope: commands::Scope,
+    },
+    Note {
+        dag: String,
+        run: String,
+        task: Option<String>,
     },
     MarkRun {
         dag: String,
@@ -82,7 +131,12 @@ fn parse_action(q: &ActionQuery) -> Result<Action> {
             dag,
             run: need(&q.run, "run")?,
             task: q.task.clone().filter(|t| !t.is_empty()),
-            downstream: q.downstream.as_deref() == Some("1"),
+            scope: q.scope(),
+        },
+        "note" => Action::Note {
+            dag,
+            run: need(&q.run, "run")?,
+            task: q.task.clone().filter(|t| !t.is_empty()),
         },
         "mark_task" => {
             let state = if marked_success(q, "task")? {
@@ -95,6 +149,10 @@ fn parse_action(q: &ActionQuery) -> Result<Action> {
                 run: need(&q.run, "run")?,
                 task: need(&q.task, "task")?,
                 state,
+                scope: commands::Scope {
+                    only_failed: false,
+                    ..q.scope()
+                },
             }
         }
         "mark_run" => {
@@ -111,10 +169,29 @@ fn parse_action(q: &ActionQuery) -> Result<Action> {
         }
         other => {
             return Err(Error::BadRequest(format!(
-                "unknown action \"{other}\"; use pause, unpause, clear, mark_task or mark_run"
+                "unknown action \"{other}\"; use pause, unpause, clear, mark_task, mark_run or note"
             )));
         }
     })
+}
+
+/// What a scope adds to a question: "and everything downstream of it", ...
+fn reach(scope: &commands::Scope) -> String {
+    let mut parts = Vec::new();
+    if scope.upstream {
+        parts.push("upstream");
+    }
+    if scope.downstream {
+        parts.push("downstream");
+    }
+    let mut out = String::new();
+    if !parts.is_empty() {
+        out = format!(" and everything {} of it", parts.join(" and "));
+    }
+    if scope.only_failed {
+        out.push_str(" (only failed ones)");
+    }
+    out
 }
 
 impl Action {
@@ -132,20 +209,28 @@ impl Action {
             Action::Clear {
                 run,
                 task: Some(t),
-                downstream: false,
+                scope,
                 ..
-            } => format!("Clear task \"{t}\" of run \"{run}\" so it runs again?"),
-            Action::Clear {
-                run,
-                task: Some(t),
-                downstream: true,
-                ..
-            } => format!("Clear task \"{t}\" and everything downstream of it in run \"{run}\"?"),
-            Action::MarkTask {
-                run, task, state, ..
             } => format!(
-                "Mark task \"{task}\" of run \"{run}\" as {state}? A running try is stopped."
+                "Clear task \"{t}\"{} of run \"{run}\" so it runs again?",
+                reach(scope)
             ),
+            Action::MarkTask {
+                run,
+                task,
+                state,
+                scope,
+                ..
+            } => format!(
+                "Mark task \"{task}\"{} of run \"{run}\" as {state}? Running tries are stopped.",
+                reach(scope)
+            ),
+            Action::Note {
+                run, task: None, ..
+            } => format!("Save the note of run \"{run}\"?"),
+            Action::Note {
+                run, task: Some(t), ..
+            } => format!("Save the note of task \"{t}\" in run \"{run}\"?"),
             Action::MarkRun {
                 run,
                 state: RunState::Failed,
@@ -164,7 +249,17 @@ impl Action {
             Action::Pause(d, _) => dag_href(d),
             Action::Clear { dag, run, .. }
             | Action::MarkTask { dag, run, .. }
-            | Action::MarkRun { dag, run, .. } => run_href(dag, run),
+            | Action::MarkRun { dag, run, .. }
+            | Action::Note {
+                dag,
+                run,
+                task: None,
+            } => run_href(dag, run),
+            Action::Note {
+                dag,
+                run,
+                task: Some(t),
+            } => task_href(dag, run, t),
         }
     }
 }
@@ -181,40 +276,84 @@ pub async fn confirm_page(
     }
     pg.viewer.require(Role::Operator)?;
     let action = parse_action(&q)?;
-    let mut fields = Vec::new();
-    for (k, v) in [
-        ("action", &q.action),
-        ("dag", &q.dag),
-        ("run", &q.run),
-        ("task", &q.task),
-        ("state", &q.state),
-        ("downstream", &q.downstream),
-    ] {
-        if let Some(v) = v {
-            fields.push(HiddenField {
-                name: k.to_string(),
-                value: v.clone(),
-            });
+    let hidden = |names: &[&str]| -> Vec<HiddenField> {
+        q.fields()
+            .into_iter()
+            .filter(|(k, _)| names.contains(k))
+            .filter_map(|(k, v)| {
+                v.as_ref().map(|v| HiddenField {
+                    name: k.to_string(),
+                    value: v.clone(),
+                })
+            })
+            .collect()
+    };
+    let all = [
+        "action",
+        "dag",
+        "run",
+        "task",
+        "state",
+        "downstream",
+        "upstream",
+        "only_failed",
+    ];
+    let fields = hidden(&all);
+    let fixed = hidden(&["action", "dag", "run", "task", "state"]);
+    let scope = q.scope();
+    let boxes = |names: &[(&'static str, &'static str, bool)]| {
+        names
+            .iter()
+            .map(|(name, label, checked)| ScopeBox {
+                name,
+                label,
+                checked: *checked,
+            })
+            .collect()
+    };
+    let (options, preview) = match &action {
+        Action::Clear { dag, run, task, .. } => {
+            let tasks: Vec<String> = task.iter().cloned().collect();
+            let preview =
+                commands::clear_preview(&state.db, &state.registry, dag, run, &tasks, &scope)
+                    .await?
+                    .into_iter()
+                    .map(|(t, s)| (t, s.to_string()))
+                    .collect();
+            let options = if task.is_some() {
+                boxes(&[
+                    ("upstream", "upstream", scope.upstream),
+                    ("downstream", "downstream", scope.downstream),
+                    ("only_failed", "only failed", scope.only_failed),
+                ])
+            } else {
+                boxes(&[("only_failed", "only failed", scope.only_failed)])
+            };
+            (options, Some(preview))
         }
-    }
+        Action::MarkTask { .. } => (
+            boxes(&[
+                ("upstream", "upstream", scope.upstream),
+                ("downstream", "downstream", scope.downstream),
+            ]),
+            None,
+        ),
+        _ => (Vec::new(), None),
+    };
     Ok(pg.render(ConfirmPage {
         layout,
         question: action.question(),
         fields,
         back: action.back(),
+        options,
+        fixed,
+        preview,
     }))
 }
 
 fn serde_urlencoded_query(q: &ActionQuery) -> String {
     let mut parts = Vec::new();
-    for (k, v) in [
-        ("action", &q.action),
-        ("dag", &q.dag),
-        ("run", &q.run),
-        ("task", &q.task),
-        ("state", &q.state),
-        ("downstream", &q.downstream),
-    ] {
+    for (k, v) in q.fields() {
         if let Some(v) = v {
             parts.push(format!("{k}={}", enc(v)));
         }
@@ -235,29 +374,27 @@ pub async fn action_post(
     let notice = match &action {
         Action::Pause(d, p) => {
             commands::set_paused(&state.db, d, *p, None).await?;
-            format!("dag {d} {}", if *p { "paused" } else { "unpaused" })
+            let action = if *p { "pause" } else { "unpause" };
+            pg.audit(&state, entry(action, d, None, None, String::new()))
+                .await;
+            format!("dag {d} {action}d")
         }
         Action::Clear {
             dag,
             run,
             task,
-            downstream,
+            scope,
         } => {
             let tasks: Vec<String> = task.iter().cloned().collect();
-            let cleared = commands::clear(
-                &state.db,
-                &state.registry,
-                dag,
-                run,
-                &tasks,
-                *downstream,
-                now,
-            )
-            .await?;
+            let cleared =
+                commands::clear(&state.db, &state.registry, dag, run, &tasks, scope, now).await?;
             if cleared.is_empty() {
                 "nothing was cleared (queued or running tasks are left alone)".to_string()
             } else {
-                format!("cleared {}", cleared.join(", "))
+                let done = format!("cleared {}", cleared.join(", "));
+                let e = entry("clear", dag, Some(run), task.as_deref(), done.clone());
+                pg.audit(&state, e).await;
+                done
             }
         }
         Action::MarkTask {
@@ -265,9 +402,15 @@ pub async fn action_post(
             run,
             task,
             state: s,
+            scope,
         } => {
-            commands::mark_task(&state.db, &state.registry, dag, run, task, *s, now).await?;
-            format!("marked {task} {s}")
+            let marked =
+                commands::mark_task(&state.db, &state.registry, dag, run, task, *s, scope, now)
+                    .await?;
+            let done = format!("marked {} {s}", marked.join(", "));
+            let e = entry("mark", dag, Some(run), Some(task), done.clone());
+            pg.audit(&state, e).await;
+            done
         }
         Action::MarkRun { dag, run, state: s } => {
             let by = pg
@@ -276,11 +419,48 @@ pub async fn action_post(
                 .as_ref()
                 .map_or("an operator", |u| u.username.as_str());
             commands::mark_run(&state.db, &state.registry, dag, run, *s, by, now).await?;
+            let action = if *s == RunState::Failed {
+                "cancel"
+            } else {
+                "mark"
+            };
+            let e = entry(action, dag, Some(run), None, format!("marked run {s}"));
+            pg.audit(&state, e).await;
             format!("marked run {s}")
+        }
+        Action::Note { dag, run, task } => {
+            let note = q.note.as_deref().unwrap_or_default();
+            commands::set_note(&state.db, dag, run, task.as_deref(), note).await?;
+            let e = entry(
+                "note",
+                dag,
+                Some(run),
+                task.as_deref(),
+                note.trim().to_string(),
+            );
+            pg.audit(&state, e).await;
+            "note saved".to_string()
         }
     };
     crate::web::stop_marked(&state).await;
     Ok(Redirect::to(&format!("{back}?notice={}", enc(&notice))).into_response())
+}
+
+/// An audit entry on a DAG, run or task.
+pub(super) fn entry<'a>(
+    action: &'a str,
+    dag: &'a str,
+    run: Option<&'a str>,
+    task: Option<&'a str>,
+    detail: String,
+) -> commands::AuditEntry<'a> {
+    commands::AuditEntry {
+        action,
+        dag_id: Some(dag),
+        run_id: run,
+        task_id: task,
+        detail,
+    }
 }
 
 /// A hidden form field.

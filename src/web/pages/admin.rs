@@ -12,6 +12,116 @@ pub(super) fn router() -> Router<AppState> {
         .route("/pools", get(pools_page).post(pools_post))
         .route("/users", get(users_page).post(users_post))
         .route("/users/manage", post(users_manage))
+        .route("/audit", get(audit_page))
+}
+
+/// An audit entry on no DAG (pools, users).
+fn admin_entry(action: &str, detail: String) -> commands::AuditEntry<'_> {
+    commands::AuditEntry {
+        action,
+        detail,
+        ..Default::default()
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit.html")]
+pub struct AuditPage {
+    pub layout: Layout,
+    pub rows: Vec<super::run::AuditRow>,
+    pub filter: AuditQuery,
+    pub total: u64,
+    pub first: u64,
+    pub last: u64,
+    pub newer: Option<String>,
+    pub older: Option<String>,
+    pub actions: Vec<&'static str>,
+}
+
+/// Filters and the page of the audit log.
+#[derive(Debug, Default, Deserialize, Clone)]
+pub struct AuditQuery {
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub action: String,
+    #[serde(default)]
+    pub dag: String,
+    #[serde(default)]
+    pub run: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub page: Option<String>,
+}
+
+/// Every action taken, newest first, with filters (admin).
+pub async fn audit_page(
+    State(state): State<AppState>,
+    pg: Page,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response> {
+    let layout = pg.layout(&state, "Audit log".into(), "audit", None).await?;
+    pg.viewer.require(Role::Admin)?;
+    const PER_PAGE: u64 = 50;
+    let page: u64 = match q.page.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        None => 1,
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| {
+                Error::BadRequest(format!("page must be a number from 1, got \"{p}\""))
+            })?,
+    };
+    let filter = crate::db::audit::Filter {
+        actor: Some(q.actor.trim().to_string()),
+        action: Some(q.action.trim().to_string()),
+        dag_id: Some(q.dag.trim().to_string()),
+        run_id: Some(q.run.trim().to_string()),
+        source: Some(q.source.trim().to_string()),
+    };
+    let offset = (page - 1) * PER_PAGE;
+    let (entries, total) =
+        crate::db::audit::list(&state.db.read, &filter, PER_PAGE, offset).await?;
+    let link = |p: u64| {
+        format!(
+            "/audit?actor={}&action={}&dag={}&run={}&source={}&page={p}",
+            enc(&q.actor),
+            enc(&q.action),
+            enc(&q.dag),
+            enc(&q.run),
+            enc(&q.source)
+        )
+    };
+    let shown = entries.len() as u64;
+    Ok(pg.render(AuditPage {
+        layout,
+        rows: entries.iter().map(super::run::AuditRow::of).collect(),
+        total,
+        first: if shown == 0 { 0 } else { offset + 1 },
+        last: offset + shown,
+        newer: (page > 1).then(|| link(page - 1)),
+        older: (offset + shown < total).then(|| link(page + 1)),
+        actions: vec![
+            "trigger",
+            "clear",
+            "mark",
+            "cancel",
+            "pause",
+            "unpause",
+            "note",
+            "pool",
+            "user.create",
+            "user.disable",
+            "user.enable",
+            "user.delete",
+            "user.revoke",
+            "user.password",
+            "user.token",
+        ],
+        filter: q,
+    }))
 }
 
 /// A file that does not load.
@@ -112,6 +222,11 @@ pub async fn pools_post(
         Error::BadRequest(format!("slots must be a whole number, got \"{}\"", f.slots))
     })?;
     commands::set_pool(&state.db, name, slots).await?;
+    pg.audit(
+        &state,
+        admin_entry("pool", format!("{name}: {slots} slots")),
+    )
+    .await;
     Ok(Redirect::to(&format!(
         "/pools?notice={}",
         enc(&format!("pool {name} now has {slots} slots"))
@@ -226,6 +341,8 @@ pub async fn users_manage(
         }
     };
     tracing::info!(admin = %me.username, user = %user.username, op = %f.op, "user changed");
+    let action = format!("user.{}", f.op);
+    pg.audit(&state, admin_entry(&action, notice.clone())).await;
     Ok(Redirect::to(&format!("/users?notice={}", enc(&notice))).into_response())
 }
 
@@ -252,6 +369,11 @@ pub async fn users_post(
         ))
     })?;
     accounts::create_user(&state.db, &username, &f.password, role, Utc::now()).await?;
+    pg.audit(
+        &state,
+        admin_entry("user.create", format!("{username} ({role})")),
+    )
+    .await;
     Ok(Redirect::to(&format!(
         "/users?notice={}",
         enc(&format!("created {role} {username}"))

@@ -497,6 +497,12 @@ pub async fn trigger_post(
             if let Some(e) = &state.engine {
                 e.wake();
             }
+            let detail = format!(
+                "logical date {}",
+                crate::dag::template::rfc3339(run.logical_date)
+            );
+            let e = super::actions::entry("trigger", &dag_id, Some(&run.run_id), None, detail);
+            pg.audit(&state, e).await;
             let notice = format!("created run {}", run.run_id);
             Ok(Redirect::to(&format!(
                 "{}?notice={}",

@@ -37,6 +37,7 @@ pub async fn login_page(
     let pg = Page {
         viewer: Viewer(None),
         token,
+        client: None,
     };
     let layout = pg
         .open_layout(&state, "Log in".into(), "login", None)

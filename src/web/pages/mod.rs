@@ -75,6 +75,8 @@ pub struct NoticeQuery {
 pub struct Page {
     pub viewer: Viewer,
     pub token: CsrfToken,
+    /// The client's address, when the server knows it (for the audit log).
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl axum::extract::FromRequestParts<AppState> for Page {
@@ -90,11 +92,34 @@ impl axum::extract::FromRequestParts<AppState> for Page {
         let token = CsrfToken::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        Ok(Page { viewer, token })
+        let client = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Page {
+            viewer,
+            token,
+            client,
+        })
     }
 }
 
 impl Page {
+    /// Records what the logged-in viewer did from the UI in the audit log.
+    pub async fn audit(&self, state: &AppState, entry: commands::AuditEntry<'_>) {
+        let who = self
+            .viewer
+            .0
+            .as_ref()
+            .map_or_else(|| "anonymous".to_string(), |u| u.username.clone());
+        let actor = commands::Actor {
+            who,
+            source: "ui",
+            client: self.client.map(|a| a.to_string()),
+        };
+        commands::audit(&state.db, &actor, entry).await;
+    }
+
     /// The layout of a page titled `title` under the `nav` section; checks that the
     /// viewer may read.
     pub async fn layout(

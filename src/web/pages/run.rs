@@ -5,6 +5,7 @@ use axum::Router;
 use axum::routing::get;
 
 use super::*;
+use crate::db::audit;
 
 /// The routes of these pages.
 pub(super) fn router() -> Router<AppState> {
@@ -31,7 +32,6 @@ pub struct TiRow {
     pub duration: String,
     pub error: String,
     pub clear_href: String,
-    pub clear_down_href: String,
     pub success_href: String,
     pub failed_href: String,
 }
@@ -54,6 +54,53 @@ pub struct RunPage {
     pub rows: Vec<TiRow>,
     pub gantt: Chart,
     pub actions: Vec<Link>,
+    pub note: String,
+    /// What operators did to this run (the audit log), newest first.
+    pub history: Vec<AuditRow>,
+}
+
+/// An entry of the audit log as the pages show it.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub at: Time,
+    pub actor: String,
+    pub source: String,
+    pub client: String,
+    pub action: String,
+    pub dag_id: String,
+    pub dag_href: String,
+    pub run_id: String,
+    pub run_href: String,
+    pub task_id: String,
+    pub detail: String,
+}
+
+impl AuditRow {
+    pub fn of(e: &crate::db::rows::AuditEntry) -> AuditRow {
+        let dag_id = e.dag_id.clone().unwrap_or_default();
+        let run_id = e.run_id.clone().unwrap_or_default();
+        AuditRow {
+            at: time(e.at),
+            actor: e.actor.clone(),
+            source: e.source.clone(),
+            client: e.client.clone().unwrap_or_default(),
+            action: e.action.clone(),
+            dag_href: if dag_id.is_empty() {
+                String::new()
+            } else {
+                dag_href(&dag_id)
+            },
+            run_href: if run_id.is_empty() {
+                String::new()
+            } else {
+                run_href(&dag_id, &run_id)
+            },
+            dag_id,
+            run_id,
+            task_id: e.task_id.clone().unwrap_or_default(),
+            detail: e.detail.clone(),
+        }
+    }
 }
 
 fn confirm_href(action: &str, dag: &str, run: &str, task: &str, extra: &str) -> String {
@@ -106,7 +153,6 @@ pub async fn run_page(
                 .unwrap_or_else(|| views::between(t.started_at, t.ended_at)),
             error: t.error.clone().unwrap_or_default(),
             clear_href: confirm_href("clear", &dag_id, &run_id, &t.task_id, ""),
-            clear_down_href: confirm_href("clear", &dag_id, &run_id, &t.task_id, "&downstream=1"),
             success_href: confirm_href("mark_task", &dag_id, &run_id, &t.task_id, "&state=success"),
             failed_href: confirm_href("mark_task", &dag_id, &run_id, &t.task_id, "&state=failed"),
             task_id: t.task_id.clone(),
@@ -151,8 +197,21 @@ pub async fn run_page(
             confirm_href("mark_run", &dag_id, &run_id, "", "&state=failed"),
         ));
     }
+    let filter = audit::Filter {
+        dag_id: Some(dag_id.clone()),
+        run_id: Some(run_id.clone()),
+        ..Default::default()
+    };
+    let history = audit::list(&state.db.read, &filter, 50, 0)
+        .await?
+        .0
+        .iter()
+        .map(AuditRow::of)
+        .collect();
     Ok(pg.render(RunPage {
         layout,
+        note: run.note.clone().unwrap_or_default(),
+        history,
         dag_href: dag_href(&dag_id),
         state: run.state.to_string(),
         run_type: run.run_type.to_string(),
@@ -207,6 +266,7 @@ pub struct TaskPage {
     /// For a task that never ran (upstream_failed, skipped): its upstream tasks that
     /// failed or were skipped, the reason it did not run.
     pub blocked_by: Vec<UpstreamRow>,
+    pub note: String,
 }
 
 /// An upstream task instance shown on a task's page.
@@ -350,6 +410,7 @@ pub async fn task_page(
         };
     Ok(pg.render(TaskPage {
         layout,
+        note: ti.note.clone().unwrap_or_default(),
         dag_href: dag_href(&dag_id),
         run_href: run_href(&dag_id, &run_id),
         state: ti.state.to_string(),
