@@ -253,8 +253,9 @@ async fn pump_lines(mut r: impl tokio::io::AsyncRead + Unpin, tx: mpsc::Sender<S
 /// to the try): how leftovers are found when the try ends.
 pub const MARKER: &str = "WEFT_TRY_MARKER";
 
-/// Runs `sh -c command` in a new process group, streaming stdout and stderr lines to
-/// `log`. `on_spawn` receives the pid (= process group id) once it is known.
+/// Runs `sh -c command` in a new process group, streaming its stdout and stderr lines
+/// (one pipe, in the order written) to `log`. `on_spawn` receives the pid (= process
+/// group id) once it is known.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_shell(
     command: &str,
@@ -274,11 +275,16 @@ pub async fn run_shell(
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // stdout and stderr share one pipe, as on a terminal: the log keeps the order the
+    // command wrote its lines in (two pipes read by two readers interleave at random).
+    let (reader, writer) = std::io::pipe()?;
+    cmd.stdout(writer.try_clone()?).stderr(writer);
     let mut child = cmd.spawn()?;
+    // The command holds this process's copies of the write end: dropped, the pipe
+    // ends when the command and what it started close theirs.
+    drop(cmd);
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     on_spawn(pid).await;
     // Buffered lines reach the database within a second while the command runs.
@@ -289,14 +295,9 @@ pub async fn run_shell(
     );
 
     let (tx, mut rx) = mpsc::channel::<String>(256);
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(pump_lines(out, tx.clone())));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(pump_lines(err, tx.clone())));
-    }
-    drop(tx);
+    let output =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
+    let readers = [tokio::spawn(pump_lines(output, tx))];
 
     let sleep = async {
         match timeout {

@@ -18,6 +18,9 @@ pub struct LogTail {
     pub content: String,
 }
 
+/// The length of a line's time stamp (`2026-03-01T10:00:00.123Z `).
+const STAMP_LEN: usize = 25;
+
 /// Collects the output of one try.
 #[derive(Debug)]
 pub struct LogSink {
@@ -54,7 +57,8 @@ impl LogSink {
         self
     }
 
-    /// Adds a line (a newline is appended).
+    /// Adds a line, after the time it was written (`2026-03-01T10:00:00.123Z `) and
+    /// before a newline.
     pub async fn line(&mut self, line: &str) {
         if self.truncated {
             return;
@@ -69,7 +73,9 @@ impl LogSink {
             line = crate::config::redact(&line, &self.secrets).into();
         }
         let line = line.as_ref();
-        let len = line.len() + 1;
+        // Each line carries when it was read, in UTC to the millisecond.
+        let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ ");
+        let len = STAMP_LEN + line.len() + 1;
         if self.written + self.buf.len() + len > self.max_bytes {
             self.buf.push_str(&format!(
                 "[weft] log truncated: this try's log reached the limit of {} bytes (log_max_bytes)\n",
@@ -79,6 +85,8 @@ impl LogSink {
             self.flush().await;
             return;
         }
+        use std::fmt::Write as _;
+        let _ = write!(self.buf, "{stamp}");
         self.buf.push_str(line);
         self.buf.push('\n');
         self.first_buffered.get_or_insert_with(Instant::now);

@@ -878,3 +878,38 @@ async fn an_http_task_says_why_it_could_not_connect() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_log_keeps_stdout_and_stderr_in_the_order_written_with_a_time_on_each_line() {
+    let t = sqlite_db().await;
+    let command = "for i in 1 2 3 4 5 6 7 8 9 10; do echo out$i; echo err$i >&2; done";
+    let dag =
+        format!("schedule = \"none\"\n[tasks.mix]\nkind = \"shell\"\ncommand = \"{command}\"\n");
+    let env = Env::start(&t, &[("mix", &dag)], |_| {}, None).await;
+    let run = env.trigger("mix").await;
+    assert_eq!(
+        env.wait_run(run.id, Duration::from_secs(30)).await,
+        RunState::Success
+    );
+    let (_, _, log) = crate::support::task_log(&env.db, run.id, "mix").await;
+    let mut want = Vec::new();
+    for i in 1..=10 {
+        want.push(format!("out{i}"));
+        want.push(format!("err{i}"));
+    }
+    let mut got = Vec::new();
+    for line in log.lines() {
+        let (stamp, text) = line.split_once(' ').expect("a time stamp, then the line");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && stamp.ends_with('Z'),
+            "{line}"
+        );
+        // weft's own lines (the try's header) aside.
+        if !text.starts_with("[weft]") {
+            got.push(text.to_string());
+        }
+    }
+    assert_eq!(got, want, "{log}");
+    env.stop().await;
+    t.cleanup().await;
+}
