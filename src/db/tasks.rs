@@ -786,6 +786,25 @@ pub async fn tries_of<C: ConnectionTrait>(c: &C, ti_id: i64) -> DbResult<Vec<tas
         .await?)
 }
 
+/// Every try of these task instances (a run's), in task instance and try order.
+pub async fn tries_of_many<C: ConnectionTrait>(
+    c: &C,
+    ti_ids: &[i64],
+) -> DbResult<Vec<task_try::Model>> {
+    let mut out = Vec::new();
+    for part in ti_ids.chunks(500) {
+        out.extend(
+            task_try::Entity::find()
+                .filter(task_try::Column::TaskInstanceId.is_in(part.iter().copied()))
+                .order_by_asc(task_try::Column::TaskInstanceId)
+                .order_by_asc(task_try::Column::TryNumber)
+                .all(c)
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
 /// Appends one chunk of a try's log.
 pub async fn append_log<C: ConnectionTrait>(
     c: &C,

@@ -82,6 +82,14 @@ pub(crate) fn p_text(p: Option<f64>) -> String {
     }
 }
 
+/// A time a kind wrote to the warehouse as RFC 3339 text, as the pages show times
+/// (local time in the browser, UTC on hover); `None` when it does not parse.
+pub(crate) fn stored_time(s: &str) -> Option<crate::web::views::Time> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| crate::web::views::time(t.with_timezone(&Utc)))
+}
+
 pub(crate) fn short_time(s: &str) -> String {
     DateTime::parse_from_rfc3339(s)
         .map(|t| {

@@ -245,58 +245,84 @@ pub fn duration_bars(items: &[(String, String, i64, String)]) -> Chart {
     }
 }
 
-/// A Gantt chart: one row per task, from its start to its end relative to the run.
-/// A Gantt row: task id, state class, start, end, link.
-pub type GanttRow = (
-    String,
-    String,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    String,
-);
+/// One try in a Gantt row: its number, state class, start, end (none while running)
+/// and link.
+pub type GanttTry = (i32, String, DateTime<Utc>, Option<DateTime<Utc>>, String);
 
+/// A Gantt row: a task, the time its current try waited in the queue (queued at,
+/// started at) and every try it made.
+#[derive(Debug, Clone)]
+pub struct GanttRow {
+    pub task: String,
+    pub queued: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub tries: Vec<GanttTry>,
+}
+
+/// A Gantt chart: one row per task with a bar for each of its tries (and the wait in
+/// the queue before the current one), on one time axis from the run's start. Drawn
+/// 1,200 units wide: the page scales it to its width.
 pub fn gantt(rows: &[GanttRow], start: Option<DateTime<Utc>>) -> Chart {
-    let label_w = 180i64;
-    let plot_w = 560i64;
+    let label_w = 200i64;
+    let plot_w = 980i64;
     let row_h = 22i64;
-    let t0 = start.or_else(|| rows.iter().filter_map(|r| r.2).min());
+    let now = Utc::now();
+    let starts = rows
+        .iter()
+        .flat_map(|r| r.tries.iter().map(|t| t.2).chain(r.queued.map(|q| q.0)));
+    let t0 = start.into_iter().chain(starts).min();
     let t1 = rows
         .iter()
-        .filter_map(|r| r.3.or(r.2.map(|_| Utc::now())))
+        .flat_map(|r| r.tries.iter().map(|t| t.3.unwrap_or(now)))
         .max();
     let span = match (t0, t1) {
         (Some(a), Some(b)) => (b - a).num_milliseconds().max(1),
         _ => 1,
     };
-    let bars = rows
-        .iter()
-        .enumerate()
-        .map(|(k, (task, class, s, e, href))| {
-            let y = 4 + k as i64 * row_h;
-            let (x, w) = match (t0, s) {
-                (Some(t0), Some(s)) => {
-                    let e = e.unwrap_or_else(Utc::now);
-                    let x =
-                        ((*s - t0).num_milliseconds() as f64 / span as f64 * plot_w as f64) as i64;
-                    let w = (((e - *s).num_milliseconds() as f64 / span as f64) * plot_w as f64)
-                        .round()
-                        .max(2.0) as i64;
-                    (label_w + x, w)
-                }
-                _ => (label_w, 0),
-            };
-            Bar {
-                x,
+    let at = |t: DateTime<Utc>| -> i64 {
+        let ms = t0.map_or(0, |t0| (t - t0).num_milliseconds().max(0));
+        label_w + (ms as f64 / span as f64 * plot_w as f64) as i64
+    };
+    let mut bars = Vec::new();
+    for (k, r) in rows.iter().enumerate() {
+        let y = 4 + k as i64 * row_h;
+        let label: String = r.task.chars().take(28).collect();
+        if let Some((q, s)) = r.queued.filter(|(q, s)| q < s) {
+            bars.push(Bar {
+                x: at(q),
+                y: y + 4,
+                w: (at(s) - at(q)).max(1),
+                h: row_h - 14,
+                class: "queued".into(),
+                title: format!("{}: queued {}", r.task, between(Some(q), Some(s))),
+                label: String::new(),
+                href: String::new(),
+            });
+        }
+        for (number, class, s, e, href) in &r.tries {
+            let end = e.unwrap_or(now);
+            bars.push(Bar {
+                x: at(*s),
                 y,
-                w,
+                w: (at(end) - at(*s)).max(2),
                 h: row_h - 6,
                 class: class.clone(),
-                title: format!("{task}: {}", between(*s, *e)),
-                label: task.chars().take(24).collect(),
+                title: format!("{} try {number}: {}", r.task, between(Some(*s), *e)),
+                label: String::new(),
                 href: href.clone(),
-            }
-        })
-        .collect();
+            });
+        }
+        // The row's label rides on its first bar (or an empty one).
+        bars.push(Bar {
+            x: label_w,
+            y,
+            w: 0,
+            h: row_h - 6,
+            class: "label-only".into(),
+            title: r.task.clone(),
+            label,
+            href: String::new(),
+        });
+    }
     Chart {
         width: label_w + plot_w + 20,
         height: 8 + rows.len() as i64 * row_h,

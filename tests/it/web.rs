@@ -244,6 +244,20 @@ async fn every_page_and_api_route_renders() {
         grid.contains("id=\"grid\"") && grid.contains("class=\"cell s-success\""),
         "{grid}"
     );
+    // The banner links the broken file's first problem to its section.
+    let banner = grid
+        .split("id=\"import-errors-banner\"")
+        .nth(1)
+        .and_then(|b| b.split("</p>").next())
+        .expect("banner");
+    let link = banner
+        .split("<a href=\"/import-errors#")
+        .nth(1)
+        .expect("a link to the error");
+    let anchor = link.split('"').next().expect("anchor");
+    assert!(link.contains("broken.toml:1</code>"), "{banner}");
+    let errors = c.get("/import-errors").await.body;
+    assert!(errors.contains(&format!("id=\"{anchor}\"")), "{errors}");
     let anonymous_task_page = c.get(&format!("/dags/fine/runs/{r}/tasks/a")).await.body;
     assert!(
         anonymous_task_page.contains("log in to read task logs"),
@@ -813,8 +827,11 @@ async fn experiment_and_survey_pages_chart_what_the_tasks_wrote() {
         "{page}"
     );
     assert!(page.contains("id=\"turnaround\""), "{page}");
+    // When it was computed is a time like every other (local in the browser).
+    assert!(page.contains("Computed <time datetime=\""), "{page}");
     let list = c.get("/experiments").await.body;
     assert!(list.contains("sample-ratio mismatch"), "{list}");
+    assert!(list.contains("<td><time datetime=\""), "{list}");
     let missing = c.get("/experiments/checkout_v3").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.body.contains("did you mean"), "{}", missing.body);
@@ -1840,5 +1857,224 @@ async fn the_api_previews_clears_marks_downstream_and_records_who_from_where() {
     assert_eq!(entries[0].action, "mark");
     assert_eq!(entries[0].task_id.as_deref(), Some("a"));
     assert_eq!(entries[0].detail, "marked a, b, c success");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_log_can_be_searched_line_by_line() {
+    let dag = "schedule = \"none\"\n[tasks.talk]\nkind = \"shell\"\ncommand = \"echo alp''ha one; echo beta two; echo ALP''HA three\"\n";
+    let (_t, env, router, _) = app_with(&[("talk", dag)]).await;
+    let mut op = Client::new(router);
+    op.login("otto", "correct horse").await;
+    let run = env.trigger("talk").await;
+    assert_eq!(
+        env.wait_run(run.id, std::time::Duration::from_secs(30))
+            .await,
+        RunState::Success
+    );
+    let r = weft::web::views::enc(&run.run_id);
+    let page = op
+        .get(&format!("/dags/talk/runs/{r}/tasks/talk?q=alpha"))
+        .await
+        .body;
+    // Three lines of the command's output plus weft's header lines.
+    assert!(
+        page.contains("2 of ") && page.contains(" lines contain &#34;alpha&#34;"),
+        "{page}"
+    );
+    let log = page
+        .split("id=\"log\"")
+        .nth(1)
+        .and_then(|l| l.split("</pre>").next())
+        .and_then(|l| l.strip_prefix('>'))
+        .expect("log");
+    // Matching lines with their numbers in the whole log, each with its time stamp.
+    let numbers: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(numbers.len(), 2, "{log}");
+    let n: Vec<usize> = numbers.iter().filter_map(|n| n.parse().ok()).collect();
+    assert_eq!(
+        n[1],
+        n[0] + 2,
+        "alpha one and ALPHA three are two lines apart: {log}"
+    );
+    assert!(
+        log.contains("Z alpha one") && log.contains("Z ALPHA three") && !log.contains("beta"),
+        "{log}"
+    );
+    let whole = op
+        .get(&format!("/dags/talk/runs/{r}/tasks/talk"))
+        .await
+        .body;
+    assert!(
+        whole.contains("beta two") && !whole.contains("lines contain"),
+        "{whole}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_dag_list_filters_by_owner_last_run_and_paused_and_shows_the_last_run() {
+    let (_t, env, router, _) = app_with(&[
+        ("ok_one", "schedule = \"none\"\nowner = \"growth\"\n[tasks.a]\nkind = \"noop\"\n"),
+        ("bad_one", "schedule = \"none\"\nowner = \"data\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"exit 1\"\n"),
+        ("idle_one", "schedule = \"none\"\nowner = \"data\"\n[tasks.a]\nkind = \"noop\"\n"),
+    ])
+    .await;
+    let mut c = Client::new(router);
+    for (dag, want) in [("ok_one", RunState::Success), ("bad_one", RunState::Failed)] {
+        let run = env.trigger(dag).await;
+        assert_eq!(
+            env.wait_run(run.id, std::time::Duration::from_secs(30))
+                .await,
+            want
+        );
+    }
+    weft::scheduler::commands::set_paused(&env.db, "idle_one", true, None)
+        .await
+        .expect("pause");
+    let listed = |page: &str| -> Vec<String> {
+        let mut out: Vec<String> = page
+            .split("class=\"dag-link\">")
+            .skip(1)
+            .filter_map(|s| s.split('<').next().map(str::to_string))
+            .collect();
+        out.sort();
+        out
+    };
+    let page = c.get("/dags?owner=data").await.body;
+    assert_eq!(listed(&page), ["bad_one", "idle_one"], "{page}");
+    let page = c.get("/dags?state=failed").await.body;
+    assert_eq!(listed(&page), ["bad_one"], "{page}");
+    let page = c.get("/dags?state=none").await.body;
+    assert_eq!(listed(&page), ["idle_one"], "{page}");
+    let page = c.get("/dags?paused=yes").await.body;
+    assert_eq!(listed(&page), ["idle_one"], "{page}");
+    let page = c.get("/dags?paused=no&owner=data").await.body;
+    assert_eq!(listed(&page), ["bad_one"], "{page}");
+    // The last run: its state, linked, and when.
+    let page = c.get("/dags?owner=growth").await.body;
+    let cell = page
+        .split("class=\"last-run\">")
+        .nth(1)
+        .expect("last run cell");
+    assert!(
+        cell.starts_with("<a href=\"/dags/ok%5Fone/runs/") && cell.contains(">success</a> <time"),
+        "{cell}"
+    );
+    assert_eq!(
+        c.get("/dags?paused=maybe").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.get("/dags?state=sideways").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_grid_lists_tasks_in_dag_order_pages_older_runs_and_dates_its_columns() {
+    // A fan-out written t00..t11, after its root.
+    let mut dag = String::from("schedule = \"none\"\n[tasks.root]\nkind = \"noop\"\n");
+    for i in 0..12 {
+        dag.push_str(&format!(
+            "[tasks.t{i:02}]\nkind = \"noop\"\ndepends_on = [\"root\"]\n"
+        ));
+    }
+    let (_t, env, router, _) = app_with(&[("fan", &dag)]).await;
+    let mut c = Client::new(router);
+    let mut last = None;
+    for _ in 0..27 {
+        let run = env.trigger("fan").await;
+        last = Some(run.id);
+    }
+    for r in weft::db::runs::list_runs(
+        &env.db.conn,
+        &weft::db::runs::RunFilter {
+            dag_id: Some("fan".into()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("runs")
+    {
+        assert_eq!(
+            env.wait_run(r.id, std::time::Duration::from_secs(60)).await,
+            RunState::Success
+        );
+    }
+    assert!(last.is_some());
+    let page = c.get("/dags/fan").await.body;
+    let grid = page.split("id=\"grid\"").nth(1).expect("grid");
+    let rows: Vec<&str> = grid
+        .split("<th class=\"task\">")
+        .skip(1)
+        .filter_map(|s| s.split('<').next())
+        .collect();
+    let mut want = vec!["root".to_string()];
+    want.extend((0..12).map(|i| format!("t{i:02}")));
+    assert_eq!(rows, want);
+    assert_eq!(
+        grid.matches("class=\"run-head\"").count(),
+        25,
+        "25 runs a page"
+    );
+    assert!(grid.contains("logical date "), "{grid}");
+    assert!(
+        grid.contains("class=\"run-bar s-success\" style=\"height:"),
+        "{grid}"
+    );
+    assert!(
+        page.contains("id=\"grid-older\""),
+        "older runs are a page away"
+    );
+    let older = c.get("/dags/fan?runs=2").await.body;
+    let grid = older.split("id=\"grid\"").nth(1).expect("grid");
+    assert_eq!(grid.matches("class=\"run-head\"").count(), 2);
+    assert!(older.contains("id=\"grid-newer\"") && !older.contains("id=\"grid-older\""));
+    assert_eq!(
+        c.get("/dags/fan?runs=0").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_gantt_draws_every_try_across_the_page_width() {
+    let dag = "schedule = \"none\"\n[tasks.flaky]\nkind = \"shell\"\ncommand = \"test {{ try_number }} -gt 1\"\nretries = 1\nretry_delay = \"0s\"\n[tasks.after]\nkind = \"noop\"\ndepends_on = [\"flaky\"]\n";
+    let (_t, env, router, _) = app_with(&[("flaky", dag)]).await;
+    let mut c = Client::new(router);
+    let run = env.trigger("flaky").await;
+    assert_eq!(
+        env.wait_run(run.id, std::time::Duration::from_secs(30))
+            .await,
+        RunState::Success
+    );
+    let r = weft::web::views::enc(&run.run_id);
+    let page = c.get(&format!("/dags/flaky/runs/{r}")).await.body;
+    let gantt = page
+        .split("id=\"gantt\"")
+        .nth(1)
+        .and_then(|g| g.split("</svg>").next())
+        .expect("gantt");
+    assert!(gantt.contains("width=\"100%\""), "{gantt}");
+    assert!(
+        gantt.contains("<title>flaky try 1: ") && gantt.contains("<title>flaky try 2: "),
+        "both tries are drawn: {gantt}"
+    );
+    assert!(gantt.contains("class=\"bar s-failed\"") && gantt.contains("class=\"bar s-success\""));
+    assert!(
+        gantt.contains("?try=1\"") && gantt.contains("?try=2\""),
+        "{gantt}"
+    );
+    // No bar starts left of the plot (a cleared or retried task has no stale timing).
+    for x in gantt.split("<rect x=\"").skip(1) {
+        let x: i64 = x.split('"').next().and_then(|v| v.parse().ok()).expect("x");
+        assert!(x >= 200, "{gantt}");
+    }
     env.stop().await;
 }

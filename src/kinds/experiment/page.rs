@@ -37,7 +37,7 @@ pub struct ExperimentRow {
     pub href: String,
     pub dag_id: String,
     pub dag_href: String,
-    pub analysed: String,
+    pub analysed: Option<crate::web::views::Time>,
     pub summary: String,
     pub srm: bool,
 }
@@ -79,9 +79,7 @@ pub async fn experiments_page(State(state): State<AppState>, pg: Page) -> Result
         rows.push(ExperimentRow {
             href: format!("/experiments/{}", enc(&d.spec.experiment)),
             dag_href: dag_href(&d.dag_id),
-            analysed: results
-                .first()
-                .map_or("not analysed yet".into(), |r| short_time(&r.computed_at)),
+            analysed: results.first().and_then(|r| stored_time(&r.computed_at)),
             srm: results
                 .first()
                 .and_then(|r| r.srm_p_value)
@@ -128,7 +126,7 @@ pub struct ExperimentPage {
     pub split: String,
     pub analysed: bool,
     pub interval_end: String,
-    pub computed_at: String,
+    pub computed_at: Option<crate::web::views::Time>,
     pub srm_p: String,
     pub srm_warning: bool,
     pub excluded: i64,
@@ -262,7 +260,7 @@ pub async fn experiment_page(
             .join(", "),
         analysed: first.is_some(),
         interval_end: first.map_or(String::new(), |r| short_time(&r.interval_end)),
-        computed_at: first.map_or(String::new(), |r| short_time(&r.computed_at)),
+        computed_at: first.and_then(|r| stored_time(&r.computed_at)),
         srm_p: p_text(srm),
         srm_warning: srm.is_some_and(|p| p < 0.001),
         excluded: first.map_or(0, |r| r.excluded_users),

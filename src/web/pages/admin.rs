@@ -127,6 +127,7 @@ pub async fn audit_page(
 /// A file that does not load.
 #[derive(Debug)]
 pub struct ImportErrorRow {
+    pub anchor: String,
     pub file: String,
     pub message: String,
     pub found: Time,
@@ -156,6 +157,7 @@ pub async fn import_errors(State(state): State<AppState>, pg: Page) -> Result<Re
         .await?
         .into_iter()
         .map(|e| ImportErrorRow {
+            anchor: super::error_anchor(&e.fileloc),
             file: e.fileloc,
             message: e.message,
             found: time(e.created_at),

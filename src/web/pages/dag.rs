@@ -39,6 +39,17 @@ pub struct DagRow {
     pub paused: bool,
     pub tags: Vec<String>,
     pub pause_href: String,
+    pub owner: String,
+    /// The latest run: when it started (or was created), its state and link.
+    pub last_run: Option<LastRun>,
+}
+
+/// A DAG's latest run as the DAG list shows it.
+#[derive(Debug, Clone)]
+pub struct LastRun {
+    pub at: Time,
+    pub state: String,
+    pub href: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -50,12 +61,22 @@ pub struct DagsPage {
     pub tag: String,
     pub all_tags: Vec<String>,
     pub total: usize,
+    pub owner: String,
+    pub all_owners: Vec<String>,
+    pub last_state: String,
+    pub paused: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct DagsQuery {
     pub q: Option<String>,
     pub tag: Option<String>,
+    /// Only DAGs of this owner.
+    pub owner: Option<String>,
+    /// Only DAGs whose latest run is in this state (`none`: no run yet).
+    pub state: Option<String>,
+    /// `yes` or `no`: only paused or only active DAGs.
+    pub paused: Option<String>,
     pub notice: Option<String>,
 }
 
@@ -86,12 +107,33 @@ pub async fn dags_page(
     let last_sched = stats::latest_scheduled_by_dag(&state.db.read).await?;
     let search = q.q.clone().unwrap_or_default().to_lowercase();
     let tag = q.tag.clone().unwrap_or_default();
+    let owner = q.owner.clone().unwrap_or_default();
+    let last_state = q.state.clone().unwrap_or_default();
+    let paused_filter = q.paused.clone().unwrap_or_default();
+    if !matches!(paused_filter.as_str(), "" | "yes" | "no") {
+        return Err(Error::BadRequest(format!(
+            "paused must be yes or no, not \"{paused_filter}\""
+        )));
+    }
+    if !last_state.is_empty() && last_state != "none" && RunState::parse(&last_state).is_none() {
+        return Err(Error::BadRequest(format!(
+            "state must be a run state (queued, running, success, failed) or none, not \"{last_state}\""
+        )));
+    }
+    let mut all_owners = std::collections::BTreeSet::new();
     let mut all_tags = std::collections::BTreeSet::new();
     let all = state.registry.all();
     let total = all.len();
     let mut rows = Vec::new();
     for (dag, _) in all {
         all_tags.extend(dag.tags.iter().cloned());
+        let dag_owner = dag.owner.clone().unwrap_or_default();
+        if !dag_owner.is_empty() {
+            all_owners.insert(dag_owner.clone());
+        }
+        if !owner.is_empty() && dag_owner != owner {
+            continue;
+        }
         if !search.is_empty()
             && !dag.dag_id.to_lowercase().contains(&search)
             && !dag
@@ -107,7 +149,20 @@ pub async fn dags_page(
             continue;
         }
         let paused = db_dags.get(&dag.dag_id).is_some_and(|d| d.is_paused);
+        if (paused_filter == "yes" && !paused) || (paused_filter == "no" && paused) {
+            continue;
+        }
         let runs = recent.remove(&dag.dag_id).unwrap_or_default();
+        let latest = runs.first();
+        let latest_state = latest.map_or("none".to_string(), |r| r.state.to_string());
+        if !last_state.is_empty() && latest_state != last_state {
+            continue;
+        }
+        let last_run = latest.map(|r| LastRun {
+            at: time(r.started_at.unwrap_or(r.created_at)),
+            state: r.state.to_string(),
+            href: run_href(&r.dag_id, &r.run_id),
+        });
         let next_run = if paused || dag.schedule.is_none() {
             None
         } else {
@@ -141,6 +196,8 @@ pub async fn dags_page(
             try_fail: percent(try_rates.get(&dag.dag_id).and_then(|r| r.percent())),
             paused,
             tags: dag.tags.clone(),
+            owner: dag_owner,
+            last_run,
             pause_href: format!(
                 "/confirm?action={}&dag={}",
                 if paused { "unpause" } else { "pause" },
@@ -158,6 +215,10 @@ pub async fn dags_page(
         tag,
         all_tags: all_tags.into_iter().collect(),
         total,
+        owner,
+        all_owners: all_owners.into_iter().collect(),
+        last_state,
+        paused: paused_filter,
     }))
 }
 
@@ -195,6 +256,40 @@ pub struct VersionRow {
     pub hash: String,
 }
 
+/// A run's column head in the grid: its state, a bar as tall as its duration is long
+/// (relative to the longest shown), and its dates on hover.
+#[derive(Debug, Clone)]
+pub struct GridRun {
+    pub class: String,
+    pub href: String,
+    pub title: String,
+    /// Bar height in pixels (0..=40).
+    pub bar: i64,
+}
+
+/// A DAG's tasks in the order its pages list them: by depth (roots first), then as
+/// they are written in the file — a fan-out reads t00, t01, ... t11.
+pub fn display_order(dag: &Dag) -> Vec<usize> {
+    let mut depth = vec![0usize; dag.tasks.len()];
+    for &i in &dag.topo_order {
+        for up in &dag.tasks[i].depends_on {
+            if let Some(u) = dag.task_index(up) {
+                depth[i] = depth[i].max(depth[u] + 1);
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..dag.tasks.len()).collect();
+    order.sort_by_key(|&i| (depth[i], i));
+    order
+}
+
+/// The page of the DAG page's grid (`?runs=N`, 1 = the newest 25 runs).
+#[derive(Debug, Default, Deserialize)]
+pub struct DagPageQuery {
+    pub notice: Option<String>,
+    pub runs: Option<String>,
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "dag.html")]
 pub struct DagPage {
@@ -209,8 +304,11 @@ pub struct DagPage {
     pub paused: bool,
     pub pause_href: String,
     pub trigger_href: String,
-    pub grid_runs: Vec<Dot>,
+    pub grid_runs: Vec<GridRun>,
     pub grid: Vec<GridRow>,
+    /// Links to older and newer runs of the grid (25 a page).
+    pub older: Option<String>,
+    pub newer: Option<String>,
     pub graph: Graph,
     pub durations: Chart,
     pub runs: Vec<RunRow>,
@@ -232,14 +330,53 @@ fn insight_links(dag: &Dag) -> Vec<Link> {
     out
 }
 
+/// The grid's column heads: duration bars scaled to the longest run shown, dates in
+/// the DAG's zone on hover.
+fn grid_runs(dag: &Dag, runs: &[Run]) -> Vec<GridRun> {
+    let ms = |r: &Run| match (r.started_at, r.ended_at) {
+        (Some(s), e) => Some((e.unwrap_or_else(Utc::now) - s).num_milliseconds().max(0)),
+        _ => None,
+    };
+    let longest = runs.iter().filter_map(ms).max().unwrap_or(0).max(1);
+    runs.iter()
+        .map(|r| {
+            let took = ms(r);
+            GridRun {
+                class: format!("s-{}", r.state),
+                href: run_href(&dag.dag_id, &r.run_id),
+                title: format!(
+                    "{} · {} · logical date {} · {}",
+                    r.run_id,
+                    r.state,
+                    views::time_in(r.logical_date, dag.timezone).text,
+                    views::between(r.started_at, r.ended_at)
+                ),
+                bar: took.map_or(0, |t| (t * 40 / longest).max(2)),
+            }
+        })
+        .collect()
+}
+
 pub async fn dag_page(
     State(state): State<AppState>,
     pg: Page,
     Path(dag_id): Path<String>,
-    Query(q): Query<NoticeQuery>,
+    Query(q): Query<DagPageQuery>,
 ) -> Result<Response> {
+    const PER_PAGE: u64 = 25;
+    let page: u64 = match q.runs.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => 1,
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|n| (1..=100_000).contains(n))
+            .ok_or_else(|| {
+                Error::BadRequest(format!("runs must be a page number from 1, got \"{p}\""))
+            })?,
+    };
     let mut layout = pg.layout(&state, dag_id.clone(), "dags", q.notice).await?;
-    layout.refresh = true;
+    // Older pages do not change: only the newest refreshes itself.
+    layout.refresh = page == 1;
     let (dag, _) = known_dag(&state, &dag_id)?;
     let paused = dags::get_dag(&state.db.read, &dag_id)
         .await?
@@ -248,22 +385,27 @@ pub async fn dag_page(
         &state.db.read,
         &RunFilter {
             dag_id: Some(dag_id.clone()),
-            limit: 25,
+            limit: PER_PAGE + 1,
+            offset: (page - 1) * PER_PAGE,
             ..Default::default()
         },
     )
     .await?;
+    let has_older = recent.len() as u64 > PER_PAGE;
+    recent.truncate(PER_PAGE as usize);
     recent.reverse();
+    let page_link = |p: u64| format!("{}?runs={p}#grid", dag_href(&dag_id));
+    let older = has_older.then(|| page_link(page + 1));
+    let newer = (page > 1).then(|| page_link(page - 1));
     let ids: Vec<i64> = recent.iter().map(|r| r.id).collect();
     let tis = tasks::of_runs(&state.db.read, &ids).await?;
     let mut by_cell: HashMap<(i64, &str), &TaskInstance> = HashMap::new();
     for t in &tis {
         by_cell.insert((t.dag_run_id, t.task_id.as_str()), t);
     }
-    let grid = dag
-        .topo_order
-        .iter()
-        .map(|&i| {
+    let grid = display_order(&dag)
+        .into_iter()
+        .map(|i| {
             let task = &dag.tasks[i].task_id;
             GridRow {
                 task_id: task.clone(),
@@ -330,15 +472,10 @@ pub async fn dag_page(
     Ok(pg.render(DagPage {
         layout,
         insights: insight_links(&dag),
-        grid_runs: recent
-            .iter()
-            .map(|r| Dot {
-                class: format!("s-{}", r.state),
-                href: run_href(&dag_id, &r.run_id),
-                title: format!("{} {}", r.run_id, r.state),
-            })
-            .collect(),
+        grid_runs: grid_runs(&dag, &recent),
         grid,
+        older,
+        newer,
         graph,
         durations: views::duration_bars(&bars),
         runs: runs_rows,

@@ -61,7 +61,33 @@ pub struct Layout {
     pub csrf: String,
     pub notice: Option<String>,
     pub import_errors: usize,
+    /// The first problem of each broken file (`file:line`), linked to its section of
+    /// the import-errors page (at most five).
+    pub import_error_links: Vec<Link>,
     pub refresh: bool,
+}
+
+/// The anchor of a file's section on the import-errors page.
+pub fn error_anchor(file: &str) -> String {
+    let tail: String = file
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("err-{tail}")
+}
+
+/// The first `file:line` an import error's message names (its lines start with
+/// `path:line:column: ...`), else the file alone.
+pub fn first_location(file: &str, message: &str) -> String {
+    message
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (path, line) = (parts.next()?, parts.next()?);
+            (!path.is_empty() && !path.contains(' ') && line.parse::<u32>().is_ok())
+                .then(|| format!("{path}:{line}"))
+        })
+        .unwrap_or_else(|| file.to_string())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +174,15 @@ impl Page {
         } else {
             0
         };
+        let mut import_error_links = Vec::new();
+        if import_errors > 0 {
+            for e in dags::import_errors(&state.db.read).await?.iter().take(5) {
+                import_error_links.push(Link::new(
+                    first_location(&e.fileloc, &e.message),
+                    format!("/import-errors#{}", error_anchor(&e.fileloc)),
+                ));
+            }
+        }
         Ok(Layout {
             title,
             nav,
@@ -164,6 +199,7 @@ impl Page {
                 .filter(|n| !n.is_empty())
                 .map(|n| n.chars().take(300).collect()),
             import_errors,
+            import_error_links,
             refresh: false,
         })
     }

@@ -131,11 +131,10 @@ pub async fn run_page(
         .await?;
     let mut tis = tasks::of_run(&state.db.read, run.id).await?;
     if let Some(d) = &dag {
-        let order: HashMap<&str, usize> = d
-            .topo_order
-            .iter()
+        let order: HashMap<&str, usize> = super::dag::display_order(d)
+            .into_iter()
             .enumerate()
-            .map(|(k, &i)| (d.tasks[i].task_id.as_str(), k))
+            .map(|(k, i)| (d.tasks[i].task_id.as_str(), k))
             .collect();
         tis.sort_by_key(|t| order.get(t.task_id.as_str()).copied().unwrap_or(usize::MAX));
     }
@@ -158,16 +157,29 @@ pub async fn run_page(
             task_id: t.task_id.clone(),
         })
         .collect();
-    let gantt_rows: Vec<_> = tis
+    // Every try of every task, each on its task's row.
+    let ids: Vec<i64> = tis.iter().map(|t| t.id).collect();
+    let mut tries_by_ti: HashMap<i64, Vec<views::GanttTry>> = HashMap::new();
+    for tr in tasks::tries_of_many(&state.db.read, &ids).await? {
+        let href = format!(
+            "{}?try={}",
+            task_href(&dag_id, &run_id, &tr.task_id),
+            tr.try_number
+        );
+        tries_by_ti.entry(tr.task_instance_id).or_default().push((
+            tr.try_number,
+            format!("s-{}", tr.state),
+            tr.started_at,
+            tr.ended_at,
+            href,
+        ));
+    }
+    let gantt_rows: Vec<views::GanttRow> = tis
         .iter()
-        .map(|t| {
-            (
-                t.task_id.clone(),
-                format!("s-{}", t.state),
-                t.started_at,
-                t.ended_at,
-                task_href(&dag_id, &run_id, &t.task_id),
-            )
+        .map(|t| views::GanttRow {
+            task: t.task_id.clone(),
+            queued: t.queued_at.zip(t.started_at),
+            tries: tries_by_ti.remove(&t.id).unwrap_or_default(),
         })
         .collect();
     let pretty = |s: &str| {
@@ -267,6 +279,24 @@ pub struct TaskPage {
     /// failed or were skipped, the reason it did not run.
     pub blocked_by: Vec<UpstreamRow>,
     pub note: String,
+    /// The log search and what it found ("3 of 120 lines contain ...").
+    pub search: String,
+    pub matched: Option<String>,
+}
+
+/// The lines of `log` that contain `needle` (case-insensitive), each with its line
+/// number, and how many lines the log has.
+fn grep(log: &str, needle: &str) -> (String, usize) {
+    let needle = needle.to_lowercase();
+    let mut out = String::new();
+    let mut total = 0;
+    for (i, line) in log.lines().enumerate() {
+        total += 1;
+        if line.to_lowercase().contains(&needle) {
+            out.push_str(&format!("{:>6}  {line}\n", i + 1));
+        }
+    }
+    (out, total)
 }
 
 /// An upstream task instance shown on a task's page.
@@ -282,6 +312,8 @@ pub struct TryQuery {
     #[serde(rename = "try")]
     pub try_number: Option<String>,
     pub notice: Option<String>,
+    /// Show only the log lines containing this (case-insensitive).
+    pub q: Option<String>,
 }
 
 /// The upstream tasks (of the run's DAG version) that failed, were skipped or could not
@@ -399,7 +431,23 @@ pub async fn task_page(
         Some(t) => tasks::read_log(&state.db.read, t.id).await?,
         None => String::new(),
     };
-    let follow = current.is_some_and(|t| t.state == crate::db::TryState::Running);
+    let search =
+        q.q.as_deref()
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string();
+    let (log, matched) = if search.is_empty() {
+        (log, None)
+    } else {
+        let (shown, total) = grep(&log, &search);
+        let n = shown.lines().count();
+        (
+            shown,
+            Some(format!("{n} of {total} lines contain \"{search}\"")),
+        )
+    };
+    let follow =
+        search.is_empty() && current.is_some_and(|t| t.state == crate::db::TryState::Running);
     layout.refresh = false;
     let base = task_href(&dag_id, &run_id, &task_id);
     let blocked_by =
@@ -411,6 +459,8 @@ pub async fn task_page(
     Ok(pg.render(TaskPage {
         layout,
         note: ti.note.clone().unwrap_or_default(),
+        search,
+        matched,
         dag_href: dag_href(&dag_id),
         run_href: run_href(&dag_id, &run_id),
         state: ti.state.to_string(),
