@@ -460,7 +460,6 @@ async fn upgrading_mends_rows_an_older_weft_left_untied() {
             .expect("new");
         // Before the invariants (m0005 and every migration after it undone): a finished
         // task without an end, a queued one without a worker, a finished run without an end.
-        use migration::MigratorTrait as _;
         let after_m0004 = u32::try_from(migration::Migrator::migrations().len() - 4).expect("n");
         migration::Migrator::down(&db.conn, Some(after_m0004))
             .await
