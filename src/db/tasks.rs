@@ -56,6 +56,56 @@ pub async fn of_runs<C: ConnectionTrait>(c: &C, run_pks: &[i64]) -> DbResult<Vec
         .await?)
 }
 
+/// Which task instances to browse; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct Browse {
+    pub state: Option<TaskState>,
+    pub dag_id: Option<String>,
+    pub task_id: Option<String>,
+    /// Only those with an id below this (the next page of a newest-first list).
+    pub before: Option<i64>,
+    pub limit: u64,
+}
+
+/// Task instances across all DAGs, newest first, with the run id (text) of each.
+pub async fn browse<C: ConnectionTrait>(c: &C, b: &Browse) -> DbResult<Vec<(Ti, String)>> {
+    let mut q = task_instance::Entity::find();
+    if let Some(s) = b.state {
+        q = q.filter(task_instance::Column::State.eq(s));
+    }
+    if let Some(d) = &b.dag_id {
+        q = q.filter(task_instance::Column::DagId.eq(d.as_str()));
+    }
+    if let Some(t) = &b.task_id {
+        q = q.filter(task_instance::Column::TaskId.eq(t.as_str()));
+    }
+    if let Some(id) = b.before {
+        q = q.filter(task_instance::Column::Id.lt(id));
+    }
+    let tis = q
+        .order_by_desc(task_instance::Column::Id)
+        .limit(b.limit)
+        .all(c)
+        .await?;
+    let mut run_pks: Vec<i64> = tis.iter().map(|t| t.dag_run_id).collect();
+    run_pks.sort_unstable();
+    run_pks.dedup();
+    let run_ids: HashMap<i64, String> = crate::db::entities::dag_run::Entity::find()
+        .filter(crate::db::entities::dag_run::Column::Id.is_in(run_pks))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.run_id))
+        .collect();
+    Ok(tis
+        .into_iter()
+        .map(|t| {
+            let run = run_ids.get(&t.dag_run_id).cloned().unwrap_or_default();
+            (t, run)
+        })
+        .collect())
+}
+
 pub async fn get<C: ConnectionTrait>(c: &C, id: i64) -> DbResult<Option<Ti>> {
     Ok(task_instance::Entity::find_by_id(id).one(c).await?)
 }

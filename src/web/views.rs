@@ -134,11 +134,12 @@ pub fn graph(dag: &Dag, state_of: impl Fn(&str) -> Option<String>) -> Graph {
             }
         }
     }
+    // Within a column, tasks as the file lists them: a fan-out reads t00, t01, ... t11.
     let mut row_in_layer = vec![0i64; n];
     let mut counts = std::collections::HashMap::new();
-    for &i in &dag.topo_order {
-        let c = counts.entry(layer[i]).or_insert(0i64);
-        row_in_layer[i] = *c;
+    for (row, l) in row_in_layer.iter_mut().zip(&layer) {
+        let c = counts.entry(*l).or_insert(0i64);
+        *row = *c;
         *c += 1;
     }
     let (gx, gy) = (NODE_W + 50, NODE_H + 16);

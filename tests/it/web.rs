@@ -2078,3 +2078,56 @@ async fn the_gantt_draws_every_try_across_the_page_width() {
     }
     env.stop().await;
 }
+
+#[tokio::test]
+async fn health_counts_link_to_the_task_instances_behind_them_with_filters_and_paging() {
+    let dag = "schedule = \"none\"\n[tasks.ok]\nkind = \"noop\"\n[tasks.bad]\nkind = \"shell\"\ncommand = \"exit 1\"\n";
+    let (_t, env, router, _) = app_with(&[("mixed", dag)]).await;
+    let mut c = Client::new(router);
+    for _ in 0..3 {
+        let run = env.trigger("mixed").await;
+        assert_eq!(
+            env.wait_run(run.id, std::time::Duration::from_secs(30))
+                .await,
+            RunState::Failed
+        );
+    }
+    let health = c.get("/dashboard").await.body;
+    assert!(
+        health.contains("href=\"/task-instances?state=running\""),
+        "{health}"
+    );
+    assert!(
+        health.contains("href=\"/task-instances?state=failed&amp;dag=mixed\""),
+        "{health}"
+    );
+    let tasks_of = |page: &str| -> Vec<String> {
+        page.split("class=\"ti-link\">")
+            .skip(1)
+            .filter_map(|s| s.split('<').next().map(str::to_string))
+            .collect()
+    };
+    let failed = c.get("/task-instances?state=failed&dag=mixed").await.body;
+    assert_eq!(tasks_of(&failed), ["bad", "bad", "bad"], "{failed}");
+    let ok = c.get("/task-instances?task=ok").await.body;
+    assert_eq!(tasks_of(&ok), ["ok", "ok", "ok"], "{ok}");
+    assert!(
+        c.get("/task-instances?state=running")
+            .await
+            .body
+            .contains("No task instance matches")
+    );
+    // Paging: newest first; before= shows the older ones.
+    let all = c.get("/task-instances?dag=mixed").await.body;
+    assert_eq!(tasks_of(&all).len(), 6);
+    assert!(!all.contains("id=\"ti-older\""));
+    assert_eq!(
+        c.get("/task-instances?state=sideways").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.get("/task-instances?before=x").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    env.stop().await;
+}

@@ -8,7 +8,120 @@ use super::*;
 
 /// The routes of these pages.
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/dashboard", get(dashboard))
+    Router::new()
+        .route("/dashboard", get(dashboard))
+        .route("/task-instances", get(task_instances))
+}
+
+/// Filters of the task instance list.
+#[derive(Debug, Default, Deserialize, Clone)]
+pub struct BrowseQuery {
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub dag: String,
+    #[serde(default)]
+    pub task: String,
+    /// The next page: task instances older than this id.
+    pub before: Option<String>,
+}
+
+/// A task instance in the list.
+#[derive(Debug, Clone)]
+pub struct BrowseRow {
+    pub dag_id: String,
+    pub dag_href: String,
+    pub run_id: String,
+    pub run_href: String,
+    pub task_id: String,
+    pub href: String,
+    pub state: String,
+    pub tries: String,
+    pub started: Option<Time>,
+    pub duration: String,
+    pub error: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "task_instances.html")]
+pub struct BrowsePage {
+    pub layout: Layout,
+    pub rows: Vec<BrowseRow>,
+    pub filter: BrowseQuery,
+    pub states: Vec<&'static str>,
+    pub older: Option<String>,
+}
+
+/// Task instances across every DAG, newest first, 50 a page, by state, DAG and task:
+/// what the Health page's counts link to.
+pub async fn task_instances(
+    State(state): State<AppState>,
+    pg: Page,
+    Query(q): Query<BrowseQuery>,
+) -> Result<Response> {
+    const PER_PAGE: u64 = 50;
+    let layout = pg
+        .layout(&state, "Task instances".into(), "health", None)
+        .await?;
+    let wanted = q.state.trim();
+    let task_state = match wanted {
+        "" => None,
+        s => Some(TaskState::parse(s).ok_or_else(|| {
+            Error::BadRequest(format!("state \"{s}\" is not a task instance state"))
+        })?),
+    };
+    let before = match q.before.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
+        None => None,
+        Some(b) => Some(b.parse::<i64>().map_err(|_| {
+            Error::BadRequest(format!("before must be a task instance id, got \"{b}\""))
+        })?),
+    };
+    let text = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
+    let filter = tasks::Browse {
+        state: task_state,
+        dag_id: text(&q.dag),
+        task_id: text(&q.task),
+        before,
+        limit: PER_PAGE + 1,
+    };
+    let mut found = tasks::browse(&state.db.read, &filter).await?;
+    let more = found.len() as u64 > PER_PAGE;
+    found.truncate(PER_PAGE as usize);
+    let older = more.then(|| {
+        let last = found.last().map_or(0, |(t, _)| t.id);
+        format!(
+            "/task-instances?state={}&dag={}&task={}&before={last}",
+            enc(&q.state),
+            enc(&q.dag),
+            enc(&q.task)
+        )
+    });
+    let rows = found
+        .into_iter()
+        .map(|(t, run_id)| BrowseRow {
+            dag_href: dag_href(&t.dag_id),
+            run_href: run_href(&t.dag_id, &run_id),
+            href: task_href(&t.dag_id, &run_id, &t.task_id),
+            state: t.state.to_string(),
+            tries: format!("{}/{}", t.try_number, t.max_tries),
+            started: views::opt_time(t.started_at),
+            duration: t
+                .duration_ms
+                .map(duration_ms)
+                .unwrap_or_else(|| views::between(t.started_at, t.ended_at)),
+            error: t.error.clone().unwrap_or_default(),
+            dag_id: t.dag_id,
+            task_id: t.task_id,
+            run_id,
+        })
+        .collect();
+    Ok(pg.render(BrowsePage {
+        layout,
+        rows,
+        states: TaskState::ALL.iter().map(|s| s.as_str()).collect(),
+        filter: q,
+        older,
+    }))
 }
 
 #[derive(Debug, Clone)]
