@@ -58,6 +58,14 @@ command = "echo report"
 depends_on = ["extract"]
 "#;
 
+const SLOW: &str = r#"
+description = "a task that takes a few seconds"
+schedule = "none"
+[tasks.nap]
+kind = "shell"
+command = "echo starting; sleep 5; echo woke up"
+"#;
+
 const NPS: &str = r#"
 description = "survey from an export"
 schedule = "none"
@@ -90,6 +98,7 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
     std::fs::create_dir_all(dir.path().join("dags")).expect("mkdir");
     std::fs::write(dir.path().join("dags/demo.toml"), DEMO).expect("dag");
     std::fs::write(dir.path().join("dags/nps.toml"), NPS).expect("dag");
+    std::fs::write(dir.path().join("dags/slow.toml"), SLOW).expect("dag");
     std::fs::write(
         dir.path().join("dags/fb.csv"),
         "token,submitted_at,nps\na,2026-03-02 10:00:00,10\nb,2026-03-03 10:00:00,9\nc,2026-03-04 10:00:00,3\nd,2026-03-10 10:00:00,8\ne,2026-03-11 10:00:00,2\nf,2026-03-17 10:00:00,10\ng,2026-03-18 10:00:00,6\n",
@@ -221,6 +230,7 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
             .for_element(Locator::Id("run-state"))
             .await?;
         let _ = state.text().await?;
+        let run_url = client.current_url().await?;
         std::fs::write(shots.join("02-run.png"), client.screenshot().await?).expect("png");
 
         // The grid shows the run finishing (the page refreshes itself; reload anyway).
@@ -261,6 +271,107 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
         assert!(text.contains("this task fails on purpose"), "log: {text}");
         assert!(text.contains("command exited with code 7"), "log: {text}");
         std::fs::write(shots.join("04-failed-log.png"), client.screenshot().await?).expect("png");
+
+        // The grid's run columns say when on hover; the Gantt spans the page.
+        client.goto(&format!("{base}/dags/demo")).await?;
+        let title = client
+            .find(Locator::Css("#grid th.run-head a"))
+            .await?
+            .attr("title")
+            .await?
+            .unwrap_or_default();
+        assert!(title.contains("logical date"), "grid column title: {title}");
+        client.goto(run_url.as_str()).await?;
+        let (_, _, gantt_w, _) = client.find(Locator::Id("gantt")).await?.rectangle().await?;
+        let (_, _, main_w, _) = client.find(Locator::Css("main")).await?.rectangle().await?;
+        assert!(
+            gantt_w > 0.8 * main_w,
+            "the Gantt uses the page width: {gantt_w} of {main_w}"
+        );
+
+        // A clear's scope, chosen on the confirmation page, changes the preview there.
+        let run_path = run_url.path().to_string();
+        let run_id = run_path.rsplit('/').next().unwrap_or_default().to_string();
+        client
+            .goto(&format!(
+                "{base}/confirm?action=clear&dag=demo&run={run_id}&task=extract"
+            ))
+            .await?;
+        let previewed = |c: fantoccini::Client| async move {
+            let mut out = Vec::new();
+            for row in c
+                .find_all(Locator::Css("#preview tbody tr td:first-child"))
+                .await?
+            {
+                out.push(row.text().await?);
+            }
+            Ok::<Vec<String>, fantoccini::error::CmdError>(out)
+        };
+        assert_eq!(previewed(client.clone()).await?, ["extract"]);
+        client
+            .find(Locator::Css("#scope-form input[name=downstream]"))
+            .await?
+            .click()
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = previewed(client.clone()).await.unwrap_or_default();
+            if rows.len() == 3 {
+                assert_eq!(rows[0], "extract", "{rows:?}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the preview did not widen: {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        std::fs::write(
+            shots.join("05-clear-preview.png"),
+            client.screenshot().await?,
+        )
+        .expect("png");
+
+        // A followed log's page shows the try's end without a reload.
+        client.goto(&format!("{base}/dags/slow/trigger")).await?;
+        client
+            .find(Locator::Id("trigger-submit"))
+            .await?
+            .click()
+            .await?;
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("run-state"))
+            .await?;
+        let slow_run = client.current_url().await?;
+        client
+            .goto(&format!(
+                "{}/tasks/nap",
+                slow_run.as_str().trim_end_matches('/')
+            ))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen_running = false;
+        loop {
+            let badge = client.find(Locator::Id("task-state")).await?.text().await?;
+            if badge == "success" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the task page still says {badge}"
+            );
+            seen_running |= badge == "running";
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if !seen_running {
+                // Not started yet: look again (only a running try is followed).
+                client.refresh().await?;
+            }
+        }
+        assert!(seen_running, "the try ended before its page was open");
+        let log = client.find(Locator::Id("log")).await?.text().await?;
+        assert!(log.contains("woke up"), "{log}");
 
         // A survey synced from a CSV export: the page draws the NPS trend with its band.
         client.goto(&format!("{base}/dags/nps/trigger")).await?;
@@ -306,7 +417,7 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
         );
         let bars = client.find_all(Locator::Css("#scores rect")).await?;
         assert_eq!(bars.len(), 11, "one bar per score 0-10");
-        std::fs::write(shots.join("05-survey.png"), client.screenshot().await?).expect("png");
+        std::fs::write(shots.join("06-survey.png"), client.screenshot().await?).expect("png");
         Ok::<(), fantoccini::error::CmdError>(())
     }
     .await;
