@@ -35,6 +35,10 @@
   if (every) {
     setInterval(refreshMain, parseInt(every, 10) * 1000);
   }
+  // A clear's or a mark's scope: changing a checkbox shows the new preview at once.
+  document.querySelectorAll("form.scope input[type=checkbox]").forEach(function (box) {
+    box.addEventListener("change", function () { box.form.submit(); });
+  });
   // Follow the log of a running try.
   var log = document.getElementById("log");
   if (log && log.dataset.follow) {

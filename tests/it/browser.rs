@@ -346,10 +346,7 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
             .await?;
         let slow_run = client.current_url().await?;
         client
-            .goto(&format!(
-                "{}/tasks/nap",
-                slow_run.as_str().trim_end_matches('/')
-            ))
+            .goto(&format!("{base}{}/tasks/nap", slow_run.path()))
             .await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen_running = false;
