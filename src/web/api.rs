@@ -80,6 +80,8 @@ pub struct RunView {
     pub params: serde_json::Value,
     #[schema(value_type = Object)]
     pub conf: serde_json::Value,
+    /// The operators' note on the run.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,6 +104,8 @@ pub struct TaskInstanceView {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub hostname: Option<String>,
+    /// The operators' note on the task instance.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -339,6 +343,7 @@ fn run_view(r: &Run) -> RunView {
         ended_at: t(r.ended_at),
         params: serde_json::from_str(&r.params).unwrap_or_default(),
         conf: serde_json::from_str(&r.conf).unwrap_or_default(),
+        note: r.note.clone(),
     }
 }
 
@@ -355,6 +360,7 @@ fn ti_view(ti: &TaskInstance) -> TaskInstanceView {
         exit_code: ti.exit_code,
         error: ti.error.clone(),
         hostname: ti.hostname.clone(),
+        note: ti.note.clone(),
     }
 }
 

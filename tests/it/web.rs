@@ -1784,6 +1784,22 @@ async fn clears_preview_their_scope_and_every_action_and_note_is_in_the_audit_lo
     );
     let task_page = op.get(&format!("/dags/abc/runs/{r}/tasks/b")).await.body;
     assert!(task_page.contains("flaky: see ticket 42"), "{task_page}");
+    // The JSON API carries the notes too.
+    let api: serde_json::Value =
+        serde_json::from_str(&op.get(&format!("/api/v1/dags/abc/runs/{r}")).await.body)
+            .expect("json");
+    assert_eq!(api["note"], "rerun after the <fix> of b");
+    let api: serde_json::Value = serde_json::from_str(
+        &op.get(&format!("/api/v1/dags/abc/runs/{r}/tasks"))
+            .await
+            .body,
+    )
+    .expect("json");
+    let b = api
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["task_id"] == "b"))
+        .expect("b");
+    assert_eq!(b["note"], "flaky: see ticket 42");
     // The audit log is for admins, with filters.
     assert_eq!(op.get("/audit").await.status, StatusCode::FORBIDDEN);
     let mut admin = Client::new(router);
