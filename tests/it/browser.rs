@@ -1,6 +1,7 @@
 //! A real browser (headless Chromium through chromedriver) against `weft serve`: log
 //! in, trigger a DAG, watch the grid until the run finishes, open the failed task's
-//! log, see a survey's NPS chart drawn. Screenshots go to target/screenshots/. Skips with a reason when chromedriver is
+//! log, see a survey's NPS chart drawn; the same pages in dark mode under a dark system
+//! theme. Screenshots go to target/screenshots/. Skips with a reason when chromedriver is
 //! missing, unless WEFT_REQUIRE_BROWSER=1 (CI).
 
 use std::net::TcpListener;
@@ -156,23 +157,39 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
     wait_port(web_port, Duration::from_secs(30));
     wait_port(driver_port, Duration::from_secs(30));
 
-    let profile = tempfile::tempdir().expect("profile");
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,900",
-                     format!("--user-data-dir={}", profile.path().display())]
-        }),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let client = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{driver_port}"))
-        .await
-        .expect("webdriver session");
+    // A browser session; `extra` adds Chromium flags (a dark system theme, say).
+    let session = async |extra: &[&str]| {
+        let profile = tempfile::tempdir().expect("profile");
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({ "binary": chromium, "args": args }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{driver_port}"))
+            .await
+            .expect("webdriver session");
+        (client, profile)
+    };
+    let (client, _profile) = session(&[]).await;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&shots).expect("screenshots dir");
     let base = format!("http://127.0.0.1:{web_port}");
@@ -200,6 +217,14 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
             .await?;
         let who = client.find(Locator::Css(".who span")).await?.text().await?;
         assert!(who.contains("ada"), "logged in as {who}");
+        // A light system theme keeps the light pages.
+        let bg = client
+            .execute(
+                "return getComputedStyle(document.body).backgroundColor;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(bg, "rgb(250, 250, 250)");
         std::fs::write(shots.join("01-dags.png"), client.screenshot().await?).expect("png");
 
         // What is typed in the search box survives the page's auto-refresh (every 5 s),
@@ -420,4 +445,22 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
     .await;
     let _ = client.close().await;
     result.expect("browser flow");
+
+    // With a dark system theme the pages are dark too.
+    let (dark, _dark_profile) = session(&["--force-dark-mode"]).await;
+    let colours = async {
+        dark.goto(&format!("{base}/dags")).await?;
+        let v = dark
+            .execute(
+                "return [getComputedStyle(document.body).backgroundColor, getComputedStyle(document.querySelector('table.list')).backgroundColor];",
+                vec![],
+            )
+            .await?;
+        Ok::<serde_json::Value, fantoccini::error::CmdError>(v)
+    }
+    .await;
+    let _ = dark.close().await;
+    let colours = colours.expect("dark session");
+    assert_eq!(colours[0], "rgb(13, 17, 23)", "page: {colours}");
+    assert_eq!(colours[1], "rgb(22, 27, 34)", "tables: {colours}");
 }
