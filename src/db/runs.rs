@@ -370,6 +370,27 @@ pub struct RunFilter {
     pub offset: u64,
 }
 
+/// Runs that ended between `from` and `to` (of one DAG, or all), newest first, at most
+/// `limit`.
+pub async fn ended_between<C: ConnectionTrait>(
+    c: &C,
+    dag_id: Option<&str>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: u64,
+) -> DbResult<Vec<dag_run::Model>> {
+    let mut q = dag_run::Entity::find()
+        .filter(dag_run::Column::EndedAt.gte(from))
+        .filter(dag_run::Column::EndedAt.lt(to));
+    if let Some(d) = dag_id {
+        q = q.filter(dag_run::Column::DagId.eq(d));
+    }
+    Ok(q.order_by_desc(dag_run::Column::EndedAt)
+        .limit(limit)
+        .all(c)
+        .await?)
+}
+
 /// Runs, newest first.
 pub async fn list_runs<C: ConnectionTrait>(c: &C, f: &RunFilter) -> DbResult<Vec<dag_run::Model>> {
     let mut q = dag_run::Entity::find();

@@ -1,7 +1,7 @@
 //! Read-only aggregates for the UI and metrics: recent runs per DAG, failure rates,
 //! what is running, slow tasks. Each function is one query.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Statement, Value};
@@ -174,6 +174,55 @@ pub async fn daily_try_failure<C: ConnectionTrait>(
         ));
     }
     Ok(out)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct DayRuns {
+    day: String,
+    failed: i64,
+    finished: i64,
+}
+
+/// Runs that ended on each UTC day since `since` (of one DAG, or all), and how many of
+/// them failed: the calendar's squares.
+pub async fn daily_run_failure<C: ConnectionTrait>(
+    c: &C,
+    since: DateTime<Utc>,
+    dag_id: Option<&str>,
+) -> DbResult<BTreeMap<String, Rate>> {
+    let day = if c.get_database_backend() == DbBackend::Postgres {
+        "to_char(ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    } else {
+        "substr(ended_at, 1, 10)"
+    };
+    let mut values: Vec<Value> = vec![since.into()];
+    let only = match dag_id {
+        Some(d) => {
+            values.push(d.into());
+            "AND dag_id = ?"
+        }
+        None => "",
+    };
+    let sql = format!(
+        "SELECT {day} AS day, CAST(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
+         CAST(COUNT(*) AS BIGINT) AS finished FROM dag_run WHERE ended_at >= ? {only} \
+         AND state IN ('success', 'failed') GROUP BY {day}"
+    );
+    let rows = DayRuns::find_by_statement(stmt(c, &sql, values))
+        .all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.day,
+                Rate {
+                    failed: r.failed,
+                    finished: r.finished,
+                },
+            )
+        })
+        .collect())
 }
 
 #[derive(Debug, FromQueryResult)]

@@ -440,6 +440,35 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
         let bars = client.find_all(Locator::Css("#scores rect")).await?;
         assert_eq!(bars.len(), 11, "one bar per score 0-10");
         std::fs::write(shots.join("06-survey.png"), client.screenshot().await?).expect("png");
+
+        // The calendar: today's square (runs ended today) leads to today's runs.
+        client.goto(&format!("{base}/calendar")).await?;
+        let today = chrono::Utc::now()
+            .date_naive()
+            .format("%Y-%m-%d")
+            .to_string();
+        let (_, _, cal_w, _) = client
+            .find(Locator::Id("calendar"))
+            .await?
+            .rectangle()
+            .await?;
+        assert!(cal_w > 600.0, "a year of weeks: {cal_w}");
+        client
+            .find(Locator::Css(&format!("a[href^='/runs?day={today}'] rect")))
+            .await?
+            .click()
+            .await?;
+        let listed = client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#day-runs a.run-link"))
+            .await?;
+        assert!(!listed.text().await?.is_empty());
+        std::fs::write(
+            shots.join("07-calendar-day.png"),
+            client.screenshot().await?,
+        )
+        .expect("png");
         Ok::<(), fantoccini::error::CmdError>(())
     }
     .await;

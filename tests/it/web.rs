@@ -2147,3 +2147,83 @@ async fn health_counts_link_to_the_task_instances_behind_them_with_filters_and_p
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_calendar_colours_each_day_by_failures_and_links_to_its_runs() {
+    let (_t, env, router, _) = app_with(&[
+        ("good", "schedule = \"none\"\n[tasks.a]\nkind = \"noop\"\n"),
+        (
+            "bad",
+            "schedule = \"none\"\n[tasks.a]\nkind = \"shell\"\ncommand = \"exit 1\"\n",
+        ),
+    ])
+    .await;
+    let mut c = Client::new(router);
+    for (dag, want) in [
+        ("good", RunState::Success),
+        ("good", RunState::Success),
+        ("good", RunState::Success),
+        ("bad", RunState::Failed),
+    ] {
+        let run = env.trigger(dag).await;
+        assert_eq!(
+            env.wait_run(run.id, std::time::Duration::from_secs(30))
+                .await,
+            want
+        );
+    }
+    let today = Utc::now().date_naive().format("%Y-%m-%d").to_string();
+    let square = |page: &str| -> String {
+        let key = format!("/runs?day={today}");
+        let at = page
+            .find(&key)
+            .unwrap_or_else(|| panic!("no square for {today}: {page}"));
+        page[at..]
+            .split("</rect>")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let all = c.get("/calendar").await.body;
+    // 53 weeks of squares; today: 1 of 4 runs failed (up to a quarter).
+    assert!(all.matches("<rect ").count() >= 365, "a year of squares");
+    let today_square = square(&all);
+    assert!(
+        today_square.contains("class=\"cal-f1\"") && today_square.contains("1 of 4 runs failed"),
+        "{today_square}"
+    );
+    let good = c.get("/dags/good/calendar").await.body;
+    assert!(
+        square(&good).contains("class=\"cal-ok\""),
+        "{}",
+        square(&good)
+    );
+    let bad = c.get("/dags/bad/calendar").await.body;
+    assert!(
+        square(&bad).contains("class=\"cal-f3\""),
+        "{}",
+        square(&bad)
+    );
+    // The square leads to the day's runs.
+    let runs = c.get(&format!("/runs?day={today}&dag=bad")).await.body;
+    assert_eq!(runs.matches("class=\"run-link\"").count(), 1, "{runs}");
+    let runs = c.get(&format!("/runs?day={today}")).await.body;
+    assert_eq!(runs.matches("class=\"run-link\"").count(), 4, "{runs}");
+    let none = c.get("/runs?day=2020-01-01").await.body;
+    assert!(none.contains("No run ended that day"), "{none}");
+    assert_eq!(
+        c.get("/runs?day=yesterday").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.get("/dags/nope/calendar").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        c.get("/dags/good")
+            .await
+            .body
+            .contains("href=\"/dags/good/calendar\"")
+    );
+    env.stop().await;
+}

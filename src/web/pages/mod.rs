@@ -17,6 +17,7 @@ use super::AppState;
 
 mod actions;
 mod admin;
+mod calendar;
 mod dag;
 mod health;
 mod login;
@@ -241,4 +242,5 @@ pub fn router() -> axum::Router<AppState> {
         .merge(admin::router())
         .merge(login::router())
         .merge(actions::router())
+        .merge(calendar::router())
 }
