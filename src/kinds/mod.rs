@@ -143,6 +143,12 @@ pub trait Spec: Debug + Send + Sync + Any {
     fn insight(&self) -> Option<Insight> {
         None
     }
+
+    /// The templated fields a try renders (name, template, quoting), for the task
+    /// page's "rendered templates".
+    fn templates(&self) -> Vec<(&'static str, &str, crate::dag::template::Quoting)> {
+        Vec::new()
+    }
 }
 
 impl dyn Spec {

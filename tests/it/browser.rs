@@ -296,6 +296,18 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
         assert!(text.contains("this task fails on purpose"), "log: {text}");
         assert!(text.contains("command exited with code 7"), "log: {text}");
         std::fs::write(shots.join("04-failed-log.png"), client.screenshot().await?).expect("png");
+        // Its command, as the try rendered it, one click away.
+        client
+            .find(Locator::Css("#rendered summary"))
+            .await?
+            .click()
+            .await?;
+        let rendered = client
+            .find(Locator::Css("#rendered pre"))
+            .await?
+            .text()
+            .await?;
+        assert!(rendered.contains("exit 7"), "rendered: {rendered}");
 
         // The grid's run columns say when on hover; the Gantt spans the page.
         client.goto(&format!("{base}/dags/demo")).await?;

@@ -2227,3 +2227,43 @@ async fn the_calendar_colours_each_day_by_failures_and_links_to_its_runs() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_task_page_shows_its_templates_rendered_for_log_readers_only() {
+    let dag = "schedule = \"none\"\n[params]\nwho = { type = \"string\", default = \"it's me\" }\n[tasks.greet]\nkind = \"shell\"\ncommand = \"echo hello {{ params.who }} on try {{ try_number }}\"\nenv = { RUN = \"{{ run_id }}\" }\n";
+    let (_t, env, router, _) = app_with(&[("greet", dag)]).await;
+    let run = env.trigger("greet").await;
+    env.wait_run(run.id, std::time::Duration::from_secs(30))
+        .await;
+    let r = weft::web::views::enc(&run.run_id);
+    let mut anonymous = Client::new(router.clone());
+    let page = anonymous
+        .get(&format!("/dags/greet/runs/{r}/tasks/greet"))
+        .await
+        .body;
+    assert!(
+        !page.contains("id=\"rendered\""),
+        "not for anonymous readers"
+    );
+    let mut op = Client::new(router);
+    op.login("otto", "correct horse").await;
+    let page = op
+        .get(&format!("/dags/greet/runs/{r}/tasks/greet"))
+        .await
+        .body;
+    let rendered = page
+        .split("id=\"rendered\"")
+        .nth(1)
+        .and_then(|s| s.split("</details>").next())
+        .expect("rendered templates");
+    // The param is shell-quoted as the try ran it; the env value is the run id.
+    assert!(
+        rendered.contains("echo hello &#39;it&#39;\\&#39;&#39;s me&#39; on try 1"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("<th>env RUN</th>") && rendered.contains(&run.run_id),
+        "{rendered}"
+    );
+    env.stop().await;
+}

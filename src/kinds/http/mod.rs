@@ -34,6 +34,15 @@ impl Spec for HttpSpec {
         &KIND
     }
 
+    fn templates(&self) -> Vec<(&'static str, &str, crate::dag::template::Quoting)> {
+        let plain = crate::dag::template::Quoting::Plain;
+        let mut out = vec![("url", self.url.as_str(), plain)];
+        if let Some(b) = &self.body {
+            out.push(("body", b.as_str(), plain));
+        }
+        out
+    }
+
     fn run<'a>(&'a self, ctx: &'a mut RunContext<'_>) -> Running<'a> {
         Box::pin(run::run(ctx, self))
     }

@@ -32,6 +32,14 @@ impl Spec for ShellSpec {
         &KIND
     }
 
+    fn templates(&self) -> Vec<(&'static str, &str, crate::dag::template::Quoting)> {
+        vec![(
+            "command",
+            self.command.as_str(),
+            crate::dag::template::Quoting::Shell,
+        )]
+    }
+
     fn run<'a>(&'a self, ctx: &'a mut RunContext<'_>) -> Running<'a> {
         Box::pin(run::run(ctx, &self.command, self.cwd.as_deref()))
     }

@@ -31,6 +31,10 @@ impl Spec for SqlSpec {
         &KIND
     }
 
+    fn templates(&self) -> Vec<(&'static str, &str, crate::dag::template::Quoting)> {
+        vec![("sql", self.sql.as_str(), crate::dag::template::Quoting::Sql)]
+    }
+
     fn run<'a>(&'a self, ctx: &'a mut RunContext<'_>) -> Running<'a> {
         Box::pin(run::run(ctx, &self.sql, &self.connection))
     }

@@ -282,6 +282,64 @@ pub struct TaskPage {
     /// The log search and what it found ("3 of 120 lines contain ...").
     pub search: String,
     pub matched: Option<String>,
+    /// The task's templates as the selected try renders them: (field, text, an error).
+    pub rendered: Vec<(String, String, bool)>,
+}
+
+/// The templated fields of a task (its kind's, then its `env`), rendered with the
+/// variables of try `try_number` in `run`, secrets redacted. An error shows in place of
+/// the text.
+async fn rendered_templates(
+    state: &AppState,
+    run: &Run,
+    task_id: &str,
+    try_number: i32,
+) -> Result<Vec<(String, String, bool)>> {
+    let Some(dag) = state
+        .registry
+        .version(&state.db, run.dag_version_id)
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(task) = dag.task(task_id) else {
+        return Ok(Vec::new());
+    };
+    let params: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&run.params).unwrap_or_default();
+    let mut ctx = crate::dag::template::TemplateContext::new(
+        &dag.dag_id,
+        &run.run_id,
+        task_id,
+        try_number.max(1),
+        run.data_interval_start,
+        run.data_interval_end,
+        dag.timezone,
+        params,
+    );
+    if let Some(e) = &state.engine {
+        ctx = ctx.with_base_url(e.shared.base_url());
+    }
+    let secrets = state.config.secrets();
+    let plain = crate::dag::template::Quoting::Plain;
+    let env = task
+        .env
+        .iter()
+        .map(|(k, v)| (format!("env {k}"), v.as_str(), plain));
+    let fields = task
+        .spec
+        .templates()
+        .into_iter()
+        .map(|(n, t, q)| (n.to_string(), t, q));
+    Ok(fields
+        .chain(env)
+        .map(
+            |(name, text, quoting)| match ctx.render_for(text, quoting) {
+                Ok(r) => (name, crate::config::redact(&r, &secrets), false),
+                Err(e) => (name, format!("cannot be rendered: {e}"), true),
+            },
+        )
+        .collect())
 }
 
 /// The lines of `log` that contain `needle` (case-insensitive), each with its line
@@ -448,6 +506,15 @@ pub async fn task_page(
     };
     let follow =
         search.is_empty() && current.is_some_and(|t| t.state == crate::db::TryState::Running);
+    // Rendered templates hold what the log holds (the command line): for log readers.
+    let rendered = if pg.viewer.can_read_logs(&state).is_ok() {
+        match runs::find_run(&state.db.read, &dag_id, &run_id).await? {
+            Some(run) => rendered_templates(&state, &run, &task_id, selected).await?,
+            None => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
     layout.refresh = false;
     let base = task_href(&dag_id, &run_id, &task_id);
     let blocked_by =
@@ -461,6 +528,7 @@ pub async fn task_page(
         note: ti.note.clone().unwrap_or_default(),
         search,
         matched,
+        rendered,
         dag_href: dag_href(&dag_id),
         run_href: run_href(&dag_id, &run_id),
         state: ti.state.to_string(),
