@@ -476,6 +476,14 @@ async fn log_in_trigger_watch_the_grid_and_read_a_failed_log() {
             .for_element(Locator::Css("#day-runs a.run-link"))
             .await?;
         assert!(!listed.text().await?.is_empty());
+        let bars = client.find_all(Locator::Css("#timeline rect.bar")).await?;
+        assert!(!bars.is_empty(), "the day's timeline draws its runs");
+        let (_, _, tl_w, _) = client
+            .find(Locator::Id("timeline"))
+            .await?
+            .rectangle()
+            .await?;
+        assert!(tl_w > 600.0, "the timeline spans the page: {tl_w}");
         std::fs::write(
             shots.join("07-calendar-day.png"),
             client.screenshot().await?,

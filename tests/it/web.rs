@@ -2209,6 +2209,15 @@ async fn the_calendar_colours_each_day_by_failures_and_links_to_its_runs() {
     assert_eq!(runs.matches("class=\"run-link\"").count(), 1, "{runs}");
     let runs = c.get(&format!("/runs?day={today}")).await.body;
     assert_eq!(runs.matches("class=\"run-link\"").count(), 4, "{runs}");
+    // The day's timeline: a bar per run, and the busiest hour at full shade.
+    let timeline = runs
+        .split("id=\"timeline\"")
+        .nth(1)
+        .and_then(|t| t.split("</svg>").next())
+        .expect("timeline");
+    assert_eq!(timeline.matches("class=\"bar s-").count(), 4, "{timeline}");
+    assert_eq!(timeline.matches("class=\"busy\"").count(), 24, "{timeline}");
+    assert!(timeline.contains("opacity=\"1.00\""), "{timeline}");
     let none = c.get("/runs?day=2020-01-01").await.body;
     assert!(none.contains("No run ended that day"), "{none}");
     assert_eq!(

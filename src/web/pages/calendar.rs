@@ -168,6 +168,90 @@ pub struct DayPage {
     pub dag_id: String,
     pub runs: Vec<DayRun>,
     pub more: bool,
+    /// The day's runs on a 24-hour axis, one row each, and how many ran at once per hour.
+    pub timeline: Vec<TimelineBar>,
+    pub busy: Vec<BusyHour>,
+    pub timeline_height: i64,
+}
+
+/// A run's bar on the day's timeline.
+#[derive(Debug, Clone)]
+pub struct TimelineBar {
+    pub x: i64,
+    pub y: i64,
+    pub w: i64,
+    pub class: String,
+    pub title: String,
+    pub href: String,
+}
+
+/// An hour of the day: how many runs were running in it at most, as a shade.
+#[derive(Debug, Clone)]
+pub struct BusyHour {
+    pub x: i64,
+    pub runs: usize,
+    pub opacity: String,
+}
+
+/// The timeline's left margin and width of 24 hours, in SVG units.
+const TL_LEFT: i64 = 40;
+const TL_WIDTH: i64 = 960;
+
+/// Bars for runs on the day starting at `from` (clipped to it), and per hour the
+/// number of runs that overlapped it.
+fn timeline(runs: &[Run], from: chrono::DateTime<Utc>) -> (Vec<TimelineBar>, Vec<BusyHour>, i64) {
+    let day_ms = 86_400_000f64;
+    let to = from + Duration::days(1);
+    let at = |t: chrono::DateTime<Utc>| {
+        let ms = (t.clamp(from, to) - from).num_milliseconds() as f64;
+        TL_LEFT + (ms / day_ms * TL_WIDTH as f64) as i64
+    };
+    let mut spans: Vec<&Run> = runs.iter().filter(|r| r.ended_at.is_some()).collect();
+    spans.sort_by_key(|r| r.started_at.or(r.ended_at));
+    let bars: Vec<TimelineBar> = spans
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let end = r.ended_at.unwrap_or(to);
+            let start = r.started_at.unwrap_or(end);
+            TimelineBar {
+                x: at(start),
+                y: 24 + k as i64 * 14,
+                w: (at(end) - at(start)).max(2),
+                class: format!("s-{}", r.state),
+                title: format!(
+                    "{} {}: {}",
+                    r.dag_id,
+                    r.run_id,
+                    views::between(r.started_at, r.ended_at)
+                ),
+                href: run_href(&r.dag_id, &r.run_id),
+            }
+        })
+        .collect();
+    let counts: Vec<usize> = (0..24)
+        .map(|h| {
+            let (a, b) = (from + Duration::hours(h), from + Duration::hours(h + 1));
+            spans
+                .iter()
+                .filter(|r| {
+                    let end = r.ended_at.unwrap_or(to);
+                    r.started_at.unwrap_or(end) < b && end > a
+                })
+                .count()
+        })
+        .collect();
+    let most = counts.iter().copied().max().unwrap_or(0).max(1);
+    let busy = counts
+        .iter()
+        .enumerate()
+        .map(|(h, n)| BusyHour {
+            x: TL_LEFT + h as i64 * TL_WIDTH / 24,
+            runs: *n,
+            opacity: format!("{:.2}", 0.1 + 0.9 * *n as f64 / most as f64),
+        })
+        .collect();
+    (bars, busy, 40 + spans.len() as i64 * 14)
 }
 
 /// The runs that ended on a UTC day (of one DAG, or all): where a calendar square leads.
@@ -204,7 +288,11 @@ pub async fn runs_of_a_day(
     .await?;
     let more = found.len() as u64 > LIMIT;
     found.truncate(LIMIT as usize);
+    let (timeline, busy, timeline_height) = timeline(&found, from);
     Ok(pg.render(DayPage {
+        timeline,
+        busy,
+        timeline_height,
         layout,
         day: day.to_string(),
         dag_id: dag.unwrap_or_default(),
