@@ -343,40 +343,49 @@ async fn get(
     Ok((status, body))
 }
 
-/// `weft serve` on 1,000,000 task instances, with 200 keep-alive clients reading pages
-/// for `secs` seconds while a run is triggered every 5 s.
-async fn web_load(pg: Option<&str>, secs: u64, rows: &mut Rows) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let folder = dir.path().join("dags");
+/// The load fixture in a fresh database under `dir`: the DAG folder, its DAGs recorded,
+/// 1,000,000 task instances. Returns the database's URL, its PostgreSQL name (to drop)
+/// and the open database with its config and registry.
+async fn loaded_fixture(
+    dir: &Path,
+    pg: Option<&str>,
+) -> (String, Option<String>, Db, Config, Arc<Registry>) {
+    let folder = dir.join("dags");
     std::fs::create_dir_all(&folder).expect("mkdir");
     for i in 0..DAGS {
         std::fs::write(folder.join(format!("dag_{i:02}.toml")), chain_dag()).expect("write");
     }
-    let (url, pg_name) = fresh_db(dir.path(), pg).await;
+    let (url, pg_name) = fresh_db(dir, pg).await;
+    let db = Db::connect(&url).await.expect("db");
+    db.migrate().await.expect("migrate");
+    let cfg = Config {
+        database_url: url.clone(),
+        dags_folder: folder.clone(),
+        ..Default::default()
+    };
+    let registry = Registry::new(folder, weft::dag::ValidationContext::of(&cfg));
+    registry.sync(&db, Utc::now()).await.expect("sync");
+    let t = Instant::now();
+    load_fixture(&db).await;
+    eprintln!(
+        "load fixture: {DAGS} dags x {RUNS_PER_DAG} runs x {TASKS} tasks in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    (url, pg_name, db, cfg, registry)
+}
+
+/// `weft serve` on 1,000,000 task instances, with 200 keep-alive clients reading pages
+/// for `secs` seconds while a run is triggered every 5 s.
+async fn web_load(pg: Option<&str>, secs: u64, rows: &mut Rows) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, pg_name, db, _, _) = loaded_fixture(dir.path(), pg).await;
+    db.conn.close().await.ok();
     let port = free_port();
     std::fs::write(
         dir.path().join("weft.toml"),
         format!("database_url = \"{url}\"\nbind = \"127.0.0.1:{port}\"\n"),
     )
     .expect("config");
-    {
-        let db = Db::connect(&url).await.expect("db");
-        db.migrate().await.expect("migrate");
-        let cfg = Config {
-            database_url: url.clone(),
-            dags_folder: folder.clone(),
-            ..Default::default()
-        };
-        let registry = Registry::new(folder.clone(), weft::dag::ValidationContext::of(&cfg));
-        registry.sync(&db, Utc::now()).await.expect("sync");
-        let t = Instant::now();
-        load_fixture(&db).await;
-        eprintln!(
-            "load fixture: {DAGS} dags x {RUNS_PER_DAG} runs x {TASKS} tasks in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-        db.conn.close().await.ok();
-    }
     let exe = env!("CARGO_BIN_EXE_weft");
     // An API token to trigger runs with, as an operator's script would.
     let cli = |args: &[&str], stdin: Option<&str>| {
@@ -831,27 +840,7 @@ async fn explain(pg: Option<&str>, rows: &mut Rows) {
     use tower::ServiceExt as _;
     let backend_name = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
     let dir = tempfile::tempdir().expect("tempdir");
-    let folder = dir.path().join("dags");
-    std::fs::create_dir_all(&folder).expect("mkdir");
-    for i in 0..DAGS {
-        std::fs::write(folder.join(format!("dag_{i:02}.toml")), chain_dag()).expect("write");
-    }
-    let (url, pg_name) = fresh_db(dir.path(), pg).await;
-    let mut db = Db::connect(&url).await.expect("db");
-    db.migrate().await.expect("migrate");
-    let cfg = Config {
-        database_url: url.clone(),
-        dags_folder: folder.clone(),
-        ..Default::default()
-    };
-    let registry = Registry::new(folder.clone(), weft::dag::ValidationContext::of(&cfg));
-    registry.sync(&db, Utc::now()).await.expect("sync");
-    let t = Instant::now();
-    load_fixture(&db).await;
-    eprintln!(
-        "explain, {backend_name}: {DAGS} dags x {RUNS_PER_DAG} runs x {TASKS} tasks loaded in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    let (_, pg_name, mut db, cfg, registry) = loaded_fixture(dir.path(), pg).await;
     // Every statement the pages run, with its values and how long it took.
     type Seen = Vec<(String, String, f64)>;
     let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
@@ -946,6 +935,11 @@ async fn explain(pg: Option<&str>, rows: &mut Rows) {
 }
 
 fn main() {
+    // The errors a page logs instead of answering them (500s) reach the bench's stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("weft=error"))
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
