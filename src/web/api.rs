@@ -203,6 +203,7 @@ pub struct Cleared {
         list_pools,
         health,
         list_import_errors,
+        list_audit,
         crate::kinds::experiment::api::get_experiment,
         crate::kinds::survey::api::get_survey
     ),
@@ -215,6 +216,8 @@ pub struct Cleared {
         LogView,
         PoolView,
         ImportErrorView,
+        AuditView,
+        AuditList,
         TriggerBody,
         ClearBody,
         Cleared,
@@ -253,6 +256,7 @@ pub fn router() -> Router<AppState> {
         .route("/pools", get(list_pools))
         .route("/health", get(health))
         .route("/import-errors", get(list_import_errors))
+        .route("/audit", get(list_audit))
         .merge(crate::kinds::api_routes())
 }
 
@@ -843,6 +847,76 @@ async fn health(State(state): State<AppState>, viewer: Viewer) -> Result<Respons
     let counts: BTreeMap<String, i64> = live.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
     body["tasks"] = serde_json::to_value(counts).unwrap_or_default();
     Ok(Json(body).into_response())
+}
+
+/// An operator's action, as the audit log recorded it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    pub at: String,
+    pub actor: String,
+    /// `ui`, `api` or `cli`.
+    pub source: String,
+    /// The client's address (web) or host (CLI).
+    pub client: Option<String>,
+    pub action: String,
+    pub dag_id: Option<String>,
+    pub run_id: Option<String>,
+    pub task_id: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditView>,
+    pub total: u64,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+/// The audit log, newest first (admins). Query: `actor`, `action`, `dag_id`, `run_id`,
+/// `source`, `limit` (max 500), `offset`.
+#[utoipa::path(get, path = "/api/v1/audit", responses((status = 200, body = AuditList), (status = 400), (status = 401), (status = 403)))]
+async fn list_audit(
+    State(state): State<AppState>,
+    bearer: BearerUser,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<AuditList> {
+    // Reading it is a read: a token of either scope will do, if its user is an admin.
+    if bearer.0.role != Role::Admin {
+        return Err(ApiError(Error::Forbidden(format!(
+            "the audit log is for admins; \"{}\" is {}",
+            bearer.0.username, bearer.0.role
+        ))));
+    }
+    let limit = parse_u64(&q, "limit", 50, 500)?.max(1);
+    let offset = parse_u64(&q, "offset", 0, 1_000_000_000)?;
+    let filter = crate::db::audit::Filter {
+        actor: q.get("actor").cloned(),
+        action: q.get("action").cloned(),
+        dag_id: q.get("dag_id").cloned(),
+        run_id: q.get("run_id").cloned(),
+        source: q.get("source").cloned(),
+    };
+    let (rows, total) = crate::db::audit::list(&state.db.read, &filter, limit, offset).await?;
+    Ok(Json(AuditList {
+        entries: rows
+            .into_iter()
+            .map(|e| AuditView {
+                at: rfc3339(e.at),
+                actor: e.actor,
+                source: e.source,
+                client: e.client,
+                action: e.action,
+                dag_id: e.dag_id,
+                run_id: e.run_id,
+                task_id: e.task_id,
+                detail: e.detail,
+            })
+            .collect(),
+        total,
+        limit,
+        offset,
+    }))
 }
 
 /// DAG files that do not load.

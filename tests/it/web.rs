@@ -1873,6 +1873,27 @@ async fn the_api_previews_clears_marks_downstream_and_records_who_from_where() {
     assert_eq!(entries[0].action, "mark");
     assert_eq!(entries[0].task_id.as_deref(), Some("a"));
     assert_eq!(entries[0].detail, "marked a, b, c success");
+    // The API reads the audit log for admins only.
+    let res = api.get("/api/v1/audit").await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+    let hash = weft::accounts::hash_password("correct horse").expect("hash");
+    let ada = users::create(&env.db.conn, "ada", &hash, Role::Admin, Utc::now())
+        .await
+        .expect("admin");
+    let (tok, th) = weft::accounts::new_token();
+    users::create_token(&env.db.conn, ada.id, "audit", &th, "read", None, Utc::now())
+        .await
+        .expect("token");
+    api.bearer = Some(tok);
+    let res = api.get("/api/v1/audit?action=mark&limit=5").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let v: serde_json::Value = serde_json::from_str(&res.body).expect("json");
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["entries"][0]["actor"], "otto");
+    assert_eq!(v["entries"][0]["source"], "api");
+    assert_eq!(v["entries"][0]["detail"], "marked a, b, c success");
+    let res = api.get("/api/v1/audit?limit=x").await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
     env.stop().await;
 }
 
