@@ -286,31 +286,22 @@ pub struct TaskPage {
     pub rendered: Vec<(String, String, bool)>,
 }
 
-/// The templated fields of a task (its kind's, then its `env`), rendered with the
-/// variables of try `try_number` in `run`, secrets redacted. An error shows in place of
-/// the text.
-async fn rendered_templates(
+/// The templated fields of `task` of `dag` (its kind's, then its `env`), rendered with
+/// the variables of try `try_number` in `run`, secrets redacted. An error shows in place
+/// of the text.
+fn rendered_templates(
     state: &AppState,
     run: &Run,
-    task_id: &str,
+    dag: &Dag,
+    task: &crate::dag::Task,
     try_number: i32,
-) -> Result<Vec<(String, String, bool)>> {
-    let Some(dag) = state
-        .registry
-        .version(&state.db, run.dag_version_id)
-        .await?
-    else {
-        return Ok(Vec::new());
-    };
-    let Some(task) = dag.task(task_id) else {
-        return Ok(Vec::new());
-    };
+) -> Vec<(String, String, bool)> {
     let params: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(&run.params).unwrap_or_default();
     let mut ctx = crate::dag::template::TemplateContext::new(
         &dag.dag_id,
         &run.run_id,
-        task_id,
+        &task.task_id,
         try_number.max(1),
         run.data_interval_start,
         run.data_interval_end,
@@ -331,7 +322,7 @@ async fn rendered_templates(
         .templates()
         .into_iter()
         .map(|(n, t, q)| (n.to_string(), t, q));
-    Ok(fields
+    fields
         .chain(env)
         .map(
             |(name, text, quoting)| match ctx.render_for(text, quoting) {
@@ -339,7 +330,7 @@ async fn rendered_templates(
                 Err(e) => (name, format!("cannot be rendered: {e}"), true),
             },
         )
-        .collect())
+        .collect()
 }
 
 /// The lines of `log` that contain `needle` (case-insensitive), each with its line
@@ -374,27 +365,13 @@ pub struct TryQuery {
     pub q: Option<String>,
 }
 
-/// The upstream tasks (of the run's DAG version) that failed, were skipped or could not
-/// run: why `ti` did not run.
+/// The upstream tasks of `task` (of the run's DAG version) that failed, were skipped
+/// or could not run: why it did not run.
 async fn upstream_blockers(
     state: &AppState,
-    ti: &TaskInstance,
-    dag_id: &str,
-    run_id: &str,
+    run: &Run,
+    task: &crate::dag::Task,
 ) -> Result<Vec<UpstreamRow>> {
-    let Some(run) = runs::get_run(&state.db.read, ti.dag_run_id).await? else {
-        return Ok(Vec::new());
-    };
-    let Some(dag) = state
-        .registry
-        .version(&state.db, run.dag_version_id)
-        .await?
-    else {
-        return Ok(Vec::new());
-    };
-    let Some(task) = dag.task(&ti.task_id) else {
-        return Ok(Vec::new());
-    };
     let states: BTreeMap<String, TaskState> = tasks::states_of_run(&state.db.read, run.id)
         .await?
         .into_iter()
@@ -413,30 +390,33 @@ async fn upstream_blockers(
             )
             .then(|| UpstreamRow {
                 task_id: up.clone(),
-                href: task_href(dag_id, run_id, up),
+                href: task_href(&run.dag_id, &run.run_id, up),
                 state: s.to_string(),
             })
         })
         .collect())
 }
 
+/// A run and one of its task instances, by name.
 async fn find_ti(
     state: &AppState,
     dag_id: &str,
     run_id: &str,
     task_id: &str,
-) -> Result<TaskInstance> {
+) -> Result<(Run, TaskInstance)> {
     let run = runs::find_run(&state.db.read, dag_id, run_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))?;
     let tis = tasks::of_run(&state.db.read, run.id).await?;
     let names: Vec<String> = tis.iter().map(|t| t.task_id.clone()).collect();
-    tis.into_iter()
+    let ti = tis
+        .into_iter()
         .find(|t| t.task_id == task_id)
         .ok_or_else(|| {
             let hint = crate::dag::diag::did_you_mean(task_id, names.iter().map(String::as_str));
             Error::NotFound(format!("run \"{run_id}\" has no task \"{task_id}\"{hint}"))
-        })
+        })?;
+    Ok((run, ti))
 }
 
 fn parse_try(q: &TryQuery) -> Result<Option<i32>> {
@@ -464,7 +444,7 @@ pub async fn task_page(
         )
         .await?;
     let want = parse_try(&q)?;
-    let ti = find_ti(&state, &dag_id, &run_id, &task_id).await?;
+    let (run, ti) = find_ti(&state, &dag_id, &run_id, &task_id).await?;
     let tries = tasks::tries_of(&state.db.read, ti.id).await?;
     let selected = match want {
         Some(n) => {
@@ -507,22 +487,30 @@ pub async fn task_page(
     let follow =
         search.is_empty() && current.is_some_and(|t| t.state == crate::db::TryState::Running);
     // Rendered templates hold what the log holds (the command line): for log readers.
-    let rendered = if pg.viewer.can_read_logs(&state).is_ok() {
-        match runs::find_run(&state.db.read, &dag_id, &run_id).await? {
-            Some(run) => rendered_templates(&state, &run, &task_id, selected).await?,
-            None => Vec::new(),
-        }
+    // A task that never ran says which upstream stopped it. Both read the run's version
+    // of the task, loaded once.
+    let shows_templates = pg.viewer.can_read_logs(&state).is_ok();
+    let blocked =
+        tries.is_empty() && matches!(ti.state, TaskState::UpstreamFailed | TaskState::Skipped);
+    let dag = if shows_templates || blocked {
+        state
+            .registry
+            .version(&state.db, run.dag_version_id)
+            .await?
     } else {
-        Vec::new()
+        None
+    };
+    let task = dag.as_deref().and_then(|d| Some((d, d.task(&task_id)?)));
+    let rendered = match task {
+        Some((d, t)) if shows_templates => rendered_templates(&state, &run, d, t, selected),
+        _ => Vec::new(),
     };
     layout.refresh = false;
     let base = task_href(&dag_id, &run_id, &task_id);
-    let blocked_by =
-        if tries.is_empty() && matches!(ti.state, TaskState::UpstreamFailed | TaskState::Skipped) {
-            upstream_blockers(&state, &ti, &dag_id, &run_id).await?
-        } else {
-            Vec::new()
-        };
+    let blocked_by = match task {
+        Some((_, t)) if blocked => upstream_blockers(&state, &run, t).await?,
+        _ => Vec::new(),
+    };
     Ok(pg.render(TaskPage {
         layout,
         note: ti.note.clone().unwrap_or_default(),
@@ -579,7 +567,7 @@ pub async fn raw_log(
 ) -> Result<Response> {
     viewer.can_read_logs(&state)?;
     let want = parse_try(&q)?;
-    let ti = find_ti(&state, &dag_id, &run_id, &task_id).await?;
+    let (_, ti) = find_ti(&state, &dag_id, &run_id, &task_id).await?;
     let tries = tasks::tries_of(&state.db.read, ti.id).await?;
     let t = match want {
         Some(n) => tries.iter().find(|t| t.try_number == n),
