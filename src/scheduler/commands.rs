@@ -472,11 +472,7 @@ async fn clear_targets(
     task_ids: &[String],
     scope: &Scope,
 ) -> CommandResult<(dag_run::Model, Arc<Dag>, i64, Vec<(String, TaskState)>)> {
-    let run = runs::find_run(&db.conn, dag_id, run_id)
-        .await?
-        .ok_or_else(|| {
-            CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\""))
-        })?;
+    let run = find_run(db, dag_id, run_id).await?;
     let (dag, vid) = match reg.current(dag_id) {
         Some(c) => c,
         None => {
@@ -489,10 +485,7 @@ async fn clear_targets(
     let tis = tasks::states_of_run(&db.conn, run.id).await?;
     for t in task_ids {
         if !tis.iter().any(|(id, _)| id == t) {
-            let hint = crate::dag::diag::did_you_mean(t, tis.iter().map(|(id, _)| id.as_str()));
-            return Err(CommandError::NotFound(format!(
-                "run \"{run_id}\" has no task \"{t}\"{hint}"
-            )));
+            return Err(no_task(run_id, t, tis.iter().map(|(id, _)| id.as_str())));
         }
     }
     let all: Vec<String> = tis.iter().map(|(t, _)| t.clone()).collect();
@@ -596,6 +589,19 @@ pub async fn rescue(
     Ok(())
 }
 
+/// A run by its DAG and run id, or a NotFound naming both.
+async fn find_run(db: &Db, dag_id: &str, run_id: &str) -> CommandResult<dag_run::Model> {
+    runs::find_run(&db.conn, dag_id, run_id)
+        .await?
+        .ok_or_else(|| CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\"")))
+}
+
+/// The error of a task name the run does not have, with a suggestion from its tasks.
+fn no_task<'a>(run_id: &str, task: &str, names: impl Iterator<Item = &'a str>) -> CommandError {
+    let hint = crate::dag::diag::did_you_mean(task, names);
+    CommandError::NotFound(format!("run \"{run_id}\" has no task \"{task}\"{hint}"))
+}
+
 /// Finds a run and the definition it runs with.
 async fn run_and_dag(
     db: &Db,
@@ -603,11 +609,7 @@ async fn run_and_dag(
     dag_id: &str,
     run_id: &str,
 ) -> CommandResult<(dag_run::Model, Arc<Dag>)> {
-    let run = runs::find_run(&db.conn, dag_id, run_id)
-        .await?
-        .ok_or_else(|| {
-            CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\""))
-        })?;
+    let run = find_run(db, dag_id, run_id).await?;
     let dag = reg.version(db, run.dag_version_id).await?.ok_or_else(|| {
         CommandError::NotFound(format!(
             "the definition of run \"{run_id}\" cannot be loaded"
@@ -641,10 +643,11 @@ pub async fn mark_task(
     let run = runs::lock_run(&txn, run.id).await?.unwrap_or(run);
     let tis = tasks::states_of_run(&txn, run.id).await?;
     let Some((_, current)) = tis.iter().find(|(t, _)| t == task_id) else {
-        let hint = crate::dag::diag::did_you_mean(task_id, tis.iter().map(|(t, _)| t.as_str()));
-        return Err(CommandError::NotFound(format!(
-            "run \"{run_id}\" has no task \"{task_id}\"{hint}"
-        )));
+        return Err(no_task(
+            run_id,
+            task_id,
+            tis.iter().map(|(t, _)| t.as_str()),
+        ));
     };
     let widened = scope.upstream || scope.downstream;
     if *current == state && !widened {
@@ -911,21 +914,13 @@ pub async fn set_note(
             note.chars().count()
         )));
     }
-    let run = runs::find_run(&db.conn, dag_id, run_id)
-        .await?
-        .ok_or_else(|| {
-            CommandError::NotFound(format!("dag \"{dag_id}\" has no run \"{run_id}\""))
-        })?;
+    let run = find_run(db, dag_id, run_id).await?;
     match task_id {
         None => crate::db::audit::set_run_note(&db.conn, run.id, note).await?,
         Some(t) => {
             let tis = tasks::of_run(&db.conn, run.id).await?;
             let Some(ti) = tis.iter().find(|ti| ti.task_id == t) else {
-                let hint =
-                    crate::dag::diag::did_you_mean(t, tis.iter().map(|ti| ti.task_id.as_str()));
-                return Err(CommandError::NotFound(format!(
-                    "run \"{run_id}\" has no task \"{t}\"{hint}"
-                )));
+                return Err(no_task(run_id, t, tis.iter().map(|ti| ti.task_id.as_str())));
             };
             crate::db::audit::set_task_note(&db.conn, ti.id, note).await?;
         }

@@ -64,16 +64,7 @@ pub async fn audit_page(
     let layout = pg.layout(&state, "Audit log".into(), "audit", None).await?;
     pg.viewer.require(Role::Admin)?;
     const PER_PAGE: u64 = 50;
-    let page: u64 = match q.page.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
-        None => 1,
-        Some(p) => p
-            .parse()
-            .ok()
-            .filter(|n| (1..=1_000_000).contains(n))
-            .ok_or_else(|| {
-                Error::BadRequest(format!("page must be a number from 1, got \"{p}\""))
-            })?,
-    };
+    let page = super::page_number(q.page.as_deref(), "page", 1_000_000)?;
     let filter = crate::db::audit::Filter {
         actor: Some(q.actor.trim().to_string()),
         action: Some(q.action.trim().to_string()),

@@ -364,16 +364,7 @@ pub async fn dag_page(
     Query(q): Query<DagPageQuery>,
 ) -> Result<Response> {
     const PER_PAGE: u64 = 25;
-    let page: u64 = match q.runs.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => 1,
-        Some(p) => p
-            .parse()
-            .ok()
-            .filter(|n| (1..=100_000).contains(n))
-            .ok_or_else(|| {
-                Error::BadRequest(format!("runs must be a page number from 1, got \"{p}\""))
-            })?,
-    };
+    let page = super::page_number(q.runs.as_deref(), "runs", 100_000)?;
     let mut layout = pg.layout(&state, dag_id.clone(), "dags", q.notice).await?;
     // Older pages do not change: only the newest refreshes itself.
     layout.refresh = page == 1;

@@ -68,6 +68,22 @@ pub struct Layout {
     pub refresh: bool,
 }
 
+/// A page number from a query parameter (1 when absent or empty), from 1 to `max`.
+pub fn page_number(value: Option<&str>, name: &str, max: u64) -> Result<u64> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(1),
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "{name} must be a page number from 1 to {max}, got \"{v}\""
+                ))
+            }),
+    }
+}
+
 /// The anchor of a file's section on the import-errors page.
 pub fn error_anchor(file: &str) -> String {
     let tail: String = file
