@@ -495,7 +495,7 @@ impl Engine {
             let wait = match tokio::spawn(async move { e.tick().await }).await {
                 Ok(Ok(w)) => w,
                 Ok(Err(e)) => {
-                    self.database_failed();
+                    self.database_failed(&e);
                     tracing::error!(error = %e, "scheduler pass failed; retrying in 1s");
                     Duration::from_secs(1)
                 }
@@ -540,7 +540,7 @@ impl Engine {
         loop {
             every.tick().await;
             if let Err(e) = self.heartbeat_once().await {
-                self.database_failed();
+                self.database_failed(&e);
                 tracing::error!(error = %e, "heartbeat failed; retrying at the next interval");
             }
         }
@@ -1060,8 +1060,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Notes that this process could not reach the database (see `db_failed_at`).
-    fn database_failed(&self) {
+    /// Notes when `e` says this process could not reach the database (see
+    /// `db_failed_at`); other errors say nothing about other workers' silence.
+    fn database_failed(&self, e: &crate::db::DbError) {
+        if !e.is_unreachable() {
+            return;
+        }
         *self
             .shared
             .db_failed_at
